@@ -1,0 +1,20 @@
+"""Hand-written classic CNNs, proven identical to the timm and torchvision models they reproduce."""
+
+from repro import models, ports  # noqa: F401  (registers every family)
+from repro.porting import PortError, PortReport, PortRules, from_reference, port_weights
+from repro.registry import MODELS, REFERENCES, UnknownNameError, create_model, list_models
+from repro.weights import WeightsError
+
+__all__ = [
+    "MODELS",
+    "REFERENCES",
+    "PortError",
+    "PortReport",
+    "PortRules",
+    "UnknownNameError",
+    "WeightsError",
+    "create_model",
+    "from_reference",
+    "list_models",
+    "port_weights",
+]

@@ -1,0 +1,3 @@
+"""Hand-written architectures, one file per family. Importing a family registers its builders."""
+
+from repro.models import resnet  # noqa: F401

@@ -1,0 +1,251 @@
+"""Strict, atomic, auditable weight porting from reference models into hand-written ones.
+
+A port is driven by ``PortRules``: an ordered list of regular-expression renames from the
+reference's tensor names to ours (first full match wins). Every source tensor must map to
+exactly one target tensor and every target tensor must be hit; shapes must agree, except a
+Linear weight ``[out, in]`` and a 1x1 convolution weight ``[out, in, 1, 1]``, which are the same
+numbers and are reshaped (recorded as a transform). Any violation raises ``PortError``
+naming the tensors on both sides, before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import pandas as pd
+import torch
+from torch import nn
+
+from repro.registry import REFERENCES, create_model_from_entry, reference_entry
+
+
+class PortError(ValueError):
+    """Weights could not be ported; the target model was left unchanged."""
+
+
+@dataclass(frozen=True)
+class PortRules:
+    """Renames from one reference family's tensor names to the hand-written family's."""
+
+    name: str
+    source_type: str  # qualified class name of the reference model, e.g. "timm.models.resnet.ResNet"
+    target_type: str  # qualified class name of the hand-written model
+    renames: tuple[tuple[str, str], ...]
+    _compiled: tuple[tuple[re.Pattern, str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_compiled", tuple((re.compile(p), r) for p, r in self.renames))
+
+    def target_key(self, source_key: str) -> str | None:
+        for pattern, replacement in self._compiled:
+            if pattern.fullmatch(source_key):
+                return pattern.sub(replacement, source_key, count=1)
+        return None
+
+
+SAME_NAMES = ((r"(.*)", r"\1"),)
+
+
+@dataclass(frozen=True)
+class PortedTensor:
+    source_key: str
+    target_key: str
+    shape: tuple[int, ...]
+    transform: str  # "copy" or "reshape [a, b] -> [a, b, 1, 1]"
+
+
+@dataclass
+class PortReport:
+    """What went where. ``pairs`` maps every source tensor to its target tensor."""
+
+    source: str
+    target: str
+    rules: str
+    pairs: list[PortedTensor]
+
+    @property
+    def target_to_source(self) -> dict[str, str]:
+        return {p.target_key: p.source_key for p in self.pairs}
+
+    @property
+    def transformed(self) -> list[PortedTensor]:
+        return [p for p in self.pairs if p.transform != "copy"]
+
+    @property
+    def renamed(self) -> list[PortedTensor]:
+        return [p for p in self.pairs if p.source_key != p.target_key]
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [(p.source_key, p.target_key, p.shape, p.transform) for p in self.pairs],
+            columns=["source", "target", "shape", "transform"],
+        )
+
+    def __str__(self) -> str:
+        numel = sum(_numel(p.shape) for p in self.pairs)
+        lines = [
+            f"ported {len(self.pairs)} tensors ({numel:,} values) from {self.source} into {self.target} "
+            f"with rules {self.rules!r}: {len(self.renamed)} renamed, {len(self.transformed)} reshaped",
+        ]
+        lines += [f"  {p.source_key} -> {p.target_key} {list(p.shape)} ({p.transform})" for p in self.renamed[:20]]
+        if len(self.renamed) > 20:
+            lines.append(f"  ... {len(self.renamed) - 20} more renames (see .to_frame())")
+        return "\n".join(lines)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _type_name(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _linear_conv_reshape(src: torch.Size, dst: torch.Size) -> str | None:
+    if len(src) == 2 and tuple(dst) == (*src, 1, 1):
+        return f"reshape {list(src)} -> {list(dst)} (Linear -> 1x1 conv)"
+    if len(dst) == 2 and tuple(src) == (*dst, 1, 1):
+        return f"reshape {list(src)} -> {list(dst)} (1x1 conv -> Linear)"
+    return None
+
+
+def _listing(items: list[str], limit: int = 12) -> str:
+    shown = "\n    ".join(items[:limit])
+    more = f"\n    ... and {len(items) - limit} more" if len(items) > limit else ""
+    return f"\n    {shown}{more}"
+
+
+def plan_port(
+    source_state: Mapping[str, torch.Tensor],
+    target_state: Mapping[str, torch.Tensor],
+    rules: PortRules,
+    source_name: str = "source",
+    target_name: str = "target",
+) -> list[PortedTensor]:
+    """Pair every source tensor with a target tensor, or raise ``PortError`` listing every problem."""
+    pairs: list[PortedTensor] = []
+    unmatched_source, unknown_target, bad_shape, bad_dtype = [], [], [], []
+    claimed: dict[str, list[str]] = {}
+    for key, tensor in source_state.items():
+        target_key = rules.target_key(key)
+        if target_key is None:
+            unmatched_source.append(f"{key} {list(tensor.shape)} (no rule matches)")
+            continue
+        claimed.setdefault(target_key, []).append(key)
+        if target_key not in target_state:
+            unknown_target.append(f"{key} {list(tensor.shape)} -> {target_key} (no such tensor in target)")
+            continue
+        dst = target_state[target_key]
+        if tensor.is_floating_point() != dst.is_floating_point():
+            bad_dtype.append(f"{key} {tensor.dtype} -> {target_key} {dst.dtype}")
+            continue
+        if tensor.shape == dst.shape:
+            transform = "copy"
+        else:
+            transform = _linear_conv_reshape(tensor.shape, dst.shape)
+            if transform is None:
+                bad_shape.append(f"{key} {list(tensor.shape)} -> {target_key} {list(dst.shape)}")
+                continue
+        pairs.append(PortedTensor(key, target_key, tuple(dst.shape), transform))
+
+    duplicated = [f"{t} <- {', '.join(s)}" for t, s in claimed.items() if len(s) > 1]
+    unfilled = [f"{k} {list(v.shape)}" for k, v in target_state.items() if k not in claimed]
+    problems = []
+    if unmatched_source or unknown_target:
+        problems.append(f"source tensors without a partner:{_listing(unmatched_source + unknown_target)}")
+    if unfilled:
+        problems.append(f"target tensors nothing maps to:{_listing(unfilled)}")
+    if duplicated:
+        problems.append(f"target tensors claimed by several source tensors:{_listing(duplicated)}")
+    if bad_shape:
+        problems.append(f"shape mismatches (source -> target):{_listing(bad_shape)}")
+    if bad_dtype:
+        problems.append(f"float/integer mismatches:{_listing(bad_dtype)}")
+    if problems:
+        raise PortError(
+            f"cannot port {source_name} ({len(source_state)} tensors) into {target_name} "
+            f"({len(target_state)} tensors) with rules {rules.name!r}; the target is unchanged.\n  "
+            + "\n  ".join(problems)
+        )
+    return pairs
+
+
+def _rules_for(source: nn.Module, target: nn.Module) -> PortRules:
+    source_type, target_type = _type_name(source), _type_name(target)
+    candidates = {e.rules.name: e.rules for e in REFERENCES.values()
+                  if (e.rules.source_type, e.rules.target_type) == (source_type, target_type)}
+    if not candidates:
+        known = sorted({f"{e.rules.source_type} -> {e.rules.target_type}" for e in REFERENCES.values()})
+        raise PortError(f"no porting rules from {source_type} into {target_type}; known:{_listing(known)}")
+    if len(candidates) > 1:
+        raise PortError(f"several rule sets port {source_type} into {target_type}: pass rules= ({sorted(candidates)})")
+    return next(iter(candidates.values()))
+
+
+def port_weights(
+    source: nn.Module | Mapping[str, torch.Tensor],
+    target: nn.Module,
+    rules: PortRules | None = None,
+) -> PortReport:
+    """Copy every tensor of ``source`` into ``target`` and report what went where.
+
+    ``rules`` defaults to the registered rules for the two module types. Raises ``PortError``
+    (target untouched) unless every tensor on both sides is accounted for with a fitting shape.
+    """
+    if isinstance(source, nn.Module):
+        source_state, source_name = source.state_dict(), _type_name(source)
+        if rules is None:
+            rules = _rules_for(source, target)
+    elif isinstance(source, Mapping):
+        source_state, source_name = source, "state dict"
+        if rules is None:
+            raise PortError("porting from a state dict needs rules=")
+    else:
+        raise TypeError(f"source must be an nn.Module or a state dict, got {type(source).__name__}")
+    if not isinstance(target, nn.Module):
+        raise TypeError(f"target must be an nn.Module, got {type(target).__name__}")
+    target_state = target.state_dict()
+    pairs = plan_port(source_state, target_state, rules, source_name, _type_name(target))
+
+    backup = {k: v.detach().clone() for k, v in target_state.items()}
+    try:
+        with torch.no_grad():
+            for pair in pairs:
+                target_state[pair.target_key].copy_(source_state[pair.source_key].reshape(pair.shape))
+    except BaseException:
+        with torch.no_grad():
+            for key, tensor in target_state.items():
+                tensor.copy_(backup[key])
+        raise
+    return PortReport(source_name, _type_name(target), rules.name, pairs)
+
+
+def from_reference(
+    spec: str,
+    *,
+    source: nn.Module | None = None,
+    pretrained: bool = False,
+    weights: str | None = None,
+    **model_kwargs: Any,
+) -> nn.Module:
+    """The hand-written model configured to match ``spec``, holding the reference's weights.
+
+    The weights come from ``source`` (an already built reference model) or else from
+    ``reference.create(spec, pretrained=..., weights=...)``. Extra keyword arguments go to the
+    hand-written builder (e.g. ``drop_rate=0.0``). The returned model is in the source's mode.
+    """
+    entry = reference_entry(spec)
+    if source is None:
+        import reference
+
+        source = reference.create(spec, pretrained=pretrained, weights=weights)
+    elif pretrained or weights is not None:
+        raise ValueError("pass either source= or pretrained=/weights=, not both")
+    target = create_model_from_entry(entry, **model_kwargs)
+    port_weights(source, target, entry.rules)
+    return target.train(source.training)
