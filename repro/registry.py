@@ -54,6 +54,7 @@ class ReferenceEntry:
     deterministic_reference_kwargs: Mapping[str, Any] = field(default_factory=dict)
     deterministic_model_kwargs: Mapping[str, Any] = field(default_factory=dict)
     input_size: int | None = None  # None: the hand-written model's native resolution
+    expect_bit_exact: bool = True  # recorded by the equivalence tests; False says why in ``note``
     note: str = ""
 
     @property

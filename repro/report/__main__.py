@@ -1,0 +1,3 @@
+from repro.report import main
+
+raise SystemExit(main())

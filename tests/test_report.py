@@ -1,0 +1,77 @@
+"""python -m repro.report: files written, seed claims beside measurements, bad arguments, atomicity."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from repro import report
+
+
+@pytest.fixture(scope="module")
+def resnet18_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    assert report.main(["--models", "resnet18", "plain18", "--out", str(out)]) == 0
+    return out
+
+
+def test_report_files(resnet18_report):
+    names = {p.name for p in resnet18_report.iterdir()}
+    assert {"index.md", "resnet.md", "resnet_family.csv", "equivalence.md", "equivalence.csv", "errata.md", "errata.csv"} <= names
+    index = (resnet18_report / "index.md").read_text()
+    assert "torch " in index and "timm " in index and "(resnet.md)" in index
+
+
+def test_resnet_table_measures_beside_seed(resnet18_report):
+    table = pd.read_csv(resnet18_report / "resnet_family.csv").set_index("model")
+    row = table.loc["resnet18"]
+    assert row["params (ours)"] == row["params (timm)"] == row["params (torchvision)"] == 11_689_512
+    assert abs(row["GMACs (counted)"] - 1.814) < 1e-3
+    assert row["seed params (M, 5.2)"] == 11.7
+    assert row["max output diff after port"] == 0.0
+    assert table.loc["plain18", "params (ours)"] < row["params (ours)"]
+
+
+def test_equivalence_and_errata(resnet18_report):
+    eq = pd.read_csv(resnet18_report / "equivalence.csv")
+    assert set(eq["reference"]) == {"timm:resnet18", "torchvision:resnet18"}
+    assert (eq["bit-identical"] == "yes").all()
+    errata = pd.read_csv(resnet18_report / "errata.csv")
+    flops = errata[errata["claim"].str.contains("FLOPs are params x 2")]
+    assert len(flops) == 1 and (flops["verdict"] == "✗").all()
+    assert "1.81 GMACs" in flops["measured"].iloc[0]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--models", "nosuchnet"], "matches no hand-written model"),
+        (["--frobnicate"], "unrecognized arguments"),
+        (["--quick", "--full"], "not allowed with"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(args, message):
+    proc = subprocess.run([sys.executable, "-m", "repro.report", *args], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_out_must_be_a_directory(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert report.main(["--out", str(target)]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_interrupted_run_leaves_previous_report(tmp_path, monkeypatch):
+    (tmp_path / "index.md").write_text("previous")
+
+    def interrupted(options, progress=True):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "build_pages", interrupted)
+    assert report.main(["--out", str(tmp_path)]) == 130
+    assert (tmp_path / "index.md").read_text() == "previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["index.md"]
