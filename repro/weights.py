@@ -7,6 +7,7 @@ Every error names the file and what is wrong with it.
 from __future__ import annotations
 
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 from typing import Mapping
@@ -56,7 +57,15 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path}: not a readable safetensors file ({err})") from err
 
 
+# What torch.load's unpickler raises on damaged bytes, beyond its own UnpicklingError.
+_CORRUPTION_ERRORS = (RuntimeError, EOFError, zipfile.BadZipFile, OSError, IndexError, KeyError, ValueError, struct.error)
+
+
 def _read_torch(path: Path) -> object:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise WeightsError(f"{path}: not a torch file (neither a zip archive nor a pickle) and not .safetensors")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -66,7 +75,7 @@ def _read_torch(path: Path) -> object:
             f"{path}: refused to load: the file is not a plain tensor checkpoint "
             f"(it would run code or is corrupt): {first_line}"
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+    except _CORRUPTION_ERRORS as err:
         raise WeightsError(f"{path}: truncated or corrupt torch file ({type(err).__name__}: {err})") from err
 
 

@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import random
 
 import pytest
 import torch
@@ -67,9 +68,11 @@ def test_truncated_file(tmp_path, trained_state, suffix):
     assert_state_unchanged(model, before)
 
 
-def test_garbage_file(tmp_path):
+@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("header", [b"", b"PK\x03\x04", b"\x80\x02"])
+def test_garbage_file(tmp_path, header, seed):
     path = tmp_path / "w.pth"
-    path.write_bytes(os.urandom(4096))
+    path.write_bytes(header + random.Random(seed).randbytes(4096))
     with pytest.raises(WeightsError, match="w.pth"):
         reference.create(SPEC, weights=path)
 
