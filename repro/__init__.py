@@ -1,6 +1,7 @@
 """Hand-written classic CNNs, proven identical to the timm and torchvision models they reproduce."""
 
 from repro import models, ports  # noqa: F401  (registers every family)
+from repro.fuse import FuseError, fuse
 from repro.porting import PortError, PortReport, PortRules, from_reference, port_weights
 from repro.registry import MODELS, REFERENCES, UnknownNameError, create_model, list_models
 from repro.weights import WeightsError
@@ -8,6 +9,7 @@ from repro.weights import WeightsError
 __all__ = [
     "MODELS",
     "REFERENCES",
+    "FuseError",
     "PortError",
     "PortReport",
     "PortRules",
@@ -15,6 +17,7 @@ __all__ = [
     "WeightsError",
     "create_model",
     "from_reference",
+    "fuse",
     "list_models",
     "port_weights",
 ]

@@ -1,0 +1,82 @@
+"""Inference fusion: fold each BatchNorm into the convolution that feeds it.
+
+In eval mode ``bn(conv(x)) = gamma * (W*x + b - mean) / sqrt(var + eps) + beta`` is itself a
+convolution with weight ``W * gamma / sqrt(var + eps)`` and a bias, so the BatchNorm costs
+nothing once folded. The pairs are found in the model's ``torch.fx`` graph: a BatchNorm whose
+only input is a convolution whose output nothing else reads. The result agrees with the unfused
+model to float rounding, is eval-only, and the original is untouched.
+
+How close is "to float rounding"? In float64 the fused and unfused models agree to ~1e-13
+(the algebra is exact). In float32 they differ by the model's own float32 noise: at default
+initialization by < 1e-6 relative; with randomized statistics deep nets amplify rounding (the
+unfused ResNet-152 is itself ~1e-4 from its float64 result), and the fused model stays as close
+to the float64 result as the unfused one. The tests check all three.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+
+class FuseError(ValueError):
+    """The model cannot be fused (not traceable by torch.fx, or nothing to fold)."""
+
+
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    fused = copy.deepcopy(conv)
+    dtype = conv.weight.dtype
+    # Folded in float64, rounded once: the fused weights are the correctly rounded products.
+    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+    fused.weight = nn.Parameter((conv.weight.double() * scale.reshape(-1, 1, 1, 1)).to(dtype))
+    fused.bias = nn.Parameter(((bias - bn.running_mean.double()) * scale + bn.bias.double()).to(dtype))
+    return fused
+
+
+def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
+    parent, _, name = target.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, module)
+
+
+@torch.no_grad()
+def fuse(model: nn.Module, *, channels_last: bool = False) -> fx.GraphModule:
+    """An eval-only copy of ``model`` with every conv -> BatchNorm pair folded into one conv.
+
+    ``channels_last=True`` also stores the weights in NHWC order (feed NHWC inputs to benefit).
+    Raises ``FuseError`` if the model cannot be traced or contains no foldable pair.
+    """
+    model = copy.deepcopy(model).eval()
+    try:
+        graph_module = fx.symbolic_trace(model)
+    except (fx.proxy.TraceError, TypeError, RuntimeError) as err:
+        raise FuseError(f"{type(model).__name__} cannot be traced by torch.fx: {err}") from err
+    modules = dict(graph_module.named_modules())
+    folded = 0
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], nn.BatchNorm2d):
+            continue
+        source = node.args[0]
+        if not (isinstance(source, fx.Node) and source.op == "call_module" and len(source.users) == 1
+                and isinstance(modules[source.target], nn.Conv2d)):
+            continue
+        bn = modules[node.target]
+        if not bn.track_running_stats:
+            continue
+        _set_submodule(graph_module, source.target, _fold(modules[source.target], bn))
+        node.replace_all_uses_with(source)
+        graph_module.graph.erase_node(node)
+        folded += 1
+    if folded == 0:
+        raise FuseError(f"{type(model).__name__} has no convolution -> BatchNorm pair to fold")
+    graph_module.graph.eliminate_dead_code()
+    graph_module.delete_all_unused_submodules()
+    graph_module.graph.lint()
+    graph_module.recompile()
+    graph_module.folded_batchnorms = folded
+    if channels_last:
+        graph_module = graph_module.to(memory_format=torch.channels_last)
+    return graph_module.eval()
