@@ -12,10 +12,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_addoption(parser):
-    group = parser.getgroup("repro benchmarks")
-    group.addoption("--bench-models", default="resnet18,resnet50", help="comma-separated hand-written model names or patterns")
-    group.addoption("--bench-batch", default="1", help="comma-separated batch sizes")
-    group.addoption("--bench-resolution", type=int, default=None, help="input resolution (default: each model's native one)")
+    group = parser.getgroup("repro benchmarks (pytest --benchmark-only)")
+    group.addoption("--bench-models", default="resnet18,resnet50,efficientnet_b0,mobilenetv3_large_100",
+                    help="comma-separated hand-written model names or fnmatch patterns")
+    group.addoption("--bench-batch", default="1", help="comma-separated batch sizes (default 1)")
+    group.addoption("--bench-resolution", type=int, default=None,
+                    help="input resolution (default: each model's native one, capped by --bench-max-resolution)")
+    group.addoption("--bench-max-resolution", type=int, default=None,
+                    help="cap on the native resolution (default: 224 on CPU, none on CUDA); the group name states the size used")
+    group.addoption("--bench-device", default="cpu", help="comma-separated: cpu, cuda (cuda cases skip without a GPU)")
+    group.addoption("--bench-dtype", default="fp32", help="comma-separated: fp32, bf16 (autocast)")
+    group.addoption("--bench-format", default="nchw", help="comma-separated: nchw, channels_last")
+    group.addoption("--bench-modes", default="eager,fused", help="comma-separated: eager, fused (ours only), compile")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -27,6 +35,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "benchmark" in getattr(item, "fixturenames", ()):
             item.add_marker(skip)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Versions, device and thread count travel with every --benchmark-json file."""
+    from repro.environment import environment
+
+    machine_info.update(environment())
 
 
 @pytest.fixture(autouse=True)

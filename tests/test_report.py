@@ -75,3 +75,37 @@ def test_interrupted_run_leaves_previous_report(tmp_path, monkeypatch):
     assert report.main(["--out", str(tmp_path)]) == 130
     assert (tmp_path / "index.md").read_text() == "previous"
     assert [p.name for p in tmp_path.iterdir()] == ["index.md"]
+
+
+def _bench_json(path, device, medians):
+    benchmarks = [
+        {"group": "resnet18 b1 224px", "stats": {"median": m, "iq": m / 10, "rounds": 7},
+         "extra_info": {"model": "resnet18", "implementation": impl, "batch": 1, "resolution": 224,
+                        "device": "cpu", "dtype": "fp32", "memory_format": "nchw"}}
+        for impl, m in medians.items()
+    ]
+    path.write_text(__import__("json").dumps({"machine_info": {"device": device, "torch": "2.x", "torch_threads": "2"}, "benchmarks": benchmarks}))
+    return path
+
+
+def test_from_json_merges_machines_side_by_side(tmp_path):
+    from repro.report.latency import load_benchmark_json, side_by_side
+
+    a = _bench_json(tmp_path / "a.json", "box A", {"ours": 0.010, "ours+fused": 0.008, "timm:resnet18": 0.011, "torchvision:resnet18": 0.0105})
+    b = _bench_json(tmp_path / "b.json", "GPU B", {"ours": 0.002, "timm:resnet18": 0.004})
+    table = side_by_side(load_benchmark_json([a, b]))
+    assert len(table) == 2
+    row_a = table[table["machine"].str.startswith("box A")].iloc[0]
+    assert row_a["ours"] == "10.00 (1.00)" and row_a["ours / timm"] == round(10 / 11, 3)
+    assert row_a["ours+fused / timm"] == round(8 / 11, 3)
+    row_b = table[table["machine"].str.startswith("GPU B")].iloc[0]
+    assert row_b["ours / timm"] == 0.5
+
+
+def test_from_json_bad_files(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert report.main(["--models", "resnet18", "--from-json", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "not a readable JSON file" in capsys.readouterr().err
+    assert report.main(["--from-json", str(tmp_path / "missing.json")]) == 2
+    assert "no such file" in capsys.readouterr().err

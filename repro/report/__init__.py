@@ -52,6 +52,7 @@ class Erratum:
 class Options:
     full: bool = False
     models: tuple[str, ...] = ()  # fnmatch patterns over hand-written model names; empty: all
+    from_json: tuple[Path, ...] = ()  # pytest-benchmark JSON files to merge into the latency tables
 
     def selected(self, names: Iterable[str]) -> list[str]:
         names = list(names)
@@ -59,6 +60,10 @@ class Options:
             return names
         return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in self.models)]
 
+
+# Pages in reading order (the seed's order); pages not listed come after, before nothing else.
+PAGE_ORDER = ["resnet", "resnet_variants", "efficientnet", "densenet_mobilenet", "depthwise", "selection",
+              "latency", "training", "equivalence", "errata"]
 
 SectionFn = Callable[[Options], Page | None]
 ErratumFn = Callable[[Options], list[Erratum]]
@@ -124,12 +129,13 @@ def render_index(pages: list[Page], env: dict[str, str], options: Options) -> st
 
 
 def build_pages(options: Options, progress: bool = True) -> list[Page]:
-    from repro.report import equivalence, resnet  # noqa: F401  (register sections)
+    from repro.report import equivalence, latency, resnet  # noqa: F401  (register sections)
+    from repro.report import densenet_mobilenet  # noqa: F401
     from repro.report import errata as errata_page
 
     pages = [page for fn in _SECTIONS if (page := fn(options)) is not None]
     pages.append(errata_page.build(options, _ERRATA))
-    return pages
+    return sorted(pages, key=lambda p: PAGE_ORDER.index(p.slug) if p.slug in PAGE_ORDER else len(PAGE_ORDER))
 
 
 def write_report(pages: list[Page], out: Path, options: Options) -> list[Path]:
@@ -164,8 +170,17 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
     mode.add_argument("--full", action="store_true", help="everything: train-mode equivalence (gradients, running stats) too")
     parser.add_argument("--models", nargs="+", default=(), metavar="NAME", help="hand-written model names or fnmatch patterns (e.g. 'resnet*')")
     parser.add_argument("--out", default="reports", help="output directory (default: reports/)")
+    parser.add_argument("--from-json", nargs="+", default=(), metavar="FILE", type=Path,
+                        help="pytest-benchmark JSON files (from any machines) to merge into the latency tables")
     args = parser.parse_args(argv)
-    options = Options(full=args.full, models=tuple(args.models))
+    options = Options(full=args.full, models=tuple(args.models), from_json=tuple(args.from_json))
+    unreadable = [str(p) for p in options.from_json if not p.is_file()]
+    if unreadable:
+        raise ReportError(f"--from-json: no such file: {', '.join(unreadable)}")
+    if options.from_json:  # fail before any measuring, not after
+        from repro.report.latency import load_benchmark_json
+
+        load_benchmark_json(list(options.from_json))
     if options.models and not options.selected(MODELS):
         raise ReportError(f"--models {' '.join(options.models)} matches no hand-written model; known: {', '.join(sorted(MODELS))}")
     out = Path(args.out)

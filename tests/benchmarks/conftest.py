@@ -4,25 +4,42 @@ import fnmatch
 
 import pytest
 
-from repro.registry import references_for
+from repro.bench import BenchCase, implementations
+from repro.registry import MODELS
 
 
-def _selected(config):
-    from repro.registry import MODELS
+def _csv(config, name):
+    return [v.strip() for v in config.getoption(name).split(",") if v.strip()]
 
-    patterns = [p for p in config.getoption("--bench-models").split(",") if p]
-    return [n for n in sorted(MODELS) if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+
+def bench_cases(config) -> list[BenchCase]:
+    patterns = _csv(config, "--bench-models")
+    models = [n for n in sorted(MODELS) if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    if not models:
+        raise pytest.UsageError(f"--bench-models {','.join(patterns)} matches no hand-written model")
+    modes = tuple(_csv(config, "--bench-modes"))
+    unknown = set(modes) - {"eager", "fused", "compile"}
+    if unknown:
+        raise pytest.UsageError(f"--bench-modes: unknown {sorted(unknown)}; choose from eager, fused, compile")
+    try:
+        batches = [int(b) for b in _csv(config, "--bench-batch")]
+    except ValueError as err:
+        raise pytest.UsageError(f"--bench-batch must be integers: {err}") from None
+    cases = []
+    for model in models:
+        for device in _csv(config, "--bench-device"):
+            cap = config.getoption("--bench-max-resolution") or (224 if device == "cpu" else None)
+            native = MODELS[model].input_size
+            resolution = config.getoption("--bench-resolution") or (min(native, cap) if cap else native)
+            for dtype in _csv(config, "--bench-dtype"):
+                for fmt in _csv(config, "--bench-format"):
+                    for batch in batches:
+                        for impl in implementations(model, modes):
+                            cases.append(BenchCase(model, impl, batch, resolution, device, dtype, fmt))
+    return cases
 
 
 def pytest_generate_tests(metafunc):
-    if "bench_case" not in metafunc.fixturenames:
-        return
-    config = metafunc.config
-    cases = []
-    for model in _selected(config):
-        impls = ["ours"] + [e.spec for e in references_for(model)]
-        for batch in (int(b) for b in config.getoption("--bench-batch").split(",")):
-            if batch < 1:
-                raise pytest.UsageError(f"--bench-batch must be positive, got {batch}")
-            cases += [(model, impl, batch) for impl in impls]
-    metafunc.parametrize("bench_case", cases, ids=[f"{m}-{i}-b{b}" for m, i, b in cases])
+    if "bench_case" in metafunc.fixturenames:
+        cases = bench_cases(metafunc.config)
+        metafunc.parametrize("bench_case", cases, ids=[c.id for c in cases])

@@ -1,0 +1,128 @@
+"""Latency page (seed section 6.2): implementations side by side, medians with their spread.
+
+Without ``--from-json`` the report measures a small CPU set itself (the seed's four models,
+batch 1, plus batch 8 in ``--full``). With ``--from-json`` it merges pytest-benchmark JSON files
+(``pytest --benchmark-only --benchmark-json F``), from any number of machines or GPUs, into one
+table per machine: rows are models, columns implementations, cells median (IQR) in ms.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from repro.bench import BenchCase, implementations, measure_interleaved
+from repro.environment import environment
+from repro.registry import MODELS
+from repro.report import Options, Page, ReportError, Table, section
+
+# Seed section 6.2 benchmarks these four (torchvision builders): ResNet-18, ResNet-50,
+# EfficientNet-B0, MobileNetV3-S.
+SEED_BENCHMARK_MODELS = ("resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_small_100")
+KEY = ["machine", "model", "batch", "resolution", "device", "dtype", "memory_format"]
+
+
+def load_benchmark_json(paths: list[Path]) -> pd.DataFrame:
+    """One row per benchmark from pytest-benchmark JSON files; the machine named from its info."""
+    rows = []
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ReportError(f"--from-json {path}: not a readable JSON file ({err})") from None
+        if not isinstance(data, dict) or "benchmarks" not in data or "machine_info" not in data:
+            raise ReportError(f"--from-json {path}: not a pytest-benchmark JSON file (no 'benchmarks'/'machine_info')")
+        info = data["machine_info"]
+        machine = f"{info.get('device', info.get('cpu', {}).get('brand_raw', '?'))}, torch {info.get('torch', '?')}, {info.get('torch_threads', '?')} threads"
+        for bench in data["benchmarks"]:
+            extra = bench.get("extra_info", {})
+            if "implementation" not in extra:
+                continue  # another benchmark kind (e.g. verify)
+            stats = bench["stats"]
+            rows.append({
+                "machine": machine, **{k: extra[k] for k in KEY[1:]}, "implementation": extra["implementation"],
+                "median_ms": stats["median"] * 1e3, "iqr_ms": stats["iq"] * 1e3, "runs": stats["rounds"],
+            })
+    if not rows:
+        raise ReportError(f"--from-json: no model benchmarks in {', '.join(map(str, paths))}")
+    return pd.DataFrame(rows)
+
+
+def measure_here(options: Options) -> pd.DataFrame:
+    models = [m for m in options.selected(SEED_BENCHMARK_MODELS if not options.full else sorted(MODELS)) if m in MODELS]
+    batches = (1, 8) if options.full else (1,)
+    machine = f"{environment()['device']}, torch {environment()['torch']}, {environment()['torch_threads']} threads"
+    groups = [[BenchCase(m, impl, b, min(MODELS[m].input_size, 224)) for impl in implementations(m)] for m in models for b in batches]
+    rows = []
+    for cases in tqdm(groups, desc="latency", unit="model"):
+        for case, stats in zip(cases, measure_interleaved(cases), strict=True):
+            rows.append({"machine": machine, **{k: getattr(case, k) for k in KEY[1:]}, "implementation": case.implementation, **stats})
+    return pd.DataFrame(rows)
+
+
+def _impl_label(impl: str) -> str:
+    return impl.split(":", 1)[0] + impl.partition("+")[1] + impl.partition("+")[2] if ":" in impl else impl
+
+
+def side_by_side(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows: (machine, model, batch, ...); columns: implementation cells and ratios against timm."""
+    frame = frame.assign(impl=frame["implementation"].map(_impl_label))
+    cells = frame.assign(cell=frame.apply(lambda r: f"{r.median_ms:.2f} ({r.iqr_ms:.2f})", axis=1))
+    table = cells.pivot_table(index=KEY, columns="impl", values="cell", aggfunc="first")
+    medians = frame.pivot_table(index=KEY, columns="impl", values="median_ms", aggfunc="first")
+    for impl in ("ours", "ours+fused", "torchvision"):
+        if impl in medians and "timm" in medians:
+            table[f"{impl} / timm"] = (medians[impl] / medians["timm"]).round(3)
+    order = [c for c in ("ours", "ours+fused", "timm", "torchvision") if c in table] + [c for c in table if "/" not in c and c not in ("ours", "ours+fused", "timm", "torchvision")]
+    return table[order + [c for c in table if "/" in c]].reset_index()
+
+
+def latency_plot(frame: pd.DataFrame) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from repro.report.resnet import model_stats
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    first = frame[(frame["batch"] == frame["batch"].min())]
+    for impl, group in first.assign(impl=first["implementation"].map(_impl_label)).groupby("impl"):
+        gmacs = [model_stats(m)["macs"] / 1e9 * (r / MODELS[m].input_size) ** 2 for m, r in zip(group["model"], group["resolution"], strict=True)]
+        ax.scatter(gmacs, group["median_ms"], label=impl)
+    ax.set_xlabel("GMACs per image (at the benchmarked resolution)")
+    ax.set_ylabel("median latency (ms)")
+    ax.set_title(f"Latency vs GMACs, batch {first['batch'].min()}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+@section
+def latency_page(options: Options) -> Page | None:
+    frame = load_benchmark_json(list(options.from_json)) if options.from_json else measure_here(options)
+    if frame.empty:
+        return None
+    source = (f"merged from {len(options.from_json)} pytest-benchmark JSON file(s)" if options.from_json
+              else "measured by this report run with torch.utils.benchmark: 5 rounds of 0.1 s per implementation")
+    intro = (
+        "Seed section 6.2 times ResNet-18, ResNet-50, EfficientNet-B0 and MobileNetV3-S with a hand-rolled loop "
+        "and quotes an i9-12900K / RTX 3090 without numbers. Here each model's implementations run side by side "
+        f"in one process, interleaved round-robin so load drift hits all alike ({source}). Cells: median ms (interquartile range). Ratios below 1 mean faster than timm. "
+        "Absolute times on a shared 2-core machine mean little; the ratios are the result. `ours+fused` is "
+        "`repro.fuse(model)` (BatchNorm folded into convolutions). Models larger than 224 px natively are timed at "
+        "224 on CPU (the resolution column says)."
+    )
+    table = side_by_side(frame)
+    raw = frame.sort_values(KEY + ["implementation"]).reset_index(drop=True)
+    return Page("latency", "Latency, implementations side by side (seed 6.2)", intro,
+                [Table("latency", "Median latency (ms), implementations side by side", table),
+                 Table("latency_raw", "Every measurement", raw)],
+                images=[("latency_vs_gmacs.png", latency_plot(frame))])
