@@ -26,3 +26,17 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 224, 224))
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def separable_conv_macs(kernel_size: int, in_channels: int, out_channels: int, feature_size: int) -> tuple[int, int]:
+    """Seed section 4.2 (MobileNet paper, equations 2 and 5): multiply-accumulates of a standard
+    ``D_K x D_K`` convolution from ``M`` to ``N`` channels on a ``D_F x D_F`` output, and of the
+    depthwise-separable pair that replaces it (stride 1, output as large as the input):
+
+        standard:  D_K * D_K * M * N * D_F * D_F
+        separable: D_K * D_K * M * D_F * D_F + M * N * D_F * D_F
+
+    Returns ``(standard, separable)``; their ratio is the seed's printed speed-up.
+    """
+    k, m, n, f = kernel_size, in_channels, out_channels, feature_size
+    return k * k * m * n * f * f, k * k * m * f * f + m * n * f * f

@@ -1,0 +1,159 @@
+"""MobileNetV1/V3: widths, options, porting rules, the seed's MobileNetV1, and the depthwise-separable cost formula."""
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+import reference
+import repro
+from repro.equivalence import check_reference, compare_ported, randomize_
+from repro.flops import count_macs, separable_conv_macs
+from repro.layers import make_divisible
+from repro.models.mobilenet import LARGE, SMALL, InvertedResidual, MobileNetV3
+from repro.porting import SAME_NAMES, PortRules, port_weights
+from repro.ports.mobilenet import TORCHVISION_MOBILENETV3, timm_positions
+from repro.registry import REFERENCES, _REFERENCES
+from repro.report import Options
+from repro.report.densenet_mobilenet import SeedMobileNetV1, densenet_mobilenet_errata, separable_cost, separable_layers
+
+
+@pytest.mark.parametrize("kernel_size, m, n, size", [(3, 64, 64, 14), (3, 32, 64, 112), (5, 96, 40, 14), (3, 512, 1024, 7), (7, 8, 24, 9)])
+def test_separable_formula_equals_counted_macs(kernel_size, m, n, size):
+    standard, separable = separable_layers(kernel_size, m, n)
+    formula_standard, formula_separable = separable_conv_macs(kernel_size, m, n, size)
+    assert formula_standard == count_macs(standard, (1, m, size, size))
+    assert formula_separable == count_macs(separable, (1, m, size, size))
+    # The paper's reduction: separable / standard = 1/N + 1/D_K^2.
+    assert formula_separable / formula_standard == pytest.approx(1 / n + 1 / kernel_size**2)
+
+
+def test_separable_cost_row():
+    row = separable_cost(3, 16, 16, 8)
+    assert row["standard MACs (formula)"] == row["standard MACs (counted)"] == 9 * 16 * 16 * 64
+    assert row["separable MACs (counted)"] == 9 * 16 * 64 + 16 * 16 * 64
+    assert row["standard latency (ms)"] > 0 and row["separable latency (ms)"] > 0
+
+
+def test_v1_widths_and_relu6():
+    v1 = repro.create_model("mobilenetv1_125")
+    assert v1.features[0].conv.out_channels == 40 and v1.num_features == 1280
+    assert isinstance(v1.features[3].pointwise.act, nn.ReLU6)
+    assert [b.depthwise.conv.stride[0] for b in list(v1.features)[1:]] == [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1]
+
+
+def test_seed_mobilenetv1_is_timm_mobilenetv1_100():
+    """The seed's MobileNetV1 (ReLU6, as TF-Slim and timm) computes the same function as ours after a weight copy."""
+    seed, ours = randomize_(SeedMobileNetV1(), (2, 3, 64, 64)), repro.create_model("mobilenetv1_100")
+    with torch.no_grad():
+        for (sk, sv), (dk, dv) in zip(seed.state_dict().items(), ours.state_dict().items(), strict=True):
+            assert sv.shape == dv.shape, (sk, dk)
+            dv.copy_(sv)
+        x = torch.randn(1, 3, 64, 64)
+        assert torch.equal(seed.eval()(x), ours.eval()(x))
+
+
+def test_v3_widths_follow_one_rounding_rule():
+    small = repro.create_model("mobilenetv3_small_050")
+    assert small.features[0].conv.out_channels == 16  # below 0.75 the stem stays at 16 (timm)
+    for model in (small, repro.create_model("mobilenetv3_large_100")):
+        for block in model.features:
+            if isinstance(block, InvertedResidual) and block.se is not None:
+                mid = block.depthwise.conv.out_channels
+                assert block.se.conv_reduce.out_channels == make_divisible(mid / 4) == make_divisible(mid // 4)
+    large = repro.create_model("mobilenetv3_large_100")
+    mids = [b.depthwise.conv.out_channels for b in large.features if isinstance(b, InvertedResidual)]
+    assert mids == [row.exp for row in LARGE.blocks]  # at width 1.0 the paper's "exp size" column exactly
+    assert large.features[1].expand is None and large.features[1].use_residual
+    assert repro.create_model("mobilenetv3_small_100").features[1].expand is None
+
+
+def test_v3_heads_have_equal_parameters_and_close_outputs():
+    conv = repro.create_model("mobilenetv3_small_100", head="conv", drop_rate=0.0).eval()
+    linear = repro.create_model("mobilenetv3_small_100", head="linear", drop_rate=0.0).eval()
+    report = port_weights(conv.state_dict(), linear, rules=PortRules("identity", "", "", SAME_NAMES))
+    assert [p.target_key for p in report.transformed] == ["head.weight"]
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), linear(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="head must be"):
+        MobileNetV3("small", head="mlp")
+    with pytest.raises(ValueError, match="arch must be one of"):
+        MobileNetV3("medium")
+
+
+def test_drop_path_only_in_training():
+    model = repro.create_model("mobilenetv3_small_100", drop_path_rate=0.5, drop_rate=0.0)
+    ref = repro.create_model("mobilenetv3_small_100", drop_rate=0.0)
+    ref.load_state_dict(model.state_dict())
+    rates = [b.drop_path.drop_prob for b in model.features if isinstance(b, InvertedResidual)]
+    assert rates[0] == 0.0 and rates == sorted(rates) and rates[-1] < 0.5
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), ref.eval()(x))
+
+
+def test_timm_stage_layout():
+    assert timm_positions([64, 128, 128, 256, 256, 512, 512]) == [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
+    timm_small = reference.create("timm:mobilenetv3_small_100")
+    stage_lengths = [len(stage) for stage in timm_small.blocks]
+    assert stage_lengths == [1, 2, 3, 2, 3, 1]
+    assert [pos for pos in timm_positions([r.out for r in SMALL.blocks] + [-1])][-1] == (5, 0)
+
+
+def test_one_torchvision_rule_set_ports_small_and_large():
+    for name in ("mobilenet_v3_small", "mobilenet_v3_large"):
+        src = reference.create(f"torchvision:{name}")
+        dst = repro.create_model(REFERENCES[f"torchvision:{name}"].model, head="linear")
+        report = port_weights(src, dst, rules=TORCHVISION_MOBILENETV3)
+        assert len(report.pairs) == len(src.state_dict()) == len(dst.state_dict())
+
+
+def _check_with(spec, **model_kwargs):
+    entry = REFERENCES[spec]
+    _REFERENCES[spec] = dataclasses.replace(entry, model_kwargs={**entry.model_kwargs, **model_kwargs})
+    try:
+        return check_reference(spec, resolution=64)
+    finally:
+        _REFERENCES[spec] = entry
+
+
+def test_harness_catches_torchvision_bn_settings_and_head():
+    assert not _check_with("torchvision:mobilenet_v3_small").failures()
+    assert "eval output" in " ".join(_check_with("torchvision:mobilenet_v3_small", bn_eps=1e-5).failures())
+    momentum = _check_with("torchvision:mobilenet_v3_small", bn_momentum=0.1)
+    assert momentum.eval_output.bit_exact and momentum.failures()  # only the running statistics show it
+    assert not _check_with("torchvision:mobilenet_v3_small", head="conv").bit_exact
+
+
+def test_harness_catches_a_sigmoid_gate():
+    spec, size = "timm:mobilenetv3_small_100", (2, 3, 64, 64)
+    ref = randomize_(reference.create(spec, drop_rate=0.0), size)
+    ours = repro.create_model(REFERENCES[spec].model, **REFERENCES[spec].model_kwargs)
+    report = port_weights(ref, ours, REFERENCES[spec].rules)
+    assert not compare_ported(ref, ours, report.target_to_source, size).failures()
+    for block in ours.features:
+        if isinstance(block, InvertedResidual) and block.se is not None:
+            block.se.gate = nn.Sigmoid()  # the original SE gate instead of MobileNetV3's hard-sigmoid
+    assert "eval output" in " ".join(compare_ported(ref, ours, report.target_to_source, size).failures())
+
+
+def test_mobilenet_errata_are_measured():
+    rows = densenet_mobilenet_errata(Options(models=("mobilenetv1_100",)))
+    by_start = {r.claim.split(" (")[0].split(":")[0]: r for r in rows}
+    assert all(r.section == "4.2" for r in rows) and len(rows) == 4
+    assert by_start["a 3x3 convolution, M=N=64, D_F=14"].holds  # the formula is right, and counted
+    assert not by_start["those counts are FLOPS"].holds  # but they are multiply-accumulates
+    assert by_start["MobileNetV1"].holds and "4,231,976" in by_start["MobileNetV1"].measured
+
+
+def test_seed_table_claims_on_mobilenetv3_are_computed():
+    """Seed 5.2's MobileNetV3 rows are checked by the shared seed-table errata once the models are registered."""
+    from repro.report.resnet import resnet_errata
+
+    rows = {r.claim: r for r in resnet_errata(Options(models=("mobilenetv3_small_100", "mobilenetv3_large_100")))}
+    assert rows["MobileNetV3-S has 2.5M parameters"].holds  # 2,542,856
+    assert not rows["MobileNetV3-L has 5.4M parameters"].holds and "5,483,032" in rows["MobileNetV3-L has 5.4M parameters"].measured
+    large_top1 = rows["MobileNetV3-L top-1 is 56%"]
+    assert not large_top1.holds and large_top1.measured.startswith("74.04%")
