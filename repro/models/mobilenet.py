@@ -224,7 +224,7 @@ class InvertedResidual(nn.Module):
         conv = partial(ConvBnAct, act_layer=act_layer, norm_layer=norm_layer)
         self.expand = conv(in_channels, mid_channels, 1) if mid_channels != in_channels else None
         self.depthwise = conv(mid_channels, mid_channels, kernel_size, stride, groups=mid_channels)
-        # The SE's inner activation is ReLU in every block, its gate hard-sigmoid (paper section 5.2).
+        # The SE's inner activation is ReLU in every block, its gate hard-sigmoid (paper section 5).
         self.se = None if se_channels is None else SqueezeExcite(mid_channels, se_channels, act_layer=nn.ReLU, gate_layer=nn.Hardsigmoid)
         self.project = ConvBnAct(mid_channels, out_channels, 1, act_layer=None, norm_layer=norm_layer)
         self.use_residual = stride == 1 and in_channels == out_channels
@@ -289,7 +289,7 @@ class MobileNetV3(nn.Module):
         self.num_features = last
 
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        # The head keeps its width at every multiplier (timm; the paper's Table 1 lists it unscaled).
+        # The head keeps its width at every multiplier (timm's rule; torchvision would scale it, but offers only 1.0).
         self.head = nn.Conv2d(last, arch.head, 1, bias=True) if head == "conv" else nn.Linear(last, arch.head)
         self.head_act = nn.Hardswish(inplace=True)
         self.dropout = nn.Dropout(drop_rate)
