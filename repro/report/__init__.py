@@ -87,10 +87,13 @@ class ReportError(Exception):
 
 def _markdown_table(frame: pd.DataFrame) -> str:
     frame = frame.copy()
-    for column in frame.columns:  # integer columns with gaps (None) would print as 1.16895e+07
+    for column in frame.columns:
         values = frame[column]
-        if values.dtype.kind == "f" and values.notna().any() and (values.dropna() % 1 == 0).all() and values.abs().max() >= 1000:
-            frame[column] = values.astype("Int64")
+        whole = values.dtype.kind in "iu" or (
+            values.dtype.kind == "f" and values.notna().any() and (values.dropna() % 1 == 0).all() and values.abs().max() >= 1000
+        )
+        if whole:  # counts as 11,689,512 (tabulate would print a float column's 1.16895e+07); gaps stay empty
+            frame[column] = [f"{int(v):,}" if pd.notna(v) else "" for v in values]
     return frame.to_markdown(index=False, floatfmt=".6g")
 
 
@@ -131,6 +134,9 @@ def render_index(pages: list[Page], env: dict[str, str], options: Options) -> st
 def build_pages(options: Options, progress: bool = True) -> list[Page]:
     from repro.report import equivalence, latency, resnet  # noqa: F401  (register sections)
     from repro.report import densenet_mobilenet  # noqa: F401
+    from repro.report import resnet_variants  # noqa: F401
+    from repro.report import efficientnet  # noqa: F401
+    from repro.report import selection, training  # noqa: F401
     from repro.report import errata as errata_page
 
     pages = [page for fn in _SECTIONS if (page := fn(options)) is not None]
