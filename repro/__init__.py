@@ -4,6 +4,7 @@ from repro import models, ports  # noqa: F401  (registers every family)
 from repro.fuse import FuseError, fuse
 from repro.porting import PortError, PortReport, PortRules, from_reference, port_weights
 from repro.registry import MODELS, REFERENCES, UnknownNameError, create_model, list_models
+from repro.verify import PairingError, VerifyError, VerifyReport, verify  # rebinds repro.verify to the function
 from repro.weights import WeightsError
 
 __all__ = [
@@ -20,4 +21,8 @@ __all__ = [
     "fuse",
     "list_models",
     "port_weights",
+    "PairingError",
+    "VerifyError",
+    "VerifyReport",
+    "verify",
 ]

@@ -1,0 +1,142 @@
+"""``python -m repro.verify MODEL --against SPEC``: is MODEL exactly the reference, and if not, where does it differ?
+
+MODEL is ``path/to/file.py:ATTR`` or ``package.module:ATTR``, ATTR a class or a zero-argument
+factory returning an ``nn.Module``. SPEC is a reference such as ``timm:resnet50`` (or another
+``file.py:ATTR``). Exit status: 0 equivalent, 1 not equivalent (the report says where), 2 bad
+input (unreadable file, missing attribute, unknown spec, a model that does not run), with a
+one-line error and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from repro.registry import KNOWN_SOURCES, UnknownNameError
+from repro.verify import PairingError, VerifyError, verify
+
+
+class CliError(Exception):
+    """Bad input: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, no usage dump
+        raise CliError(message)
+
+
+def _input_size(values: list[str]) -> tuple[int, ...]:
+    try:
+        sizes = [int(v) for v in values]
+    except ValueError as err:
+        raise CliError(f"--input-size takes integers such as '2 3 224 224' or '224', got {' '.join(values)!r}") from err
+    if len(sizes) == 1:
+        sizes = [2, 3, sizes[0], sizes[0]]
+    if len(sizes) < 2 or any(s < 1 for s in sizes):
+        raise CliError(f"--input-size takes positive sizes such as '2 3 224 224' or '224', got {' '.join(values)!r}")
+    return tuple(sizes)
+
+
+def _load_attribute(target: str) -> Any:
+    if ":" not in target:
+        raise CliError(f"expected path/to/file.py:ATTR or package.module:ATTR, got {target!r}")
+    location, attr = target.rsplit(":", 1)
+    if not attr:
+        raise CliError(f"no attribute named after ':' in {target!r}")
+    if location.endswith(".py") or "/" in location or "\\" in location:
+        path = Path(location)
+        if not path.is_file():
+            raise CliError(f"cannot read {location}: no such file")
+        spec = importlib.util.spec_from_file_location(f"_repro_verify_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise CliError(f"cannot import {location}")
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(path.resolve().parent))  # the file's own sibling imports
+        try:
+            spec.loader.exec_module(module)
+        except (ImportError, SyntaxError, OSError) as err:
+            raise CliError(f"cannot import {location}: {type(err).__name__}: {err}") from err
+        finally:
+            sys.path.remove(str(path.resolve().parent))
+    else:
+        try:
+            module = importlib.import_module(location)
+        except ImportError as err:
+            raise CliError(f"cannot import module {location!r}: {err}") from err
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        public = sorted(n for n in vars(module) if not n.startswith("_"))
+        raise CliError(f"{location} has no attribute {attr!r} (it has: {', '.join(public[:15])}"
+                       f"{', ...' if len(public) > 15 else ''})") from None
+    return obj
+
+
+def _build(target: str) -> nn.Module:
+    obj = _load_attribute(target)
+    if isinstance(obj, nn.Module):
+        return obj
+    if not callable(obj):
+        raise CliError(f"{target} is a {type(obj).__name__}, not a module class or factory")
+    try:
+        model = obj()
+    except TypeError as err:  # arguments it needs
+        raise CliError(f"{target} cannot be called without arguments: {err}") from err
+    if not isinstance(model, nn.Module):
+        raise CliError(f"{target}() returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _reference(spec: str) -> str | nn.Module:
+    if spec.split(":", 1)[0] in KNOWN_SOURCES:
+        return spec
+    try:
+        return _build(spec)
+    except CliError as err:
+        raise CliError(f"{err} (a reference is {' or '.join(f'{s}:<name>' for s in KNOWN_SOURCES)}, "
+                       f"path/to/file.py:ATTR or package.module:ATTR)") from err
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(prog="python -m repro.verify", description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="path/to/file.py:ATTR or package.module:ATTR (a class or zero-argument factory)")
+    parser.add_argument("--against", required=True, metavar="SPEC", help="reference, e.g. timm:resnet50 or torchvision:resnet50")
+    parser.add_argument("--input-size", nargs="+", default=["2", "3", "224", "224"], metavar="N",
+                        help="input size, e.g. '2 3 224 224' (default) or '224' for 2x3x224x224")
+    parser.add_argument("--format", choices=("markdown", "json", "text"), default="markdown")
+    parser.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
+    parser.add_argument("--no-port", action="store_true", help="compare the weights the models hold instead of porting")
+    parser.add_argument("--no-train", action="store_true", help="skip the train-mode step")
+    parser.add_argument("--seed", type=int, default=0)
+    try:
+        args = parser.parse_args(argv)
+        input_size = _input_size(args.input_size)
+        candidate = _build(args.model)
+        reference = _reference(args.against)
+        report = verify(candidate, reference, input_size=input_size, port=not args.no_port, train=not args.no_train,
+                        rtol=args.rtol, seed=args.seed)
+    except (CliError, UnknownNameError, VerifyError, PairingError) as err:
+        # A PairingError lists the modules it could not tell apart, one per line.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report.candidate = args.model
+    if not isinstance(reference, str):
+        report.reference = args.against
+    if args.format == "json":
+        print(json.dumps(report.to_dict(), indent=2))
+    elif args.format == "markdown":
+        print(report.to_markdown())
+    else:
+        print(report)
+    return 0 if report.equivalent else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

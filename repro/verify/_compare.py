@@ -1,0 +1,306 @@
+"""Capturing both models at the shared points, comparing them, and locating the first divergence."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from repro.equivalence import Diff
+from repro.verify._trace import INPUT_POINT, Call, PointKey, Sink
+
+
+def compare(actual: torch.Tensor, expected: torch.Tensor) -> Diff | None:
+    """``Diff`` of two tensors, reshaping when they differ only by size-1 dimensions (a Linear's
+    ``[N, C]`` against a 1x1 convolution's ``[N, C, 1, 1]``); ``None`` when the shapes differ."""
+    actual, expected = actual.detach(), expected.detach()
+    if actual.shape != expected.shape:
+        if actual.numel() != expected.numel() or _squeezed(actual) != _squeezed(expected):
+            return None
+        actual = actual.reshape(expected.shape)
+    if actual.dtype == expected.dtype and torch.equal(actual, expected):  # the common case, without float64 copies
+        # Equal tensors hold no NaN (NaN != NaN); a finite sum rules out infinities cheaply.
+        finite = not actual.is_floating_point() or bool(torch.isfinite(actual.sum())) or bool(torch.isfinite(actual).all())
+        return Diff(0.0, 0.0, True, finite)
+    return Diff.of(actual, expected)
+
+
+MISMATCH = Diff(math.inf, math.inf, False, True)
+
+
+def _squeezed(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(d for d in t.shape if d != 1)
+
+
+_PROJECTION = torch.empty(2, 0)
+_PROJECTION_SEED = torch.Generator().manual_seed(20240611)
+
+
+def _projection(n: int) -> torch.Tensor:
+    """Two fixed random rows of length ``n``: the first ``n`` columns of one growing matrix, so
+    tensors of every size are summarized by the same numbers within a process."""
+    global _PROJECTION
+    if _PROJECTION.shape[1] < n:
+        more = max(n - _PROJECTION.shape[1], 1 << 16)
+        _PROJECTION = torch.cat([_PROJECTION, torch.empty(2, more).uniform_(-1.0, 1.0, generator=_PROJECTION_SEED)], 1)
+    return _PROJECTION[:, :n]
+
+
+class Fingerprints:
+    """Cheap summaries of every tensor a model computes, to ask "does the reference compute this
+    value anywhere?" without keeping the tensors: the largest magnitude and two random
+    projections. Agreement within the relative tolerance (at several standard deviations of
+    the projection noise) counts as a match. Used only to locate a divergence, never to decide one."""
+
+    def __init__(self, rtol: float) -> None:
+        self.rtol = rtol
+        self.by_shape: dict[tuple[int, ...], list[torch.Tensor]] = {}
+        self._stacked: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def of(self, t: torch.Tensor) -> torch.Tensor:
+        flat = t.detach().reshape(-1, 1).float().cpu()
+        proj = (_projection(flat.shape[0]) @ flat)[:, 0]
+        return torch.cat([flat.abs().amax(dim=0), proj]).double()
+
+    def add(self, t: torch.Tensor) -> None:
+        if t.numel() == 0 or not t.is_floating_point():
+            return
+        self.by_shape.setdefault(_squeezed(t), []).append(self.of(t))
+        self._stacked.pop(_squeezed(t), None)
+
+    def matches(self, t: torch.Tensor) -> bool:
+        if t.numel() == 0 or not t.is_floating_point():
+            return True
+        key = _squeezed(t)
+        if key not in self.by_shape:
+            return False
+        stacked = self._stacked.get(key)
+        if stacked is None:
+            stacked = self._stacked[key] = torch.stack(self.by_shape[key])
+        fp = self.of(t)
+        scale = stacked[:, 0].clamp_min(1e-30)
+        tol_max = 4 * self.rtol * scale + 1e-6 * scale
+        tol_proj = (6 * self.rtol * math.sqrt(t.numel()) + 1e-5 * math.sqrt(t.numel())) * scale
+        close = ((stacked[:, 0] - fp[0]).abs() <= tol_max) & ((stacked[:, 1:] - fp[1:]).abs() <= tol_proj[:, None]).all(1)
+        return bool(close.any())
+
+
+class StaleCaptureError(Exception):
+    """A captured reference tensor was changed in place by an operation not recognized as in-place."""
+
+
+class ReferenceCapture(Sink):
+    """The reference's side of one pass: every point and, when asked (to locate a divergence),
+    fingerprints of every tensor it computes.
+
+    Points are kept by reference and copied only when an in-place operation is about to change
+    them (copy on write); a version check on reading guards against in-place operations the
+    recorder did not recognize (``StaleCaptureError``; ``eager=True`` copies every point at once)."""
+
+    def __init__(self, rtol: float, fingerprints: bool = False, eager: bool = False) -> None:
+        self.points: dict[PointKey, tuple[torch.Tensor, int]] = {}
+        self.fingerprints = Fingerprints(rtol) if fingerprints else None
+        self.wants_ops = fingerprints
+        self.eager = eager
+        self.outputs: list[torch.Tensor] = []
+        self.random: list[tuple[str, str]] = []
+        self._seen: set[tuple[int, int]] = set()
+        self._held: dict[int, list[PointKey]] = {}  # id of a tensor held by reference -> its points
+
+    def _fingerprint(self, tensor: torch.Tensor, key: tuple[int, int]) -> None:
+        if self.fingerprints is not None and key not in self._seen:
+            self._seen.add(key)
+            self.fingerprints.add(tensor)
+
+    def _hold(self, key: PointKey, tensor: torch.Tensor) -> None:
+        if self.eager:
+            self.points[key] = (tensor.detach().clone(), -1)
+            return
+        self.points[key] = (tensor, tensor._version)
+        self._held.setdefault(id(tensor), []).append(key)
+
+    def before_write(self, tensor: torch.Tensor) -> None:
+        for key in self._held.pop(id(tensor), ()):
+            held, version = self.points[key]
+            if version == held._version:
+                self.points[key] = (held.detach().clone(), -1)
+
+    def get(self, key: PointKey) -> torch.Tensor | None:
+        entry = self.points.get(key)
+        if entry is None:
+            return None
+        tensor, version = entry
+        if version != -1 and tensor._version != version:
+            raise StaleCaptureError(f"the reference's {key} changed in place after it was captured")
+        return tensor.detach()
+
+    def node_input(self, call: Call, tensor, upstream, seq, producer, key) -> None:
+        self._hold(("in", call.node, call.k), tensor)
+        self._fingerprint(tensor, key)
+
+    def core(self, call: Call, tensor, upstream, seq) -> None:
+        self._hold(("core", call.node, call.k), tensor)
+
+    def op_output(self, tensor, key) -> None:
+        self._fingerprint(tensor, key)
+
+    def call_end(self, call: Call, outputs) -> None:
+        for t, key in zip(outputs, call.output_keys, strict=True):
+            self._fingerprint(t, key)
+
+    def random_op(self, where: str, function: str) -> None:
+        self.random.append((where, function))
+
+    def model_output(self, outputs, upstream, seq, producers, keys) -> None:
+        self.outputs = [t.detach().clone() for t in outputs]
+
+
+@dataclass
+class PointResult:
+    key: PointKey  # candidate's key
+    seq: int
+    diff: Diff
+    shapes: tuple[tuple[int, ...], tuple[int, ...]]  # candidate, reference
+    upstream: frozenset
+    tensor_key: tuple[int, int] | None  # (id, version) of the candidate tensor, for inputs and outputs
+    call: int  # the call it belongs to (for a core) or the innermost call that produced it
+
+    def ok(self, rtol: float) -> bool:
+        return self.diff.ok(rtol)
+
+
+@dataclass
+class CandidateCapture(Sink):
+    """The candidate's side of one pass, compared at once against the reference's capture."""
+
+    reference: ReferenceCapture
+    node_map: dict[int, int]
+    rtol: float
+    eager: bool = False  # copy every core at once instead of comparing it when its node ends
+    points: list[PointResult] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    random: list[tuple[str, str]] = field(default_factory=list)
+    _cores: dict[tuple[int, int], tuple[torch.Tensor, int, frozenset, int, int]] = field(default_factory=dict)
+
+    def _result(self, key: PointKey, ref_key: PointKey, tensor, upstream, seq, tensor_key, call) -> None:
+        expected = self.reference.get(ref_key)
+        if expected is None:
+            diff, ref_shape = MISMATCH, ()
+        else:
+            diff = compare(tensor, expected) or MISMATCH
+            ref_shape = tuple(expected.shape)
+        self.points.append(PointResult(key, seq, diff, (tuple(tensor.shape), ref_shape), upstream, tensor_key, call))
+
+    def node_input(self, call: Call, tensor, upstream, seq, producer, key) -> None:
+        if call.node not in self.node_map:
+            return
+        ref_key = ("in", self.node_map[call.node], call.k)
+        self._result(("in", call.node, call.k), ref_key, tensor, upstream, seq, key, producer)
+
+    def core(self, call: Call, tensor, upstream, seq) -> None:
+        # Compared when the node ends, or just before an in-place operation inside it (an
+        # activation fused into a BatchNorm module) changes it.
+        if self.eager:
+            tensor = tensor.detach().clone()
+        self._cores[(call.node, call.k)] = (tensor, tensor._version, upstream, seq, call.index)
+
+    def _finish_core(self, node_call: tuple[int, int]) -> None:
+        tensor, version, upstream, seq, index = self._cores.pop(node_call)
+        if tensor._version != version:
+            raise StaleCaptureError(f"the candidate's core {node_call} changed in place before it was compared")
+        if node_call[0] in self.node_map:
+            ref_key = ("core", self.node_map[node_call[0]], node_call[1])
+            self._result(("core", *node_call), ref_key, tensor, upstream, seq, None, index)
+
+    def before_write(self, tensor: torch.Tensor) -> None:
+        target = id(tensor)
+        for node_call, pending in list(self._cores.items()):
+            if id(pending[0]) == target and pending[0]._version == pending[1]:
+                self._finish_core(node_call)
+
+    def node_end(self, call: Call) -> None:
+        if (call.node, call.k) in self._cores:
+            self._finish_core((call.node, call.k))
+
+    def call_end(self, call: Call, outputs) -> None:
+        if self.reference.fingerprints is not None:
+            call.agrees = all(self.reference.fingerprints.matches(t) for t in outputs)
+        self.calls.append(call)
+
+    def random_op(self, where: str, function: str) -> None:
+        self.random.append((where, function))
+
+    def model_output(self, outputs, upstream, seq, producers, keys) -> None:
+        expected = self.reference.outputs
+        if len(outputs) != len(expected):
+            self.points.append(PointResult(("out", 0), seq, MISMATCH, ((len(outputs),), (len(expected),)), frozenset(), None, 0))
+            return
+        for i, (t, e, up, producer, key) in enumerate(zip(outputs, expected, upstream, producers, keys, strict=True)):
+            diff = compare(t, e) or MISMATCH
+            self.points.append(PointResult(("out", i), seq, diff, (tuple(t.shape), tuple(e.shape)), up, key, producer))
+
+    def diverges(self) -> bool:
+        return not all(p.ok(self.rtol) for p in self.points)
+
+    def output_diff(self) -> Diff:
+        outs = [p.diff for p in self.points if p.key[0] == "out"]
+        return max(outs, key=lambda d: (not d.finite, d.max_rel, d.max_abs)) if outs else MISMATCH
+
+
+@dataclass
+class Divergence:
+    module: str  # candidate module name
+    order: int  # end position of that module's call in the candidate's pass
+    detail: str
+
+
+def locate(capture: CandidateCapture, pass_name: str, names: dict[PointKey, str]) -> Divergence | None:
+    """The innermost candidate module that explains the first disagreeing point of a pass.
+
+    The first point that disagrees (in the candidate's execution order) was computed from points
+    that all agree. If it is a node's own result, the node is to blame. Otherwise it was computed
+    by parameter-free operations (activations, additions, pooling) from those points: the
+    module to blame is the first call, among those computed from the same points, whose output
+    is the disagreeing tensor itself or a value the reference never computes.
+    """
+    rtol = capture.rtol
+    bad = sorted((p for p in capture.points if not p.ok(rtol)), key=lambda p: p.seq)
+    if not bad:
+        return None
+    first = bad[0]
+    calls = sorted(capture.calls, key=lambda c: c.end)
+    by_index = {c.index: c for c in capture.calls}
+    where, how = _describe(first, names, rtol)
+    if first.key[0] == "core":
+        call = by_index[first.call]
+        return Divergence(call.name or "(root)", call.end, f"{pass_name}: {where} {how}, while its input agrees")
+    agreed = {p.tensor_key for p in capture.points if p.ok(rtol) and p.seq < first.seq and p.tensor_key is not None}
+    allowed = first.upstream | {INPUT_POINT}
+    for call in calls:
+        if call.end_seq > first.seq:
+            break
+        if not call.upstream or not call.upstream <= allowed:
+            continue
+        keys = set(call.output_keys)
+        name = call.name or "(root)"
+        if first.tensor_key in keys:
+            return Divergence(name, call.end, f"{pass_name}: the output of {name} ({where}) {how}, while its inputs agree")
+        if keys and keys <= agreed:
+            continue
+        if call.agrees is False:
+            return Divergence(name, call.end, f"{pass_name}: the output of {name} is a value the reference never "
+                                              f"computes, while its inputs agree; {where}, computed from it, {how}")
+    call = by_index.get(first.call)
+    name = (call.name if call else "") or "(root)"
+    return Divergence(name, call.end if call else 0,
+                      f"{pass_name}: {where} {how}; it is computed in {name} from tensors that agree")
+
+
+def _describe(point: PointResult, names: dict[PointKey, str], rtol: float) -> tuple[str, str]:
+    where = names.get(point.key, "the model output" if point.key[0] == "out" else str(point.key))
+    if point.diff is MISMATCH:
+        return where, f"has shape {list(point.shapes[0])} where the reference's has {list(point.shapes[1])}"
+    finite = "" if point.diff.finite else ", non-finite values"
+    return where, (f"differs from the reference's (max abs {point.diff.max_abs:.3g}, "
+                   f"max rel {point.diff.max_rel:.3g} > {rtol:g}{finite})")

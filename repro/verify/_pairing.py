@@ -1,0 +1,264 @@
+"""Pairing the nodes of two dataflow graphs, and through them their tensors.
+
+Nodes pair by their label (kind and tensor shapes) and their place in the dataflow, never by
+name or definition order:
+
+* forward: a node whose predecessors are all paired pairs with the one node of the other model
+  that has the same label and the paired predecessors, when exactly one node on each side fits;
+* backward: the same with successors, starting from the output.
+
+Both run until nothing changes. Where several nodes still fit the same place with the same
+label on both sides (two identical parallel branches, say), the pairing cannot be decided from
+the dataflow and ``PairingError`` lists the candidates. Where the labels of the two models
+differ (a missing BatchNorm, another SE width) the structures differ: pairing then also looks
+through unpaired modules (a node's predecessors are taken to be the paired modules that reach it
+through unpaired ones), so that the report can name every unpaired module on both sides and the
+place where the structures part.
+
+Within a pair of nodes, tensors pair by local name (``weight``, ``running_mean``); where the
+local names differ, by the argument of the function that consumed them (the second argument
+of a convolution is its weight), then by shape when that is unique.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Callable
+
+from repro.verify._trace import INPUT, OUTPUT, Graph, Node
+
+
+class PairingError(ValueError):
+    """The dataflow does not decide which module of one model is which of the other."""
+
+
+@dataclass
+class Pairing:
+    nodes: dict[int, int]  # candidate node id -> reference node id
+    unpaired_candidate: list[int]
+    unpaired_reference: list[int]
+    tensors: list[tuple[str, str]] = field(default_factory=list)  # (reference state key, candidate state key)
+    wiring: list[str] = field(default_factory=list)  # paired nodes whose paired neighbours differ
+    undecided: list[str] = field(default_factory=list)
+    divergence: int | None = None  # candidate node where the structures first part
+    divergence_reason: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return not self.unpaired_candidate and not self.unpaired_reference
+
+
+def _listing(lines: list[str], limit: int = 12) -> str:
+    shown = "\n    ".join(lines[:limit])
+    more = f"\n    ... and {len(lines) - limit} more" if len(lines) > limit else ""
+    return f"\n    {shown}{more}"
+
+
+class _Matcher:
+    def __init__(self, cand: Graph, ref: Graph) -> None:
+        self.cand, self.ref = cand, ref
+        self.c_nodes = [n.id for n in cand.called()]
+        self.r_nodes = [n.id for n in ref.called()]
+        self.m: dict[int, int] = {INPUT: INPUT, OUTPUT: OUTPUT}
+        self.inv: dict[int, int] = {INPUT: INPUT, OUTPUT: OUTPUT}
+
+    def label(self, graph: Graph, node: int) -> tuple:
+        return graph.nodes[node].label
+
+    def _step(self, neighbours: Callable[[Graph, int], set[int]], relaxed: bool) -> tuple[bool, list[tuple[list[int], list[int]]]]:
+        """Pair every node whose signature is unique on both sides; return whether any paired,
+        and the groups that tie (several nodes with one signature on some side).
+
+        Strict: a node is ready when all its neighbours are paired. Relaxed (only once the
+        structures are known to differ): unpaired neighbours are looked through, replaced by
+        their own neighbours, so that a missing or extra module between two paired ones does
+        not stop the pairing of everything after it."""
+        groups: dict[tuple, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+        for side, graph, nodes in ((0, self.cand, self.c_nodes), (1, self.ref, self.r_nodes)):
+            paired = self.m if side == 0 else self.inv
+            memo: dict[int, frozenset[int]] = {}
+
+            def through(node: int) -> frozenset[int]:
+                if node not in memo:
+                    memo[node] = frozenset()  # a DAG; guards against revisiting
+                    memo[node] = frozenset().union(*(
+                        {n} if n in paired else through(n) for n in neighbours(graph, node)))
+                return memo[node]
+
+            for node in nodes:
+                if node in paired:
+                    continue
+                around = neighbours(graph, node)
+                if relaxed:
+                    known = set().union(*({n} if n in paired else through(n) for n in around)) if around else set()
+                else:
+                    if any(n not in paired for n in around):
+                        continue
+                    known = set(around)
+                if not known:
+                    continue
+                key = frozenset(self.m[n] for n in known) if side == 0 else frozenset(known)
+                groups[(self.label(graph, node), key)][side].append(node)
+        progress, ties = False, []
+        for c_group, r_group in groups.values():
+            if len(c_group) == 1 and len(r_group) == 1:
+                self.m[c_group[0]] = r_group[0]
+                self.inv[r_group[0]] = c_group[0]
+                progress = True
+            elif c_group and r_group:
+                ties.append((c_group, r_group))
+        return progress, ties
+
+    def run(self, relaxed: bool) -> list[tuple[list[int], list[int]]]:
+        preds = lambda g, n: g.preds(n)  # noqa: E731
+        succs = lambda g, n: g.succs(n)  # noqa: E731
+        while True:
+            progress, ties_f = self._step(preds, relaxed=False)
+            if progress:
+                continue
+            progress, ties_b = self._step(succs, relaxed=False)
+            if progress:
+                continue
+            if relaxed:
+                progress, ties_rf = self._step(preds, relaxed=True)
+                if progress:
+                    continue
+                progress, ties_rb = self._step(succs, relaxed=True)
+                if progress:
+                    continue
+                return ties_f + ties_b + ties_rf + ties_rb
+            return ties_f + ties_b
+
+
+def _describe_ties(cand: Graph, ref: Graph, ties: list[tuple[list[int], list[int]]]) -> list[str]:
+    seen, lines = set(), []
+    for c_group, r_group in ties:
+        key = (tuple(sorted(c_group)), tuple(sorted(r_group)))
+        if key in seen:
+            continue
+        seen.add(key)
+        lines.append(
+            f"candidate {', '.join(cand.nodes[c].name for c in sorted(c_group, key=lambda c: cand.nodes[c].order))}"
+            f" <-> reference {', '.join(ref.nodes[r].name for r in sorted(r_group, key=lambda r: ref.nodes[r].order))}"
+            f" ({cand.nodes[c_group[0]].kind} {list(cand.nodes[c_group[0]].label[1])})"
+        )
+    return lines
+
+
+def pair_nodes(cand: Graph, ref: Graph) -> Pairing:
+    matcher = _Matcher(cand, ref)
+    same_labels = Counter(n.label for n in cand.called()) == Counter(n.label for n in ref.called())
+    ties = matcher.run(relaxed=False)
+    complete = len(matcher.m) - 2 == len(matcher.c_nodes) == len(matcher.r_nodes)
+    if not complete and same_labels and ties:
+        raise PairingError(
+            "the dataflow does not decide which module of the candidate is which of the reference: "
+            "several modules of the same kind and shapes sit at the same place on both sides "
+            "(refusing to guess):" + _listing(_describe_ties(cand, ref, ties))
+        )
+    undecided: list[str] = []
+    if not complete:
+        undecided = _describe_ties(cand, ref, matcher.run(relaxed=True))
+    nodes = {c: r for c, r in matcher.m.items() if c >= 0}
+    pairing = Pairing(
+        nodes=nodes,
+        unpaired_candidate=[c for c in matcher.c_nodes if c not in nodes],
+        unpaired_reference=[r for r in matcher.r_nodes if r not in matcher.inv],
+        undecided=undecided,
+    )
+    _find_structure_divergence(cand, ref, pairing, matcher.m)
+    return pairing
+
+
+def _through(graph: Graph, node: int, neighbours: Callable[[Graph, int], set[int]], paired: dict[int, int]) -> set[int]:
+    """The paired nodes next to ``node``, looking through unpaired ones."""
+    found, stack, seen = set(), list(neighbours(graph, node)), set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n in paired:
+            found.add(n)
+        else:
+            stack.extend(neighbours(graph, n))
+    return found
+
+
+def _find_structure_divergence(cand: Graph, ref: Graph, pairing: Pairing, m: dict[int, int]) -> None:
+    """Where, in the candidate's execution order, the structures first part: an unpaired
+    candidate node, a paired node whose paired neighbours (looking through unpaired modules)
+    are not those of its partner, or the place after which the reference has a module the
+    candidate lacks."""
+    inv = {r: c for c, r in m.items()}
+    preds = lambda g, n: g.preds(n)  # noqa: E731
+    succs = lambda g, n: g.succs(n)  # noqa: E731
+    places: list[tuple[float, int, str]] = []  # (candidate order, candidate node, reason)
+    unpaired_places = set()
+    for node in cand.called():
+        if node.id not in m:
+            places.append((node.order, node.id, f"{node.describe()} has no counterpart in the reference"))
+            unpaired_places.add(frozenset(m[n] for n in _through(cand, node.id, preds, m)))
+            continue
+        partner = m[node.id]
+        problems = []
+        for what, c_set, r_set in (
+            ("inputs from", _through(cand, node.id, preds, m), _through(ref, partner, preds, inv)),
+            ("outputs to", _through(cand, node.id, succs, m), _through(ref, partner, succs, inv)),
+        ):
+            c_mapped = {m[n] for n in c_set}
+            if c_mapped != r_set:
+                extra = sorted(cand.name(n) for n in c_set if m[n] not in r_set)
+                missing = sorted(ref.name(n) for n in r_set - c_mapped)
+                problems.append(
+                    f"{what} {sorted(cand.name(n) for n in c_set)} where its partner {ref.name(partner)} has {what} "
+                    f"{sorted(ref.name(n) for n in r_set)}" + (f" (only the candidate: {extra})" if extra else "")
+                    + (f" (only the reference: {missing})" if missing else "")
+                )
+        if problems:
+            pairing.wiring.append(f"{node.name}: " + "; ".join(problems))
+            places.append((node.order, node.id, f"{node.name} takes " + "; ".join(problems)))
+    for r in pairing.unpaired_reference:
+        before = _through(ref, r, preds, inv)
+        if frozenset(before) in unpaired_places:
+            continue  # the candidate has another module at this place, already named
+        partners = [inv[n] for n in before if n >= 0]
+        if not partners:
+            continue
+        after = max(partners, key=lambda c: cand.nodes[c].order)
+        places.append((cand.nodes[after].order + 0.5, after,
+                       f"the reference's {ref.nodes[r].describe()} has no counterpart in the candidate; in the "
+                       f"reference it follows {', '.join(sorted(ref.name(n) for n in before))}, paired with the "
+                       f"candidate's {cand.name(after)}"))
+    if places:
+        _, pairing.divergence, pairing.divergence_reason = min(places, key=lambda p: p[0])
+
+
+def pair_tensors(cand: Node, ref: Node) -> list[tuple[str, str]]:
+    """Pairs (reference local name, candidate local name) of two paired nodes' tensors."""
+    c_names, r_names = list(cand.tensors), list(ref.tensors)
+    if set(c_names) == set(r_names) and all(cand.shape(n) == ref.shape(n) for n in c_names):
+        return [(n, n) for n in r_names]
+    c_roles, r_roles = {cand.roles.get(n): n for n in c_names}, {ref.roles.get(n): n for n in r_names}
+    if None not in c_roles and None not in r_roles and len(c_roles) == len(c_names) == len(r_roles) == len(r_names) \
+            and set(c_roles) == set(r_roles) and all(cand.shape(c_roles[k]) == ref.shape(r_roles[k]) for k in c_roles):
+        return [(r_roles[k], c_roles[k]) for k in r_roles]
+    c_shapes = Counter(cand.shape(n) for n in c_names)
+    r_shapes = Counter(ref.shape(n) for n in r_names)
+    if c_shapes == r_shapes and all(v == 1 for v in c_shapes.values()):
+        by_shape = {cand.shape(n): n for n in c_names}
+        return [(n, by_shape[ref.shape(n)]) for n in r_names]
+    raise PairingError(
+        f"cannot decide which tensor of the candidate's {cand.describe()} is which of the reference's "
+        f"{ref.describe()}: local names, uses and shapes all leave a choice (refusing to guess)"
+    )
+
+
+def pair_state(cand: Graph, ref: Graph, pairing: Pairing) -> None:
+    for c, r in pairing.nodes.items():
+        c_node, r_node = cand.nodes[c], ref.nodes[r]
+        c_prefix = f"{c_node.name}." if c_node.name else ""
+        r_prefix = f"{r_node.name}." if r_node.name else ""
+        for r_local, c_local in pair_tensors(c_node, r_node):
+            pairing.tensors.append((r_prefix + r_local, c_prefix + c_local))

@@ -1,0 +1,170 @@
+"""``VerifyReport``: the verdict of ``repro.verify`` and everything that explains it."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from repro.equivalence import Diff
+from repro.porting import PortReport
+from repro.verify._compare import CandidateCapture
+from repro.verify._pairing import Pairing
+from repro.verify._trace import Graph
+
+LAYER_COLUMNS = (
+    "candidate", "reference", "kind", "shape", "reference_shape", "input_max_rel", "eval_max_abs", "eval_max_rel",
+    "wide_max_rel", "train_max_rel", "grad_max_rel", "buffer_max_rel", "bit_exact", "ok",
+)
+_SHORT_COLUMNS = ("candidate", "reference", "shape", "eval_max_rel", "wide_max_rel", "train_max_rel", "grad_max_rel",
+                  "buffer_max_rel")
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` found. ``equivalent`` is the verdict; ``str(report)`` explains it.
+
+    ``layers`` has one row per paired module, in the candidate's execution order: both names,
+    the module's own output shape on both sides, the largest relative difference of its input
+    (``input_max_rel``) and of its own output in each pass (``eval_``, ``wide_`` for the
+    scaled-up sample, ``train_``), of its parameter gradients (relative to the module's largest
+    gradient) and of its buffers after the train step. Relative differences are
+    ``max|a - b| / max|b|``, as in ``repro.equivalence``.
+    """
+
+    candidate: str
+    reference: str
+    input_size: tuple[int, ...]
+    rtol: float
+    equivalent: bool = False
+    bit_exact: bool = False
+    max_abs_diff: float = math.nan  # over the model outputs, eval and train mode; nan when nothing was compared
+    first_divergence: str | None = None  # candidate module name; "(root)" for the model itself
+    divergence_detail: str = ""
+    layers: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LAYER_COLUMNS))
+    checks: dict[str, Diff] = field(default_factory=dict)  # whole-model checks
+    unpaired_candidate: list[str] = field(default_factory=list)  # "state key [shape] (module type)"
+    unpaired_reference: list[str] = field(default_factory=list)
+    structure: list[str] = field(default_factory=list)  # structure differences, one line each
+    notes: list[str] = field(default_factory=list)
+    port: PortReport | None = None
+
+    @property
+    def structure_matches(self) -> bool:
+        return not self.unpaired_candidate and not self.unpaired_reference and not self.structure
+
+    def summary_lines(self) -> list[str]:
+        verdict = "bit-identical" if self.bit_exact else ("EQUIVALENT" if self.equivalent else "NOT EQUIVALENT")
+        lines = [f"{self.candidate} vs {self.reference}, input {list(self.input_size)}, rtol {self.rtol:g}: {verdict}"]
+        if self.first_divergence is not None:
+            lines += [f"first divergence: {self.first_divergence}", f"  {self.divergence_detail}"]
+        for name, d in self.checks.items():
+            state = "bit-identical" if d.bit_exact else ("ok" if d.ok(self.rtol) else "DIFFERS")
+            lines.append(f"{name}: max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g} ({state})")
+        if self.port is not None:
+            lines.append(f"paired {len(self.layers)} modules; ported {len(self.port.pairs)} tensors "
+                         f"({len(self.port.renamed)} under another name, {len(self.port.transformed)} reshaped)")
+        elif not self.layers.empty:
+            lines.append(f"paired {len(self.layers)} modules")
+        for title, items in (
+            ("structure differences", self.structure),
+            ("candidate tensors without a partner", self.unpaired_candidate),
+            ("reference tensors without a partner", self.unpaired_reference),
+        ):
+            lines.append(f"{title}: {len(items) if items else 'none'}")
+            lines += [f"  {item}" for item in items]
+        lines += [f"note: {note}" for note in self.notes]
+        return lines
+
+    def diverging_layers(self) -> pd.DataFrame:
+        return self.layers[~self.layers["ok"].astype(bool)] if not self.layers.empty else self.layers
+
+    def __str__(self) -> str:
+        lines = self.summary_lines()
+        bad = self.diverging_layers()
+        if self.checks and not bad.empty:
+            shown = bad[[c for c in _SHORT_COLUMNS if c in bad.columns]].head(15)
+            lines += ["", f"diverging modules ({len(bad)} of {len(self.layers)}, first 15; .layers has them all):",
+                      shown.to_string(index=False, float_format=lambda v: f"{v:.3g}")]
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        lines = ["# repro.verify", ""]
+        lines += [f"  - {line.strip()}" if line.startswith("  ") else f"- {line}" for line in self.summary_lines()]
+        if not self.layers.empty:
+            lines += ["", "## Modules", "", self.layers.to_markdown(index=False, floatfmt=".3g")]
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, JSON-serializable (non-finite numbers become ``None``)."""
+
+        def number(v: float) -> float | None:
+            return None if v is None or not math.isfinite(v) else v
+
+        return {
+            "candidate": self.candidate,
+            "reference": self.reference,
+            "input_size": list(self.input_size),
+            "rtol": self.rtol,
+            "equivalent": self.equivalent,
+            "bit_exact": self.bit_exact,
+            "max_abs_diff": number(self.max_abs_diff),
+            "first_divergence": self.first_divergence,
+            "divergence_detail": self.divergence_detail,
+            "checks": {k: {"max_abs": number(d.max_abs), "max_rel": number(d.max_rel), "bit_exact": d.bit_exact}
+                       for k, d in self.checks.items()},
+            "structure": self.structure,
+            "unpaired": {"candidate": self.unpaired_candidate, "reference": self.unpaired_reference},
+            "notes": self.notes,
+            "layers": json.loads(self.layers.to_json(orient="records")) if not self.layers.empty else [],
+        }
+
+
+def unpaired_tensors(graph: Graph, nodes: Sequence[int], never_called: Sequence[int]) -> list[str]:
+    lines = []
+    for nid, suffix in [(n, "") for n in nodes] + [(n, ", never called") for n in never_called]:
+        node = graph.nodes[nid]
+        lines += [f"{key} {list(node.tensors[local].shape)} ({type(node.module).__name__}{suffix})"
+                  for key, local in zip(node.state_keys(), node.tensors, strict=True)]
+    return lines
+
+
+def layers_frame(cand: Graph, ref: Graph, pairing: Pairing, captures: Mapping[str, CandidateCapture],
+                 grads: Mapping[str, Diff], buffers: Mapping[str, Diff], rtol: float) -> pd.DataFrame:
+    by_pass = {title: {p.key: p for p in capture.points} for title, capture in captures.items()}
+    rows = []
+    for node in cand.called():
+        if node.id not in pairing.nodes:
+            continue
+        partner = ref.nodes[pairing.nodes[node.id]]
+        row: dict[str, Any] = {"candidate": node.name or "(root)", "reference": partner.name or "(root)", "kind": node.kind}
+        checked = []
+        for title, points in by_pass.items():
+            cores = [points[key] for k in range(node.calls) if (key := ("core", node.id, k)) in points]
+            inputs = [points[key] for k in range(node.calls) if (key := ("in", node.id, k)) in points]
+            column = {"eval": "eval", "train": "train"}.get(title, "wide")
+            if column == "eval":
+                shapes = cores[0].shapes if cores else ((), ())
+                row["shape"], row["reference_shape"] = list(shapes[0]), list(shapes[1])
+                row["input_max_rel"] = max((p.diff.max_rel for p in inputs), default=math.nan)
+            if cores:
+                worst = max((p.diff for p in cores), key=lambda d: (not d.finite, d.max_rel))
+                if column == "eval":
+                    row["eval_max_abs"] = worst.max_abs
+                row[f"{column}_max_rel"] = worst.max_rel
+            checked += [p.diff for p in cores + inputs]
+        if "train" in captures:
+            node_grads = [grads[k] for k in node.state_keys() if k in grads]
+            node_buffers = [buffers[k] for k in node.state_keys() if k in buffers]
+            row["grad_max_rel"] = max((d.max_rel for d in node_grads), default=math.nan)
+            row["buffer_max_rel"] = max((d.max_rel for d in node_buffers), default=math.nan)
+            checked += node_grads + node_buffers
+        row["bit_exact"] = bool(captures) and all(d.bit_exact for d in checked)
+        row["ok"] = bool(captures) and all(d.ok(rtol) for d in checked)
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=list(LAYER_COLUMNS))
+    always = ("candidate", "reference", "kind", "bit_exact", "ok")
+    return frame[[c for c in LAYER_COLUMNS if c in always or frame[c].notna().any()]]

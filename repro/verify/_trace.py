@@ -1,0 +1,412 @@
+"""Dataflow tracing: which parametrized module feeds which, observed by running the model.
+
+A *node* is a module that holds parameters or persistent buffers itself (a convolution, a
+BatchNorm, a Linear, ...). While the model runs, a ``TorchFunctionMode`` sees every torch
+function and tensor method; each tensor produced records the set of nodes whose outputs reach
+it without passing through another node (its *provenance*). When a node is called, the
+provenance of its inputs is its set of predecessors. The graph this gives depends only on what
+the model computes: not on module names, definition order or the order in which independent
+branches run.
+
+The same recorder, with a *sink* attached, captures what the comparison needs at *points*
+every implementation of the same network shares:
+
+* ``("in", node, k)``: the input of the k-th call of a node;
+* ``("core", node, k)``: the node's own result: the last operation inside the node that combines
+  data with the node's tensors (the convolution, the batch norm). A timm ``BatchNormAct2d``
+  applies its activation after that; a separate ``ReLU`` module of another implementation is
+  then compared at the next node's input instead;
+* ``("out", i)``: the model's outputs.
+
+Each point also records which earlier points its value was computed from (``upstream``), and
+every module call records its outputs, so a divergence can be traced to the innermost module
+that explains it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.weak import WeakIdKeyDictionary
+
+INPUT = -1
+OUTPUT = -2
+
+PointKey = tuple  # ("in", node, k) | ("core", node, k) | ("out", i) | ("input",)
+INPUT_POINT: PointKey = ("input",)
+
+_AFFINE_FUNCTIONS = {"conv1d", "conv2d", "conv3d", "linear"}
+_RANDOM_FUNCTIONS = {
+    "rand", "rand_like", "randn", "randn_like", "randint", "randint_like", "randperm", "normal", "normal_",
+    "bernoulli", "bernoulli_", "uniform_", "exponential_", "geometric_", "cauchy_", "log_normal_", "random_",
+    "multinomial", "poisson",
+}
+_DROPOUT_FUNCTIONS = {
+    "dropout", "dropout_", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "alpha_dropout_",
+    "feature_alpha_dropout", "feature_alpha_dropout_", "feature_dropout", "feature_dropout_", "native_dropout",
+}
+
+
+def function_name(func: Callable) -> str:
+    return getattr(func, "__name__", None) or str(func)
+
+
+def _writes_in_place(func: Callable, kwargs: dict) -> bool:
+    """Whether a call changes its first argument (or ``out=``) in place, judged by its name
+    (``relu_``, ``__iadd__``, ``__setitem__``) and arguments (``inplace=True``, ``out=``)."""
+    if kwargs.get("inplace") is True or "out" in kwargs:
+        return True
+    name = function_name(func)
+    return (name.endswith("_") and not name.startswith("__")) or name.startswith("__i") or name == "__setitem__"
+
+
+def _is_random(name: str, args: tuple, kwargs: dict) -> bool:
+    if name in _RANDOM_FUNCTIONS:
+        return True
+    if name in _DROPOUT_FUNCTIONS:
+        p = kwargs.get("p", args[1] if len(args) > 1 else 0.5)
+        training = kwargs.get("training", kwargs.get("train", args[2] if len(args) > 2 else True))
+        return bool(training) and float(p) > 0.0
+    if name in ("rrelu", "rrelu_"):
+        return bool(kwargs.get("training", args[3] if len(args) > 3 else False))
+    return False
+
+
+@dataclass
+class Node:
+    """A module holding parameters or persistent buffers of its own."""
+
+    id: int
+    name: str
+    module: nn.Module
+    tensors: dict[str, torch.Tensor]  # local name -> parameter or buffer
+    parameters: frozenset[str]
+    order: int = -1  # position of its first call; -1: never called
+    calls: int = 0
+    preds: set[int] = field(default_factory=set)
+    succs: set[int] = field(default_factory=set)
+    functions: set[str] = field(default_factory=set)  # torch functions that consumed its tensors
+    roles: dict[str, str] = field(default_factory=dict)  # local name -> "function#argument" of its first use
+
+    @property
+    def kind(self) -> str:
+        names = {n.rstrip("_") for n in self.functions}
+        if not names:
+            return f"unused {type(self.module).__name__}"
+        if names <= _AFFINE_FUNCTIONS:
+            return "affine"  # convolutions and Linear: a Linear pairs with a 1x1 convolution
+        if names == {"batch_norm"}:
+            return "batchnorm"
+        return "+".join(sorted(names))
+
+    def shape(self, local: str) -> tuple[int, ...]:
+        """The tensor's shape, a Linear weight ``[o, i]`` written as the 1x1 convolution ``[o, i, 1, 1]``."""
+        shape = tuple(self.tensors[local].shape)
+        if self.kind == "affine" and len(shape) == 2 and local in self.parameters:
+            return (*shape, 1, 1)
+        return shape
+
+    @property
+    def label(self) -> tuple:
+        """What pairs nodes: their kind and tensor shapes. Not stride, eps or momentum: those
+        are mistakes to find numerically, not reasons to leave a module unpaired."""
+        params = tuple(sorted(self.shape(n) for n in self.tensors if n in self.parameters))
+        buffers = tuple(sorted(self.shape(n) for n in self.tensors if n not in self.parameters))
+        return (self.kind, params, buffers)
+
+    def describe(self) -> str:
+        shapes = ", ".join(f"{n} {list(t.shape)}" for n, t in self.tensors.items())
+        return f"{self.name} ({type(self.module).__name__}: {shapes})"
+
+    def state_keys(self) -> list[str]:
+        prefix = f"{self.name}." if self.name else ""
+        return [prefix + n for n in self.tensors]
+
+
+def model_nodes(model: nn.Module) -> list[Node]:
+    nodes = []
+    for name, module in model.named_modules():
+        tensors = {n: p for n, p in module._parameters.items() if p is not None}
+        params = frozenset(tensors)
+        tensors.update(
+            (n, b) for n, b in module._buffers.items()
+            if b is not None and n not in module._non_persistent_buffers_set
+        )
+        if tensors:
+            nodes.append(Node(len(nodes), name, module, tensors, params))
+    return nodes
+
+
+@dataclass
+class Graph:
+    """The dataflow between a model's nodes, as observed in one forward pass."""
+
+    nodes: list[Node]
+    output_preds: set[int]
+
+    def called(self) -> list[Node]:
+        return sorted((n for n in self.nodes if n.order >= 0), key=lambda n: n.order)
+
+    def preds(self, node: int) -> set[int]:
+        return self.output_preds if node == OUTPUT else self.nodes[node].preds
+
+    def succs(self, node: int) -> set[int]:
+        if node == INPUT:
+            return {n.id for n in self.nodes if INPUT in n.preds} | ({OUTPUT} if INPUT in self.output_preds else set())
+        return self.nodes[node].succs
+
+    def name(self, node: int) -> str:
+        return {INPUT: "(input)", OUTPUT: "(output)"}.get(node) or self.nodes[node].name or "(root)"
+
+
+@dataclass
+class Call:
+    """One call of one module."""
+
+    index: int  # in call (start) order
+    name: str
+    node: int | None  # node id, when the module is a node
+    k: int  # which call of that node
+    end: int = -1  # position in end order: children end before their parents
+    end_seq: int = -1
+    output_keys: tuple = ()  # (id, version) of each output tensor at the end of the call
+    upstream: frozenset = frozenset()  # points its outputs were computed from
+    agrees: bool | None = None  # whether its outputs have counterparts in the reference (candidate side)
+
+
+class Sink:
+    """What a recorder reports to; the base class records nothing."""
+
+    wants_ops = False  # whether ``op_output`` should be called for every operation's result
+
+    def before_write(self, tensor: torch.Tensor) -> None:
+        """``tensor`` is about to be changed in place."""
+
+    def node_input(self, call: Call, tensor: torch.Tensor, upstream: frozenset, seq: int, producer: int, key: tuple) -> None: ...
+    def core(self, call: Call, tensor: torch.Tensor, upstream: frozenset, seq: int) -> None: ...
+    def node_end(self, call: Call) -> None: ...
+    def op_output(self, tensor: torch.Tensor, key: tuple[int, int]) -> None: ...
+    def call_end(self, call: Call, outputs: list[torch.Tensor]) -> None: ...
+    def random_op(self, where: str, function: str) -> None: ...
+    def model_output(self, outputs: list[torch.Tensor], upstream: list[frozenset], seq: int, producers: list[int], keys: list[tuple]) -> None: ...
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+
+
+class Recorder(TorchFunctionMode):
+    """Runs a model once, recording its dataflow graph and reporting points to a sink."""
+
+    def __init__(self, model: nn.Module, sink: Sink | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.sink = sink or Sink()
+        self.nodes = model_nodes(model)
+        self.node_of_module = {id(n.module): n for n in self.nodes}
+        self.owner: dict[int, tuple[Node, str]] = {id(t): (n, local) for n in self.nodes for local, t in n.tensors.items()}
+        self.prov = WeakIdKeyDictionary()  # tensor -> frozenset of node ids
+        self.pprov = WeakIdKeyDictionary()  # tensor -> frozenset of point keys
+        self.derived = WeakIdKeyDictionary()  # tensor computed from one node's tensors alone -> node id
+        self.producer = WeakIdKeyDictionary()  # tensor -> index of the innermost call that last wrote it
+        self.serial = WeakIdKeyDictionary()  # tensor -> number unique within the pass (ids are reused)
+        self._serials = itertools.count()
+        self.calls: list[Call] = []
+        self.stack: list[Call] = []
+        self.node_stack: list[Call] = []
+        self.core_upstream: dict[tuple[int, int], frozenset] = {}
+        self.output_preds: set[int] = set()
+        self.seq = 0
+        self.ended = 0
+        self.first_calls = 0
+        self._busy = False
+
+    # -- running ---------------------------------------------------------------------------
+    def run(self, x: torch.Tensor) -> Any:
+        handles = []
+        for name, module in self.model.named_modules():
+            handles.append(module.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True))
+            handles.append(module.register_forward_hook(self._post_hook(), with_kwargs=True, always_call=True))
+        self.prov[x] = frozenset({INPUT})
+        self.pprov[x] = frozenset({INPUT_POINT})
+        try:
+            with self:
+                out = self.model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        outputs = _tensors(out)
+        self._busy = True
+        try:
+            upstream = []
+            for t in outputs:
+                self.output_preds |= self.prov.get(t, frozenset())
+                upstream.append(self.pprov.get(t, frozenset()))
+            for p in self.output_preds:
+                if p != INPUT:
+                    self.nodes[p].succs.add(OUTPUT)
+            self.seq += 1
+            self.sink.model_output(outputs, upstream, self.seq, [self.producer.get(t, 0) for t in outputs],
+                                   [self.key(t) for t in outputs])
+        finally:
+            self._busy = False
+        return out
+
+    def key(self, t: torch.Tensor) -> tuple[int, int]:
+        """Which tensor, in which state: in-place operations bump the version."""
+        serial = self.serial.get(t)
+        if serial is None:
+            serial = self.serial[t] = next(self._serials)
+        return (serial, t._version)
+
+    def graph(self) -> Graph:
+        return Graph(self.nodes, self.output_preds)
+
+    # -- hooks -----------------------------------------------------------------------------
+    def _pre_hook(self, name: str):
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            self._busy = True
+            try:
+                self.seq += 1
+                node = self.node_of_module.get(id(module))
+                call = Call(len(self.calls), name, node.id if node else None, node.calls if node else 0)
+                self.calls.append(call)
+                self.stack.append(call)
+                if node is None:
+                    return
+                if node.calls == 0:
+                    node.order = self.first_calls
+                    self.first_calls += 1
+                node.calls += 1
+                self.node_stack.append(call)
+                inputs = _tensors((args, kwargs))
+                for t in inputs:
+                    for p in self.prov.get(t, ()):
+                        node.preds.add(p)
+                        if p != INPUT:
+                            self.nodes[p].succs.add(node.id)
+                data = [t for t in inputs if t in self.prov]
+                if data:
+                    t = data[0]
+                    upstream = self.pprov.get(t, frozenset())
+                    self.sink.node_input(call, t, upstream, self.seq, self.producer.get(t, call.index), self.key(t))
+                    self.pprov[t] = frozenset({("in", node.id, call.k)})
+                    self.core_upstream[(node.id, call.k)] = frozenset({("in", node.id, call.k)})
+            finally:
+                self._busy = False
+
+        return hook
+
+    def _post_hook(self):
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            self._busy = True
+            try:
+                self.seq += 1
+                call = self.stack.pop()
+                outputs = _tensors(output)
+                if call.node is not None:
+                    self.node_stack.pop()
+                    for t in outputs:
+                        self.prov[t] = frozenset({call.node})
+                    self.sink.node_end(call)
+                call.end = self.ended
+                self.ended += 1
+                call.end_seq = self.seq
+                call.output_keys = tuple(self.key(t) for t in outputs)
+                call.upstream = frozenset().union(*(self.pprov.get(t, frozenset()) for t in outputs))
+                for t in outputs:
+                    if t not in self.producer:
+                        self.producer[t] = call.index
+                self.sink.call_end(call, outputs)
+            finally:
+                self._busy = False
+
+        return hook
+
+    # -- every torch function --------------------------------------------------------------
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not self._busy and _writes_in_place(func, kwargs):
+            self._busy = True
+            try:
+                for t in _tensors((args[:1], kwargs.get("out"))):
+                    self.sink.before_write(t)
+            finally:
+                self._busy = False
+        out = func(*args, **kwargs)
+        if self._busy:
+            return out
+        self._busy = True
+        try:
+            self._on_op(func, args, kwargs, out)
+        finally:
+            self._busy = False
+        return out
+
+    def _where(self) -> str:
+        return self.stack[-1].name if self.stack else ""
+
+    def _on_op(self, func, args: tuple, kwargs: dict, out: Any) -> None:
+        name = function_name(func)
+        if _is_random(name, args, kwargs):
+            self.sink.random_op(self._where() or "(root)", name)
+        outs = _tensors(out)
+        if name == "__setitem__" and args and isinstance(args[0], torch.Tensor):
+            outs.append(args[0])
+        if not outs:
+            return
+        self.seq += 1
+        inputs = _tensors((args, kwargs))
+        data: frozenset = frozenset()
+        upstream: frozenset = frozenset()
+        uses: set[int] = set()
+        for position, t in enumerate(inputs):
+            owned = self.owner.get(id(t))
+            if owned is not None:
+                node, local = owned
+                node.functions.add(name)
+                node.roles.setdefault(local, f"{'affine' if name in _AFFINE_FUNCTIONS else name}#{position}")
+                uses.add(node.id)
+                continue
+            derived = self.derived.get(t)
+            if derived is not None:
+                uses.add(derived)
+            p = self.prov.get(t)
+            if p is not None:
+                data = data | p
+                upstream = upstream | self.pprov.get(t, frozenset())
+        where = self.stack[-1].index if self.stack else 0
+        for t in outs:
+            self.producer[t] = where
+            if data:
+                self.prov[t] = data
+                self.pprov[t] = upstream
+            elif len(uses) == 1:
+                self.derived[t] = next(iter(uses))
+        current = self.node_stack[-1] if self.node_stack else None
+        if current is not None and data and current.node in uses:
+            key = (current.node, current.k)
+            own = ("core", *key)
+            before = self.core_upstream.get(key, frozenset())
+            core_upstream = (upstream - {own}) | before
+            self.core_upstream[key] = core_upstream
+            for t in outs:
+                self.pprov[t] = frozenset({own})
+            self.sink.core(current, outs[0], core_upstream, self.seq)
+        if self.sink.wants_ops:
+            for t in outs:
+                if t.is_floating_point():
+                    self.sink.op_output(t, self.key(t))
+
+
+def trace(model: nn.Module, x: torch.Tensor, sink: Sink | None = None) -> tuple[Graph, Recorder]:
+    recorder = Recorder(model, sink)
+    recorder.run(x)
+    return recorder.graph(), recorder
+

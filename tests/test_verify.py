@@ -1,0 +1,340 @@
+"""``repro.verify`` against a zoo of independent implementations, right and wrong.
+
+Every zoo model (``tests/zoo/``) names its modules its own way, defines them in its own order and
+computes shortcuts first, so only the dataflow can pair it with the timm model. Each correct one
+must verify as equivalent (bit-identical where it uses the same operations); each classic mistake
+must be flagged, with the first divergence naming the module where the mistake lives.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import repro
+from helpers import assert_state_unchanged, state_snapshot
+from repro.registry import UnknownNameError
+from repro.testing import assert_equivalent
+from repro.verify import PairingError, VerifyError, VerifyReport, verify
+from repro.verify.__main__ import main
+from zoo.efficientnet_b0 import SE, EfficientNetB0, MBConv, efficientnet_b0_seed_drop_connect
+from zoo.mobilenetv3_large import KerasHardSigmoid, MobileNetV3Large
+from zoo.resnet50 import ResNet50, Unit
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = (2, 3, 64, 64)  # every zoo network still ends at 2x2 before its global pool
+RESNET, MOBILENET, EFFICIENTNET = "timm:resnet50", "timm:mobilenetv3_large_100", "timm:efficientnet_b0"
+
+
+# -- the zoo: correct implementations ----------------------------------------------------------
+
+@pytest.mark.parametrize("build, spec, bit_exact", [
+    pytest.param(ResNet50, RESNET, True, id="resnet50"),
+    pytest.param(EfficientNetB0, EFFICIENTNET, True, id="efficientnet_b0"),
+    pytest.param(lambda: MobileNetV3Large(linear_head=False), MOBILENET, True, id="mobilenetv3_large-conv-head"),
+    # nn.Linear where timm has a 1x1 convolution: the same numbers, computed by another kernel.
+    pytest.param(MobileNetV3Large, MOBILENET, False, id="mobilenetv3_large-linear-head"),
+])
+def test_correct_implementations_verify(build, spec, bit_exact):
+    candidate = build()
+    report = verify(candidate, spec, input_size=SMALL if spec != RESNET else (2, 3, 32, 32))
+    assert report.equivalent, str(report)
+    assert report.bit_exact is bit_exact, str(report)
+    assert report.first_divergence is None
+    assert report.structure_matches
+    assert report.layers["ok"].all()
+    # Nothing was paired by name: every tensor kept the candidate's own.
+    assert report.port is not None and len(report.port.renamed) > 0.9 * len(report.port.pairs)
+    assert len(report.layers) == sum(1 for m in candidate.modules() if next(m.parameters(recurse=False), None) is not None)
+    if not bit_exact:
+        assert [p.transform for p in report.port.transformed] == ["reshape [1280, 960, 1, 1] -> [1280, 960] (1x1 conv -> Linear)"]
+        assert report.max_abs_diff > 0
+
+
+def test_ported_candidate_keeps_the_reference_weights():
+    candidate = EfficientNetB0()
+    report = verify(candidate, EFFICIENTNET, input_size=SMALL, train=False, wide_input_scale=None)
+    assert report.bit_exact
+    # verify() randomized the reference and copied it in: the candidate now computes the same,
+    # and holds BatchNorm statistics that are nothing like a fresh model's.
+    assert not torch.equal(candidate.stem[1].running_var, torch.ones(32))
+    assert candidate.training  # its mode is given back
+
+
+# -- the zoo: classic mistakes -------------------------------------------------------------------
+
+def _is(cls):
+    return lambda model, name: isinstance(model.get_submodule(name), cls)
+
+
+MISTAKES = {
+    # id: (candidate, reference, first divergence, what the named module must be)
+    "resnet50-stride-on-1x1": (lambda: ResNet50(stride_in_reduce=True), RESNET, "stages.1.0.squeeze",
+                               lambda m, n: m.get_submodule(n).kernel_size == (1, 1) and m.get_submodule(n).stride == (2, 2)),
+    "resnet50-bn-eps-in-one-stage": (lambda: ResNet50(eps=1e-3, eps_stage=2), RESNET, "stages.2.0.bypass.norm",
+                                     lambda m, n: m.get_submodule(n).eps == 1e-3),
+    "resnet50-bn-momentum": (lambda: ResNet50(momentum=0.01), RESNET, "stem.norm",
+                             lambda m, n: m.get_submodule(n).momentum == 0.01),
+    "resnet50-no-relu-after-add": (lambda: ResNet50(relu_after_add=False), RESNET, "stages.0.0",
+                                   lambda m, n: isinstance(m.get_submodule(n), Unit) and not m.get_submodule(n).relu_after_add),
+    "resnet50-shortcut-without-bn": (lambda: ResNet50(bypass_norm=False), RESNET, "stages.0.0.bypass.proj",
+                                     lambda m, n: n.startswith("stages.0.0.bypass")),
+    "resnet50-max-pool": (lambda: ResNet50(head_pool="max"), RESNET, "pool", _is(nn.AdaptiveMaxPool2d)),
+    "mobilenetv3-relu6": (lambda: MobileNetV3Large(relu6=True), MOBILENET, "features.0.filter_act", _is(nn.ReLU6)),
+    "mobilenetv3-keras-hard-sigmoid": (lambda: MobileNetV3Large(gate="keras"), MOBILENET, "features.3.attention.gate",
+                                       _is(KerasHardSigmoid)),
+    "efficientnet-se-from-expanded-width": (lambda: EfficientNetB0(se_from_expanded=True), EFFICIENTNET, "trunk.1.0.se.fc1",
+                                            lambda m, n: isinstance(m.get_submodule(n.rsplit(".", 1)[0]), SE)),
+    "efficientnet-seed-drop-connect-in-eval": (efficientnet_b0_seed_drop_connect, EFFICIENTNET, "trunk.1.1",
+                                               lambda m, n: isinstance(m.get_submodule(n), MBConv) and m.get_submodule(n).residual),
+    "efficientnet-tf-bn-eps": (lambda: EfficientNetB0(eps=1e-3), EFFICIENTNET, "stem.1",
+                               lambda m, n: m.get_submodule(n).eps == 1e-3),
+    "efficientnet-tf-bn-momentum": (lambda: EfficientNetB0(momentum=0.01), EFFICIENTNET, "stem.1",
+                                    lambda m, n: m.get_submodule(n).momentum == 0.01),
+    "efficientnet-se-max-pool": (lambda: EfficientNetB0(se_pool="max"), EFFICIENTNET, "trunk.0.0.se",
+                                 lambda m, n: isinstance(m.get_submodule(n), SE) and m.get_submodule(n).pool == "max"),
+}
+
+
+def _input_size(case: str) -> tuple[int, ...]:
+    # ResNet-50 at 32x32 ends at 1x1, where max and average pooling agree: that case needs 64.
+    return (2, 3, 32, 32) if case.startswith("resnet50") and case != "resnet50-max-pool" else SMALL
+
+
+@functools.lru_cache(maxsize=None)
+def _mistake(case: str) -> tuple[nn.Module, VerifyReport]:
+    """The default verification of one zoo mistake, shared by the tests that look at it."""
+    build, spec, _, _ = MISTAKES[case]
+    candidate = build()
+    return candidate, verify(candidate, spec, input_size=_input_size(case))
+
+
+@pytest.mark.parametrize("case", list(MISTAKES))
+def test_mistakes_are_flagged_where_they_live(case):
+    _, _, expected, lives_there = MISTAKES[case]
+    candidate, report = _mistake(case)
+    assert not report.equivalent and not report.bit_exact
+    assert report.first_divergence == expected, str(report)
+    assert lives_there(candidate, report.first_divergence)
+    assert expected in str(report) and report.divergence_detail
+
+
+def test_block_is_named_when_its_children_agree():
+    _, report = _mistake("resnet50-no-relu-after-add")
+    assert report.first_divergence == "stages.0.0"
+    inside = report.layers[report.layers["candidate"].str.startswith("stages.0.0.")]
+    assert len(inside) == 8 and (inside["eval_max_rel"] == 0).all()  # every conv and BN in it agrees
+    assert "while its inputs agree" in report.divergence_detail
+
+
+def test_momentum_is_caught_by_the_running_statistics():
+    _, report = _mistake("efficientnet-tf-bn-momentum")
+    assert report.checks["eval output"].bit_exact and report.checks["train output"].bit_exact
+    assert "running_mean" in report.divergence_detail
+    assert not report.layers.set_index("candidate").loc["stem.1", "ok"]
+    assert report.layers.set_index("candidate").loc["stem.0", "ok"]
+
+
+def test_random_numbers_in_eval_are_reported():
+    _, report = _mistake("efficientnet-seed-drop-connect-in-eval")
+    assert any("rand_like" in note and "eval mode" in note and "trunk.1.1" in note for note in report.notes)
+
+
+def test_structure_mismatch_names_unpaired_tensors_of_both_models():
+    _, report = _mistake("efficientnet-se-from-expanded-width")
+    text = str(report)
+    assert not report.structure_matches and report.port is None and math.isnan(report.max_abs_diff)
+    assert "trunk.1.0.se.fc1.weight [24, 96, 1, 1]" in report.unpaired_candidate[0]
+    assert any(t.startswith("blocks.1.0.se.conv_reduce.weight [4, 96, 1, 1]") for t in report.unpaired_reference)
+    assert len(report.unpaired_candidate) == len(report.unpaired_reference) == 60  # 15 SE blocks x 4 tensors
+    for line in report.unpaired_candidate + report.unpaired_reference:
+        assert line in text
+    # Everything else still pairs: the mismatch does not hide the rest of the network.
+    assert len(report.layers) == 131 - 30
+
+
+def test_missing_module_is_placed_after_its_partner():
+    _, report = _mistake("resnet50-shortcut-without-bn")
+    assert report.unpaired_candidate == []
+    assert [t.split(" ")[0] for t in report.unpaired_reference[:5]] == [
+        f"layer1.0.downsample.1.{n}" for n in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+    assert "layer1.0.downsample.1" in report.divergence_detail and "stages.0.0.bypass.proj" in report.divergence_detail
+
+
+# -- pairing by dataflow -------------------------------------------------------------------------
+
+class Fork(nn.Module):
+    """Two branches of different widths, added after a projection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.a_bn = nn.BatchNorm2d(8)
+        self.b = nn.Conv2d(3, 4, 1)
+        self.b_up = nn.Conv2d(4, 8, 1)
+        self.fc = nn.Conv2d(8, 5, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.a_bn(self.a(x))) + self.b_up(self.b(x))
+        return self.fc(y.mean((2, 3), keepdim=True)).flatten(1)
+
+
+class ForkRenamed(nn.Module):
+    """``Fork`` with other names, another definition order, the other branch first, and a Linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(8, 5)
+        self.widen = nn.Conv2d(4, 8, 1)
+        self.narrow = nn.Conv2d(3, 4, 1)
+        self.norm = nn.BatchNorm2d(8)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        side = self.widen(self.narrow(x))
+        return self.head((side + torch.relu(self.norm(self.conv(x)))).mean((2, 3)))
+
+
+def test_pairs_by_dataflow_not_names_order_or_branch_order():
+    reference = Fork()
+    snapshot = state_snapshot(reference)
+    report = verify(ForkRenamed(), reference, input_size=(2, 3, 8, 8))
+    assert report.equivalent, str(report)
+    pairs = dict(zip(report.layers["candidate"], report.layers["reference"], strict=True))
+    assert pairs == {"narrow": "b", "widen": "b_up", "conv": "a", "norm": "a_bn", "head": "fc"}
+    assert [p.source_key for p in report.port.transformed] == ["fc.weight"]  # 1x1 conv -> Linear
+    assert_state_unchanged(reference, snapshot)  # a reference module is copied, never changed
+
+
+class Twins(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.left = nn.Conv2d(3, 4, 3, padding=1)
+        self.right = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc((torch.relu(self.left(x)) + torch.sigmoid(self.right(x))).mean((2, 3)))
+
+
+def test_undecidable_pairing_is_refused_with_the_candidates():
+    with pytest.raises(PairingError, match="refusing to guess") as err:
+        verify(Twins(), Twins(), input_size=(2, 3, 8, 8))
+    assert "candidate left, right <-> reference left, right" in str(err.value)
+
+
+def test_unused_module_is_reported():
+    candidate = ForkRenamed()
+    candidate.spare = nn.Linear(3, 3)
+    report = verify(candidate, Fork(), input_size=(2, 3, 8, 8))
+    assert not report.equivalent
+    assert report.unpaired_candidate == ["spare.weight [3, 3] (Linear, never called)", "spare.bias [3] (Linear, never called)"]
+
+
+def test_port_false_compares_the_weights_as_they_are():
+    reference = Fork()
+    assert verify(copy.deepcopy(reference), reference, input_size=(2, 3, 8, 8), port=False).bit_exact
+    other = Fork()
+    report = verify(other, reference, input_size=(2, 3, 8, 8), port=False)
+    assert not report.equivalent and report.first_divergence in ("a", "b")
+
+
+def test_model_that_fails_to_run_is_a_verify_error():
+    with pytest.raises(VerifyError, match="candidate fails"):
+        verify(nn.Sequential(nn.Conv2d(4, 8, 3)), Fork(), input_size=(2, 3, 8, 8))
+    with pytest.raises(UnknownNameError, match="resnet5"):
+        verify(Fork(), "timm:resnet5", input_size=(2, 3, 8, 8))
+
+
+def test_report_serializes():
+    report = verify(ForkRenamed(), Fork(), input_size=(2, 3, 8, 8))
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["equivalent"] is True and data["first_divergence"] is None
+    assert {row["candidate"] for row in data["layers"]} == {"narrow", "widen", "conv", "norm", "head"}
+    assert "| candidate" in report.to_markdown()
+
+
+def test_repro_exports_verify():
+    assert repro.verify is verify and repro.VerifyReport is type(verify(Fork(), Fork(), input_size=(2, 3, 8, 8)))
+
+
+# -- repro.testing -------------------------------------------------------------------------------
+
+def test_assert_equivalent():
+    assert assert_equivalent(ForkRenamed(), Fork(), input_size=(2, 3, 8, 8)).equivalent
+    with pytest.raises(AssertionError, match="not bit-identical"):  # Linear head vs 1x1 convolution
+        assert_equivalent(ForkRenamed(), Fork(), input_size=(2, 3, 8, 8), bit_exact=True, seed=3)
+    broken = ForkRenamed()
+    broken.norm.eps = 1e-2
+    with pytest.raises(AssertionError, match="first divergence: norm"):
+        assert_equivalent(broken, Fork(), input_size=(2, 3, 8, 8))
+
+
+# -- command line --------------------------------------------------------------------------------
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "repro.verify", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+
+
+def test_cli_flags_a_zoo_mistake():
+    result = _cli("tests/zoo/efficientnet_b0.py:efficientnet_b0_seed_drop_connect", "--against", EFFICIENTNET,
+                  "--input-size", "64")
+    assert result.returncode == 1, result.stderr
+    assert "first divergence: trunk.1.1" in result.stdout and "NOT EQUIVALENT" in result.stdout
+    assert "| trunk.1.1.deflate.0" in result.stdout  # the markdown table of modules
+
+
+def test_cli_json_and_exit_codes(tmp_path):
+    models = tmp_path / "models.py"
+    models.write_text(
+        "import torch\nfrom torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.body = nn.Conv2d(3, 4, 3, padding=1)\n"
+        "        self.head = nn.Linear(4, 2)\n"
+        "    def forward(self, x):\n"
+        "        return self.head(self.body(x).relu().mean((2, 3)))\n"
+        "def renamed():\n"
+        "    net = Net()\n"
+        "    net.trunk = net.body\n"
+        "    del net.body\n"
+        "    net.forward = lambda x: net.head(net.trunk(x).relu().mean((2, 3)))\n"
+        "    return net\n"
+    )
+    result = _cli(f"{models}:renamed", "--against", f"{models}:Net", "--input-size", "2", "3", "8", "8", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["equivalent"] and data["bit_exact"] and data["first_divergence"] is None
+    assert [(row["candidate"], row["reference"]) for row in data["layers"]] == [("trunk", "body"), ("head", "head")]
+
+    missing = _cli(f"{models}:Nope", "--against", RESNET)
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert missing.stderr.count("\n") == 1 and "no attribute 'Nope'" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["tests/zoo/nope.py:X", "--against", RESNET], "cannot read tests/zoo/nope.py"),
+    (["tests/zoo/resnet50.py:WIDTHS", "--against", RESNET], "not a module class or factory"),
+    (["tests/zoo/resnet50.py:ResNet50", "--against", "timm:resnet5"], "timm has no model 'resnet5'"),
+    (["tests/zoo/resnet50.py:ResNet50", "--against", "nosuchlib:thing"], "cannot import module 'nosuchlib'"),
+    (["tests/zoo/resnet50.py:ResNet50"], "--against"),
+    (["tests/zoo/resnet50.py", "--against", RESNET], "expected path/to/file.py:ATTR"),
+    (["tests/zoo/resnet50.py:ResNet50", "--against", RESNET, "--input-size", "2", "x"], "--input-size"),
+    (["tests/zoo/resnet50.py:ResNet50", "--against", RESNET, "--format", "yaml"], "--format"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(args, message, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
