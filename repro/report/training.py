@@ -1,0 +1,294 @@
+"""Training page: the degradation experiment (seed 2.1), a real identity test (2.1), fine-tuning (6.1).
+
+Quick mode reads the degradation results that ``python -m repro.training.degradation`` wrote to
+``reports/degradation/`` (committed with the command, commit, device and date that produced
+them, in ``degradation_meta.json``); without them it runs a smoke-sized experiment and says that
+it proves nothing. ``--full`` runs the default experiment itself (about 10 minutes on two CPU
+cores). The identity test and the fine-tuning comparison run live in both modes (seconds).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from repro.registry import MODELS
+from repro.report import Erratum, Options, Page, Table, erratum, section
+from repro.training import degradation
+from repro.training.data import synthetic_shapes
+from repro.training.finetune import (
+    count_trainable,
+    freeze_all_but,
+    ported_model,
+    replace_classifier,
+    seed_freeze,
+)
+from repro.training.identity import identity_experiment, plot_identity, seed_identity_test
+from repro.training.loop import Recipe, train
+
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "reports" / "degradation"
+CIFAR_NETS = ("plain20", "plain56", "resnet20", "resnet56")
+FINETUNE_SPEC = "torchvision:resnet18"
+SMOKE = dict(depths=(8, 20), iterations=40, train=2_000, test=500)
+IDENTITY_STEPS = 200
+
+
+# --- degradation -----------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def degradation_results(full: bool) -> tuple[pd.DataFrame, pd.DataFrame, dict, str]:
+    """(curves, final, meta, provenance) from a live run (--full), the committed CLI output, or a smoke run."""
+    if not full and (RESULTS_DIR / "degradation_final.csv").is_file():
+        meta = json.loads((RESULTS_DIR / "degradation_meta.json").read_text())
+        provenance = (f"read from `reports/degradation/` (not re-run by this report), written by `{meta['command']}` "
+                      f"at commit {meta['commit']} on {meta['device']}, {meta['date']}, in {meta['wall_seconds']:.0f} s. "
+                      "Regenerate with that command; `python -m repro.report --full` re-runs it.")
+        return (pd.read_csv(RESULTS_DIR / "degradation_curves.csv"), pd.read_csv(RESULTS_DIR / "degradation_final.csv"),
+                meta, provenance)
+    if full:
+        data = synthetic_shapes(n_train=degradation.DEFAULT_TRAIN_SIZE, n_test=degradation.DEFAULT_TEST_SIZE,
+                                resolution=degradation.DEFAULT_RESOLUTION)
+        depths, iterations = (20, 56), degradation.DEFAULT_ITERATIONS
+        provenance = "run by this report (--full), the degradation CLI's default experiment."
+    else:
+        data = synthetic_shapes(n_train=SMOKE["train"], n_test=SMOKE["test"], resolution=degradation.DEFAULT_RESOLUTION)
+        depths, iterations = SMOKE["depths"], SMOKE["iterations"]
+        provenance = ("a SMOKE RUN (no results in reports/degradation/): tiny depths and a few iterations, to show the "
+                      "machinery works. It is no evidence either way; run `python -m repro.training.degradation`.")
+    recipe = degradation.default_recipe(iterations, data)
+    curves, final = degradation.run(data, depths, recipe, log=sys.stderr)
+    meta = {"data": data.description, "recipe": recipe.as_dict(), "verdict": degradation.degradation_verdict(final)}
+    return curves, final, meta, provenance
+
+
+def _verdict_text(meta: dict, final: pd.DataFrame) -> str:
+    v = meta["verdict"]
+    depths = sorted(final["depth"].unique())
+    shallow, deep = depths[0], depths[-1]
+    err = final.set_index("model")["train error (%)"]
+    lines = [
+        f"Final training error: plain-{shallow} {err[f'plain{shallow}']:.1f}%, plain-{deep} {err[f'plain{deep}']:.1f}%, "
+        f"ResNet-{shallow} {err[f'resnet{shallow}']:.1f}%, ResNet-{deep} {err[f'resnet{deep}']:.1f}%.",
+        f"The deeper plain net trained {'worse' if v['plain_degrades'] else 'no worse'} than the shallower one "
+        f"({'degradation shown' if v['plain_degrades'] else 'degradation NOT shown on this data and budget'}); "
+        f"the deeper ResNet trained {'worse' if v['resnet_degrades'] else 'no worse'} than the shallower one; "
+        f"at depth {deep} the ResNet's training error is {'below' if v['resnet_beats_plain_at_depth'] else 'not below'} the plain net's.",
+    ]
+    return " ".join(lines)
+
+
+# --- identity --------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def identity_results() -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    return seed_identity_test(), *identity_experiment(depths=(1, 8), steps=IDENTITY_STEPS)
+
+
+# --- fine-tuning -----------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def seed_param_counts() -> pd.DataFrame:
+    """Seed 6.1's count, reproduced on our ResNet-50 and on torchvision's with the seed's own code."""
+    import reference
+
+    rows = []
+    ours = repro_resnet50_ten_classes()
+    rows.append({"model": "ours resnet50, 10-class head", "freezing": "freeze_all_but(['fc'])", **_counts(ours)})
+    tv = reference.create("torchvision:resnet50")
+    tv.fc = torch.nn.Linear(tv.fc.in_features, 10)
+    rows.append({"model": "torchvision resnet50, 10-class head", "freezing": "seed 6.1: 'fc' not in name", **_counts(seed_freeze(tv))})
+    se = reference.create("timm:seresnet50")
+    se.fc = torch.nn.Linear(se.fc.in_features, 10)
+    rows.append({"model": "timm seresnet50, 10-class head", "freezing": "seed 6.1: 'fc' not in name", **_counts(seed_freeze(se))})
+    rows.append({"model": "timm seresnet50, 10-class head", "freezing": "freeze_all_but(['fc'])", **_counts(freeze_all_but(se, ["fc"]))})
+    return pd.DataFrame(rows)
+
+
+def repro_resnet50_ten_classes() -> torch.nn.Module:
+    from repro.registry import create_model
+
+    model = create_model("resnet50")
+    replace_classifier(model, 10)
+    return freeze_all_but(model, ["fc"])
+
+
+def _counts(model: torch.nn.Module) -> dict:
+    c = count_trainable(model)
+    return {"trainable": c.trainable, "frozen": c.frozen, "trainable (%)": f"{100 * c.trainable / c.total:.2f}"}
+
+
+def _backbone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
+
+
+@functools.lru_cache(maxsize=None)
+def finetune_comparison(iterations: int = 60) -> pd.DataFrame:
+    """One short head-only fine-tuning run of the ported ResNet-18 on the generated data, twice: frozen
+    the seed's way (requires_grad only) and with freeze_all_but (frozen BatchNorm kept in eval mode)."""
+    data = synthetic_shapes(n_train=3_000, n_test=1_000, resolution=32, seed=1)
+    recipe = Recipe(iterations=iterations, batch_size=64, lr=0.01, augment=False, eval_points=2, eval_size=1_000)
+    probe = (data.test_x[:32].float() / 255 - 0.5) / 0.25
+    rows = []
+    for label, freezing in (("seed 6.1: requires_grad = False, then model.train()", seed_freeze),
+                            ("freeze_all_but(['fc']): frozen BatchNorm kept in eval mode", lambda m: freeze_all_but(m, ["fc"]))):
+        torch.manual_seed(0)
+        model = ported_model(FINETUNE_SPEC)
+        replace_classifier(model, data.num_classes)
+        freezing(model)
+        before = _backbone_state(model)
+        with torch.no_grad():
+            features_before = model.eval().forward_features(probe)
+        result = train(model, data, recipe, name="resnet18 head", device="cpu", log=None)
+        after = _backbone_state(model)
+        with torch.no_grad():
+            features_after = model.eval().forward_features(probe)
+        stat_change = max(float((after[k].float() - before[k].float()).abs().max()) for k in before if "running" in k)
+        weight_change = max(float((after[k] - before[k]).abs().max()) for k in before if "running" not in k and "num_batches" not in k)
+        rows.append({
+            "freezing": label, **_counts(model),
+            "max change, frozen weights": weight_change,
+            "max change, frozen BN running statistics": round(stat_change, 4),
+            "relative change of eval-mode backbone features": round(float((features_after - features_before).norm() / features_before.norm()), 4),
+            "train error (%)": round(100 * result.final_train_error, 1), "held-out error (%)": round(100 * result.final_test_error, 1),
+        })
+    return pd.DataFrame(rows)
+
+
+# --- the page --------------------------------------------------------------------------------------
+
+def _selected(options: Options) -> bool:
+    return any(n in MODELS for n in options.selected(CIFAR_NETS))
+
+
+@section
+def training_page(options: Options) -> Page | None:
+    if not _selected(options):
+        return None
+    curves, final, meta, provenance = degradation_results(options.full)
+    seed_numbers, identity_summary, identity_curves = identity_results()
+    counts = seed_param_counts()
+    finetune = finetune_comparison()
+    deep = final["depth"].max()
+    intro = (
+        "Seed section 2.1 says residual connections solve the degradation problem (a deeper plain network has "
+        "*higher training error*) because a residual block learns an identity mapping more easily, and shows it by "
+        "printing |H(x) - x| for two untrained blocks. This page runs the experiment the claim is about and a test "
+        "that measures identity learning, and checks the seed's fine-tuning recipe (6.1)."
+    )
+    data_note = (
+        f"Networks: the ResNet paper's CIFAR nets (section 4.2; `repro/models/cifar_resnet.py`): 3x3 convolutions with "
+        f"16/32/64 channels, 6n+2 layers, option A (zero-padding identity) shortcuts, so each plain net has exactly the "
+        f"weights of its ResNet and differs only by the additions. Recipe: the paper's (SGD, momentum 0.9, weight decay "
+        f"1e-4, batch {meta['recipe']['batch_size']}, learning rate {meta['recipe']['lr']} divided by 10 at 50% and 75% "
+        f"of the run), shortened to {meta['recipe']['iterations']} iterations; every net sees the same batches. "
+        f"Data: {meta['data']}. "
+        "The default data is generated (`repro.training.data.synthetic_shapes`), because nothing may be downloaded: ten "
+        "classes, each a shape (disk, square, triangle, cross, ring) filled with stripes near-vertical or near-horizontal, "
+        "placed, sized, rotated and coloured at random on a smooth random background with a distractor patch of stripes "
+        "of the other orientation, plus pixel noise. Degradation concerns *training* error, an optimisation property, "
+        "so the data need not be natural images; it must only be hard enough that a 20-layer net does not fit it at "
+        "once, which the curves show it is not. It is smaller than CIFAR (16x16, 10k images) to fit 10 minutes on two "
+        "CPU cores; with `--data` the same code runs CIFAR-10 at 32x32 for the paper's 64k iterations. "
+        f"Source of these numbers: {provenance}"
+    )
+    final_note = (
+        f"{_verdict_text(meta, final)} Training error: eval mode, on up to {meta['recipe']['eval_size']} training "
+        "images; held-out error: the whole held-out split. The paper's column is its Table 6 CIFAR-10 test error "
+        "(64k iterations, augmentation); it is comparable only for a full CIFAR-10 run (last column)."
+    )
+    seed_table = pd.DataFrame([{"quantity": k, "value": round(v, 4)} for k, v in seed_numbers.items()])
+    seed_note = (
+        "The seed's test, re-run as written (64 channels, one 56x56 input x ~ N(0, 1), fresh blocks in train mode): no "
+        "block learns anything, so the two numbers measure random initialization. Both blocks end in a ReLU and cannot "
+        "output the negative half of x: even a perfect identity-on-the-positive-part scores mean |min(x, 0)| (the "
+        "'best any ReLU-ended block can do' row), which is exactly what the residual block with its last BatchNorm "
+        "gamma at zero (timm's zero_init_last) computes: relu(0 + x). On non-negative input, what blocks inside a "
+        "ResNet receive, that block is the identity exactly (max |H(x) - x| = 0)."
+    )
+    identity_note = (
+        f"The identity test that measures the claim: blocks (one, and a stack of eight) with 16 channels on 8x8 "
+        f"non-negative inputs relu(N(0, 1)) are trained with Adam (lr 0.01, batch 16, fresh inputs each step, "
+        f"{IDENTITY_STEPS} steps) to output their input. Relative MSE = MSE / mean(x^2): 1 is no better than "
+        "outputting zeros. A residual block starts near the identity and gets there fast; a plain block must build "
+        "it from conv-BN-ReLU-conv-BN-ReLU, and a stack of eight plain blocks barely improves: the degradation "
+        "problem in miniature. With gamma 0 the residual block is the identity from step 0 and stays there."
+    )
+    counts_note = (
+        "Seed 6.1 replaces ResNet-50's fc with a 10-class layer and freezes every parameter whose name lacks 'fc': "
+        "2048 x 10 + 10 = 20,490 trainable parameters, as the seed states. Its substring test is fragile: on an "
+        "SE-ResNet ('se.fc1', 'se.fc2') it leaves every squeeze-excitation layer trainable; matching module paths "
+        "(`freeze_all_but`) does not."
+    )
+    finetune_note = (
+        f"A short head-only fine-tuning run of `{FINETUNE_SPEC}` ported into the hand-written ResNet-18 (random "
+        "weights: no pretrained file was given, so only the mechanics are measured here; "
+        "`python -m repro.training.finetune --weights PATH` fine-tunes real weights) on generated data at 32x32, "
+        "60 iterations of batch 64, the same batches both times. Frozen the seed's way, model.train() still "
+        "normalizes with batch statistics and overwrites every running mean and variance of the 'frozen' backbone, "
+        "so its eval-mode features change; with frozen BatchNorm kept in eval mode (seed pitfall 3 applied to "
+        "fine-tuning) the backbone is bit-for-bit what was loaded."
+    )
+    tables = [
+        Table("degradation_final", f"Degradation: final errors, plain vs residual, depths {', '.join(map(str, sorted(final['depth'].unique())))}", final, final_note),
+        Table("degradation_curves", "Degradation: error curves (training error averaged over the batches since the previous point)",
+              curves[["model", "iteration", "epoch", "lr", "train_error", "train_loss", "test_error", "test_loss"]], data_note),
+        Table("identity_seed_test", "The seed's identity test, re-run", seed_table, seed_note),
+        Table("identity_test", "Training blocks to reproduce their input", identity_summary, identity_note),
+        Table("finetune_param_counts", "Fine-tuning: trainable and frozen parameters (seed 6.1)", counts, counts_note),
+        Table("finetune_frozen_batchnorm", "Fine-tuning: frozen BatchNorm, the seed's way and ours", finetune, finetune_note),
+    ]
+    images = [("degradation_curves.png", degradation.plot_curves(curves, f"{meta['data']}; {meta['recipe']['iterations']} iterations")),
+              ("identity_test.png", plot_identity(identity_curves))]
+    title = f"Training: degradation (plain vs ResNet up to {deep} layers), identity, fine-tuning (seed 2.1, 6.1)"
+    return Page("training", title, intro, tables, images)
+
+
+@erratum
+def training_errata(options: Options) -> list[Erratum]:
+    if not _selected(options):
+        return []
+    rows = []
+    seed_numbers, identity_summary, _ = identity_results()
+    steps_col = f"relative MSE after {IDENTITY_STEPS} steps (train mode)"
+    by = identity_summary.set_index(["blocks", "variant"])[steps_col]
+    rows.append(Erratum(
+        "2.1", "Printing |H(x) - x| of an untrained plain block and residual block shows that the residual block learns identity more easily",
+        False,
+        f"untrained blocks, nothing learned: plain {seed_numbers['plain |H(x) - x|']:.3f}, residual "
+        f"{seed_numbers['residual |H(x) - x|']:.3f}; both end in ReLU, floor {seed_numbers['best any ReLU-ended block can do, mean |min(x, 0)|']:.3f} on N(0,1) input",
+    ))
+    easier = all(by[(b, "residual")] < by[(b, "plain")] for b in (1, 8))
+    rows.append(Erratum(
+        "2.1", "A residual block learns an identity mapping more easily than a plain block", easier,
+        f"relative MSE after {IDENTITY_STEPS} Adam steps: 1 block plain {by[(1, 'plain')]:.4f} vs residual {by[(1, 'residual')]:.4f}; "
+        f"8 blocks plain {by[(8, 'plain')]:.3f} vs residual {by[(8, 'residual')]:.3f}",
+    ))
+    curves, final, meta, provenance = degradation_results(options.full)
+    if not provenance.startswith("a SMOKE RUN"):
+        v = meta["verdict"]
+        err = final.set_index("model")["train error (%)"]
+        d = sorted(final["depth"].unique())
+        rows.append(Erratum(
+            "2.1", "Deeper plain networks have higher training error (degradation); residual connections remove it",
+            v["plain_degrades"] and not v["resnet_degrades"],
+            f"training error, {meta['data']}, {meta['recipe']['iterations']} iterations: plain-{d[0]} {err[f'plain{d[0]}']:.1f}%, "
+            f"plain-{d[-1]} {err[f'plain{d[-1]}']:.1f}%, ResNet-{d[0]} {err[f'resnet{d[0]}']:.1f}%, ResNet-{d[-1]} {err[f'resnet{d[-1]}']:.1f}%",
+        ))
+    counts = count_trainable(repro_resnet50_ten_classes())
+    rows.append(Erratum("6.1", "ResNet-50 with a 10-class fc and all else frozen has 20,490 trainable parameters",
+                        counts.trainable == 20_490, f"{counts.trainable:,} trainable, {counts.frozen:,} frozen "
+                        f"({100 * counts.trainable / counts.total:.2f}%)"))
+    seed_way = finetune_comparison().iloc[0]
+    rows.append(Erratum(
+        "7 (pitfall 3)", "model.train() to fine-tune, model.eval() to infer is all BatchNorm needs (with 6.1's frozen backbone)",
+        seed_way["max change, frozen BN running statistics"] == 0,
+        f"with 6.1's requires_grad freezing, model.train() fine-tuning changed the frozen backbone's BN running "
+        f"statistics by up to {seed_way['max change, frozen BN running statistics']:.3g} and its eval-mode features by "
+        f"{100 * seed_way['relative change of eval-mode backbone features']:.1f}%; frozen BN must be kept in eval mode",
+    ))
+    return rows

@@ -1,0 +1,80 @@
+"""Selection page: top-1 from torchvision metadata, frontiers, budgets, the seed's scenarios and 5.2 table."""
+
+import pandas as pd
+import pytest
+
+from repro.registry import MODELS
+from repro.report import Options
+from repro.report import selection
+from repro.seed import SEED_MODELS
+
+
+def _frame(rows):
+    frame = pd.DataFrame(rows, columns=["model", "top-1 (%)", "latency (ms)", "params (M)"])
+    frame["on latency frontier"] = selection.pareto(frame, "latency (ms)")
+    frame["on params frontier"] = selection.pareto(frame, "params (M)")
+    return frame
+
+
+def test_torchvision_accuracy_from_metadata():
+    acc = selection.torchvision_accuracy("resnet50")
+    assert acc["top1"] == 76.13 and acc["resolution"] == 224
+    assert acc["best_top1"] == 80.858 and acc["best_weights"] == "IMAGENET1K_V2"
+    assert selection.torchvision_accuracy("efficientnet_b3")["resolution"] == 300
+    assert selection.torchvision_accuracy("no_such_model") is None
+    assert selection.torchvision_builder("resnet18") == "resnet18"
+    assert selection.torchvision_builder("plain20") is None  # no reference: no top-1
+
+
+def test_pareto_and_budgets():
+    frame = _frame([("a", 70.0, 1.0, 5.0), ("b", 75.0, 2.0, 20.0), ("c", 72.0, 3.0, 4.0), ("d", 80.0, 10.0, 30.0)])
+    assert frame["on latency frontier"].tolist() == [True, True, False, True]
+    assert frame["on params frontier"].tolist() == [False, True, True, True]  # c: fewer params, more accurate than a
+    table = selection.leaders(frame, "latency (ms)", [1.5, 3.0, 100.0], str)
+    assert table["leader"].tolist() == ["a", "b", "d"]
+    assert table["runner-up"].tolist() == ["", "c", "b"]
+    assert selection.leaders(frame, "params (M)", [1.0], str)["leader"].tolist() == ["none"]
+
+
+def test_scenarios_decided_by_measurements():
+    frame = _frame([
+        ("mobilenetv3_small_100", 67.7, 2.0, 2.5), ("mobilenetv3_large_100", 74.0, 3.0, 5.5),
+        ("resnet18", 69.8, 5.0, 11.7), ("efficientnet_b0", 77.7, 6.0, 5.3), ("resnet50", 76.1, 20.0, 25.6),
+    ])
+    table = selection.scenario_table(frame, "CPU (x86_64)").set_index("scenario (seed 5.1)")
+    mobile = table.loc["mobile / edge devices"]
+    assert mobile["verdict"] == "agrees"
+    realtime = table.loc["real-time detection / segmentation"]
+    assert realtime["verdict"] == "partly" and "resnet18" in realtime["measured"] and "beaten by mobilenetv3_large_100" in realtime["measured"]
+    assert "not measured: resnet34" in realtime["measured"]
+    server = table.loc["server deployment"]
+    assert server["verdict"].startswith("disagrees") and "the seed means a GPU" in server["verdict"]
+    assert table.loc["compression / distillation", "verdict"] == "not measurable here"
+    assert table.loc["high accuracy", "verdict"] == "not measured"
+
+
+def test_efficiency_table_keeps_seed_arithmetic():
+    table = selection.efficiency_table(pd.DataFrame(columns=["model", "params (M)"])).set_index("model")
+    assert table.loc["MobileNetV3-S", "seed acc / MParam"] == round(56 / 2.5, 2)
+    assert table.loc["MobileNetV3-S", "seed rank"] == 1
+    assert table.loc["ResNet-50", "top-1 (%), torchvision V1"] == 76.13
+    assert len(table) == len(SEED_MODELS)
+    assert table.loc["ResNet-50", "params (M), counted"] == pytest.approx(25.56, abs=0.01)
+
+
+def test_quick_candidates_leave_large_models_for_full():
+    names, notes = selection.candidates(Options())
+    assert "resnet50" in names and "plain20" not in names
+    if "efficientnet_b7" in MODELS:
+        assert "efficientnet_b7" not in names and any("efficientnet_b7" in n for n in notes)
+
+
+def test_page_measures_selected_models():
+    page = selection.selection_page(Options(models=("resnet18", "resnet34")))
+    tables = {t.slug: t.frame for t in page.tables}
+    measured = tables["selection_measurements"]
+    assert set(measured["model"]) == {"resnet18", "resnet34"}
+    assert (measured["latency (ms)"] > 0).all() and measured.set_index("model").loc["resnet18", "GMACs"] == pytest.approx(1.814, abs=1e-3)
+    assert {name for name, _ in page.images} == {"accuracy_vs_gmacs.png", "accuracy_vs_params.png", "accuracy_vs_latency.png"}
+    assert all(data[:4] == b"\x89PNG" for _, data in page.images)
+    assert selection.selection_page(Options(models=("plain20",))) is None

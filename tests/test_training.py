@@ -1,0 +1,226 @@
+"""Training experiments: CIFAR networks, data loading, the degradation CLI, the identity test."""
+
+import json
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import repro
+from repro.flops import count_params
+from repro.models.cifar_resnet import CifarResNet, PadShortcut
+from repro.training import degradation
+from repro.training.data import DataError, augment, load_cifar10, load_data, load_image_folder, synthetic_shapes
+from repro.training.identity import identity_fit, seed_identity_test
+from repro.training.loop import Recipe, train
+
+
+# --- the networks -------------------------------------------------------------------------------
+
+def test_cifar_nets_match_the_paper():
+    # ResNet paper, Table 6: ResNet-20 0.27M, ResNet-56 0.85M parameters; option A adds none.
+    assert count_params(repro.create_model("resnet20")) == count_params(repro.create_model("plain20")) == 269_722
+    assert count_params(repro.create_model("resnet56")) == count_params(repro.create_model("plain56")) == 853_018
+    model = repro.create_model("resnet56")
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) + 1 == 56  # 6n + 1 convolutions + fc
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert model.forward_features(torch.randn(1, 3, 32, 32)).shape == (1, 64, 8, 8)
+    assert count_params(CifarResNet(20, shortcut="B")) > 269_722
+
+
+def test_plain_net_is_the_residual_net_without_additions():
+    residual, plain = repro.create_model("resnet20").eval(), repro.create_model("plain20").eval()
+    plain.load_state_dict(residual.state_dict())  # same tensors, same names
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert not torch.allclose(residual(x), plain(x))
+        block = residual.layer1[0]
+        h = torch.relu(residual.bn1(residual.conv1(x)))
+        assert torch.equal(block(h), torch.relu(block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(h))))) + h))
+
+
+def test_option_a_shortcut_pads_zeros():
+    x = torch.randn(2, 16, 8, 8)
+    y = PadShortcut(16, 32, 2)(x)
+    assert y.shape == (2, 32, 4, 4)
+    assert torch.equal(y[:, :16], x[:, :, ::2, ::2]) and not y[:, 16:].any()
+
+
+def test_zero_init_residual_starts_as_identity_blocks():
+    model = CifarResNet(20, zero_init_residual=True).eval()
+    block = model.layer1[1]
+    h = torch.rand(1, 16, 8, 8)
+    assert torch.equal(block(h), h)
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        CifarResNet(21)
+    with pytest.raises(ValueError, match="needs shortcuts"):
+        CifarResNet(20, shortcut=None, zero_init_residual=True)
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+def _write_fake_cifar(root, per_batch=4):
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": [int(v) for v in rng.integers(0, 10, per_batch)], b"batch_label": name.encode()}
+        with open(root / name, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+    return root
+
+
+def test_cifar_python_format(tmp_path):
+    root = _write_fake_cifar(tmp_path / "cifar-10-batches-py")
+    data = load_data(tmp_path)  # the directory above cifar-10-batches-py works too
+    assert data.name == "CIFAR-10" and data.train_x.shape == (20, 3, 32, 32) and data.test_x.shape == (4, 3, 32, 32)
+    with open(root / "data_batch_2", "rb") as f:
+        raw = pickle.load(f, encoding="bytes")
+    # pixels are stored channel-major (1024 red, 1024 green, 1024 blue), row by row
+    assert torch.equal(data.train_x[4, 1, 0, :5], torch.from_numpy(raw[b"data"][0, 1024:1029]))
+    assert data.train_y[4] == raw[b"labels"][0]
+    (root / "test_batch").unlink()
+    with pytest.raises(DataError, match="missing test_batch"):
+        load_cifar10(root)
+
+
+def test_cifar_corrupt_batch(tmp_path):
+    root = _write_fake_cifar(tmp_path / "c")
+    (root / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="data_batch_3: not a readable CIFAR-10 batch"):
+        load_cifar10(root)
+
+
+def _write_images(folder, classes, per_class, size=(40, 30)):
+    from PIL import Image
+
+    for c, name in enumerate(classes):
+        (folder / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", size, (40 * c, 10 * i, 200)).save(folder / name / f"{i}.png")
+
+
+def test_image_folder(tmp_path):
+    _write_images(tmp_path / "flat", ["cat", "dog"], 6)
+    data = load_image_folder(tmp_path / "flat", resolution=16)
+    assert data.classes == ("cat", "dog") and data.train_x.shape[1:] == (3, 16, 16)
+    assert len(data.train_x) + len(data.test_x) == 12 and len(data.test_x) == 2
+    _write_images(tmp_path / "split" / "train", ["a", "b", "c"], 2)
+    _write_images(tmp_path / "split" / "val", ["a", "b", "c"], 1)
+    data = load_data(tmp_path / "split", resolution=8)
+    assert (len(data.train_x), len(data.test_x), data.num_classes) == (6, 3, 3)
+    assert data.test_y.tolist() == [0, 1, 2] and data.test_x.dtype == torch.uint8
+
+
+def test_bad_data_paths(tmp_path):
+    with pytest.raises(DataError, match="no such file or directory"):
+        load_data(tmp_path / "nothing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="not a directory"):
+        load_data(tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="not an image folder"):
+        load_data(tmp_path / "empty")
+
+
+def test_synthetic_data_is_reproducible_and_balanced():
+    a = synthetic_shapes(n_train=200, n_test=50, resolution=16, seed=3)
+    b = synthetic_shapes(n_train=200, n_test=50, resolution=16, seed=3)
+    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_y, b.test_y)
+    assert not torch.equal(a.train_x, synthetic_shapes(n_train=200, n_test=50, resolution=16, seed=4).train_x)
+    assert a.train_x.shape == (200, 3, 16, 16) and a.num_classes == 10
+    assert torch.bincount(a.train_y, minlength=10).min() > 5
+
+
+def test_augment_crops_and_flips():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    g = torch.Generator().manual_seed(0)
+    flipped_or_not = augment(x, g, pad=0)
+    for i in range(2):
+        assert torch.equal(flipped_or_not[i], x[i]) or torch.equal(flipped_or_not[i], x[i].flip(-1))
+    y = augment(x, g, pad=2)
+    assert y.shape == x.shape
+
+
+# --- the training loop and the degradation CLI ---------------------------------------------------
+
+def test_same_recipe_same_result():
+    data = synthetic_shapes(n_train=64, n_test=16, resolution=16)
+    recipe = Recipe(iterations=3, batch_size=16, eval_points=1)
+    results = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        results.append(train(CifarResNet(8), data, recipe, device="cpu", log=None))
+    assert results[0].curve[0]["train_loss"] == results[1].curve[0]["train_loss"]
+    with pytest.raises(ValueError, match="fractions"):
+        Recipe(milestones=(32_000,))
+
+
+def test_degradation_cli_writes_curves(tmp_path, capsys):
+    out = tmp_path / "deg"
+    argv = ["--iterations", "4", "--depths", "8", "14", "--train-size", "64", "--test-size", "32",
+            "--batch-size", "16", "--eval-points", "2", "--out", str(out)]
+    assert degradation.main(argv) == 0
+    assert {p.name for p in out.iterdir()} == {"degradation_curves.csv", "degradation_final.csv",
+                                                "degradation_curves.png", "degradation_meta.json"}
+    curves = pd.read_csv(out / "degradation_curves.csv")
+    assert sorted(curves["model"].unique()) == ["plain14", "plain8", "resnet14", "resnet8"]
+    assert (curves.groupby("model")["iteration"].apply(list) == pd.Series([[2, 4]] * 4, index=sorted(curves["model"].unique()))).all()
+    assert curves[["train_error", "test_error"]].apply(lambda c: c.between(0, 1)).all().all()
+    final = pd.read_csv(out / "degradation_final.csv")
+    assert list(final["model"]) == ["plain8", "resnet8", "plain14", "resnet14"]
+    assert (final["comparable to paper"] == "no").all()
+    meta = json.loads((out / "degradation_meta.json").read_text())
+    assert meta["recipe"]["iterations"] == 4 and meta["train_images"] == 64 and "--depths 8 14" in meta["command"]
+    assert set(meta["verdict"]) == {"plain_degrades", "resnet_degrades", "resnet_beats_plain_at_depth"}
+    assert (out / "degradation_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_degradation_cli_reads_cifar(tmp_path):
+    _write_fake_cifar(tmp_path / "cifar")
+    out = tmp_path / "deg"
+    assert degradation.main(["--data", str(tmp_path / "cifar"), "--iterations", "1", "--depths", "8", "14",
+                             "--batch-size", "8", "--eval-points", "1", "--out", str(out)]) == 0
+    meta = json.loads((out / "degradation_meta.json").read_text())
+    assert meta["data"].startswith("CIFAR-10") and meta["recipe"]["augment"] is True
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "/no/such/dir"], "--data /no/such/dir: no such file or directory"),
+    (["--depths", "20", "21"], "21 is not 6n + 2"),
+    (["--iterations", "0"], "--iterations must be positive"),
+])
+def test_degradation_cli_bad_arguments(argv, message, capsys):
+    assert degradation.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {message}" or (message in err and len(err.strip().splitlines()) == 1)
+
+
+def test_degradation_cli_bad_data_exit_2_one_line():
+    proc = subprocess.run([sys.executable, "-m", "repro.training.degradation", "--data", "/no/such/dir"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: --data /no/such/dir: no such file or directory"]
+
+
+# --- the identity test ---------------------------------------------------------------------------
+
+def test_seed_identity_numbers_show_relu_floor():
+    numbers = seed_identity_test()
+    floor = numbers["best any ReLU-ended block can do, mean |min(x, 0)|"]
+    assert numbers["residual gamma 0 |H(x) - x|"] == pytest.approx(floor, abs=1e-6)
+    assert numbers["residual gamma 0 max |H(x) - x| on x >= 0"] == 0.0
+    assert numbers["plain |H(x) - x|"] > floor and numbers["residual |H(x) - x|"] > floor
+
+
+def test_identity_fit():
+    zero = identity_fit("residual, gamma 0", blocks=2, steps=3)
+    assert (zero["relative_mse"] == 0).all()
+    plain = identity_fit("plain", blocks=1, steps=5)
+    assert plain["relative_mse"].iloc[0] > 0.5 and plain["relative_mse"].iloc[-1] < plain["relative_mse"].iloc[0]
+    with pytest.raises(ValueError, match="variant"):
+        identity_fit("dense")
