@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -28,6 +30,49 @@ def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int =
         nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
         nn.BatchNorm2d(out_channels),
     )
+
+
+def same_padding(size: int, kernel_size: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow's "SAME" padding along one axis: (before, after), the odd pixel going after.
+
+    The output has ``ceil(size / stride)`` pixels. For a stride-2 convolution the total is often
+    odd (a 3x3 on 224 pixels pads 0 before and 1 after), which no symmetric ``padding=`` can express.
+    """
+    total = max((math.ceil(size / stride) - 1) * stride + (kernel_size - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """A convolution with TensorFlow "SAME" padding computed from each input's size (zeros, padded first)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        if kwargs.pop("padding", 0) != 0:
+            raise ValueError("Conv2dSame computes its padding; do not pass padding=")
+        super().__init__(*args, padding=0, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
+        left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
+        return super().forward(nn.functional.pad(x, (left, right, top, bottom)))
+
+
+def make_conv2d(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    groups: int = 1,
+    bias: bool = False,
+    padding: str = "symmetric",
+) -> nn.Conv2d:
+    """A convolution padded ``"symmetric"`` (``kernel_size // 2`` each side, PyTorch style) or ``"same"``
+    (TensorFlow's). Where "SAME" is symmetric anyway (stride 1, odd kernel) this is a plain ``nn.Conv2d``,
+    as in the TensorFlow ports of timm; otherwise a ``Conv2dSame``."""
+    if padding == "symmetric" or (padding == "same" and stride == 1 and kernel_size % 2 == 1):
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=bias)
+    if padding == "same":
+        return Conv2dSame(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)
+    raise ValueError(f"padding must be 'symmetric' or 'same', got {padding!r}")
 
 
 class SqueezeExcite(nn.Module):

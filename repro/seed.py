@@ -56,3 +56,26 @@ def torchvision_top1(builder: str, weights: str = "IMAGENET1K_V1") -> tuple[floa
     meta = enum[weights].meta
     return float(meta["_metrics"]["ImageNet-1K"]["acc@1"]), f"torchvision {enum.__name__}.{weights} metadata"
 
+
+# Seed section 3.1, calculate_efficientnet_params(): the printed EfficientNet-B0 table
+# (stage, operator, channels, layers, resolution), and its 'B0' config dict.
+SEED_B0_TABLE: tuple[tuple[int, str, int, int, int], ...] = (
+    (1, "Conv3x3 + BN + Swish", 32, 1, 224),
+    (2, "MBConv1, 3x3", 16, 1, 224),
+    (3, "MBConv6, 3x3", 24, 2, 224),
+    (4, "MBConv6, 5x5", 40, 2, 224),
+    (5, "MBConv6, 3x3", 80, 3, 224),
+    (6, "MBConv6, 5x5", 112, 3, 224),
+    (7, "MBConv6, 5x5", 192, 4, 224),
+    (8, "MBConv6, 3x3", 320, 1, 224),
+    (9, "Conv1x1 + BN + Swish + GlobalPool", 1280, 1, 224),
+)
+SEED_EFFICIENTNET_CONFIG = {
+    "width_coef": (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0),
+    "depth_coef": (1.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0),
+    "resolution": (224, 240, 260, 300, 380, 456, 528),
+    "depth_div": 8,
+}
+# Seed section 3.1: "φ=1时,B0的系数: α=1.2, β=1.1, γ=1.15" under "α×β²×γ²≈2".
+SEED_ALPHA_BETA_GAMMA = (1.2, 1.1, 1.15)
+
