@@ -146,7 +146,8 @@ def test_momentum_is_caught_by_the_running_statistics():
 
 def test_random_numbers_in_eval_are_reported():
     _, report = _mistake("efficientnet-seed-drop-connect-in-eval")
-    assert any("rand_like" in note and "eval mode" in note and "trunk.1.1" in note for note in report.notes)
+    assert report.notes[0].startswith("the candidate draws random numbers in eval mode: rand_like in trunk.1.1, trunk.2.1,")
+    assert any(note.startswith("the candidate draws random numbers in train mode") for note in report.notes)
 
 
 def test_structure_mismatch_names_unpaired_tensors_of_both_models():
@@ -338,3 +339,14 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, message, capsys, monkeypatch
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+
+
+def test_cli_broken_user_code_is_bad_input(tmp_path, capsys):
+    broken = tmp_path / "broken.py"
+    broken.write_text("import torch\nfrom torch import nn\nundefined_name\n")
+    needs_args = tmp_path / "needs_args.py"
+    needs_args.write_text("from torch import nn\nclass Net(nn.Module):\n    def __init__(self, width):\n        super().__init__()\n")
+    assert main([f"{broken}:Net", "--against", RESNET]) == 2
+    assert "NameError" in capsys.readouterr().err
+    assert main([f"{needs_args}:Net", "--against", RESNET]) == 2
+    assert "missing 1 required positional argument" in capsys.readouterr().err

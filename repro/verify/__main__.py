@@ -27,6 +27,11 @@ class CliError(Exception):
     """Bad input: printed as one line, exit status 2."""
 
 
+# What importing a user's file or calling its factory raises when the file or the call is wrong
+# (a missing import, a constructor that needs arguments): bad input, not a verdict.
+_USER_CODE_ERRORS = (ImportError, SyntaxError, OSError, NameError, AttributeError, TypeError, ValueError, RuntimeError)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, no usage dump
         raise CliError(message)
@@ -61,7 +66,7 @@ def _load_attribute(target: str) -> Any:
         sys.path.insert(0, str(path.resolve().parent))  # the file's own sibling imports
         try:
             spec.loader.exec_module(module)
-        except (ImportError, SyntaxError, OSError) as err:
+        except _USER_CODE_ERRORS as err:
             raise CliError(f"cannot import {location}: {type(err).__name__}: {err}") from err
         finally:
             sys.path.remove(str(path.resolve().parent))
@@ -87,8 +92,8 @@ def _build(target: str) -> nn.Module:
         raise CliError(f"{target} is a {type(obj).__name__}, not a module class or factory")
     try:
         model = obj()
-    except TypeError as err:  # arguments it needs
-        raise CliError(f"{target} cannot be called without arguments: {err}") from err
+    except _USER_CODE_ERRORS as err:
+        raise CliError(f"{target}() failed: {type(err).__name__}: {err}") from err
     if not isinstance(model, nn.Module):
         raise CliError(f"{target}() returned a {type(model).__name__}, not an nn.Module")
     return model

@@ -230,16 +230,25 @@ class _Verification:
             report.checks[f"eval output, first sample x{self.wide_input_scale:g}"] = self.captures[title].output_diff()
         if self.train:
             self._train_step([torch.randn(t.shape, generator=self.gen).to(t) for t in ref_outputs])
-        for title, capture in self.captures.items():
-            mode = "train" if title == "train" else "eval"
-            for where, fn in sorted(set(capture.random)):
-                report.notes.append(f"the candidate draws random numbers in {mode} mode ({fn} in {where})"
-                                    + ("; both models ran with the same seed" if mode == "train" else ""))
-            for where, fn in sorted(set(self.reference_random[title])) if mode == "train" else ():
-                report.notes.append(f"the reference draws random numbers in train mode ({fn} in {where}); "
-                                    f"both models ran with the same seed")
+        self._note_random_numbers()
         self._verdict()
         return report
+
+    def _note_random_numbers(self) -> None:
+        """Dropout, drop-path or a stray ``torch.rand`` explain differences that the numbers alone do not."""
+        drawn: dict[tuple[str, str], dict[str, list[str]]] = {}
+        for title, capture in self.captures.items():
+            mode = "train" if title == "train" else "eval"
+            sides = [("candidate", capture.random)] + ([("reference", self.reference_random[title])] if mode == "train" else [])
+            for side, calls in sides:
+                for where, fn in calls:
+                    places = drawn.setdefault((side, mode), {}).setdefault(fn, [])
+                    if where not in places:
+                        places.append(where)
+        for (side, mode), functions in drawn.items():
+            used = "; ".join(f"{fn} in {', '.join(places)}" for fn, places in functions.items())
+            seeded = " (both models ran with the same seed)" if mode == "train" else ""
+            self.report.notes.append(f"the {side} draws random numbers in {mode} mode: {used}{seeded}")
 
     def _structure_matches(self) -> bool:
         """Fill in what the pairing found; whether the structures match well enough to compare."""
