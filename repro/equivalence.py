@@ -33,10 +33,10 @@ def randomize_(model: nn.Module, input_size: tuple[int, ...] | None = (2, 3, 224
     gen = torch.Generator().manual_seed(seed)
 
     def normal(t: torch.Tensor, std: float) -> torch.Tensor:
-        return torch.randn(t.shape, generator=gen, dtype=torch.float64).mul(std).to(t.dtype)
+        return torch.randn(t.shape, generator=gen, dtype=torch.float32).mul_(std).to(t.dtype)
 
     def uniform(t: torch.Tensor, low: float, high: float) -> torch.Tensor:
-        return torch.rand(t.shape, generator=gen, dtype=torch.float64).mul(high - low).add(low).to(t.dtype)
+        return torch.rand(t.shape, generator=gen, dtype=torch.float32).mul_(high - low).add_(low).to(t.dtype)
 
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):

@@ -24,6 +24,10 @@ def test_fused_model_matches(name):
         assert Diff.of(repro.fuse(model)(x), model(x)).ok(1e-5)
 
     # Randomized weights and statistics (a wrong mean, bias or eps would show): exact in float64 ...
+    # (float64 copies of the largest nets cost a gigabyte and minutes: their blocks are the same
+    # code as their smaller siblings', which this covers)
+    if sum(p.numel() for p in model.parameters()) > 30_000_000:
+        return
     model = randomize_(repro.create_model(name), SIZE).eval()
     before = state_snapshot(model)
     fused = repro.fuse(model)
