@@ -4,7 +4,7 @@ from repro import models, ports  # noqa: F401  (registers every family)
 from repro.fuse import FuseError, fuse
 from repro.porting import PortError, PortReport, PortRules, from_reference, port_weights
 from repro.registry import MODELS, REFERENCES, UnknownNameError, create_model, list_models
-from repro.verify import PairingError, VerifyError, VerifyReport, verify  # rebinds repro.verify to the function
+from repro.verify import PairingError, VerifyError, VerifyReport  # repro.verify(...) itself calls verify
 from repro.weights import WeightsError
 
 __all__ = [

@@ -87,7 +87,8 @@ class Fingerprints:
 
 
 class StaleCaptureError(Exception):
-    """A captured reference tensor was changed in place by an operation not recognized as in-place."""
+    """A captured tensor was changed in place by an operation the recorder did not recognize as
+    in-place (one on a view of it, say): the pass has to run again, copying every point."""
 
 
 class ReferenceCapture(Sink):
