@@ -20,9 +20,11 @@ import pytest
 import torch
 from torch import nn
 
+import reference
 import repro
 from helpers import assert_state_unchanged, state_snapshot
-from repro.registry import UnknownNameError
+from repro.porting import plan_port
+from repro.registry import UnknownNameError, create_model_from_entry
 from repro.testing import assert_equivalent
 from repro.verify import PairingError, VerifyError, VerifyReport, verify
 from repro.verify.__main__ import main
@@ -169,6 +171,35 @@ def test_missing_module_is_placed_after_its_partner():
     assert [t.split(" ")[0] for t in report.unpaired_reference[:5]] == [
         f"layer1.0.downsample.1.{n}" for n in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
     assert "layer1.0.downsample.1" in report.divergence_detail and "stages.0.0.bypass.proj" in report.divergence_detail
+
+
+# -- the suite's own families: dataflow pairing agrees with their hand-written porting rules ------
+
+REPRESENTATIVES = ("timm:resnet18", "torchvision:resnet50", "timm:densenet121", "torchvision:densenet121",
+                   "timm:tf_efficientnet_b0", "torchvision:efficientnet_b0", "timm:mobilenetv3_large_100",
+                   "timm:mobilenetv1_100")
+
+
+def _representatives() -> list[str]:
+    """The specs above that are registered, and the first reference of any family they miss."""
+    chosen = [s for s in REPRESENTATIVES if s in repro.REFERENCES]
+    covered = {repro.MODELS[repro.REFERENCES[s].model].family for s in chosen}
+    for spec, entry in sorted(repro.REFERENCES.items()):
+        if repro.MODELS[entry.model].family not in covered:
+            chosen.append(spec)
+            covered.add(repro.MODELS[entry.model].family)
+    return chosen
+
+
+@pytest.mark.parametrize("spec", _representatives())
+def test_dataflow_pairing_matches_the_registered_porting_rules(spec):
+    entry = repro.REFERENCES[spec]
+    ours = create_model_from_entry(entry, **entry.deterministic_model_kwargs)
+    report = verify(ours, spec, input_size=SMALL, train=False, wide_input_scale=None)
+    assert report.equivalent, str(report)
+    ref = reference.create(spec, **entry.deterministic_reference_kwargs)
+    by_rules = {(p.source_key, p.target_key) for p in plan_port(ref.state_dict(), ours.state_dict(), entry.rules)}
+    assert {(p.source_key, p.target_key) for p in report.port.pairs} == by_rules
 
 
 # -- pairing by dataflow -------------------------------------------------------------------------

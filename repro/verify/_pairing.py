@@ -77,25 +77,15 @@ class _Matcher:
         groups: dict[tuple, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
         for side, graph, nodes in ((0, self.cand, self.c_nodes), (1, self.ref, self.r_nodes)):
             paired = self.m if side == 0 else self.inv
-            memo: dict[int, frozenset[int]] = {}
-
-            def through(node: int) -> frozenset[int]:
-                if node not in memo:
-                    memo[node] = frozenset()  # a DAG; guards against revisiting
-                    memo[node] = frozenset().union(*(
-                        {n} if n in paired else through(n) for n in neighbours(graph, node)))
-                return memo[node]
-
             for node in nodes:
                 if node in paired:
                     continue
-                around = neighbours(graph, node)
                 if relaxed:
-                    known = set().union(*({n} if n in paired else through(n) for n in around)) if around else set()
+                    known = _through(graph, node, neighbours, paired)
                 else:
-                    if any(n not in paired for n in around):
+                    known = set(neighbours(graph, node))
+                    if any(n not in paired for n in known):
                         continue
-                    known = set(around)
                 if not known:
                     continue
                 key = frozenset(self.m[n] for n in known) if side == 0 else frozenset(known)
