@@ -235,6 +235,29 @@ def compare_ported(
     return result
 
 
+# Every ImageNet network here downsamples by 32; the CIFAR nets by 4.
+MIN_RESOLUTION = {"cifar_resnet": 8}
+DEFAULT_MIN_RESOLUTION = 32
+
+
+def validate_input_size(input_size: tuple[int, ...], model: str, *, train: bool = True) -> None:
+    """Refuse inputs a comparison cannot mean anything on, naming what is wrong."""
+    from repro.registry import MODELS
+
+    if len(input_size) != 4 or any(not isinstance(n, int) for n in input_size):
+        raise ValueError(f"input size must be four integers (batch, channels, height, width), got {tuple(input_size)}")
+    batch, channels, height, width = input_size
+    minimum = MIN_RESOLUTION.get(MODELS[model].family, DEFAULT_MIN_RESOLUTION) if model in MODELS else DEFAULT_MIN_RESOLUTION
+    if batch < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch}")
+    if train and batch < 2:
+        raise ValueError("train-mode comparison needs batch >= 2: BatchNorm cannot normalize over one sample")
+    if channels != 3:
+        raise ValueError(f"{model} takes 3-channel images, got {channels} channels")
+    if min(height, width) < minimum:
+        raise ValueError(f"resolution {height}x{width} is too small for {model}: it downsamples by {minimum}, use at least {minimum}")
+
+
 def check_reference(
     spec: str,
     *,
@@ -253,6 +276,7 @@ def check_reference(
     entry = reference_entry(spec)
     resolution = resolution or entry.resolution
     input_size = (batch, 3, resolution, resolution)
+    validate_input_size(input_size, entry.model, train=train)
     build = build_reference or reference.create
     ref_model = build(spec, **entry.deterministic_reference_kwargs)
     randomize_(ref_model, input_size, seed=seed)

@@ -127,3 +127,31 @@ def test_deterministic_kwargs_reach_both_sides():
         dropouts = [m for m in ref.modules() if isinstance(m, nn.Dropout) and m.p > 0]
         assert not dropouts, f"{entry.spec}: dropout left on for train-mode comparison"
         break  # building every reference here is the sweep's job; one proves the wiring
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(resolution=16), "too small for resnet18"),
+        (dict(batch=0), "batch size must be at least 1"),
+        (dict(batch=1), "needs batch >= 2"),
+    ],
+)
+def test_bad_input_sizes_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        check_reference("timm:resnet18", **kwargs)
+
+
+def test_wrong_channel_count_is_refused():
+    from repro.equivalence import validate_input_size
+
+    with pytest.raises(ValueError, match="takes 3-channel images, got 4"):
+        validate_input_size((2, 4, 64, 64), "resnet18")
+
+
+def test_non_finite_outputs_fail_the_comparison():
+    ref, ours, report = _ported_pair()
+    with torch.no_grad():
+        ours.fc.bias[0] = float("inf")
+    result = _compare(ref, ours, report)
+    assert any("non-finite" in f for f in result.failures())
