@@ -25,7 +25,7 @@ class BenchmarkConfigError(ValueError):
 @dataclass(frozen=True)
 class BenchCase:
     model: str
-    implementation: str  # "ours", "ours+fused", "timm:resnet50", "timm:resnet50+compile", ...
+    implementation: str  # "ours", "ours+fused", "ours+frozen" (CPU), "timm:resnet50", "timm:resnet50+compile", ...
     batch: int = 1
     resolution: int = 224
     device: str = "cpu"
@@ -41,14 +41,14 @@ class BenchCase:
         return f"{self.model}-{self.implementation}-b{self.batch}-{self.resolution}-{self.device}-{self.dtype}-{self.memory_format}"
 
 
-def implementations(model: str, modes: tuple[str, ...] = ("eager", "fused")) -> list[str]:
+def implementations(model: str, modes: tuple[str, ...] = ("eager", "fused", "frozen")) -> list[str]:
     """The implementations to compare for ``model``: ours (and fused), then each registered reference."""
     from repro.registry import references_for
 
-    impls = ["ours"] + (["ours+fused"] if "fused" in modes else [])
+    impls = ["ours"] + (["ours+fused"] if "fused" in modes else []) + (["ours+frozen"] if "frozen" in modes else [])
     impls += [e.spec for e in references_for(model)]
     if "compile" in modes:
-        impls += [f"{impl}+compile" for impl in list(impls) if not impl.endswith("+fused")]
+        impls += [f"{impl}+compile" for impl in list(impls) if not impl.endswith(("+fused", "+frozen"))]
     return impls
 
 
@@ -63,6 +63,8 @@ def validate(case: BenchCase) -> None:
         raise BenchmarkConfigError(f"memory format must be one of {sorted(FORMATS)}, got {case.memory_format!r}")
     if case.device not in ("cpu", "cuda"):
         raise BenchmarkConfigError(f"device must be cpu or cuda, got {case.device!r}")
+    if case.implementation.startswith("ours+frozen") and case.device != "cpu":
+        raise BenchmarkConfigError("ours+frozen (TorchScript freezing for oneDNN) is a CPU mode")
 
 
 def build(case: BenchCase) -> nn.Module:
@@ -70,11 +72,14 @@ def build(case: BenchCase) -> nn.Module:
     from repro.fuse import fuse
     from repro.registry import create_model
 
-    base, _, compile_flag = case.implementation.partition("+compile")
+    base = case.implementation.removesuffix("+compile")
     if base == "ours":
         model = create_model(case.model)
     elif base == "ours+fused":
         model = fuse(create_model(case.model))
+    elif base == "ours+frozen":
+        example = torch.randn(case.batch, 3, case.resolution, case.resolution).contiguous(memory_format=FORMATS[case.memory_format])
+        return fuse(create_model(case.model).to(memory_format=FORMATS[case.memory_format]), freeze=True, example_input=example)
     else:
         model = reference.create(base)
     model = model.eval().to(case.device, memory_format=FORMATS[case.memory_format])

@@ -43,10 +43,20 @@ def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
 
 
 @torch.no_grad()
-def fuse(model: nn.Module, *, channels_last: bool = False) -> fx.GraphModule:
+def fuse(
+    model: nn.Module,
+    *,
+    channels_last: bool = False,
+    freeze: bool = False,
+    example_input: torch.Tensor | None = None,
+) -> nn.Module:
     """An eval-only copy of ``model`` with every conv -> BatchNorm pair folded into one conv.
 
     ``channels_last=True`` also stores the weights in NHWC order (feed NHWC inputs to benefit).
+    ``freeze=True`` goes one step further for CPU inference: the folded model is traced on
+    ``example_input`` and frozen by TorchScript (``torch.jit.freeze`` + ``optimize_for_inference``),
+    which prepacks convolution weights for oneDNN and fuses conv + add + ReLU; the result is a
+    ``ScriptModule`` for inputs of that shape, as close to the unfused model as the folding alone.
     Raises ``FuseError`` if the model cannot be traced or contains no foldable pair.
     """
     model = copy.deepcopy(model).eval()
@@ -79,4 +89,12 @@ def fuse(model: nn.Module, *, channels_last: bool = False) -> fx.GraphModule:
     graph_module.folded_batchnorms = folded
     if channels_last:
         graph_module = graph_module.to(memory_format=torch.channels_last)
-    return graph_module.eval()
+    if not freeze:
+        return graph_module.eval()
+    if example_input is None:
+        raise FuseError("freeze=True needs example_input= (a tensor of the shape the frozen model will see)")
+    if not hasattr(torch.jit, "optimize_for_inference"):  # feature detection, not a version check
+        raise FuseError(f"this torch ({torch.__version__}) has no torch.jit.optimize_for_inference: use freeze=False")
+    frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(graph_module.eval(), example_input)))
+    frozen.folded_batchnorms = folded
+    return frozen

@@ -23,7 +23,8 @@ def pytest_addoption(parser):
     group.addoption("--bench-device", default="cpu", help="comma-separated: cpu, cuda (cuda cases skip without a GPU)")
     group.addoption("--bench-dtype", default="fp32", help="comma-separated: fp32, bf16 (autocast)")
     group.addoption("--bench-format", default="nchw", help="comma-separated: nchw, channels_last")
-    group.addoption("--bench-modes", default="eager,fused", help="comma-separated: eager, fused (ours only), compile")
+    group.addoption("--bench-modes", default="eager,fused,frozen",
+                    help="comma-separated: eager, fused (ours, BN folded), frozen (ours, folded + TorchScript-frozen, CPU), compile")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -61,3 +61,13 @@ def test_channels_last():
 def test_nothing_to_fold_is_an_error():
     with pytest.raises(repro.FuseError, match="no convolution -> BatchNorm pair"):
         repro.fuse(nn.Sequential(nn.Linear(3, 3)))
+
+
+def test_frozen_for_cpu_inference():
+    model = randomize_(repro.create_model("resnet18"), SIZE).eval()
+    x = torch.randn(1, 3, 64, 64)
+    frozen = repro.fuse(model, freeze=True, example_input=x)
+    with torch.no_grad():
+        assert Diff.of(frozen(x), model(x)).max_rel <= 2 * Diff.of(repro.fuse(model)(x), model(x)).max_rel + 1e-6
+    with pytest.raises(repro.FuseError, match="needs example_input"):
+        repro.fuse(model, freeze=True)

@@ -74,10 +74,11 @@ def side_by_side(frame: pd.DataFrame) -> pd.DataFrame:
     cells = frame.assign(cell=frame.apply(lambda r: f"{r.median_ms:.2f} ({r.iqr_ms:.2f})", axis=1))
     table = cells.pivot_table(index=KEY, columns="impl", values="cell", aggfunc="first")
     medians = frame.pivot_table(index=KEY, columns="impl", values="median_ms", aggfunc="first")
-    for impl in ("ours", "ours+fused", "torchvision"):
+    for impl in ("ours", "ours+fused", "ours+frozen", "torchvision"):
         if impl in medians and "timm" in medians:
             table[f"{impl} / timm"] = (medians[impl] / medians["timm"]).round(3)
-    order = [c for c in ("ours", "ours+fused", "timm", "torchvision") if c in table] + [c for c in table if "/" not in c and c not in ("ours", "ours+fused", "timm", "torchvision")]
+    known = ("ours", "ours+fused", "ours+frozen", "timm", "torchvision")
+    order = [c for c in known if c in table] + [c for c in table if "/" not in c and c not in known]
     return table[order + [c for c in table if "/" in c]].reset_index()
 
 
@@ -117,7 +118,9 @@ def latency_page(options: Options) -> Page | None:
         "and quotes an i9-12900K / RTX 3090 without numbers. Here each model's implementations run side by side "
         f"in one process, interleaved round-robin so load drift hits all alike ({source}). Cells: median ms (interquartile range). Ratios below 1 mean faster than timm. "
         "Absolute times on a shared 2-core machine mean little; the ratios are the result. `ours+fused` is "
-        "`repro.fuse(model)` (BatchNorm folded into convolutions). Models larger than 224 px natively are timed at "
+        "`repro.fuse(model)` (BatchNorm folded into convolutions); `ours+frozen` is "
+        "`repro.fuse(model, freeze=True, example_input=x)` (folded, then TorchScript-frozen for oneDNN: prepacked "
+        "weights, conv + add + ReLU fused). Models larger than 224 px natively are timed at "
         "224 on CPU (the resolution column says)."
     )
     table = side_by_side(frame)

@@ -18,9 +18,9 @@ def bench_cases(config) -> list[BenchCase]:
     if not models:
         raise pytest.UsageError(f"--bench-models {','.join(patterns)} matches no hand-written model")
     modes = tuple(_csv(config, "--bench-modes"))
-    unknown = set(modes) - {"eager", "fused", "compile"}
+    unknown = set(modes) - {"eager", "fused", "frozen", "compile"}
     if unknown:
-        raise pytest.UsageError(f"--bench-modes: unknown {sorted(unknown)}; choose from eager, fused, compile")
+        raise pytest.UsageError(f"--bench-modes: unknown {sorted(unknown)}; choose from eager, fused, frozen, compile")
     try:
         batches = [int(b) for b in _csv(config, "--bench-batch")]
     except ValueError as err:
@@ -35,6 +35,8 @@ def bench_cases(config) -> list[BenchCase]:
                 for fmt in _csv(config, "--bench-format"):
                     for batch in batches:
                         for impl in implementations(model, modes):
+                            if impl == "ours+frozen" and device != "cpu":
+                                continue
                             cases.append(BenchCase(model, impl, batch, resolution, device, dtype, fmt))
     return cases
 
