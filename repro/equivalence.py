@@ -250,12 +250,15 @@ def validate_input_size(input_size: tuple[int, ...], model: str, *, train: bool 
     minimum = MIN_RESOLUTION.get(MODELS[model].family, DEFAULT_MIN_RESOLUTION) if model in MODELS else DEFAULT_MIN_RESOLUTION
     if batch < 1:
         raise ValueError(f"batch size must be at least 1, got {batch}")
-    if train and batch < 2:
-        raise ValueError("train-mode comparison needs batch >= 2: BatchNorm cannot normalize over one sample")
     if channels != 3:
         raise ValueError(f"{model} takes 3-channel images, got {channels} channels")
     if min(height, width) < minimum:
         raise ValueError(f"resolution {height}x{width} is too small for {model}: it downsamples by {minimum}, use at least {minimum}")
+    if train and batch * (height // minimum) * (width // minimum) < 2:
+        raise ValueError(
+            f"train-mode comparison of {model} at batch {batch}, {height}x{width} leaves BatchNorm one value per "
+            "channel at the last stage: use batch >= 2 or a larger resolution"
+        )
 
 
 def check_reference(

@@ -134,7 +134,7 @@ def test_deterministic_kwargs_reach_both_sides():
     [
         (dict(resolution=16), "too small for resnet18"),
         (dict(batch=0), "batch size must be at least 1"),
-        (dict(batch=1), "needs batch >= 2"),
+        (dict(batch=1, resolution=32), "one value per channel"),
     ],
 )
 def test_bad_input_sizes_are_refused(kwargs, message):
