@@ -138,3 +138,18 @@ def test_fine_tune_bad_weights_file(tmp_path):
     data = synthetic_shapes(n_train=16, n_test=8, resolution=32)
     with pytest.raises(repro.WeightsError, match="does not fit"):
         fine_tune("torchvision:resnet18", data, Recipe(iterations=1, batch_size=8), weights=path, log=None)
+
+
+def test_fine_tune_cli(tmp_path, capsys):
+    from repro.training import finetune
+
+    path = tmp_path / "w.pth"
+    torch.save(reference.create("torchvision:resnet18").state_dict(), path)
+    out = tmp_path / "out"
+    assert finetune.main(["--weights", str(path), "--iterations", "2", "--train-size", "32", "--test-size", "16",
+                          "--batch-size", "16", "--freeze-up-to", "layer3", "--out", str(out)]) == 0
+    assert "trainable parameters: 8,398,858 (75.11%)" in capsys.readouterr().err  # layer4 + the 10-class fc
+    assert {p.name for p in out.iterdir()} == {"finetune_curve.csv", "finetune_meta.json"}
+    assert finetune.main(["--weights", str(tmp_path / "missing.pth")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0]

@@ -51,6 +51,11 @@ def test_scenarios_decided_by_measurements():
     assert server["verdict"].startswith("disagrees") and "the seed means a GPU" in server["verdict"]
     assert table.loc["compression / distillation", "verdict"] == "not measurable here"
     assert table.loc["high accuracy", "verdict"] == "not measured"
+    # high accuracy is decided on every model with a top-1, timed or not
+    accuracy = pd.DataFrame({"model": ["efficientnet_b7", "efficientnet_b6", "efficientnet_b5", "resnet152", "resnet50"],
+                             "top-1 (%)": [84.1, 84.0, 83.4, 78.3, 76.1]})
+    high = selection.scenario_table(frame, "CPU", accuracy).set_index("scenario (seed 5.1)").loc["high accuracy"]
+    assert high["verdict"] == "partly" and "resnet152: 78.3%" in high["measured"]
 
 
 def test_efficiency_table_keeps_seed_arithmetic():

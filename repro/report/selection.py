@@ -24,6 +24,7 @@ from repro.flops import count_macs, count_params
 from repro.registry import MODELS, create_model, references_for
 from repro.report import Erratum, Options, Page, Table, erratum, section
 from repro.seed import SEED_MODELS
+from repro.training.loop import cpu_threads
 
 # Seed section 5.1, model_selection_guide(): scenario, recommended models, stated reason.
 SEED_SCENARIOS = (
@@ -105,8 +106,9 @@ def measurements(names: tuple[str, ...], full: bool) -> pd.DataFrame:
     rounds, min_run_time = (5, 0.1) if full else (3, 0.05)
     stats = []
     chunk = 8  # models held in memory at once; each chunk is interleaved within itself
-    for start in range(0, len(cases), chunk):
-        stats += measure_interleaved(cases[start:start + chunk], rounds=rounds, min_run_time=min_run_time)
+    with cpu_threads(1 if device == "cpu" else None):
+        for start in range(0, len(cases), chunk):
+            stats += measure_interleaved(cases[start:start + chunk], rounds=rounds, min_run_time=min_run_time)
     frame["latency (ms)"] = [round(s["median_ms"], 2) for s in stats]
     frame["latency IQR (ms)"] = [round(s["iqr_ms"], 2) for s in stats]
     frame["on latency frontier"] = pareto(frame, "latency (ms)")
@@ -138,15 +140,25 @@ def _dominated_by(frame: pd.DataFrame, name: str, cost: str) -> list[str]:
     return list(better.sort_values(cost)["model"])
 
 
-def scenario_table(frame: pd.DataFrame, device: str) -> pd.DataFrame:
-    """Each seed scenario, the measurable criterion it implies, what the measurements say, and a verdict."""
+def accuracy_table(options: Options) -> pd.DataFrame:
+    """Top-1 of every selected registered model with torchvision weights: metadata only, nothing timed."""
+    rows = [{"model": n, "top-1 (%)": torchvision_accuracy(torchvision_builder(n))["top1"]}
+            for n in options.selected(sorted(MODELS)) if torchvision_builder(n) and torchvision_accuracy(torchvision_builder(n))]
+    return pd.DataFrame(rows, columns=["model", "top-1 (%)"])
+
+
+def scenario_table(frame: pd.DataFrame, device: str, accuracy: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each seed scenario, the measurable criterion it implies, what the measurements say, and a verdict.
+    ``accuracy`` (all models with a top-1, timed or not) decides the high-accuracy scenario."""
+    accuracy = frame[["model", "top-1 (%)"]] if accuracy is None else accuracy
     measured = set(frame["model"])
     by = frame.set_index("model")
     fastest = frame["latency (ms)"].min()
     rows = []
     for scenario, recommended, reason in SEED_SCENARIOS:
-        present = [m for m in recommended if m in measured]
-        absent = [m for m in recommended if m not in measured]
+        known = set(accuracy["model"]) if scenario == "high accuracy" else measured
+        present = [m for m in recommended if m in known]
+        absent = [m for m in recommended if m not in known]
         verdict, evidence = "not measured", ""
         if scenario == "compression / distillation":
             criterion = "none measurable here (distillation quality is not a property of one model)"
@@ -169,11 +181,11 @@ def scenario_table(frame: pd.DataFrame, device: str) -> pd.DataFrame:
                                  f"params frontier {'yes' if by.loc[m, 'on params frontier'] else 'no'}" for m in present)
             verdict = "agrees" if len(good) == len(present) else ("disagrees" if not good else "partly")
         elif scenario == "high accuracy":
-            top = frame.sort_values("top-1 (%)", ascending=False)["model"].head(3).tolist()
-            criterion = "among the three most accurate measured models"
-            top1 = by["top-1 (%)"]
-            evidence = "most accurate measured: " + ", ".join(f"{m} {top1[m]:.1f}%" for m in top) + "; " + \
-                "; ".join(f"{m}: {top1[m]:.1f}%" for m in present)
+            top = accuracy.sort_values("top-1 (%)", ascending=False)["model"].head(3).tolist()
+            criterion = f"among the three most accurate of the {len(accuracy)} registered models with torchvision weights"
+            top1 = accuracy.set_index("model")["top-1 (%)"]
+            evidence = "most accurate: " + ", ".join(f"{m} {top1[m]:.1f}%" for m in top) + "; " + \
+                "; ".join(f"{m}: {top1[m]:.1f}%" for m in present if m not in top)
             hits = [m for m in present if m in top]
             verdict = "agrees" if len(hits) == len(present) else ("disagrees" if not hits else "partly")
         else:  # server deployment
@@ -186,6 +198,7 @@ def scenario_table(frame: pd.DataFrame, device: str) -> pd.DataFrame:
                 verdict += " (on CPU; the seed means a GPU)"
         if absent:
             evidence += ("; " if evidence else "") + f"not measured: {', '.join(absent)}"
+        evidence = evidence.rstrip("; ")
         rows.append({"scenario (seed 5.1)": scenario, "seed recommends": ", ".join(recommended), "seed's reason": reason,
                      "criterion": criterion, "measured": evidence, "verdict": verdict})
     return pd.DataFrame(rows)
@@ -244,11 +257,21 @@ def _scatter(frame: pd.DataFrame, x: str, title: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=None)
-def _results(models: tuple[str, ...], full: bool) -> tuple[pd.DataFrame, list[str]] | None:
-    names, notes = candidates(Options(full=full, models=models))
+def _results(models: tuple[str, ...], full: bool) -> tuple[pd.DataFrame, pd.DataFrame, list[str]] | None:
+    options = Options(full=full, models=models)
+    names, notes = candidates(options)
     if not names:
         return None
-    return measurements(tuple(names), full), notes
+    return measurements(tuple(names), full), accuracy_table(options), notes
+
+
+def _rank_note(table: pd.DataFrame) -> str:
+    ranked = table.dropna(subset=["recomputed rank"])
+    moved = ranked[ranked["seed rank"] != ranked["recomputed rank"]]
+    if moved.empty:
+        return (f"The ranking is the same for all {len(ranked)} models with a recomputed value: the seed's wrong top-1 "
+                "figures (compare the two top-1 columns) change the ratios but not the order.")
+    return "Ranks that move: " + ", ".join(f"{r['model']} {r['seed rank']} -> {r['recomputed rank']}" for _, r in moved.iterrows()) + "."
 
 
 @section
@@ -256,7 +279,7 @@ def selection_page(options: Options) -> Page | None:
     results = _results(options.models, options.full)
     if results is None:
         return None
-    frame, notes = results
+    frame, accuracy, notes = results
     env = environment()
     device = env["device"]
     fastest = frame["latency (ms)"].min()
@@ -266,26 +289,27 @@ def selection_page(options: Options) -> Page | None:
     intro = (
         "Seed section 5.1 recommends models per scenario without a number; section 5.2 ranks accuracy per million "
         "parameters from its own (partly wrong) figures. Here both are recomputed from this suite's measurements on "
-        f"{device} ({env['torch_threads']} threads): top-1 from torchvision's weight metadata for the torchvision "
+        f"{device} ({'one thread: on a CPU shared with other work, multi-threaded batch-1 inference measures the contention, not the model' if device.startswith('CPU') else 'GPU'}): "
+        "top-1 from torchvision's weight metadata for the torchvision "
         "model each hand-written one is proven equal to, parameters and GMACs counted on the hand-written model at "
         "the weights' evaluation resolution, batch-1 latency measured now (median over interleaved rounds; absolute "
         "times on a shared machine move, rankings of well-separated models less). "
         + (" ".join(n + "." for n in notes))
     )
+    efficiency = efficiency_table(frame)
     measured_note = ("Frontier: no other measured model is at most as slow (or as large) and more accurate. "
                      "'best torchvision top-1' is the most accurate torchvision weights for the same architecture "
                      "(newer training recipes, e.g. ResNet-50 IMAGENET1K_V2): the ranking by architecture depends on the recipe.")
     tables = [
-        Table("selection_scenarios", "The seed's scenarios (5.1), checked", scenario_table(frame, device),
+        Table("selection_scenarios", "The seed's scenarios (5.1), checked", scenario_table(frame, device, accuracy),
               "Each recommendation turned into a criterion the measurements can decide. 'beaten by' lists models at "
               "most as slow and more accurate."),
         Table("selection_by_latency", "Best top-1 within a latency budget (batch 1, this device)", by_latency,
               "Budgets are multiples of the fastest measured model's latency, so they carry to other devices."),
         Table("selection_by_params", "Best top-1 within a parameter budget", by_params),
         Table("selection_efficiency", "Accuracy per million parameters (seed 5.2), the seed's figures and recomputed",
-              efficiency_table(frame),
-              "The seed divides its own top-1 by its own parameter counts; where its top-1 is wrong (compare the "
-              "torchvision column) its ranking moves. Rank 1 = most accurate per parameter."),
+              efficiency, "The seed divides its own top-1 by its own parameter counts. Rank 1 = most accurate per "
+              "parameter. " + _rank_note(efficiency)),
         Table("selection_measurements", "Every measured model", frame, measured_note),
     ]
     images = [("accuracy_vs_gmacs.png", _scatter(frame, "GMACs", "ImageNet top-1 vs GMACs (at the weights' resolution)")),
@@ -299,7 +323,7 @@ def selection_errata(options: Options) -> list[Erratum]:
     results = _results(options.models, options.full)
     if results is None:
         return []
-    frame, _ = results
+    frame, accuracy, _ = results
     table = efficiency_table(frame).dropna(subset=["acc / MParam, recomputed"])
     eff = table[table["model"].str.startswith("EfficientNet")]["acc / MParam, recomputed"]
     res = table[table["model"].str.startswith("ResNet")]["acc / MParam, recomputed"]
@@ -308,7 +332,7 @@ def selection_errata(options: Options) -> list[Erratum]:
         rows.append(Erratum("5.2", "EfficientNets are generally more accurate per parameter than ResNets (key insight 1)",
                             bool(eff.min() > res.max()),
                             f"top-1 per M params: EfficientNets {eff.min():.2f}-{eff.max():.2f}, ResNets {res.min():.2f}-{res.max():.2f}"))
-    scenarios = scenario_table(frame, environment()["device"])
+    scenarios = scenario_table(frame, environment()["device"], accuracy)
     for _, row in scenarios.iterrows():
         if row["verdict"].startswith(("agrees", "partly", "disagrees")):
             scenario, recommended, reason = row["scenario (seed 5.1)"], row["seed recommends"], row["seed's reason"]

@@ -32,7 +32,7 @@ import torch
 from repro.flops import count_params
 from repro.models.cifar_resnet import CifarResNet
 from repro.training.data import SYNTHETIC_NAME, DataError, ImageData, load_data, synthetic_shapes
-from repro.training.loop import Recipe, TrainResult, default_device, train
+from repro.training.loop import Recipe, TrainResult, cpu_threads, default_device, train
 
 # The ResNet paper, Table 6: CIFAR-10 test error (%) of the residual nets (option A, best of 5 runs;
 # ResNet-110 is "6.43 (6.61 +- 0.16)"). The plain nets have no table, only curves: Fig. 6 (left)
@@ -130,14 +130,17 @@ def plot_curves(curves: pd.DataFrame, title: str) -> bytes:
 
 
 def git_commit() -> str:
+    """HEAD of the checkout this code runs from, marked when the code under repro/training differs from it."""
+    root = Path(__file__).resolve().parents[2]
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10, cwd=root)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "repro/training", "repro/models/cifar_resnet.py"],
+                               capture_output=True, text=True, timeout=10, cwd=root)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "repro"], capture_output=True, text=True, timeout=10,
-                           cwd=Path(__file__).resolve().parent).stdout.strip()
-    return out.stdout.strip() + ("+uncommitted changes" if dirty else "") if out.returncode == 0 else "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + (" + uncommitted changes to the training code" if dirty.stdout.strip() else "")
 
 
 def write_outputs(out: Path, curves: pd.DataFrame, final: pd.DataFrame, meta: dict, title: str) -> list[Path]:
@@ -182,6 +185,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-points", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="data generation, batch order, augmentation and initial weights")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: torch's); 1 is robust when other work shares the cores")
     parser.add_argument("--out", type=Path, default=Path("reports/degradation"), help="output directory (default reports/degradation)")
     args = parser.parse_args(argv)
     for depth in args.depths:
@@ -189,7 +194,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--depths: {depth} is not 6n + 2 (8, 14, 20, 32, 44, 56, 110, ...)")
     if len(set(args.depths)) < 2:
         parser.error("--depths needs at least two different depths to compare")
-    for flag in ("iterations", "epochs", "batch_size", "train_size", "test_size", "eval_points", "resolution"):
+    for flag in ("iterations", "epochs", "batch_size", "train_size", "test_size", "eval_points", "resolution", "threads"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive, got {value}")
@@ -212,7 +217,7 @@ def load(args: argparse.Namespace) -> ImageData:
 
 
 def main(argv: list[str] | None = None) -> int:
-    command = "python -m repro.training.degradation " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python -m repro.training.degradation", *(sys.argv[1:] if argv is None else argv)])
     try:
         args = parse_args(argv)
         data = load(args)
@@ -229,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{data.description}; {iterations} iterations of batch {args.batch_size} per net on {device}", file=sys.stderr)
     start = time.perf_counter()
     try:
-        curves, final = run(data, tuple(args.depths), recipe, device=device, init_seed=args.seed)
+        with cpu_threads(args.threads):
+            curves, final = run(data, tuple(args.depths), recipe, device=device, init_seed=args.seed)
     except KeyboardInterrupt:
         print("interrupted: nothing written", file=sys.stderr)
         return 130
@@ -237,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "command": command, "data": data.description, "classes": list(data.classes),
         "train_images": len(data.train_x), "held_out_images": len(data.test_x), "recipe": recipe.as_dict(),
-        "device": torch.cuda.get_device_name() if device == "cuda" else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name() if device == "cuda" else f"CPU ({platform.machine()}, {args.threads or torch.get_num_threads()} threads)",
         "torch": torch.__version__, "commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_seconds": round(wall, 1), "verdict": degradation_verdict(final),

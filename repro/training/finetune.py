@@ -261,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=None, help="the reference's state dict (.safetensors or torch file)")
     parser.add_argument("--data", type=Path, default=None, help="CIFAR-10 python format or an image folder; default: generated shapes")
     parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--train-size", type=int, default=5_000, help="generated training images (or the first N of --data)")
+    parser.add_argument("--test-size", type=int, default=1_000, help="generated held-out images (or the first N of --data)")
     parser.add_argument("--trainable", nargs="+", default=None, help="module paths / patterns left trainable (default: the classifier)")
     parser.add_argument("--freeze-up-to", default=None, help="instead: freeze the stem and stages up to this module (e.g. layer2)")
     parser.add_argument("--iterations", type=int, default=200)
@@ -271,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.trainable is not None and args.freeze_up_to is not None:
             parser.error("--trainable and --freeze-up-to are alternatives")
-        data = synthetic_shapes(n_train=5_000, n_test=1_000, resolution=args.resolution) if args.data is None \
-            else load_data(args.data, resolution=args.resolution)
+        data = synthetic_shapes(n_train=args.train_size, n_test=args.test_size, resolution=args.resolution) if args.data is None \
+            else load_data(args.data, resolution=args.resolution).subset(args.train_size, args.test_size)
         model = ported_model(args.spec, args.weights)
         head = classifier_name(model)
         replace_classifier(model, data.num_classes)
