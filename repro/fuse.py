@@ -37,6 +37,14 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused
 
 
+class _ConvLeafTracer(fx.Tracer):
+    """Every convolution is one graph node, subclasses too (e.g. a TF-"same" padding conv that
+    computes its padding from the input's shape, which symbolic tracing could not follow)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, nn.Conv2d) or super().is_leaf_module(m, module_qualified_name)
+
+
 def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
     parent, _, name = target.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, name, module)
@@ -61,7 +69,7 @@ def fuse(
     """
     model = copy.deepcopy(model).eval()
     try:
-        graph_module = fx.symbolic_trace(model)
+        graph_module = fx.GraphModule(model, _ConvLeafTracer().trace(model))
     except (fx.proxy.TraceError, TypeError, RuntimeError) as err:
         raise FuseError(f"{type(model).__name__} cannot be traced by torch.fx: {err}") from err
     modules = dict(graph_module.named_modules())
