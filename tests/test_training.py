@@ -224,3 +224,41 @@ def test_identity_fit():
     assert plain["relative_mse"].iloc[0] > 0.5 and plain["relative_mse"].iloc[-1] < plain["relative_mse"].iloc[0]
     with pytest.raises(ValueError, match="variant"):
         identity_fit("dense")
+
+
+# --- the report page -----------------------------------------------------------------------------
+
+def test_training_page_reads_cli_results(tmp_path, monkeypatch):
+    from repro.report import Options, render_page
+    from repro.report import training as page
+    from repro.training.identity import identity_experiment
+
+    out = tmp_path / "degradation"
+    assert degradation.main(["--iterations", "2", "--depths", "8", "14", "--train-size", "64", "--test-size", "32",
+                             "--batch-size", "16", "--eval-points", "1", "--out", str(out)]) == 0
+    monkeypatch.setattr(page, "RESULTS_DIR", out)
+    monkeypatch.setattr(page, "identity_results", lambda: (seed_identity_test(), *identity_experiment(depths=(1, 8), steps=2)))
+    monkeypatch.setattr(page, "IDENTITY_STEPS", 2)
+    finetune = page.finetune_comparison.__wrapped__  # uncached, tiny
+    monkeypatch.setattr(page, "finetune_comparison", lambda: finetune(iterations=2, n_train=64, n_test=32))
+    page.degradation_results.cache_clear()
+    try:
+        result = page.training_page(Options(models=("plain20",)))
+        errata = page.training_errata(Options(models=("plain20",)))
+    finally:
+        page.degradation_results.cache_clear()
+    tables = {t.slug: t for t in result.tables}
+    assert "read from `reports/degradation/`" in tables["degradation_curves"].note and "--depths 8 14" in tables["degradation_curves"].note
+    assert list(tables["degradation_final"].frame["model"]) == ["plain8", "resnet8", "plain14", "resnet14"]
+    counts = tables["finetune_param_counts"].frame.set_index("freezing")
+    assert counts.loc["freeze_all_but(['fc'])", "trainable"].tolist()[0] == 20_490
+    frozen_bn = tables["finetune_frozen_batchnorm"].frame
+    assert frozen_bn["max change, frozen weights"].tolist() == [0.0, 0.0]
+    assert frozen_bn["max change, frozen BN running statistics"].iloc[0] > 0 == frozen_bn["max change, frozen BN running statistics"].iloc[1]
+    assert {name for name, _ in result.images} == {"degradation_curves.png", "identity_test.png"}
+    assert "20,490" in render_page(result, {"torch": "x"})
+    claims = {e.claim: e for e in errata}
+    assert claims["ResNet-50 with a 10-class fc and all else frozen has 20,490 trainable parameters"].holds
+    assert not any(e.holds for e in errata if "Printing |H(x) - x|" in e.claim or "pitfall" in e.section)
+    assert any("degradation" in e.claim for e in errata)
+    assert page.training_page(Options(models=("resnet18",))) is None

@@ -235,7 +235,8 @@ def _scatter(frame: pd.DataFrame, x: str, title: str) -> bytes:
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for family, marker in (("resnet", "o"), ("efficientnet", "s"), ("mobilenet", "^"), ("densenet", "D")):
         part = frame[frame["model"].map(lambda m: MODELS[m].family).str.startswith(family)]
-        ax.scatter(part[x], part["top-1 (%)"], marker=marker, label=family)
+        if len(part):
+            ax.scatter(part[x], part["top-1 (%)"], marker=marker, label=family)
     rest = frame[~frame["model"].map(lambda m: MODELS[m].family).str.startswith(("resnet", "efficientnet", "mobilenet", "densenet"))]
     if len(rest):
         ax.scatter(rest[x], rest["top-1 (%)"], marker="x", label="other")
@@ -314,7 +315,8 @@ def selection_page(options: Options) -> Page | None:
     ]
     images = [("accuracy_vs_gmacs.png", _scatter(frame, "GMACs", "ImageNet top-1 vs GMACs (at the weights' resolution)")),
               ("accuracy_vs_params.png", _scatter(frame, "params (M)", "ImageNet top-1 vs parameters")),
-              ("accuracy_vs_latency.png", _scatter(frame, "latency (ms)", f"ImageNet top-1 vs batch-1 latency, {device}"))]
+              ("accuracy_vs_latency.png", _scatter(frame, "latency (ms)", f"ImageNet top-1 vs batch-1 latency, {device}"
+                                                   + (", 1 thread" if device.startswith("CPU") else "")))]
     return Page("selection", "Model selection from measurements (seed 5.1, 5.2)", intro, tables, images)
 
 
