@@ -255,7 +255,8 @@ def training_page(options: Options) -> Page | None:
         "normalizes with batch statistics and overwrites every running mean and variance of the 'frozen' backbone, "
         "so its eval-mode features change; with frozen BatchNorm kept in eval mode (seed pitfall 3 applied to "
         "fine-tuning) the backbone is bit-for-bit what was loaded. Letting the statistics adapt can help (here, on a "
-        "random backbone, it lowered the error); it is a choice to make knowingly, and not what freezing means."
+        f"random backbone, it {'lowered' if finetune['held-out error (%)'].iloc[0] < finetune['held-out error (%)'].iloc[1] else 'did not lower'} "
+        "the held-out error); it is a choice to make knowingly, and not what freezing means."
     )
     tables = [
         Table("degradation_final", f"Degradation: final errors, plain vs residual, depths {', '.join(map(str, sorted(final['depth'].unique())))}", final, final_note),
