@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -124,3 +125,30 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"
+
+
+class ConvBnAct(nn.Module):
+    """Bias-free convolution, BatchNorm, optional activation: the unit of MobileNet and EfficientNet.
+
+    ``padding`` is ``"symmetric"`` (``kernel_size // 2``) or TensorFlow's ``"same"`` (see ``make_conv2d``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        groups: int = 1,
+        act_layer: type[nn.Module] | None = nn.ReLU,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        padding: str = "symmetric",
+    ) -> None:
+        super().__init__()
+        self.conv = make_conv2d(in_channels, out_channels, kernel_size, stride, groups=groups, padding=padding)
+        self.bn = norm_layer(out_channels)
+        self.act = act_layer(inplace=True) if act_layer is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from repro.layers import DropPath, SqueezeExcite, make_conv2d, make_divisible
+from repro.layers import ConvBnAct, DropPath, SqueezeExcite, make_divisible
 from repro.registry import register_model
 
 
@@ -88,28 +89,20 @@ def scale_depth(repeats: int, depth: float) -> int:
     return int(math.ceil(repeats * depth))
 
 
-class ConvBnAct(nn.Module):
-    """Convolution (no bias), BatchNorm, and Swish unless ``act=False``."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        groups: int = 1,
-        act: bool = True,
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
-        padding: str = "symmetric",
-    ) -> None:
-        super().__init__()
-        self.conv = make_conv2d(in_channels, out_channels, kernel_size, stride, groups=groups, padding=padding)
-        self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
-        self.act = nn.SiLU(inplace=True) if act else nn.Identity()  # SiLU is Swish with beta = 1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+def conv_bn_act(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    groups: int = 1,
+    act: bool = True,
+    bn_eps: float = 1e-5,
+    bn_momentum: float = 0.1,
+    padding: str = "symmetric",
+) -> ConvBnAct:
+    """Convolution (no bias), BatchNorm, and Swish unless ``act=False`` (SiLU is Swish with beta = 1)."""
+    return ConvBnAct(in_channels, out_channels, kernel_size, stride, groups, act_layer=nn.SiLU if act else None,
+                     norm_layer=partial(nn.BatchNorm2d, eps=bn_eps, momentum=bn_momentum), padding=padding)
 
 
 class MBConv(nn.Module):
@@ -129,11 +122,11 @@ class MBConv(nn.Module):
     ) -> None:
         super().__init__()
         mid = make_divisible(in_channels * expand_ratio, 8)
-        self.expand = ConvBnAct(in_channels, mid, 1, **conv_args) if expand_ratio != 1 else None
-        self.dw = ConvBnAct(mid, mid, kernel_size, stride, groups=mid, **conv_args)
+        self.expand = conv_bn_act(in_channels, mid, 1, **conv_args) if expand_ratio != 1 else None
+        self.dw = conv_bn_act(mid, mid, kernel_size, stride, groups=mid, **conv_args)
         # The SE bottleneck is a quarter of the block's input width, not of ``mid`` (seed's departure).
         self.se = SqueezeExcite(mid, max(1, int(in_channels * se_ratio)), act_layer=nn.SiLU)
-        self.project = ConvBnAct(mid, out_channels, 1, act=False, **conv_args)
+        self.project = conv_bn_act(mid, out_channels, 1, act=False, **conv_args)
         self.has_skip = stride == 1 and in_channels == out_channels
         self.drop_path = DropPath(drop_path_rate) if self.has_skip else nn.Identity()
         self.expand_ratio, self.kernel_size, self.stride = expand_ratio, kernel_size, stride
@@ -173,7 +166,7 @@ class EfficientNet(nn.Module):
         self.width, self.depth = width, depth
         conv_args = dict(bn_eps=bn_eps, bn_momentum=bn_momentum, padding=padding)
         channels = scale_width(B0_STEM_CHANNELS, width)
-        self.stem = ConvBnAct(in_chans, channels, 3, stride=2, **conv_args)
+        self.stem = conv_bn_act(in_chans, channels, 3, stride=2, **conv_args)
 
         repeats = [scale_depth(s.repeats, depth) for s in stages]
         total, index = sum(repeats), 0
@@ -191,7 +184,7 @@ class EfficientNet(nn.Module):
         self.stages = nn.Sequential(*stage_modules)
 
         self.num_features = scale_width(B0_HEAD_CHANNELS, width)
-        self.head = ConvBnAct(channels, self.num_features, 1, **conv_args)
+        self.head = conv_bn_act(channels, self.num_features, 1, **conv_args)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(self.num_features, num_classes)

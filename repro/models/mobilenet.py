@@ -34,32 +34,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from repro.layers import DropPath, SqueezeExcite, make_divisible
+from repro.layers import ConvBnAct, DropPath, SqueezeExcite, make_divisible
 from repro.registry import register_model
 
 NormLayer = Callable[[int], nn.Module]
-
-
-class ConvBnAct(nn.Module):
-    """Convolution (no bias, padding ``kernel_size // 2``), BatchNorm, optional activation."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        groups: int = 1,
-        act_layer: type[nn.Module] | None = nn.ReLU,
-        norm_layer: NormLayer = nn.BatchNorm2d,
-    ) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
-        self.bn = norm_layer(out_channels)
-        self.act = act_layer(inplace=True) if act_layer is not None else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
 
 
 def _init_weights(model: nn.Module) -> None:
