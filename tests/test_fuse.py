@@ -37,12 +37,16 @@ def test_fused_model_matches(name):
         assert fused_error <= max(1e-5, 4 * unfused_error), (fused_error, unfused_error)
 
     model = randomize_(repro.create_model(name), SIZE).eval()
+    with torch.no_grad():  # keep statistics random but away from 0: a tiny variance makes folded
+        for m in model.modules():  # weights huge and their cancellation ill-conditioned, which is no test of folding
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_var.clamp_(min=0.5)
     before = state_snapshot(model)
     model64 = copy.deepcopy(model).double()
     fused64 = repro.fuse(model64)
     assert_state_unchanged(model64, {k: v.double() if v.is_floating_point() else v for k, v in before.items()})
     with torch.no_grad():
-        assert Diff.of(fused64(x.double()), model64(x.double())).max_rel < 1e-6  # float64 rounding, amplified by randomized ill-conditioned nets (B5-B7)
+        assert Diff.of(fused64(x.double()), model64(x.double())).max_rel < 1e-9  # float64 rounding
 
 
 def test_resnet_has_no_batchnorm_left():
