@@ -1,7 +1,14 @@
 """Benchmark cases shared by ``pytest --benchmark-only`` and the report's latency tables.
 
-A case is one model (hand-written name), one implementation (``ours``, ``ours+fused`` or a
-reference spec, optionally ``+compile``), one device, dtype, memory format, batch and resolution.
+A case is one model (hand-written name), one implementation, one device, dtype, memory format,
+batch and resolution. An implementation is ``ours`` or a reference spec (``timm:resnet50``),
+then optional suffixes in this order:
+
+- ``+fused``: ``repro.fuse(model)`` (BatchNorm folded; channels-last inside, NCHW accepted);
+  ``+frozen``: ``repro.fuse(model, freeze=True, ...)`` (also TorchScript-frozen, CPU only);
+- ``+channels_last``: the model and its input in NHWC, whatever the case's memory format;
+- ``+compile``: ``torch.compile`` of the above.
+
 ``prepare`` returns a zero-argument callable running one inference forward pass.
 """
 
@@ -16,6 +23,8 @@ from torch import nn
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+MODES = ("eager", "fused", "frozen", "channels_last", "compile")
+SUFFIXES = ("+fused", "+frozen", "+channels_last", "+compile")
 
 
 class BenchmarkConfigError(ValueError):
@@ -41,14 +50,37 @@ class BenchCase:
         return f"{self.model}-{self.implementation}-b{self.batch}-{self.resolution}-{self.device}-{self.dtype}-{self.memory_format}"
 
 
+def parse_implementation(implementation: str) -> tuple[str, set[str]]:
+    """``"timm:resnet50+channels_last+compile"`` -> ``("timm:resnet50", {"+channels_last", "+compile"})``."""
+    base, *rest = implementation.split("+")
+    suffixes = ["+" + r for r in rest]
+    unknown = [x for x in suffixes if x not in SUFFIXES]
+    if unknown or suffixes != sorted(suffixes, key=SUFFIXES.index) or len(set(suffixes)) != len(suffixes):
+        raise BenchmarkConfigError(f"implementation {implementation!r}: suffixes must be among {', '.join(SUFFIXES)}, in that order")
+    if {"+fused", "+frozen"} <= set(suffixes) or ("+frozen" in suffixes and len(suffixes) > 1):
+        raise BenchmarkConfigError(f"implementation {implementation!r}: +frozen stands alone")
+    if {"+fused", "+channels_last"} <= set(suffixes):
+        raise BenchmarkConfigError(f"implementation {implementation!r}: +fused is already channels-last")
+    if base != "ours" and ({"+fused", "+frozen"} & set(suffixes)):
+        raise BenchmarkConfigError(f"implementation {implementation!r}: only ours is fused")
+    return base, set(suffixes)
+
+
 def implementations(model: str, modes: tuple[str, ...] = ("eager", "fused", "frozen")) -> list[str]:
-    """The implementations to compare for ``model``: ours (and fused), then each registered reference."""
+    """The implementations to compare for ``model``: ours (fused, frozen), each registered
+    reference, then (mode ``channels_last``) ours and the references in NHWC, then (mode
+    ``compile``) compiled versions of all but the frozen one."""
     from repro.registry import references_for
 
-    impls = ["ours"] + (["ours+fused"] if "fused" in modes else []) + (["ours+frozen"] if "frozen" in modes else [])
-    impls += [e.spec for e in references_for(model)]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise BenchmarkConfigError(f"unknown benchmark modes {sorted(unknown)}; choose from {', '.join(MODES)}")
+    eager = ["ours"] + [e.spec for e in references_for(model)]
+    impls = eager[:1] + (["ours+fused"] if "fused" in modes else []) + (["ours+frozen"] if "frozen" in modes else []) + eager[1:]
+    if "channels_last" in modes:
+        impls += [f"{impl}+channels_last" for impl in eager]
     if "compile" in modes:
-        impls += [f"{impl}+compile" for impl in list(impls) if not impl.endswith(("+fused", "+frozen"))]
+        impls += [f"{impl}+compile" for impl in list(impls) if not impl.endswith("+frozen")]
     return impls
 
 
@@ -63,8 +95,19 @@ def validate(case: BenchCase) -> None:
         raise BenchmarkConfigError(f"memory format must be one of {sorted(FORMATS)}, got {case.memory_format!r}")
     if case.device not in ("cpu", "cuda"):
         raise BenchmarkConfigError(f"device must be cpu or cuda, got {case.device!r}")
-    if case.implementation.startswith("ours+frozen") and case.device != "cpu":
+    if "+frozen" in parse_implementation(case.implementation)[1] and case.device != "cpu":
         raise BenchmarkConfigError("ours+frozen (TorchScript freezing for oneDNN) is a CPU mode")
+
+
+def input_format(case: BenchCase) -> torch.memory_format:
+    return torch.channels_last if "+channels_last" in parse_implementation(case.implementation)[1] else FORMATS[case.memory_format]
+
+
+def example_input(case: BenchCase) -> torch.Tensor:
+    """The case's input on CPU: the same numbers for every implementation (own generator)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(case.batch, 3, case.resolution, case.resolution, generator=generator)
+    return x.contiguous(memory_format=input_format(case))
 
 
 def build(case: BenchCase) -> nn.Module:
@@ -72,18 +115,16 @@ def build(case: BenchCase) -> nn.Module:
     from repro.fuse import fuse
     from repro.registry import create_model
 
-    base = case.implementation.removesuffix("+compile")
-    if base == "ours":
-        model = create_model(case.model)
-    elif base == "ours+fused":
-        model = fuse(create_model(case.model))
-    elif base == "ours+frozen":
-        example = torch.randn(case.batch, 3, case.resolution, case.resolution).contiguous(memory_format=FORMATS[case.memory_format])
-        return fuse(create_model(case.model).to(memory_format=FORMATS[case.memory_format]), freeze=True, example_input=example)
+    base, suffixes = parse_implementation(case.implementation)
+    if "+frozen" in suffixes:
+        example = example_input(case)
+        return fuse(create_model(case.model), freeze=True, example_input=example)
+    model = create_model(case.model) if base == "ours" else reference.create(base)
+    if "+fused" in suffixes:
+        model = fuse(model).to(case.device)  # keeps its own (channels-last) layout
     else:
-        model = reference.create(base)
-    model = model.eval().to(case.device, memory_format=FORMATS[case.memory_format])
-    if case.implementation.endswith("+compile"):
+        model = model.eval().to(case.device, memory_format=input_format(case))
+    if "+compile" in suffixes:
         model = torch.compile(model)
     return model
 
@@ -94,8 +135,7 @@ def prepare(case: BenchCase) -> Callable[[], torch.Tensor]:
     if case.device == "cuda" and not torch.cuda.is_available():
         raise BenchmarkConfigError("device cuda requested but no GPU is available")
     model = build(case)
-    x = torch.randn(case.batch, 3, case.resolution, case.resolution, device=case.device)
-    x = x.contiguous(memory_format=FORMATS[case.memory_format])
+    x = example_input(case).to(case.device)
     dtype = DTYPES[case.dtype]
     autocast = torch.autocast(case.device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     synchronize = torch.cuda.synchronize if case.device == "cuda" else (lambda: None)

@@ -23,8 +23,9 @@ def pytest_addoption(parser):
     group.addoption("--bench-device", default="cpu", help="comma-separated: cpu, cuda (cuda cases skip without a GPU)")
     group.addoption("--bench-dtype", default="fp32", help="comma-separated: fp32, bf16 (autocast)")
     group.addoption("--bench-format", default="nchw", help="comma-separated: nchw, channels_last")
-    group.addoption("--bench-modes", default="eager,fused,frozen",
-                    help="comma-separated: eager, fused (ours, BN folded), frozen (ours, folded + TorchScript-frozen, CPU), compile")
+    group.addoption("--bench-modes", default="eager,fused,frozen,channels_last",
+                    help="comma-separated: eager, fused (ours, BN folded, NHWC inside), frozen (ours, folded + "
+                         "TorchScript-frozen, CPU), channels_last (ours and references in NHWC), compile (all but frozen)")
 
 
 def pytest_collection_modifyitems(config, items):

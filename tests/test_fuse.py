@@ -56,12 +56,22 @@ def test_resnet_has_no_batchnorm_left():
     assert fused.folded_batchnorms == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
-def test_channels_last():
-    model = repro.create_model("resnet18").eval()
-    fused = repro.fuse(model, channels_last=True)
-    x = torch.randn(1, 3, 64, 64)
+def test_channels_last_by_default_with_nchw_input():
+    """The default fused copy holds NHWC weights and converts its NCHW input itself; the result
+    is the same function. ``channels_last=False`` keeps the model's own layout."""
+    model = repro.create_model("efficientnet_b0").eval()  # randomized: float64 in test_fused_model_matches
+    x = torch.randn(SIZE)
+    fused = repro.fuse(model)
+    convs = [m for m in fused.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert next(n for n in fused.graph.nodes if n.op != "placeholder").target == "contiguous"
+    plain = repro.fuse(model, channels_last=False)
+    assert all(c.weight.is_contiguous() for c in plain.modules() if isinstance(c, nn.Conv2d))
     with torch.no_grad():
-        assert Diff.of(fused(x.contiguous(memory_format=torch.channels_last)), model(x)).ok(1e-5)
+        expected = model(x)
+        for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+            assert Diff.of(fused(inp), expected).ok(1e-5)
+        assert Diff.of(fused(x), plain(x)).ok(1e-5)
 
 
 def test_nothing_to_fold_is_an_error():

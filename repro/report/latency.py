@@ -56,7 +56,9 @@ def measure_here(options: Options) -> pd.DataFrame:
     models = [m for m in options.selected(SEED_BENCHMARK_MODELS if not options.full else sorted(MODELS)) if m in MODELS]
     batches = (1, 8) if options.full else (1,)
     machine = f"{environment()['device']}, torch {environment()['torch']}, {environment()['torch_threads']} threads"
-    groups = [[BenchCase(m, impl, b, min(MODELS[m].input_size, 224)) for impl in implementations(m)] for m in models for b in batches]
+    modes = ("eager", "fused", "frozen", "channels_last")
+    groups = [[BenchCase(m, impl, b, min(MODELS[m].input_size, 224)) for impl in implementations(m, modes)]
+              for m in models for b in batches]
     rows = []
     for cases in tqdm(groups, desc="latency", unit="model"):
         for case, stats in zip(cases, measure_interleaved(cases), strict=True):
@@ -74,10 +76,14 @@ def side_by_side(frame: pd.DataFrame) -> pd.DataFrame:
     cells = frame.assign(cell=frame.apply(lambda r: f"{r.median_ms:.2f} ({r.iqr_ms:.2f})", axis=1))
     table = cells.pivot_table(index=KEY, columns="impl", values="cell", aggfunc="first")
     medians = frame.pivot_table(index=KEY, columns="impl", values="median_ms", aggfunc="first")
-    for impl in ("ours", "ours+fused", "ours+frozen", "torchvision"):
-        if impl in medians and "timm" in medians:
-            table[f"{impl} / timm"] = (medians[impl] / medians["timm"]).round(3)
-    known = ("ours", "ours+fused", "ours+frozen", "timm", "torchvision")
+    ratios = [(impl, "timm") for impl in ("ours", "ours+fused", "ours+frozen", "torchvision")]
+    # The fused model runs in NHWC; timm converted to NHWC is the like-for-like comparison.
+    ratios += [("ours+channels_last", "timm+channels_last"), ("ours+fused", "timm+channels_last")]
+    for impl, base in ratios:
+        if impl in medians and base in medians:
+            table[f"{impl} / {base}"] = (medians[impl] / medians[base]).round(3)
+    known = ("ours", "ours+fused", "ours+frozen", "timm", "torchvision", "ours+channels_last", "timm+channels_last",
+             "torchvision+channels_last")
     order = [c for c in known if c in table] + [c for c in table if "/" not in c and c not in known]
     return table[order + [c for c in table if "/" in c]].reset_index()
 
@@ -118,10 +124,13 @@ def latency_page(options: Options) -> Page | None:
         "and quotes an i9-12900K / RTX 3090 without numbers. Here each model's implementations run side by side "
         f"in one process, interleaved round-robin so load drift hits all alike ({source}). Cells: median ms (interquartile range). Ratios below 1 mean faster than timm. "
         "Absolute times on a shared 2-core machine mean little; the ratios are the result. `ours+fused` is "
-        "`repro.fuse(model)` (BatchNorm folded into convolutions); `ours+frozen` is "
-        "`repro.fuse(model, freeze=True, example_input=x)` (folded, then TorchScript-frozen for oneDNN: prepacked "
-        "weights, conv + add + ReLU fused). Models larger than 224 px natively are timed at "
-        "224 on CPU (the resolution column says)."
+        "`repro.fuse(model)`: BatchNorm folded into convolutions and the model run in channels-last (NHWC) "
+        "layout; it takes the same NCHW input as the others and converts it inside the timed call. `ours+frozen` is "
+        "`repro.fuse(model, freeze=True, example_input=x)` (also TorchScript-frozen for oneDNN: prepacked "
+        "weights, conv + add + ReLU fused). `+channels_last` columns are the eager models converted to NHWC "
+        "(input converted before timing): most of the fused model's CPU gain is the layout, and timm gains from "
+        "it too, so `ours+fused / timm+channels_last` is the like-for-like ratio. Models larger than 224 px natively "
+        "are timed at 224 on CPU (the resolution column says)."
     )
     table = side_by_side(frame)
     raw = frame.sort_values(KEY + ["implementation"]).reset_index(drop=True)

@@ -4,7 +4,7 @@ import fnmatch
 
 import pytest
 
-from repro.bench import BenchCase, implementations
+from repro.bench import BenchCase, BenchmarkConfigError, implementations
 from repro.registry import MODELS
 
 
@@ -18,15 +18,16 @@ def bench_cases(config) -> list[BenchCase]:
     if not models:
         raise pytest.UsageError(f"--bench-models {','.join(patterns)} matches no hand-written model")
     modes = tuple(_csv(config, "--bench-modes"))
-    unknown = set(modes) - {"eager", "fused", "frozen", "compile"}
-    if unknown:
-        raise pytest.UsageError(f"--bench-modes: unknown {sorted(unknown)}; choose from eager, fused, frozen, compile")
     try:
         batches = [int(b) for b in _csv(config, "--bench-batch")]
     except ValueError as err:
         raise pytest.UsageError(f"--bench-batch must be integers: {err}") from None
     cases = []
     for model in models:
+        try:
+            impls = implementations(model, modes)
+        except BenchmarkConfigError as err:
+            raise pytest.UsageError(f"--bench-modes: {err}") from None
         for device in _csv(config, "--bench-device"):
             cap = config.getoption("--bench-max-resolution") or (224 if device == "cpu" else None)
             native = MODELS[model].input_size
@@ -34,7 +35,7 @@ def bench_cases(config) -> list[BenchCase]:
             for dtype in _csv(config, "--bench-dtype"):
                 for fmt in _csv(config, "--bench-format"):
                     for batch in batches:
-                        for impl in implementations(model, modes):
+                        for impl in impls:
                             if impl == "ours+frozen" and device != "cpu":
                                 continue
                             cases.append(BenchCase(model, impl, batch, resolution, device, dtype, fmt))

@@ -1,0 +1,69 @@
+"""Benchmark cases: implementation names, what each builds, and that each runs the same model."""
+
+import copy
+
+import pytest
+import torch
+
+from repro.bench import BenchCase, BenchmarkConfigError, build, implementations, input_format, parse_implementation, prepare
+from repro.equivalence import Diff, randomize_
+
+
+def test_parse_implementation():
+    assert parse_implementation("ours") == ("ours", set())
+    assert parse_implementation("timm:resnet50+channels_last+compile") == ("timm:resnet50", {"+channels_last", "+compile"})
+    assert parse_implementation("ours+fused+compile") == ("ours", {"+fused", "+compile"})
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("ours+turbo", "suffixes must be among"),
+    ("ours+compile+fused", "in that order"),
+    ("ours+fused+fused", "in that order"),
+    ("ours+frozen+compile", "+frozen stands alone"),
+    ("ours+fused+channels_last", "already channels-last"),
+    ("timm:resnet18+fused", "only ours is fused"),
+])
+def test_bad_implementation_names(bad, message):
+    with pytest.raises(BenchmarkConfigError, match=message.replace("+", r"\+")):
+        parse_implementation(bad)
+
+
+def test_implementations_per_mode():
+    assert implementations("resnet18", ("eager",)) == ["ours", "timm:resnet18", "torchvision:resnet18"]
+    impls = implementations("resnet18", ("eager", "fused", "frozen", "channels_last", "compile"))
+    assert impls[:5] == ["ours", "ours+fused", "ours+frozen", "timm:resnet18", "torchvision:resnet18"]
+    assert "timm:resnet18+channels_last" in impls and "ours+fused+compile" in impls
+    assert "timm:resnet18+channels_last+compile" in impls and "ours+frozen+compile" not in impls
+    for impl in impls:
+        parse_implementation(impl)  # every generated name is valid
+    with pytest.raises(BenchmarkConfigError, match="unknown benchmark modes"):
+        implementations("resnet18", ("eager", "warp"))
+
+
+def test_channels_last_suffix_converts_model_and_input():
+    case = BenchCase("resnet18", "timm:resnet18+channels_last", resolution=64)
+    assert input_format(case) == torch.channels_last
+    assert build(case).conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert input_format(BenchCase("resnet18", "timm:resnet18", resolution=64)) == torch.contiguous_format
+
+
+@pytest.mark.parametrize("impl", ["ours+fused", "ours+frozen", "ours+channels_last", "ours+fused+compile"])
+def test_every_implementation_of_ours_computes_the_same_function(impl, monkeypatch):
+    """The timed callables are the same network on the same input: one randomized model behind
+    every implementation, logits equal to float32 rounding (BN folding, NHWC kernels)."""
+    import repro.registry
+
+    torch.manual_seed(0)
+    model = randomize_(repro.registry.create_model("resnet18"), (2, 3, 64, 64)).eval()
+    monkeypatch.setattr(repro.registry, "create_model", lambda name: copy.deepcopy(model))
+    expected = prepare(BenchCase("resnet18", "ours", batch=2, resolution=64))()
+    out = prepare(BenchCase("resnet18", impl, batch=2, resolution=64))()
+    assert out.shape == (2, 1000)
+    assert Diff.of(out, expected).ok(1e-4), Diff.of(out, expected)
+
+
+def test_frozen_is_cpu_only():
+    from repro.bench import validate
+
+    with pytest.raises(BenchmarkConfigError, match="CPU mode"):
+        validate(BenchCase("resnet18", "ours+frozen", device="cuda"))
