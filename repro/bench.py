@@ -151,22 +151,126 @@ def prepare(case: BenchCase) -> Callable[[], torch.Tensor]:
     return run
 
 
-def measure_interleaved(cases: list[BenchCase], rounds: int = 5, min_run_time: float = 0.1) -> list[dict[str, float]]:
+def measure_interleaved(cases: list[BenchCase], rounds: int = 5, min_run_time: float = 0.1) -> list[dict]:
     """Time several implementations of one model fairly: round-robin over the cases, ``rounds``
     times, so drift in machine load hits all of them alike. Returns per case the median and
-    interquartile range (ms) over every timed run of every round."""
+    interquartile range (ms) over every timed run of every round, and each round's median (so a
+    ratio between two cases can be given per round: its spread says how much the ratio is noise)."""
     import statistics
 
     from torch.utils.benchmark import Timer
 
+    if rounds < 1 or min_run_time <= 0:
+        raise BenchmarkConfigError(f"rounds must be >= 1 and min_run_time > 0, got {rounds} and {min_run_time}")
     runs = [prepare(case) for case in cases]
-    times: list[list[float]] = [[] for _ in cases]
+    times: list[list[list[float]]] = [[] for _ in cases]
     for _ in range(rounds):
         for i, run in enumerate(runs):
             timer = Timer("run()", globals={"run": run}, num_threads=torch.get_num_threads())
-            times[i] += timer.blocked_autorange(min_run_time=min_run_time).times
+            times[i].append(timer.blocked_autorange(min_run_time=min_run_time).times)
     results = []
-    for samples in times:
+    for per_round in times:
+        samples = [t for r in per_round for t in r]
         q = statistics.quantiles(samples, n=4) if len(samples) > 1 else [samples[0]] * 3
-        results.append({"median_ms": statistics.median(samples) * 1e3, "iqr_ms": (q[2] - q[0]) * 1e3, "runs": len(samples)})
+        results.append({
+            "median_ms": statistics.median(samples) * 1e3, "iqr_ms": (q[2] - q[0]) * 1e3, "runs": len(samples),
+            "round_medians_ms": [statistics.median(r) * 1e3 for r in per_round],
+        })
     return results
+
+
+# -- command line: an interleaved sweep written as pytest-benchmark-style JSON --------------------
+
+def _parse_args(argv: list[str] | None):
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str):  # one line, exit 2, no usage dump
+            raise BenchmarkConfigError(message)
+
+    def csv(kind):
+        return lambda text: [kind(v) for v in text.split(",") if v.strip()]
+
+    parser = Parser(prog="python -m repro.bench", description=(
+        "Time every implementation of each model interleaved round-robin (fairer than one after another) "
+        "and write pytest-benchmark-style JSON for `python -m repro.report --from-json`."))
+    parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_small_100"],
+                        metavar="NAME", help="hand-written model names or fnmatch patterns ('*' for all)")
+    parser.add_argument("--batch", type=csv(int), default=[1], help="comma-separated batch sizes (default 1)")
+    parser.add_argument("--resolution", type=int, default=None, help="default: native, capped by --max-resolution")
+    parser.add_argument("--max-resolution", type=int, default=224, help="cap on the native resolution (default 224; 0: none)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    parser.add_argument("--format", default="nchw", choices=sorted(FORMATS))
+    parser.add_argument("--modes", type=csv(str), default=["eager"], help=f"comma-separated among {', '.join(MODES)} (default eager)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--min-run-time", type=float, default=0.1, help="seconds per implementation per round")
+    parser.add_argument("--json", required=True, metavar="FILE", help="output file (written atomically)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.min_run_time <= 0:
+        raise BenchmarkConfigError(f"rounds must be >= 1 and min_run_time > 0, got {args.rounds} and {args.min_run_time}")
+    return args
+
+
+def sweep_cases(args) -> list[list[BenchCase]]:
+    import fnmatch
+
+    from repro.registry import MODELS
+
+    models = [m for m in sorted(MODELS) if any(fnmatch.fnmatchcase(m, p) for p in args.models)]
+    if not models:
+        raise BenchmarkConfigError(f"--models {' '.join(args.models)} matches no hand-written model")
+    groups = []
+    for model in models:
+        native = MODELS[model].input_size
+        resolution = args.resolution or (min(native, args.max_resolution) if args.max_resolution else native)
+        impls = [i for i in implementations(model, tuple(args.modes)) if not (i == "ours+frozen" and args.device != "cpu")]
+        for batch in args.batch:
+            cases = [BenchCase(model, impl, batch, resolution, args.device, args.dtype, args.format) for impl in impls]
+            for case in cases:
+                validate(case)
+            groups.append(cases)
+    return groups
+
+
+def main(argv: list[str] | None = None) -> int:
+    import json
+    import os
+    import sys
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from repro.environment import environment
+
+    try:
+        args = _parse_args(argv)
+        groups = sweep_cases(args)
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise BenchmarkConfigError("--device cuda: no GPU is available here")
+        out = Path(args.json)
+        if not out.parent.is_dir():
+            raise BenchmarkConfigError(f"--json {out}: directory {out.parent} does not exist")
+        benchmarks = []
+        for cases in tqdm(groups, desc="bench", unit="group"):
+            for case, stats in zip(cases, measure_interleaved(cases, args.rounds, args.min_run_time), strict=True):
+                benchmarks.append({
+                    "group": case.group, "name": case.id,
+                    "stats": {"median": stats["median_ms"] / 1e3, "iq": stats["iqr_ms"] / 1e3, "rounds": stats["runs"],
+                              "round_medians": [m / 1e3 for m in stats["round_medians_ms"]]},
+                    "extra_info": {"model": case.model, "implementation": case.implementation, "batch": case.batch,
+                                   "resolution": case.resolution, "device": case.device, "dtype": case.dtype,
+                                   "memory_format": case.memory_format, "interleaved": True},
+                })
+    except BenchmarkConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps({"machine_info": environment(), "benchmarks": benchmarks}, indent=1))
+    os.replace(tmp, out)
+    print(f"wrote {len(benchmarks)} measurements to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -67,3 +67,45 @@ def test_frozen_is_cpu_only():
 
     with pytest.raises(BenchmarkConfigError, match="CPU mode"):
         validate(BenchCase("resnet18", "ours+frozen", device="cuda"))
+
+
+def test_sweep_cli_writes_json_the_report_reads(tmp_path, capsys):
+    """``python -m repro.bench``: interleaved sweep -> JSON -> the latency page's side-by-side table,
+    with each ratio's spread over the rounds."""
+    from repro.bench import main
+    from repro.report.latency import load_benchmark_json, side_by_side
+
+    out = tmp_path / "sweep.json"
+    assert main(["--models", "resnet18", "--batch", "1,2", "--resolution", "64", "--modes", "eager,fused",
+                 "--rounds", "3", "--min-run-time", "0.01", "--json", str(out)]) == 0
+    frame = load_benchmark_json([out])
+    assert len(frame) == 2 * 4  # ours, ours+fused, timm, torchvision at two batch sizes
+    assert all(len(r) == 3 for r in frame["round_medians_ms"])
+    table = side_by_side(frame)
+    assert list(table["batch"]) == [1, 2]
+    low, high = (float(v) for v in table["ours / timm per round"].iloc[0].split("-"))
+    assert low <= table["ours / timm"].iloc[0] * 1.5 and low <= high
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--models", "nope*"], "matches no hand-written model"),
+    (["--batch", "0"], "batch size must be positive"),
+    (["--modes", "eager,warp"], "unknown benchmark modes"),
+    (["--dtype", "fp8"], "invalid choice"),
+    (["--rounds", "0", "--models", "resnet18", "--resolution", "32"], "rounds must be >= 1"),
+])
+def test_sweep_cli_bad_arguments_exit_2(args, message, tmp_path, capsys):
+    from repro.bench import main
+
+    out = tmp_path / "x.json"
+    assert main(args + ["--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_sweep_cli_missing_output_directory(tmp_path, capsys):
+    from repro.bench import main
+
+    assert main(["--models", "resnet18", "--json", str(tmp_path / "no" / "x.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err

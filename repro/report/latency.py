@@ -46,6 +46,8 @@ def load_benchmark_json(paths: list[Path]) -> pd.DataFrame:
             rows.append({
                 "machine": machine, **{k: extra[k] for k in KEY[1:]}, "implementation": extra["implementation"],
                 "median_ms": stats["median"] * 1e3, "iqr_ms": stats["iq"] * 1e3, "runs": stats["rounds"],
+                # per-round medians: only from interleaved sweeps (python -m repro.bench)
+                "round_medians_ms": [m * 1e3 for m in stats["round_medians"]] if "round_medians" in stats else None,
             })
     if not rows:
         raise ReportError(f"--from-json: no model benchmarks in {', '.join(map(str, paths))}")
@@ -70,6 +72,14 @@ def _impl_label(impl: str) -> str:
     return impl.split(":", 1)[0] + impl.partition("+")[1] + impl.partition("+")[2] if ":" in impl else impl
 
 
+def _ratio_range(a: list[float] | None, b: list[float] | None) -> str:
+    """The spread of a ratio over interleaved rounds: "min-max" of round-by-round ratios."""
+    if not isinstance(a, list) or not isinstance(b, list) or len(a) != len(b):
+        return ""
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    return f"{min(ratios):.3f}-{max(ratios):.3f}"
+
+
 def side_by_side(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows: (machine, model, batch, ...); columns: implementation cells and ratios against timm."""
     frame = frame.assign(impl=frame["implementation"].map(_impl_label))
@@ -79,9 +89,14 @@ def side_by_side(frame: pd.DataFrame) -> pd.DataFrame:
     ratios = [(impl, "timm") for impl in ("ours", "ours+fused", "ours+frozen", "torchvision")]
     # The fused model runs in NHWC; timm converted to NHWC is the like-for-like comparison.
     ratios += [("ours+channels_last", "timm+channels_last"), ("ours+fused", "timm+channels_last")]
+    rounds = frame.pivot_table(index=KEY, columns="impl", values="round_medians_ms", aggfunc="first") \
+        if frame["round_medians_ms"].notna().any() else None
     for impl, base in ratios:
         if impl in medians and base in medians:
             table[f"{impl} / {base}"] = (medians[impl] / medians[base]).round(3)
+            if rounds is not None and impl in rounds and base in rounds:
+                table[f"{impl} / {base} per round"] = [
+                    _ratio_range(a, b) for a, b in zip(rounds[impl], rounds[base], strict=True)]
     known = ("ours", "ours+fused", "ours+frozen", "timm", "torchvision", "ours+channels_last", "timm+channels_last",
              "torchvision+channels_last")
     order = [c for c in known if c in table] + [c for c in table if "/" not in c and c not in known]
@@ -133,7 +148,7 @@ def latency_page(options: Options) -> Page | None:
         "are timed at 224 on CPU (the resolution column says)."
     )
     table = side_by_side(frame)
-    raw = frame.sort_values(KEY + ["implementation"]).reset_index(drop=True)
+    raw = frame.drop(columns="round_medians_ms").sort_values(KEY + ["implementation"]).reset_index(drop=True)
     return Page("latency", "Latency, implementations side by side (seed 6.2)", intro,
                 [Table("latency", "Median latency (ms), implementations side by side", table),
                  Table("latency_raw", "Every measurement", raw)],
