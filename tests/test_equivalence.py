@@ -1,6 +1,5 @@
 """Every covered reference, randomized, ported and compared (the minGPT import test, made strict)."""
 
-import copy
 
 import pytest
 import torch

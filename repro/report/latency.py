@@ -8,7 +8,6 @@ table per machine: rows are models, columns implementations, cells median (IQR) 
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from repro.bench import BenchCase, implementations, measure_interleaved
 from repro.environment import environment
 from repro.registry import MODELS
 from repro.report import Options, Page, ReportError, Table, section
+from repro.plotting import png_bytes, subplots
 
 # Seed section 6.2 benchmarks these four (torchvision builders): ResNet-18, ResNet-50,
 # EfficientNet-B0, MobileNetV3-S.
@@ -104,14 +104,9 @@ def side_by_side(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def latency_plot(frame: pd.DataFrame) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from repro.report.resnet import model_stats
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     first = frame[(frame["batch"] == frame["batch"].min())]
     for impl, group in first.assign(impl=first["implementation"].map(_impl_label)).groupby("impl"):
         gmacs = [model_stats(m)["macs"] / 1e9 * (r / MODELS[m].input_size) ** 2 for m, r in zip(group["model"], group["resolution"], strict=True)]
@@ -121,10 +116,7 @@ def latency_plot(frame: pd.DataFrame) -> bytes:
     ax.set_title(f"Latency vs GMACs, batch {first['batch'].min()}")
     ax.legend()
     ax.grid(alpha=0.3)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig)
 
 
 @section

@@ -12,8 +12,6 @@ weights' crop size); latency is measured here, on the device the report runs on,
 from __future__ import annotations
 
 import functools
-import io
-import math
 
 import pandas as pd
 import torch
@@ -25,6 +23,7 @@ from repro.registry import MODELS, create_model, references_for
 from repro.report import Erratum, Options, Page, Table, erratum, section
 from repro.seed import SEED_MODELS
 from repro.training.loop import cpu_threads
+from repro.plotting import png_bytes, subplots
 
 # Seed section 5.1, model_selection_guide(): scenario, recommended models, stated reason.
 SEED_SCENARIOS = (
@@ -227,12 +226,7 @@ def efficiency_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _scatter(frame: pd.DataFrame, x: str, title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = subplots(figsize=(7.5, 5))
     for family, marker in (("resnet", "o"), ("efficientnet", "s"), ("mobilenet", "^"), ("densenet", "D")):
         part = frame[frame["model"].map(lambda m: MODELS[m].family).str.startswith(family)]
         if len(part):
@@ -251,10 +245,7 @@ def _scatter(frame: pd.DataFrame, x: str, title: str) -> bytes:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig)
 
 
 @functools.lru_cache(maxsize=None)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import io
 import json
 import os
 import platform
@@ -33,6 +32,7 @@ from repro.flops import count_params
 from repro.models.cifar_resnet import CifarResNet
 from repro.training.data import SYNTHETIC_NAME, DataError, ImageData, load_data, synthetic_shapes
 from repro.training.loop import Recipe, TrainResult, cpu_threads, default_device, train
+from repro.plotting import png_bytes, subplots
 
 # The ResNet paper, Table 6: CIFAR-10 test error (%) of the residual nets (option A, best of 5 runs;
 # ResNet-110 is "6.43 (6.61 +- 0.16)"). The plain nets have no table, only curves: Fig. 6 (left)
@@ -106,12 +106,7 @@ def degradation_verdict(final: pd.DataFrame) -> dict[str, bool]:
 
 def plot_curves(curves: pd.DataFrame, title: str) -> bytes:
     """Fig. 6 of the paper, redrawn: plain nets left, residual right; dashed training, solid held-out."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes = subplots(1, 2, figsize=(10, 4), sharey=True)
     colours = dict(zip(sorted(curves["depth"].unique()), ("tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple"), strict=False))
     for ax, kind in zip(axes, ("plain", "resnet"), strict=True):
         for depth, group in curves[curves["kind"] == kind].groupby("depth"):
@@ -123,10 +118,7 @@ def plot_curves(curves: pd.DataFrame, title: str) -> bytes:
         ax.legend(fontsize=8)
     axes[0].set_ylabel("error (%)")
     fig.suptitle(title, fontsize=9)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig)
 
 
 def git_commit() -> str:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 

@@ -17,7 +17,6 @@ of a ReLU), and the loss is recorded step by step. Three starting points:
 
 from __future__ import annotations
 
-import io
 
 import pandas as pd
 import torch
@@ -25,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from repro.models.cifar_resnet import CifarBlock
+from repro.plotting import png_bytes, subplots
 
 VARIANTS = ("plain", "residual", "residual, gamma 0")
 
@@ -116,13 +116,8 @@ def identity_experiment(depths: tuple[int, ...] = (1, 8), steps: int = 200, thre
 
 
 def plot_identity(curves: pd.DataFrame) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     depths = sorted(curves["blocks"].unique())
-    fig, axes = plt.subplots(1, len(depths), figsize=(5 * len(depths), 3.8), squeeze=False)
+    fig, axes = subplots(1, len(depths), figsize=(5 * len(depths), 3.8), squeeze=False)
     for ax, blocks in zip(axes[0], depths, strict=True):
         for variant, group in curves[curves["blocks"] == blocks].groupby("variant", sort=False):
             # gamma-0 starts at exactly 0: a log axis needs a floor
@@ -134,7 +129,4 @@ def plot_identity(curves: pd.DataFrame) -> bytes:
         ax.set_ylabel("MSE / mean(x^2) (train mode, floor 1e-6)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig)
