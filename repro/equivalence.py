@@ -199,10 +199,14 @@ def compare_ported(
     model: str = "",
     train: bool = True,
     seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> EquivalenceResult:
-    """Compare an already-ported pair: eval outputs, then a train-mode step (see module docstring)."""
+    """Compare an already-ported pair: eval outputs, then a train-mode step (see module docstring).
+    Both models are moved to ``device``; the inputs are drawn on the CPU (the same numbers anywhere)."""
     gen = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(input_size, generator=gen)
+    x = torch.randn(input_size, generator=gen).to(device)
+    reference_model.to(device)
+    ours.to(device)
     reference_model.eval()
     ours.eval()
     with torch.no_grad():
@@ -217,7 +221,7 @@ def compare_ported(
     )
     if not train:
         return result
-    output_weight = torch.randn(expected.shape, generator=gen)
+    output_weight = torch.randn(expected.shape, generator=gen).to(device)
     ref_step = train_step(reference_model, x, output_weight)
     our_step = train_step(ours, x, output_weight)
     result.train_output = Diff.of(our_step.output, ref_step.output)
@@ -269,8 +273,9 @@ def check_reference(
     train: bool = True,
     seed: int = 0,
     build_reference: Callable[..., nn.Module] | None = None,
+    device: str | torch.device = "cpu",
 ) -> EquivalenceResult:
-    """Build ``spec``'s reference and our matching model, randomize, port, and compare."""
+    """Build ``spec``'s reference and our matching model, randomize, port, and compare (on ``device``)."""
     import reference
 
     from repro.porting import port_weights
@@ -286,5 +291,6 @@ def check_reference(
     ours = create_model_from_entry(entry, **entry.deterministic_model_kwargs)
     report = port_weights(ref_model, ours, entry.rules)
     return compare_ported(
-        ref_model, ours, report.target_to_source, input_size, spec=spec, model=entry.model, train=train, seed=seed
+        ref_model, ours, report.target_to_source, input_size, spec=spec, model=entry.model, train=train, seed=seed,
+        device=device,
     )

@@ -141,6 +141,7 @@ def latency_page(options: Options) -> Page | None:
     )
     table = side_by_side(frame)
     raw = frame.drop(columns="round_medians_ms").sort_values(KEY + ["implementation"]).reset_index(drop=True)
+    raw["images_per_s"] = (raw["batch"] * 1e3 / raw["median_ms"]).round(1)
     return Page("latency", "Latency, implementations side by side (seed 6.2)", intro,
                 [Table("latency", "Median latency (ms), implementations side by side", table),
                  Table("latency_raw", "Every measurement", raw)],
