@@ -24,6 +24,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from repro.environment import deterministic_kernels
+
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
 
@@ -110,12 +112,14 @@ class TrainStep:
 
 
 def train_step(model: nn.Module, x: torch.Tensor, output_weight: torch.Tensor) -> TrainStep:
-    """One train-mode forward and backward of ``sum(model(x) * output_weight)`` on a copy of ``model``."""
+    """One train-mode forward and backward of ``sum(model(x) * output_weight)`` on a copy of ``model``,
+    under ``deterministic_kernels()`` so that the gradients are reproducible bit for bit."""
     model = copy.deepcopy(model).train()
     model.zero_grad(set_to_none=True)
     x = x.clone().requires_grad_(True)
-    out = model(x)
-    (out * output_weight).sum().backward()
+    with deterministic_kernels():
+        out = model(x)
+        (out * output_weight).sum().backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     return TrainStep(out.detach(), x.grad.detach(), grads, buffers)

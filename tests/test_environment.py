@@ -10,3 +10,19 @@ import torch
 def test_torch_version_matches_environment():
     expected = os.environ["EXPECTED_TORCH"]
     assert torch.__version__.split("+")[0].startswith(expected + "."), (torch.__version__, expected)
+
+
+def test_deterministic_kernels_sets_and_restores():
+    """The train-mode step of every equivalence check runs on one CPU thread with deterministic
+    cuDNN (multi-threaded CPU conv backward is not run-to-run deterministic), so a serial run and a
+    pytest-xdist run (one thread per worker) reach the same bit-identity verdicts."""
+    from repro.environment import deterministic_kernels
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with deterministic_kernels():
+            assert torch.get_num_threads() == 1 and torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert torch.get_num_threads() == 2 and not torch.backends.cudnn.deterministic
+    finally:
+        torch.set_num_threads(before)

@@ -22,7 +22,7 @@ from repro.flops import count_macs, count_params
 from repro.registry import MODELS, create_model, references_for
 from repro.report import Erratum, Options, Page, Table, erratum, section
 from repro.seed import SEED_MODELS
-from repro.training.loop import cpu_threads
+from repro.environment import cpu_threads
 from repro.plotting import png_bytes, subplots
 
 # Seed section 5.1, model_selection_guide(): scenario, recommended models, stated reason.

@@ -29,7 +29,8 @@ from repro.training.finetune import (
     seed_freeze,
 )
 from repro.training.identity import identity_experiment, plot_identity, seed_identity_test
-from repro.training.loop import Recipe, cpu_threads, train
+from repro.environment import cpu_threads
+from repro.training.loop import Recipe, train
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "reports" / "degradation"
 CIFAR_NETS = ("plain20", "plain56", "resnet20", "resnet56")

@@ -31,7 +31,8 @@ import torch
 from repro.flops import count_params
 from repro.models.cifar_resnet import CifarResNet
 from repro.training.data import SYNTHETIC_NAME, DataError, ImageData, load_data, synthetic_shapes
-from repro.training.loop import Recipe, TrainResult, cpu_threads, default_device, train
+from repro.environment import cpu_threads
+from repro.training.loop import Recipe, TrainResult, default_device, train
 from repro.plotting import png_bytes, subplots
 
 # The ResNet paper, Table 6: CIFAR-10 test error (%) of the residual nets (option A, best of 5 runs;

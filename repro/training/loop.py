@@ -7,12 +7,11 @@ architectures are the only difference between runs.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, TextIO
+from typing import Callable, TextIO
 
 import torch
 from torch import nn
@@ -23,22 +22,6 @@ from repro.training.data import ImageData, augment, normalizer
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` intra-op CPU threads (None: unchanged), then restore the setting.
-
-    On a machine whose cores are busy with other work, several threads per operation wait on each
-    other at every barrier and small convolutions run many times slower (measured here: a batch-1
-    ResNet-18 forward took 47 ms on one thread and 960 ms on two); one thread is immune to that."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
