@@ -153,7 +153,7 @@ def prepare(case: BenchCase) -> Callable[[], torch.Tensor]:
 
 def measure_interleaved(cases: list[BenchCase], rounds: int = 5, min_run_time: float = 0.1) -> list[dict]:
     """Time several implementations of one model fairly: round-robin over the cases, ``rounds``
-    times, so drift in machine load hits all of them alike. Returns per case the median and
+    times, rotating the starting case, so drift in machine load hits all of them alike. Returns per case the median and
     interquartile range (ms) over every timed run of every round, and each round's median (so a
     ratio between two cases can be given per round: its spread says how much the ratio is noise)."""
     import statistics
@@ -164,9 +164,11 @@ def measure_interleaved(cases: list[BenchCase], rounds: int = 5, min_run_time: f
         raise BenchmarkConfigError(f"rounds must be >= 1 and min_run_time > 0, got {rounds} and {min_run_time}")
     runs = [prepare(case) for case in cases]
     times: list[list[list[float]]] = [[] for _ in cases]
-    for _ in range(rounds):
-        for i, run in enumerate(runs):
-            timer = Timer("run()", globals={"run": run}, num_threads=torch.get_num_threads())
+    for r in range(rounds):
+        # Each round starts at the next case, so no implementation always runs first (or right
+        # after the same neighbour): an order effect becomes round-to-round spread, not a bias.
+        for i in [(r + k) % len(runs) for k in range(len(runs))]:
+            timer = Timer("run()", globals={"run": runs[i]}, num_threads=torch.get_num_threads())
             times[i].append(timer.blocked_autorange(min_run_time=min_run_time).times)
     results = []
     for per_round in times:

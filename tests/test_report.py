@@ -102,6 +102,28 @@ def test_from_json_merges_machines_side_by_side(tmp_path):
     assert row_b["ours / timm"] == 0.5
 
 
+def test_speed_goals_verdicts():
+    """ours / timm <= 1.00 (noise when some round is at or below 1) and fused >= 1.15x on CPU b1 fp32."""
+    import pandas as pd
+
+    from repro.report.latency import speed_goals
+
+    def rows(model, batch, ms):
+        return [{"machine": "m", "model": model, "batch": batch, "resolution": 224, "device": "cpu", "dtype": "fp32",
+                 "memory_format": "nchw", "implementation": impl, "median_ms": sum(r) / len(r), "iqr_ms": 0.1,
+                 "runs": 3, "round_medians_ms": r} for impl, r in ms.items()]
+
+    frame = pd.DataFrame(
+        rows("faster", 1, {"ours": [9, 9, 9], "ours+fused": [8, 8, 8], "timm:x": [10, 10, 10]})
+        + rows("noisy", 1, {"ours": [9, 12, 12], "ours+fused": [9, 9, 9], "timm:x": [10, 10, 10]})
+        + rows("slower", 8, {"ours": [11, 11, 11], "ours+fused": [5, 5, 5], "timm:x": [10, 10, 10]}))
+    goals = speed_goals(frame).set_index("model")
+    assert goals.loc["faster", "<= 1.00"] == "✓" and goals.loc["faster", ">= 1.15x"] == "✓"
+    assert goals.loc["noisy", "<= 1.00"] == "≈ (noise)" and goals.loc["noisy", ">= 1.15x"] == "✗"
+    assert goals.loc["noisy", "per round"] == "0.900-1.200"
+    assert goals.loc["slower", "<= 1.00"] == "✗" and goals.loc["slower", ">= 1.15x"].startswith("n/a")
+
+
 def test_from_json_bad_files(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
