@@ -54,12 +54,20 @@ def load_benchmark_json(paths: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _report_implementations(model: str, options: Options) -> list[str]:
+    """--full: every mode but compile; --quick (3-minute budget): the NHWC comparison only for timm,
+    the like-for-like baseline of the fused model."""
+    if options.full:
+        return implementations(model, ("eager", "fused", "frozen", "channels_last"))
+    impls = implementations(model, ("eager", "fused", "frozen"))
+    return impls + [f"{impl}+channels_last" for impl in impls if impl.startswith("timm:")][:1]
+
+
 def measure_here(options: Options) -> pd.DataFrame:
     models = [m for m in options.selected(SEED_BENCHMARK_MODELS if not options.full else sorted(MODELS)) if m in MODELS]
     batches = (1, 8) if options.full else (1,)
     machine = f"{environment()['device']}, torch {environment()['torch']}, {environment()['torch_threads']} threads"
-    modes = ("eager", "fused", "frozen", "channels_last")
-    groups = [[BenchCase(m, impl, b, min(MODELS[m].input_size, 224)) for impl in implementations(m, modes)]
+    groups = [[BenchCase(m, impl, b, min(MODELS[m].input_size, 224)) for impl in _report_implementations(m, options)]
               for m in models for b in batches]
     rows = []
     for cases in tqdm(groups, desc="latency", unit="model"):
