@@ -57,7 +57,7 @@ def parse_implementation(implementation: str) -> tuple[str, set[str]]:
     unknown = [x for x in suffixes if x not in SUFFIXES]
     if unknown or suffixes != sorted(suffixes, key=SUFFIXES.index) or len(set(suffixes)) != len(suffixes):
         raise BenchmarkConfigError(f"implementation {implementation!r}: suffixes must be among {', '.join(SUFFIXES)}, in that order")
-    if {"+fused", "+frozen"} <= set(suffixes) or ("+frozen" in suffixes and len(suffixes) > 1):
+    if "+frozen" in suffixes and len(suffixes) > 1:
         raise BenchmarkConfigError(f"implementation {implementation!r}: +frozen stands alone")
     if {"+fused", "+channels_last"} <= set(suffixes):
         raise BenchmarkConfigError(f"implementation {implementation!r}: +fused is already channels-last")
