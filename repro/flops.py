@@ -7,21 +7,27 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
-@torch.no_grad()
 def count_macs(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 224, 224)) -> int:
     """Multiply-accumulates of one eval forward pass, per batch given (convolutions and matmuls).
 
     ``torch.utils.flop_counter`` counts 2 FLOPs per multiply-accumulate; papers quote MACs
     (ResNet-50: 4.1 G), so this returns FLOPs / 2. Elementwise ops (BN, activations) are not counted,
-    as in the papers.
+    as in the papers. The input is made on the model's device: a model built on the meta device
+    (shapes only, no initialization cost) is counted without any arithmetic.
     """
+    return macs_and_output_shape(model, input_size)[0]
+
+
+@torch.no_grad()
+def macs_and_output_shape(model: nn.Module, input_size: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+    """``count_macs`` and the output's shape, from the same forward pass."""
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
     with counter:
-        model(torch.zeros(input_size))
+        output = model(torch.zeros(input_size, device=next(model.parameters()).device))
     model.train(was_training)
-    return counter.get_total_flops() // 2
+    return counter.get_total_flops() // 2, tuple(output.shape)
 
 
 def count_params(model: nn.Module) -> int:

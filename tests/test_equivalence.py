@@ -7,7 +7,7 @@ from torch import nn
 
 import reference
 import repro
-from repro.equivalence import Diff, check_reference, compare_ported, randomize_
+from repro.equivalence import Diff, build_uninitialized, check_reference, compare_ported, randomize_
 from repro.porting import port_weights
 from repro.registry import REFERENCES
 
@@ -47,6 +47,35 @@ def _ported_pair(spec="timm:resnet18", size=(2, 3, 64, 64)):
 
 def _compare(ref, ours, report, size=(2, 3, 64, 64)):
     return compare_ported(ref, ours, report.target_to_source, size)
+
+
+def test_uninitialized_build_hides_nothing():
+    """check_reference builds both models without initialization: every parameter starts as NaN, so
+    one that randomize_ or the port misses poisons the outputs instead of passing unseen."""
+    ref = build_uninitialized(lambda: reference.create("timm:resnet18"))
+    assert all(torch.isnan(p).all() for p in ref.parameters())
+    assert all((m.running_mean == 0).all() and (m.running_var == 1).all() for m in ref.modules() if isinstance(m, nn.BatchNorm2d))
+    randomize_(ref, (2, 3, 64, 64))
+    assert all(torch.isfinite(p).all() for p in ref.parameters())
+    ours = build_uninitialized(lambda: repro.create_model("resnet18"))
+    report = port_weights(ref, ours)
+    assert _compare(ref, ours, report).bit_exact
+    ours = build_uninitialized(lambda: repro.create_model("resnet18"))
+    report = port_weights(ref, ours)
+    with torch.no_grad():
+        ours.layer2[0].conv1.weight.fill_(float("nan"))  # as if the port had skipped it
+    assert any("non-finite" in f for f in _compare(ref, ours, report).failures())
+
+
+def test_uninitialized_build_refuses_unknown_buffers():
+    class WithTable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2, 2)
+            self.register_buffer("table", torch.arange(4.0))
+
+    with pytest.raises(ValueError, match="table"):
+        build_uninitialized(WithTable)
 
 
 def test_randomize_leaves_no_zero_gamma_and_calibrated_stats():

@@ -131,3 +131,19 @@ def test_from_json_bad_files(tmp_path, capsys):
     assert "not a readable JSON file" in capsys.readouterr().err
     assert report.main(["--from-json", str(tmp_path / "missing.json")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_equivalence_checks_split_over_processes_agree():
+    """The page's checks run in worker processes when there are threads to share; a verdict must
+    not depend on where it was computed."""
+    from repro.report import equivalence as page
+
+    specs = ["timm:mobilenetv3_small_050", "torchvision:mobilenet_v3_small"]
+    for spec in specs:
+        page._RESULTS.pop((spec, False), None)
+    here = [page._check(spec, False) for spec in specs]
+    split = page.check_all(specs, False, workers=2)
+    assert [r.spec for r in split] == specs
+    for a, b in zip(here, split, strict=True):
+        assert a.bit_exact and b.bit_exact
+        assert a.eval_output == b.eval_output and a.counts_reference == b.counts_reference

@@ -248,7 +248,9 @@ def seed_densenet_macs(name: str) -> int:
 
     config = CONFIGS[name]
     size = MODELS[name].input_size
-    return count_macs(SeedDenseNet(config.growth_rate, config.block_config, config.num_init_features), (1, 3, size, size))
+    with torch.device("meta"):
+        seed = SeedDenseNet(config.growth_rate, config.block_config, config.num_init_features)
+    return count_macs(seed, (1, 3, size, size))
 
 
 @functools.lru_cache(maxsize=None)

@@ -13,9 +13,9 @@ from torch import nn
 from repro.flops import count_macs
 from repro.layers import make_divisible
 from repro.models.efficientnet import ALPHA, B0_HEAD_CHANNELS, B0_STAGES, BETA, GAMMA, SCALING, MBConv
-from repro.registry import MODELS, create_model
+from repro.registry import MODELS
 from repro.report import Erratum, Options, Page, Table, erratum, section
-from repro.report.resnet import model_stats, reference_params
+from repro.report.resnet import meta_model, model_stats, reference_params
 from repro.seed import (
     SEED_ALPHA_BETA_GAMMA,
     SEED_B0_TABLE,
@@ -163,7 +163,7 @@ def stage_table(model: nn.Module, resolution: int) -> pd.DataFrame:
     hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: seen.__setitem__(name, (inp[0].shape, out.shape)))
              for name, m in parts]
     try:
-        model.eval()(torch.zeros(1, 3, resolution, resolution))
+        model.eval()(torch.zeros(1, 3, resolution, resolution, device=next(model.parameters()).device))
     finally:
         for h in hooks:
             h.remove()
@@ -270,7 +270,7 @@ def efficientnet_page(options: Options) -> Page | None:
         return None
     tables = []
     if "efficientnet_b0" in names:
-        table = stage_table(create_model("efficientnet_b0"), SCALING["b0"].resolution)
+        table = stage_table(meta_model("efficientnet_b0"), SCALING["b0"].resolution)
         seed = pd.DataFrame(SEED_B0_TABLE, columns=["stage", "seed operator", "seed channels", "seed layers", "seed resolution"])
         tables.append(Table(
             "efficientnet_b0_stages", "EfficientNet-B0 stage table (paper Table 1, seed 3.1), read off the model",
@@ -374,7 +374,7 @@ def efficientnet_errata(options: Options) -> list[Erratum]:
                f"{sum(p.numel() for p in seed_block.parameters()):,} parameters, the references' "
                f"{sum(p.numel() for p in ours.parameters()):,}",
     ))
-    table = stage_table(create_model("efficientnet_b0"), SCALING["b0"].resolution)
+    table = stage_table(meta_model("efficientnet_b0"), SCALING["b0"].resolution)
     resolutions = ", ".join(table.resolution.str.split("x").str[0])
     rows.append(Erratum("3.1", "B0 table: every stage works at resolution 224", False,
                         f"input resolution per stage 1-9: {resolutions}"))
@@ -394,7 +394,7 @@ def efficientnet_scaling_errata(options: Options) -> list[Erratum]:
         return []
     rows: list[Erratum] = []
     variants = VARIANTS[: len(SEED_EFFICIENTNET_CONFIG["width_coef"])]
-    widths = tuple(create_model(v).num_features / B0_HEAD_CHANNELS for v in variants)
+    widths = tuple(meta_model(v).num_features / B0_HEAD_CHANNELS for v in variants)
     depths = tuple(SCALING[v.rsplit("_", 1)[1]].depth for v in variants)
     sizes = tuple(MODELS[v].input_size for v in variants)
     span = f"B0-B{len(variants) - 1}"
@@ -404,12 +404,12 @@ def efficientnet_scaling_errata(options: Options) -> list[Erratum]:
     rows.append(Erratum("3.1", f"calculate_efficientnet_params: depth_coef {SEED_EFFICIENTNET_CONFIG['depth_coef']}",
                         depths == SEED_EFFICIENTNET_CONFIG["depth_coef"],
                         f"{span} depth coefficients: {depths}; blocks per stage of B0 are "
-                        f"{tuple(len(s) for s in create_model('efficientnet_b0').stages)}, not these either"))
+                        f"{tuple(len(s) for s in meta_model('efficientnet_b0').stages)}, not these either"))
     rows.append(Erratum("3.1", f"calculate_efficientnet_params: resolution {SEED_EFFICIENTNET_CONFIG['resolution']}",
                         sizes == SEED_EFFICIENTNET_CONFIG["resolution"],
                         f"{span}: {sizes} (B7's {MODELS['efficientnet_b7'].input_size} is missing from the seed)"))
     divisor = SEED_EFFICIENTNET_CONFIG["depth_div"]
-    widths_all = [m.out_channels for v in VARIANTS for name, m in create_model(v).named_modules()
+    widths_all = [m.out_channels for v in VARIANTS for name, m in meta_model(v).named_modules()
                   if isinstance(m, nn.Conv2d) and ".se." not in name]
     rows.append(Erratum("3.1", f"channels are multiples of depth_div={divisor}",
                         all(c % divisor == 0 for c in widths_all),

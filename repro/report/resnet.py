@@ -9,25 +9,39 @@ import pandas as pd
 import torch
 
 import reference
-from repro.flops import count_macs, count_params
+from repro.flops import count_params, macs_and_output_shape
 from repro.registry import MODELS, create_model, references_for
 from repro.report import Erratum, Options, Page, Table, erratum, section
 from repro.report.equivalence import equivalence
-from repro.seed import SEED_MODELS, SEED_TOP1_SECTION_3_2, seed_flops_column, torchvision_top1
+from repro.seed import (
+    SEED_MODELS,
+    SEED_TOP1_SECTION_3_2,
+    seed_flops_column,
+    torchvision_top1,
+)
 
 
 @functools.lru_cache(maxsize=None)
-def model_stats(name: str) -> dict:
-    model = create_model(name).eval()
-    size = MODELS[name].input_size
-    with torch.no_grad():
-        shape = tuple(model(torch.zeros(1, 3, size, size)).shape)
-    return {"params": count_params(model), "macs": count_macs(model, (1, 3, size, size)), "output": shape, "model": model}
+def meta_model(name: str) -> torch.nn.Module:
+    """The hand-written model on the meta device: its structure and shapes, no memory, no initialization cost."""
+    with torch.device("meta"):
+        return create_model(name).eval()
+
+
+@functools.lru_cache(maxsize=None)
+def model_stats(name: str, resolution: int | None = None) -> dict:
+    """Parameters, MACs of one image and output shape of the hand-written model at ``resolution``
+    (default: native), counted on the meta device."""
+    size = resolution or MODELS[name].input_size
+    model = meta_model(name)
+    macs, shape = macs_and_output_shape(model, (1, 3, size, size))
+    return {"params": count_params(model), "macs": macs, "output": shape, "model": model}
 
 
 @functools.lru_cache(maxsize=None)
 def reference_params(spec: str) -> int:
-    return count_params(reference.create(spec))
+    with torch.device("meta"):
+        return count_params(reference.create(spec))
 
 
 @section

@@ -9,7 +9,6 @@ projects its raw input in the shortcut; the SE block squeezes to ``out_channels 
 
 from __future__ import annotations
 
-import functools
 
 import pandas as pd
 import torch
@@ -17,12 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from repro.equivalence import Diff, randomize_
-from repro.flops import count_macs, count_params
 from repro.layers import conv_bn
 from repro.models.resnet import BasicBlock, Bottleneck, PreActBasicBlock, se_reduced_width, squeeze_excite
 from repro.porting import SAME_NAMES, PortRules, port_weights
-from repro.registry import MODELS, create_model
+from repro.registry import MODELS
 from repro.report import Erratum, Options, Page, Table, erratum, section
+from repro.report.resnet import meta_model, model_stats
 
 # ---- the seed's code, as printed -------------------------------------------------------------
 
@@ -167,20 +166,10 @@ VARIANTS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-@functools.lru_cache(maxsize=None)
-def meta_model(name: str) -> nn.Module:
-    """The hand-written model on the meta device: shapes only, no memory, no arithmetic."""
-    with torch.device("meta"):
-        return create_model(name)
-
-
-@functools.lru_cache(maxsize=None)
 def cost(name: str) -> tuple[int, int]:
     """(parameters, MACs of one image at the native resolution)."""
-    size = MODELS[name].input_size
-    model = meta_model(name)
-    with torch.device("meta"):
-        return count_params(model), count_macs(model, (1, 3, size, size))
+    stats = model_stats(name)
+    return stats["params"], stats["macs"]
 
 
 def measured_behaviour(name: str, variant: str, baseline: str) -> str:

@@ -18,9 +18,9 @@ import torch
 
 from repro.bench import BenchCase, measure_interleaved
 from repro.environment import environment
-from repro.flops import count_macs, count_params
-from repro.registry import MODELS, create_model, references_for
+from repro.registry import MODELS, references_for
 from repro.report import Erratum, Options, Page, Table, erratum, section
+from repro.report.resnet import model_stats
 from repro.seed import SEED_MODELS
 from repro.environment import cpu_threads
 from repro.plotting import png_bytes, subplots
@@ -94,12 +94,10 @@ def measurements(names: tuple[str, ...], full: bool) -> pd.DataFrame:
     rows = []
     for name in names:
         acc = torchvision_accuracy(torchvision_builder(name))
-        model = create_model(name)
+        stats = model_stats(name, acc["resolution"])
         rows.append({"model": name, "torchvision": torchvision_builder(name), "resolution": acc["resolution"],
                      "top-1 (%)": acc["top1"], "best torchvision top-1 (%)": acc["best_top1"], "best weights": acc["best_weights"],
-                     "params (M)": round(count_params(model) / 1e6, 2),
-                     "GMACs": round(count_macs(model, (1, 3, acc["resolution"], acc["resolution"])) / 1e9, 3)})
-        del model
+                     "params (M)": round(stats["params"] / 1e6, 2), "GMACs": round(stats["macs"] / 1e9, 3)})
     frame = pd.DataFrame(rows)
     cases = [BenchCase(r["model"], "ours", 1, r["resolution"], device) for r in rows]
     rounds, min_run_time = (5, 0.1) if full else (3, 0.05)
@@ -211,7 +209,7 @@ def efficiency_table(frame: pd.DataFrame) -> pd.DataFrame:
         acc = torchvision_accuracy(claim.torchvision) if claim.torchvision else None
         params = None
         if claim.model in MODELS:
-            params = measured.loc[claim.model, "params (M)"] if claim.model in measured.index else round(count_params(create_model(claim.model)) / 1e6, 2)
+            params = measured.loc[claim.model, "params (M)"] if claim.model in measured.index else round(model_stats(claim.model)["params"] / 1e6, 2)
         top1 = acc["top1"] if acc else None
         rows.append({
             "model": claim.label, "seed params (M)": claim.params_m, "seed top-1 (%)": claim.top1,
