@@ -22,6 +22,21 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None,
     return rounded
 
 
+def init_conv_bn_(model: nn.Module, mode: str = "fan_out") -> None:
+    """The initialization every family here shares: He-normal convolution weights (``mode``
+    "fan_out", as torchvision's and timm's ResNets, EfficientNets and MobileNets; DenseNet uses
+    "fan_in"), zero convolution biases, BatchNorm weight 1 and bias 0. Classifiers differ by
+    family and are left to the caller."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Sequential:
     """A bias-free convolution followed by BatchNorm: the projection shortcut of ResNet.
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from repro.layers import conv_bn
+from repro.layers import conv_bn, init_conv_bn_
 from repro.registry import register_model
 
 SHORTCUTS = ("A", "B", None)
@@ -124,12 +124,7 @@ class CifarResNet(nn.Module):
 
         # "We initialize the weights as in [13]" (He et al., 2015b): zero-mean Gaussian with
         # std sqrt(2 / fan), here fan-out as in the ImageNet family; BatchNorm starts at 1 and 0.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn_(self)
         if zero_init_residual:  # timm's default for its ResNets: each residual branch starts at zero
             for m in self.modules():
                 if isinstance(m, CifarBlock):

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from repro.layers import init_conv_bn_
 from repro.registry import register_model
 
 
@@ -177,13 +178,9 @@ class DenseNet(nn.Module):
         self.num_features = channels
         self.classifier = nn.Linear(channels, num_classes)
 
+        init_conv_bn_(self, mode="fan_in")
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from repro.layers import ConvBnAct, DropPath, SqueezeExcite, make_divisible
+from repro.layers import ConvBnAct, DropPath, SqueezeExcite, init_conv_bn_, make_divisible
 from repro.registry import register_model
 
 
@@ -189,15 +189,9 @@ class EfficientNet(nn.Module):
         self.dropout = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(self.num_features, num_classes)
 
+        init_conv_bn_(self)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear):
                 nn.init.uniform_(m.weight, -1.0 / math.sqrt(m.out_features), 1.0 / math.sqrt(m.out_features))
                 nn.init.zeros_(m.bias)
 

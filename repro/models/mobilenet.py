@@ -34,22 +34,16 @@ from typing import Callable
 import torch
 from torch import nn
 
-from repro.layers import ConvBnAct, DropPath, SqueezeExcite, make_divisible
+from repro.layers import ConvBnAct, DropPath, SqueezeExcite, init_conv_bn_, make_divisible
 from repro.registry import register_model
 
 NormLayer = Callable[[int], nn.Module]
 
 
 def _init_weights(model: nn.Module) -> None:
+    init_conv_bn_(model)
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)
 

@@ -38,7 +38,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from repro.layers import SqueezeExcite, conv_bn, make_divisible
+from repro.layers import SqueezeExcite, conv_bn, init_conv_bn_, make_divisible
 from repro.registry import register_model
 
 SELayer = Callable[[int], nn.Module]  # channels -> SE module
@@ -350,12 +350,7 @@ class ResNet(nn.Module):
         else:
             self.fc = nn.Linear(self.num_features, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn_(self)
         if zero_init_residual:  # timm's default: each residual branch starts as zero
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck)):
