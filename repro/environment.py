@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import multiprocessing
 import os
 import platform
-from typing import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 
@@ -59,3 +61,34 @@ def deterministic_kernels() -> Iterator[None]:
             yield
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, deterministic
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _set_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def in_processes(fn: Callable[[T], R], items: Sequence[T], workers: int, threads: int | None = None) -> Iterator[tuple[T, R]]:
+    """``(item, fn(item))`` for every item, in order of completion, computed by ``workers``
+    processes that share ``threads`` intra-op threads (default: this process's count) between them.
+
+    For work that runs on one core whatever the thread setting (building networks, Python-level
+    loops, one-thread training runs): on two cores two processes take half the time. With
+    ``workers <= 1`` everything runs here, in order. Workers are spawned, not forked (a forked
+    torch can hang in its thread pool), so ``fn`` must be importable at module level, and a
+    script that calls this must guard its entry point with ``if __name__ == "__main__"``.
+    An exception in ``fn`` is raised here."""
+    workers = min(workers, len(items))
+    if workers <= 1:
+        for item in items:
+            yield item, fn(item)
+        return
+    per_worker = max(1, (threads or torch.get_num_threads()) // workers)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_threads, initargs=(per_worker,)) as pool:
+        futures = {pool.submit(fn, item): item for item in items}
+        for future in as_completed(futures):
+            yield futures[future], future.result()

@@ -147,3 +147,38 @@ def test_equivalence_checks_split_over_processes_agree():
     for a, b in zip(here, split, strict=True):
         assert a.bit_exact and b.bit_exact
         assert a.eval_output == b.eval_output and a.counts_reference == b.counts_reference
+
+
+def test_from_json_refuses_a_cell_measured_twice(tmp_path, capsys):
+    a = _bench_json(tmp_path / "a.json", "box A", {"ours": 0.010, "timm:resnet18": 0.011})
+    again = _bench_json(tmp_path / "again.json", "box A", {"ours": 0.012})
+    assert report.main(["--from-json", str(a), str(again), "--pages", "latency", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "repeat a cell" in err and "a.json and" in err and "again.json" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_pages_builds_only_those(tmp_path, capsys):
+    """The latency page alone from merged JSON: nothing else is measured or written."""
+    a = _bench_json(tmp_path / "a.json", "box A", {"ours": 0.010, "ours+fused": 0.008, "timm:resnet18": 0.011})
+    out = tmp_path / "r"
+    assert report.main(["--from-json", str(a), "--pages", "latency", "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert "latency.md" in names and "index.md" in names
+    assert not names & {"equivalence.md", "errata.md", "resnet.md"}
+    assert "pages latency" in (out / "index.md").read_text()
+    assert report.main(["--pages", "latnecy"]) == 2
+    assert "no page named latnecy" in capsys.readouterr().err
+
+
+def test_every_page_has_a_registered_builder():
+    import repro.report.densenet_mobilenet  # noqa: F401  (importing a page module registers its section)
+    import repro.report.efficientnet  # noqa: F401
+    import repro.report.equivalence  # noqa: F401
+    import repro.report.latency  # noqa: F401
+    import repro.report.resnet  # noqa: F401
+    import repro.report.resnet_variants  # noqa: F401
+    import repro.report.selection  # noqa: F401
+    import repro.report.training  # noqa: F401
+
+    assert set(report._SECTIONS) | {"errata"} == set(report.PAGE_ORDER)

@@ -229,6 +229,7 @@ def test_identity_fit():
 # --- the report page -----------------------------------------------------------------------------
 
 def test_training_page_reads_cli_results(tmp_path, monkeypatch):
+    from repro.environment import cpu_threads
     from repro.report import Options, render_page
     from repro.report import training as page
     from repro.training.identity import identity_experiment
@@ -242,11 +243,14 @@ def test_training_page_reads_cli_results(tmp_path, monkeypatch):
     finetune = page.finetune_comparison.__wrapped__  # uncached, tiny
     monkeypatch.setattr(page, "finetune_comparison", lambda: finetune(iterations=2, n_train=64, n_test=32))
     page.degradation_results.cache_clear()
+    page._EXPERIMENTS.clear()
     try:
-        result = page.training_page(Options(models=("plain20",)))
-        errata = page.training_errata(Options(models=("plain20",)))
+        with cpu_threads(1):  # the experiments run here (not in workers, which would not see the patches)
+            result = page.training_page(Options(models=("plain20",)))
+            errata = page.training_errata(Options(models=("plain20",)))
     finally:
         page.degradation_results.cache_clear()
+        page._EXPERIMENTS.clear()
     tables = {t.slug: t for t in result.tables}
     assert "read from `reports/degradation/`" in tables["degradation_curves"].note and "--depths 8 14" in tables["degradation_curves"].note
     assert list(tables["degradation_final"].frame["model"]) == ["plain8", "resnet8", "plain14", "resnet14"]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
-
 import pandas as pd
 import torch
 from tqdm import tqdm
 
+from repro.environment import in_processes
 from repro.equivalence import EquivalenceResult, check_reference
 from repro.registry import REFERENCES
 from repro.report import Options, Page, Table, section
@@ -29,33 +27,21 @@ def equivalence(spec: str, full: bool) -> EquivalenceResult:
     return _RESULTS[spec, full]
 
 
-def _worker_threads(threads: int) -> None:
-    torch.set_num_threads(threads)
+def _check_item(item: tuple[str, bool]) -> EquivalenceResult:
+    return _check(*item)
 
 
 def check_all(specs: list[str], full: bool, workers: int | None = None) -> list[EquivalenceResult]:
-    """Every check, in ``workers`` processes (default: one per intra-op thread, at most MAX_WORKERS),
-    sharing this process's thread count between them. Building, randomizing and porting a network
-    run on one core whatever the thread setting, so on two cores two processes finish the page in
-    about half the time. A comparison's verdict does not depend on the split: both models of a
-    pair always run in the same process."""
-    threads = torch.get_num_threads()
+    """Every check, in ``workers`` processes (default: one per intra-op thread, at most MAX_WORKERS;
+    see ``in_processes``). Building, randomizing and porting a network run on one core whatever the
+    thread setting, so on two cores two processes finish the page in about two thirds of the time.
+    A verdict does not depend on the split: both models of a pair always run in the same process."""
     todo = [s for s in specs if (s, full) not in _RESULTS]
-    workers = min(workers or min(threads, MAX_WORKERS), len(todo))
-    progress = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="equivalence", unit="ref")
-    if workers <= 1:
-        for spec in todo:
-            equivalence(spec, full)
+    workers = workers or min(torch.get_num_threads(), MAX_WORKERS)
+    with tqdm(total=len(specs), initial=len(specs) - len(todo), desc="equivalence", unit="ref") as progress:
+        for (spec, _), result in in_processes(_check_item, [(s, full) for s in todo], workers):
+            _RESULTS[spec, full] = result
             progress.update()
-    else:
-        context = multiprocessing.get_context("spawn")  # not fork: a forked torch can hang in its thread pool
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_threads,
-                                 initargs=(max(1, threads // workers),)) as pool:
-            futures = {pool.submit(_check, spec, full): spec for spec in todo}
-            for future in as_completed(futures):
-                _RESULTS[futures[future], full] = future.result()
-                progress.update()
-    progress.close()
     return [_RESULTS[s, full] for s in specs]
 
 

@@ -44,22 +44,34 @@ def load_benchmark_json(paths: list[Path]) -> pd.DataFrame:
                 continue  # another benchmark kind (e.g. verify)
             stats = bench["stats"]
             rows.append({
-                "machine": machine, **{k: extra[k] for k in KEY[1:]}, "implementation": extra["implementation"],
+                "file": str(path), "machine": machine, **{k: extra[k] for k in KEY[1:]}, "implementation": extra["implementation"],
                 "median_ms": stats["median"] * 1e3, "iqr_ms": stats["iq"] * 1e3, "runs": stats["rounds"],
                 # per-round medians: only from interleaved sweeps (python -m repro.bench)
                 "round_medians_ms": [m * 1e3 for m in stats["round_medians"]] if "round_medians" in stats else None,
             })
     if not rows:
         raise ReportError(f"--from-json: no model benchmarks in {', '.join(map(str, paths))}")
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    # Two measurements of one cell (same machine, model, settings, implementation) cannot share a
+    # table cell, and keeping either would hide the other: refuse, naming them.
+    repeated = frame[frame.duplicated(KEY + ["implementation"], keep=False)]
+    if len(repeated):
+        first = repeated.iloc[0]
+        where = sorted(set(repeated[(repeated[KEY + ["implementation"]] == first[KEY + ["implementation"]]).all(axis=1)]["file"]))
+        raise ReportError(
+            f"--from-json: {len(repeated)} measurements repeat a cell, e.g. {first['implementation']} of {first['model']} "
+            f"at batch {first['batch']} on {first['machine']} in {' and '.join(where)}; merge different models, settings "
+            "or machines, or report each run separately")
+    return frame.drop(columns="file")
 
 
 def _report_implementations(model: str, options: Options) -> list[str]:
-    """--full: every mode but compile; --quick (3-minute budget): the NHWC comparison only for timm,
-    the like-for-like baseline of the fused model."""
+    """--full: every mode but compile; --quick (3-minute budget): eager and fused, and the NHWC
+    comparison only for timm, the like-for-like baseline of the fused model (TorchScript freezing,
+    deprecated in torch and slow to prepare, only in --full)."""
     if options.full:
         return implementations(model, ("eager", "fused", "frozen", "channels_last"))
-    impls = implementations(model, ("eager", "fused", "frozen"))
+    impls = implementations(model, ("eager", "fused"))
     return impls + [f"{impl}+channels_last" for impl in impls if impl.startswith("timm:")][:1]
 
 

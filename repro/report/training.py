@@ -29,7 +29,7 @@ from repro.training.finetune import (
     seed_freeze,
 )
 from repro.training.identity import identity_experiment, plot_identity, seed_identity_test
-from repro.environment import cpu_threads
+from repro.environment import cpu_threads, in_processes
 from repro.training.loop import Recipe, train
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "reports" / "degradation"
@@ -178,6 +178,25 @@ def finetune_comparison(iterations: int = 60, n_train: int = 3_000, n_test: int 
     return pd.DataFrame(rows)
 
 
+# --- both experiments, side by side ----------------------------------------------------------------
+
+_EXPERIMENTS: dict[str, object] = {}  # "identity", "finetune": computed once per report
+
+
+def _run_experiment(name: str) -> object:
+    with cpu_threads(1):  # tiny convolutions: one thread is as fast, and immune to busy cores
+        return identity_results() if name == "identity" else finetune_comparison()
+
+
+def experiments() -> tuple[tuple[dict, pd.DataFrame, pd.DataFrame], pd.DataFrame]:
+    """(identity_results(), finetune_comparison()). Each runs on one thread, so where this process
+    has two they run at once in two worker processes (the same numbers: each seeds itself)."""
+    todo = [name for name in ("identity", "finetune") if name not in _EXPERIMENTS]
+    for name, result in in_processes(_run_experiment, todo, workers=torch.get_num_threads()):
+        _EXPERIMENTS[name] = result
+    return _EXPERIMENTS["identity"], _EXPERIMENTS["finetune"]
+
+
 # --- the page --------------------------------------------------------------------------------------
 
 def _selected(options: Options) -> bool:
@@ -189,10 +208,9 @@ def training_page(options: Options) -> Page | None:
     if not _selected(options):
         return None
     curves, final, meta, provenance = degradation_results(options.full)  # --full: all threads, as the CLI
-    with cpu_threads(1):  # tiny convolutions: one thread is as fast, and immune to busy cores
-        seed_numbers, identity_summary, identity_curves = identity_results()
+    (seed_numbers, identity_summary, identity_curves), finetune = experiments()
+    with cpu_threads(1):
         counts = seed_param_counts()
-        finetune = finetune_comparison()
     deep = final["depth"].max()
     intro = (
         "Seed section 2.1 says residual connections solve the degradation problem (a deeper plain network has "
@@ -284,7 +302,7 @@ def training_errata(options: Options) -> list[Erratum]:
 
 def _training_errata(options: Options) -> list[Erratum]:
     rows = []
-    seed_numbers, identity_summary, _ = identity_results()
+    (seed_numbers, identity_summary, _), finetune = experiments()
     steps_col = f"relative MSE after {IDENTITY_STEPS} steps (train mode)"
     by = identity_summary.set_index(["blocks", "variant"])[steps_col]
     rows.append(Erratum(
@@ -320,7 +338,7 @@ def _training_errata(options: Options) -> list[Erratum]:
     rows.append(Erratum("6.1", "ResNet-50 with a 10-class fc and all else frozen has 20,490 trainable parameters",
                         counts.trainable == 20_490, f"{counts.trainable:,} trainable, {counts.frozen:,} frozen "
                         f"({100 * counts.trainable / counts.total:.2f}%)"))
-    seed_way = finetune_comparison().iloc[0]
+    seed_way = finetune.iloc[0]
     rows.append(Erratum(
         "7 (pitfall 3)", "model.train() to fine-tune, model.eval() to infer is all BatchNorm needs (with 6.1's frozen backbone)",
         bool(seed_way["max change, frozen BN running statistics"] == 0),
