@@ -240,8 +240,8 @@ def test_training_page_reads_cli_results(tmp_path, monkeypatch):
     monkeypatch.setattr(page, "RESULTS_DIR", out)
     monkeypatch.setattr(page, "identity_results", lambda: (seed_identity_test(), *identity_experiment(depths=(1, 8), steps=2)))
     monkeypatch.setattr(page, "IDENTITY_STEPS", 2)
-    finetune = page.finetune_comparison.__wrapped__  # uncached, tiny
-    monkeypatch.setattr(page, "finetune_comparison", lambda: finetune(iterations=2, n_train=64, n_test=32))
+    finetune = page.finetune_run
+    monkeypatch.setattr(page, "finetune_run", lambda label: finetune(label, iterations=2, n_train=64, n_test=32))
     page.degradation_results.cache_clear()
     page._EXPERIMENTS.clear()
     try:

@@ -75,6 +75,11 @@ def _report_implementations(model: str, options: Options) -> list[str]:
     return impls + [f"{impl}+channels_last" for impl in impls if impl.startswith("timm:")][:1]
 
 
+def rounds(options: Options) -> int:
+    """Interleaved rounds per model: 5 in --full, 3 in --quick (its 3-minute budget)."""
+    return 5 if options.full else 3
+
+
 def measure_here(options: Options) -> pd.DataFrame:
     models = [m for m in options.selected(SEED_BENCHMARK_MODELS if not options.full else sorted(MODELS)) if m in MODELS]
     batches = (1, 8) if options.full else (1,)
@@ -83,7 +88,7 @@ def measure_here(options: Options) -> pd.DataFrame:
               for m in models for b in batches]
     rows = []
     for cases in tqdm(groups, desc="latency", unit="model"):
-        for case, stats in zip(cases, measure_interleaved(cases), strict=True):
+        for case, stats in zip(cases, measure_interleaved(cases, rounds=rounds(options)), strict=True):
             rows.append({"machine": machine, **{k: getattr(case, k) for k in KEY[1:]}, "implementation": case.implementation, **stats})
     return pd.DataFrame(rows)
 
@@ -182,7 +187,7 @@ def latency_page(options: Options) -> Page | None:
     if frame.empty:
         return None
     source = (f"merged from {len(options.from_json)} pytest-benchmark JSON file(s)" if options.from_json
-              else "measured by this report run with torch.utils.benchmark: 5 rounds of 0.1 s per implementation")
+              else f"measured by this report run with torch.utils.benchmark: {rounds(options)} rounds of at least 0.1 s per implementation")
     intro = (
         "Seed section 6.2 times ResNet-18, ResNet-50, EfficientNet-B0 and MobileNetV3-S with a hand-rolled loop "
         "and quotes an i9-12900K / RTX 3090 without numbers. Here each model's implementations run side by side "

@@ -145,56 +145,59 @@ def _backbone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
 
 
-@functools.lru_cache(maxsize=None)
-def finetune_comparison(iterations: int = 60, n_train: int = 3_000, n_test: int = 1_000) -> pd.DataFrame:
-    """One short head-only fine-tuning run of the ported ResNet-18 on the generated data, twice: frozen
-    the seed's way (requires_grad only) and with freeze_all_but (frozen BatchNorm kept in eval mode)."""
+FINETUNE_FREEZING = {
+    "seed 6.1: requires_grad = False, then model.train()": seed_freeze,
+    "freeze_all_but(['fc']): frozen BatchNorm kept in eval mode": lambda m: freeze_all_but(m, ["fc"]),
+}
+
+
+def finetune_run(label: str, iterations: int = 60, n_train: int = 3_000, n_test: int = 1_000) -> dict:
+    """One short head-only fine-tuning run of the ported ResNet-18 on the generated data, the
+    backbone frozen the way ``label`` names (a key of FINETUNE_FREEZING): what it changed, its errors."""
     data = synthetic_shapes(n_train=n_train, n_test=n_test, resolution=32, seed=1)
     recipe = Recipe(iterations=iterations, batch_size=64, lr=0.01, augment=False, eval_points=2, eval_size=n_test)
     probe = (data.test_x[:32].float() / 255 - 0.5) / 0.25
-    rows = []
-    for label, freezing in (("seed 6.1: requires_grad = False, then model.train()", seed_freeze),
-                            ("freeze_all_but(['fc']): frozen BatchNorm kept in eval mode", lambda m: freeze_all_but(m, ["fc"]))):
-        torch.manual_seed(0)
-        model = ported_model(FINETUNE_SPEC)
-        replace_classifier(model, data.num_classes)
-        freezing(model)
-        before = _backbone_state(model)
-        with torch.no_grad():
-            features_before = model.eval().forward_features(probe)
-        result = train(model, data, recipe, name="resnet18 head", device="cpu", log=None)
-        after = _backbone_state(model)
-        with torch.no_grad():
-            features_after = model.eval().forward_features(probe)
-        stat_change = max(float((after[k].float() - before[k].float()).abs().max()) for k in before if "running" in k)
-        weight_change = max(float((after[k] - before[k]).abs().max()) for k in before if "running" not in k and "num_batches" not in k)
-        rows.append({
-            "freezing": label, **_counts(model),
-            "max change, frozen weights": weight_change,
-            "max change, frozen BN running statistics": round(stat_change, 4),
-            "relative change of eval-mode backbone features": round(float((features_after - features_before).norm() / features_before.norm()), 4),
-            "train error (%)": round(100 * result.final_train_error, 1), "held-out error (%)": round(100 * result.final_test_error, 1),
-        })
-    return pd.DataFrame(rows)
+    torch.manual_seed(0)
+    model = ported_model(FINETUNE_SPEC)
+    replace_classifier(model, data.num_classes)
+    FINETUNE_FREEZING[label](model)
+    before = _backbone_state(model)
+    with torch.no_grad():
+        features_before = model.eval().forward_features(probe)
+    result = train(model, data, recipe, name="resnet18 head", device="cpu", log=None)
+    after = _backbone_state(model)
+    with torch.no_grad():
+        features_after = model.eval().forward_features(probe)
+    stat_change = max(float((after[k].float() - before[k].float()).abs().max()) for k in before if "running" in k)
+    weight_change = max(float((after[k] - before[k]).abs().max()) for k in before if "running" not in k and "num_batches" not in k)
+    return {
+        "freezing": label, **_counts(model),
+        "max change, frozen weights": weight_change,
+        "max change, frozen BN running statistics": round(stat_change, 4),
+        "relative change of eval-mode backbone features": round(float((features_after - features_before).norm() / features_before.norm()), 4),
+        "train error (%)": round(100 * result.final_train_error, 1), "held-out error (%)": round(100 * result.final_test_error, 1),
+    }
 
 
-# --- both experiments, side by side ----------------------------------------------------------------
+# --- the experiments, side by side -----------------------------------------------------------------
 
-_EXPERIMENTS: dict[str, object] = {}  # "identity", "finetune": computed once per report
+_EXPERIMENTS: dict[str, object] = {}  # "identity" and each fine-tuning label: computed once per report
 
 
 def _run_experiment(name: str) -> object:
     with cpu_threads(1):  # tiny convolutions: one thread is as fast, and immune to busy cores
-        return identity_results() if name == "identity" else finetune_comparison()
+        return identity_results() if name == "identity" else finetune_run(name)
 
 
 def experiments() -> tuple[tuple[dict, pd.DataFrame, pd.DataFrame], pd.DataFrame]:
-    """(identity_results(), finetune_comparison()). Each runs on one thread, so where this process
-    has two they run at once in two worker processes (the same numbers: each seeds itself)."""
-    todo = [name for name in ("identity", "finetune") if name not in _EXPERIMENTS]
+    """(identity_results(), the fine-tuning comparison: one row per way of freezing). Each run takes
+    one thread, so where this process has more they run at once in worker processes (the same
+    numbers: each run seeds itself)."""
+    names = ["identity", *FINETUNE_FREEZING]
+    todo = [name for name in names if name not in _EXPERIMENTS]
     for name, result in in_processes(_run_experiment, todo, workers=torch.get_num_threads()):
         _EXPERIMENTS[name] = result
-    return _EXPERIMENTS["identity"], _EXPERIMENTS["finetune"]
+    return _EXPERIMENTS["identity"], pd.DataFrame([_EXPERIMENTS[label] for label in FINETUNE_FREEZING])
 
 
 # --- the page --------------------------------------------------------------------------------------
