@@ -106,8 +106,8 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         if self.se is not None:
             out = self.se(self.relu(out) if self.relu_before_se else out)
-        if self.shortcut:
-            out = out + (x if self.downsample is None else self.downsample(x))
+        if self.shortcut:  # in place, as timm's and torchvision's ResNets (no second activation buffer)
+            out += x if self.downsample is None else self.downsample(x)
         return self.relu(out)
 
     @property
@@ -162,8 +162,8 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(out))
         if self.se is not None:
             out = self.se(out)
-        if self.shortcut:
-            out = out + (x if self.downsample is None else self.downsample(x))
+        if self.shortcut:  # in place, as timm's and torchvision's ResNets (no second activation buffer)
+            out += x if self.downsample is None else self.downsample(x)
         return self.relu(out)
 
     @property
