@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU measurements of issue 7 as one prepared run, for a lent GPU machine whose python3 already
 # has torch, torchvision, timm, pandas, tabulate, tqdm and matplotlib (no install, no network):
-#   bash scripts/gpu_report.sh [OUT_DIR]          (default reports/gpu; about 8 minutes on one H200)
-# Smoke-test the same steps on CPU with tiny settings: SMOKE=1 bash scripts/gpu_report.sh /tmp/g
+#   bash scripts/gpu_report.sh [OUT_DIR]          (default reports/gpu; not yet run on a GPU: no GPU was lent to this project so far)
+# Smoke-test the same steps on CPU with tiny settings (57 s here): SMOKE=1 bash scripts/gpu_report.sh /tmp/g
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-reports/gpu}
