@@ -71,9 +71,9 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def in_processes(fn: Callable[[T], R], items: Sequence[T], workers: int, threads: int | None = None) -> Iterator[tuple[T, R]]:
+def in_processes(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterator[tuple[T, R]]:
     """``(item, fn(item))`` for every item, in order of completion, computed by ``workers``
-    processes that share ``threads`` intra-op threads (default: this process's count) between them.
+    processes that share this process's intra-op threads between them.
 
     For work that runs on one core whatever the thread setting (building networks, Python-level
     loops, one-thread training runs): on two cores two processes take half the time. With
@@ -86,7 +86,7 @@ def in_processes(fn: Callable[[T], R], items: Sequence[T], workers: int, threads
         for item in items:
             yield item, fn(item)
         return
-    per_worker = max(1, (threads or torch.get_num_threads()) // workers)
+    per_worker = max(1, torch.get_num_threads() // workers)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_threads, initargs=(per_worker,)) as pool:
         futures = {pool.submit(fn, item): item for item in items}

@@ -26,3 +26,12 @@ def test_deterministic_kernels_sets_and_restores():
         assert torch.get_num_threads() == 2 and not torch.backends.cudnn.deterministic
     finally:
         torch.set_num_threads(before)
+
+
+def test_in_processes_returns_every_item_and_raises_what_fn_raises():
+    from repro.environment import in_processes
+
+    assert dict(in_processes(abs, [-1, -2, 3], workers=1)) == {-1: 1, -2: 2, 3: 3}
+    assert dict(in_processes(abs, [-1, -2, 3], workers=2)) == {-1: 1, -2: 2, 3: 3}
+    with pytest.raises(ValueError, match="invalid literal"):
+        list(in_processes(int, ["1", "x"], workers=2))
