@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -32,6 +34,12 @@ def macs_and_output_shape(model: nn.Module, input_size: tuple[int, ...]) -> tupl
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def meta_params(build: Callable[[], nn.Module]) -> int:
+    """Parameter count of ``build()`` constructed on the meta device: shapes only, no memory, no initialization cost."""
+    with torch.device("meta"):
+        return count_params(build())
 
 
 def separable_conv_macs(kernel_size: int, in_channels: int, out_channels: int, feature_size: int) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from torch.utils import benchmark
 
 import reference
 from repro.equivalence import randomize_, train_step
-from repro.flops import count_macs, count_params, separable_conv_macs
+from repro.flops import count_macs, count_params, meta_params, separable_conv_macs
 from repro.registry import MODELS, create_model, references_for
 from repro.report import Erratum, Options, Page, Table, erratum, section
 from repro.report.equivalence import equivalence
@@ -217,12 +217,6 @@ def separable_cost(kernel_size: int, in_channels: int, out_channels: int, featur
     }
 
 
-def meta_params(build) -> int:
-    """Parameter count of ``build()`` constructed on the meta device: shapes only, no memory, no initialization cost."""
-    with torch.device("meta"):
-        return count_params(build())
-
-
 @functools.lru_cache(maxsize=None)
 def seed_densenet_stats(name: str) -> dict:
     """Parameters of the seed's DenseNet, of ours without bottleneck, and of DenseNet-BC, for one config."""
@@ -387,7 +381,7 @@ def densenet_mobilenet_errata(options: Options) -> list[Erratum]:
             f"the seed's DenseNet accepts bn_size and never uses it: {seed['seed']:,} parameters with bn_size=4 "
             f"and {seed['seed_bn_size_1']:,} with bn_size=1"))
         if "resnet50" in MODELS:
-            resnet50 = meta_params(lambda: create_model("resnet50"))
+            resnet50 = model_stats("resnet50")["params"]
             dn_top1, rn_top1 = torchvision_top1("densenet121"), torchvision_top1("resnet50")
             rows.append(Erratum(
                 "4.1", "DenseNet needs fewer parameters (参数量更少)", bc < resnet50,

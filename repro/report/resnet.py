@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 import reference
-from repro.flops import count_params, macs_and_output_shape
+from repro.flops import count_params, macs_and_output_shape, meta_params
 from repro.registry import MODELS, create_model, references_for
 from repro.report import Erratum, Options, Page, Table, erratum, section
 from repro.report.equivalence import equivalence
@@ -40,8 +40,7 @@ def model_stats(name: str, resolution: int | None = None) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def reference_params(spec: str) -> int:
-    with torch.device("meta"):
-        return count_params(reference.create(spec))
+    return meta_params(lambda: reference.create(spec))
 
 
 @section

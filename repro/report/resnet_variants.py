@@ -9,7 +9,6 @@ projects its raw input in the shortcut; the SE block squeezes to ``out_channels 
 
 from __future__ import annotations
 
-
 import pandas as pd
 import torch
 import torch.nn.functional as F
