@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from repro.environment import deterministic_kernels
+from repro.flops import build_on_meta
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
@@ -40,8 +41,7 @@ def build_uninitialized(build: Callable[[], nn.Module]) -> nn.Module:
     overwritten makes the outputs non-finite, which fails the comparison) and BatchNorm statistics
     are reset; a model with any other buffer, or a non-floating parameter, is refused.
     """
-    with torch.device("meta"):
-        model = build()
+    model = build_on_meta(build)
     unknown = [f"{module_name}.{name}" if module_name else name
                for module_name, module in model.named_modules()
                for name, _ in module.named_buffers(recurse=False)

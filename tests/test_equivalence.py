@@ -67,6 +67,36 @@ def test_uninitialized_build_hides_nothing():
     assert any("non-finite" in f for f in _compare(ref, ours, report).failures())
 
 
+@pytest.mark.parametrize("build", [lambda: repro.create_model("efficientnet_b0"), lambda: reference.create("timm:resnet50"),
+                                   lambda: reference.create("torchvision:densenet121")], ids=["ours", "timm", "torchvision"])
+def test_build_on_meta_is_a_meta_build_without_the_random_draws(build):
+    """build_on_meta skips only the random fills of meta tensors (which write nothing): the model
+    has exactly the parameters and buffers of a plain meta-device build."""
+    from repro.flops import build_on_meta
+
+    def layout(model):
+        return ([(n, p.shape, p.dtype, p.requires_grad, p.is_meta) for n, p in model.named_parameters()],
+                [(n, b.shape, b.dtype, b.is_meta) for n, b in model.named_buffers()])
+
+    with torch.device("meta"):
+        plain = build()
+    assert layout(build_on_meta(build)) == layout(plain)
+
+
+def test_build_on_meta_still_draws_into_real_tensors():
+    from repro.flops import build_on_meta
+
+    class WithTable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+            self.table = nn.Parameter(torch.empty(8, device="cpu").normal_(generator=torch.Generator().manual_seed(0)))
+
+    model = build_on_meta(WithTable)
+    assert model.proj.weight.is_meta
+    assert torch.equal(model.table.detach(), torch.empty(8).normal_(generator=torch.Generator().manual_seed(0)))
+
+
 def test_uninitialized_build_refuses_unknown_buffers():
     class WithTable(nn.Module):
         def __init__(self):

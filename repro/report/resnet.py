@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 import reference
-from repro.flops import count_params, macs_and_output_shape, meta_params
+from repro.flops import build_on_meta, count_params, macs_and_output_shape, meta_params
 from repro.registry import MODELS, create_model, references_for
 from repro.report import Erratum, Options, Page, Table, erratum, section
 from repro.report.equivalence import equivalence
@@ -24,8 +24,7 @@ from repro.seed import (
 @functools.lru_cache(maxsize=None)
 def meta_model(name: str) -> torch.nn.Module:
     """The hand-written model on the meta device: its structure and shapes, no memory, no initialization cost."""
-    with torch.device("meta"):
-        return create_model(name).eval()
+    return build_on_meta(lambda: create_model(name)).eval()
 
 
 @functools.lru_cache(maxsize=None)
