@@ -140,13 +140,41 @@ def test_equivalence_checks_split_over_processes_agree():
 
     specs = ["timm:mobilenetv3_small_050", "torchvision:mobilenet_v3_small"]
     for spec in specs:
-        page._RESULTS.pop((spec, False), None)
-    here = [page._check(spec, False) for spec in specs]
+        page.equivalence_check.results.pop((spec, False), None)
+    here = [page.equivalence_check.fn((spec, False)) for spec in specs]
     split = page.check_all(specs, False, workers=2)
     assert [r.spec for r in split] == specs
     for a, b in zip(here, split, strict=True):
         assert a.bit_exact and b.bit_exact
         assert a.eval_output == b.eval_output and a.counts_reference == b.counts_reference
+
+
+CALLS = []
+
+
+@report.computed(cost=lambda n: n)
+def _square(n):
+    CALLS.append(n)
+    return n * n
+
+
+def test_computed_jobs_run_once_longest_first():
+    _square.results.clear()
+    CALLS.clear()
+    assert _square(2) == 4  # computed here and kept
+    assert [job.arg for job in _square.jobs([1, 3, 2, 5, 3])] == [1, 3, 5]
+    report.run_jobs(_square.jobs([1, 3, 2, 5, 3]), workers=1)
+    assert CALLS == [2, 5, 3, 1]
+    assert _square.results == {1: 1, 2: 4, 3: 9, 5: 25}
+    assert _square(5) == 25 and CALLS == [2, 5, 3, 1]
+
+
+def test_computed_must_be_importable():
+    def local(n):
+        return n
+
+    with pytest.raises(TypeError, match="module level"):
+        report.computed()(local)
 
 
 def test_from_json_refuses_a_cell_measured_twice(tmp_path, capsys):
@@ -158,14 +186,18 @@ def test_from_json_refuses_a_cell_measured_twice(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def test_pages_builds_only_those(tmp_path, capsys):
-    """The latency page alone from merged JSON: nothing else is measured or written."""
+def test_pages_builds_only_those(tmp_path, capsys, monkeypatch):
+    """The latency page alone from merged JSON: nothing else is measured, computed or written."""
     a = _bench_json(tmp_path / "a.json", "box A", {"ours": 0.010, "ours+fused": 0.008, "timm:resnet18": 0.011})
     out = tmp_path / "r"
+    jobs = []
+    run_jobs = report.run_jobs
+    monkeypatch.setattr(report, "run_jobs", lambda todo, *args, **kwargs: jobs.extend(todo) or run_jobs(todo, *args, **kwargs))
     assert report.main(["--from-json", str(a), "--pages", "latency", "--out", str(out)]) == 0
     names = {p.name for p in out.iterdir()}
     assert "latency.md" in names and "index.md" in names
     assert not names & {"equivalence.md", "errata.md", "resnet.md"}
+    assert jobs == []
     assert "pages latency" in (out / "index.md").read_text()
     assert report.main(["--pages", "latnecy"]) == 2
     assert "no page named latnecy" in capsys.readouterr().err

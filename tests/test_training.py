@@ -232,25 +232,23 @@ def test_training_page_reads_cli_results(tmp_path, monkeypatch):
     from repro.environment import cpu_threads
     from repro.report import Options, render_page
     from repro.report import training as page
-    from repro.training.identity import identity_experiment
 
     out = tmp_path / "degradation"
     assert degradation.main(["--iterations", "2", "--depths", "8", "14", "--train-size", "64", "--test-size", "32",
                              "--batch-size", "16", "--eval-points", "1", "--out", str(out)]) == 0
     monkeypatch.setattr(page, "RESULTS_DIR", out)
-    monkeypatch.setattr(page, "identity_results", lambda: (seed_identity_test(), *identity_experiment(depths=(1, 8), steps=2)))
     monkeypatch.setattr(page, "IDENTITY_STEPS", 2)
     finetune = page.finetune_run
     monkeypatch.setattr(page, "finetune_run", lambda label: finetune(label, iterations=2, n_train=64, n_test=32))
     page.degradation_results.cache_clear()
-    page._EXPERIMENTS.clear()
+    page.experiment.results.clear()
     try:
         with cpu_threads(1):  # the experiments run here (not in workers, which would not see the patches)
             result = page.training_page(Options(models=("plain20",)))
             errata = page.training_errata(Options(models=("plain20",)))
     finally:
         page.degradation_results.cache_clear()
-        page._EXPERIMENTS.clear()
+        page.experiment.results.clear()
     tables = {t.slug: t for t in result.tables}
     assert "read from `reports/degradation/`" in tables["degradation_curves"].note and "--depths 8 14" in tables["degradation_curves"].note
     assert list(tables["degradation_final"].frame["model"]) == ["plain8", "resnet8", "plain14", "resnet14"]

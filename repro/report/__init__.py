@@ -2,25 +2,32 @@
 
 Pages are built by *sections* (``repro/report/<topic>.py``), each registered with ``@section``
 and returning tables; seed claims are checked by ``@erratum`` functions and gathered on one
-errata page. Everything is computed first and written last, file by file with atomic renames,
-so an interrupted or failed run leaves the previous report intact.
+errata page. A page's one-core work (building and porting networks, small training runs) is
+declared by a ``@jobs`` function: the jobs of every page run first, together, in worker processes,
+so the cores stay busy and the timing pages afterwards measure on a quiet machine. Everything is
+computed first and written last, file by file with atomic renames, so an interrupted or failed
+run leaves the previous report intact.
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import functools
+import importlib
 import os
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
+import torch
+from tqdm import tqdm
 
-from repro.environment import environment
+from repro.environment import environment, in_processes
 from repro.registry import MODELS
 
 
@@ -40,6 +47,37 @@ class Page:
     tables: list[Table] = field(default_factory=list)
     images: list[tuple[str, bytes]] = field(default_factory=list)  # (file name, PNG bytes)
     seconds: float = 0.0  # wall time spent building it (set by build_pages)
+
+
+class Computed:
+    """A page's one-core computation of one (hashable) argument, made once per report run: by a
+    call, here, or for many arguments at once by ``run_jobs(f.jobs(args))`` in worker processes.
+    ``cost(arg)``: rough seconds on one core, only to start the longest first."""
+
+    def __init__(self, fn: Callable[[Any], Any], cost: Callable[[Any], float] | None = None):
+        functools.update_wrapper(self, fn)
+        if "<locals>" in fn.__qualname__:
+            raise TypeError(f"{fn.__qualname__}: a computation must be defined at module level (workers import it)")
+        self.fn, self.cost, self.results = fn, cost or (lambda arg: 1.0), {}
+
+    def __call__(self, arg: Any) -> Any:
+        if arg not in self.results:
+            self.results[arg] = self.fn(arg)
+        return self.results[arg]
+
+    def jobs(self, args: Iterable[Any]) -> list["Job"]:
+        """The arguments not yet computed, as jobs for ``run_jobs``."""
+        return [Job(self, arg) for arg in dict.fromkeys(args) if arg not in self.results]
+
+
+def computed(cost: Callable[[Any], float] | None = None) -> Callable[[Callable[[Any], Any]], Computed]:
+    return lambda fn: Computed(fn, cost)
+
+
+@dataclass(frozen=True)
+class Job:
+    computation: Computed
+    arg: Any
 
 
 @dataclass(frozen=True)
@@ -70,17 +108,51 @@ PAGE_ORDER = ["resnet", "resnet_variants", "efficientnet", "densenet_mobilenet",
 
 SectionFn = Callable[[Options], Page | None]
 ErratumFn = Callable[[Options], list[Erratum]]
+JobsFn = Callable[[Options], list[Job]]
 _SECTIONS: dict[str, SectionFn] = {}  # page slug -> the function building that page
 _ERRATA: list[ErratumFn] = []
+_JOBS: dict[str, JobsFn] = {}  # page slug -> the jobs that page needs (none yet computed)
+MAX_WORKERS = 4
+
+
+def _slug(fn: Callable, suffix: str) -> str:
+    slug = fn.__name__.removesuffix(suffix)
+    if slug == fn.__name__ or slug not in PAGE_ORDER:
+        raise TypeError(f"{fn.__name__}: name it <slug>{suffix} with a slug from PAGE_ORDER")
+    return slug
 
 
 def section(fn: SectionFn) -> SectionFn:
     """Register ``<slug>_page`` as the builder of page ``<slug>``."""
-    slug = fn.__name__.removesuffix("_page")
-    if slug == fn.__name__ or slug not in PAGE_ORDER:
-        raise TypeError(f"section {fn.__name__}: name it <slug>_page with a slug from PAGE_ORDER")
-    _SECTIONS[slug] = fn
+    _SECTIONS[_slug(fn, "_page")] = fn
     return fn
+
+
+def jobs(fn: JobsFn) -> JobsFn:
+    """Register ``<slug>_jobs``: the one-core work page ``<slug>`` needs and has not yet computed."""
+    _JOBS[_slug(fn, "_jobs")] = fn
+    return fn
+
+
+def _run_job(item: tuple[int, str, str, Any]) -> Any:
+    """In a worker: compute one job (its computation found by name, so only the argument travels)."""
+    _, module, name, arg = item
+    return getattr(importlib.import_module(module), name).fn(arg)
+
+
+def run_jobs(todo: list[Job], workers: int | None = None, desc: str = "checks and experiments") -> float:
+    """Run ``todo`` longest first in ``workers`` processes (default: one per intra-op thread, at most
+    MAX_WORKERS; see ``repro.environment.in_processes``), storing each result as it arrives.
+    Returns the seconds it took."""
+    start = time.perf_counter()
+    workers = workers or min(torch.get_num_threads(), MAX_WORKERS)
+    order = sorted(range(len(todo)), key=lambda i: -todo[i].computation.cost(todo[i].arg))
+    items = [(i, todo[i].computation.__module__, todo[i].computation.__qualname__, todo[i].arg) for i in order]
+    with tqdm(total=len(todo), desc=desc, unit="job", disable=not todo) as progress:
+        for (index, *_), result in in_processes(_run_job, items, workers):
+            todo[index].computation.results[todo[index].arg] = result
+            progress.update()
+    return time.perf_counter() - start
 
 
 def erratum(fn: ErratumFn) -> ErratumFn:
@@ -123,7 +195,7 @@ def _environment_line(env: dict[str, str]) -> str:
     return "_Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + "_"
 
 
-def render_index(pages: list[Page], env: dict[str, str], options: Options) -> str:
+def render_index(pages: list[Page], env: dict[str, str], options: Options, jobs_seconds: float = 0.0) -> str:
     mode = "full" if options.full else "quick"
     lines = [
         "# Reproduction report",
@@ -138,15 +210,17 @@ def render_index(pages: list[Page], env: dict[str, str], options: Options) -> st
         "",
     ]
     lines += [f"- [{p.title}]({p.slug}.md)" for p in pages]
-    total = sum(p.seconds for p in pages)
+    total = jobs_seconds + sum(p.seconds for p in pages)
     if total:
         # Pages share cached work: a page may reuse what one built before it computed (the
         # equivalence page runs first and the family pages read its results).
-        lines += ["", f"Built in {total:.0f} s: " + ", ".join(f"{p.slug} {p.seconds:.0f} s" for p in pages) + "."]
+        jobs = [f"checks and experiments (worker processes) {jobs_seconds:.0f} s"] if jobs_seconds else []
+        lines += ["", f"Built in {total:.0f} s: " + ", ".join(jobs + [f"{p.slug} {p.seconds:.0f} s" for p in pages]) + "."]
     return "\n".join(lines) + "\n"
 
 
-def build_pages(options: Options, progress: bool = True) -> list[Page]:
+def build_pages(options: Options) -> tuple[list[Page], float]:
+    """The selected pages, in reading order, and the seconds their jobs took (run first, together)."""
     from repro.report import equivalence, latency, resnet  # noqa: F401  (register sections)
     from repro.report import densenet_mobilenet  # noqa: F401
     from repro.report import resnet_variants  # noqa: F401
@@ -154,10 +228,11 @@ def build_pages(options: Options, progress: bool = True) -> list[Page]:
     from repro.report import selection, training  # noqa: F401
     from repro.report import errata as errata_page
 
+    wanted = [slug for slug in _SECTIONS if not options.pages or slug in options.pages]
+    jobs_seconds = run_jobs([job for slug in wanted if slug in _JOBS for job in _JOBS[slug](options)])
     pages = []
-    for slug, fn in _SECTIONS.items():
-        if options.pages and slug not in options.pages:
-            continue
+    for slug in wanted:
+        fn = _SECTIONS[slug]
         start = time.perf_counter()
         page = fn(options)
         if page is not None:
@@ -168,13 +243,13 @@ def build_pages(options: Options, progress: bool = True) -> list[Page]:
         start = time.perf_counter()
         pages.append(errata_page.build(options, _ERRATA))
         pages[-1].seconds = time.perf_counter() - start
-    return sorted(pages, key=lambda p: PAGE_ORDER.index(p.slug) if p.slug in PAGE_ORDER else len(PAGE_ORDER))
+    return sorted(pages, key=lambda p: PAGE_ORDER.index(p.slug) if p.slug in PAGE_ORDER else len(PAGE_ORDER)), jobs_seconds
 
 
-def write_report(pages: list[Page], out: Path, options: Options) -> list[Path]:
+def write_report(pages: list[Page], out: Path, options: Options, jobs_seconds: float = 0.0) -> list[Path]:
     """Write every file to a temporary directory, then move each into ``out`` atomically."""
     env = environment()
-    files: dict[str, bytes] = {"index.md": render_index(pages, env, options).encode()}
+    files: dict[str, bytes] = {"index.md": render_index(pages, env, options, jobs_seconds).encode()}
     for page in pages:
         files[f"{page.slug}.md"] = render_page(page, env).encode()
         for table in page.tables:
@@ -230,8 +305,8 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
 def main(argv: list[str] | None = None) -> int:
     try:
         options, out = parse_args(argv)
-        pages = build_pages(options)
-        written = write_report(pages, out, options)
+        pages, jobs_seconds = build_pages(options)
+        written = write_report(pages, out, options, jobs_seconds)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

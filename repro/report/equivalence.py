@@ -3,51 +3,41 @@
 from __future__ import annotations
 
 import pandas as pd
-import torch
-from tqdm import tqdm
 
-from repro.environment import in_processes
 from repro.equivalence import EquivalenceResult, check_reference
 from repro.registry import REFERENCES
-from repro.report import Options, Page, Table, section
-
-MAX_WORKERS = 4
-_RESULTS: dict[tuple[str, bool], EquivalenceResult] = {}
+from repro.report import Job, Options, Page, Table, computed, jobs, run_jobs, section
 
 
-def _check(spec: str, full: bool) -> EquivalenceResult:
+@computed()
+def equivalence_check(item: tuple[str, bool]) -> EquivalenceResult:
     """Quick: eval outputs at batch 1. Full: batch 2, train-mode outputs, gradients and running stats too."""
+    spec, full = item
     return check_reference(spec, batch=2 if full else 1, train=full)
 
 
 def equivalence(spec: str, full: bool) -> EquivalenceResult:
     """The check of one reference, run once per report (pages share it)."""
-    if (spec, full) not in _RESULTS:
-        _RESULTS[spec, full] = _check(spec, full)
-    return _RESULTS[spec, full]
-
-
-def _check_item(item: tuple[str, bool]) -> EquivalenceResult:
-    return _check(*item)
+    return equivalence_check((spec, full))
 
 
 def check_all(specs: list[str], full: bool, workers: int | None = None) -> list[EquivalenceResult]:
-    """Every check, in ``workers`` processes (default: one per intra-op thread, at most MAX_WORKERS;
-    see ``in_processes``). Building, randomizing and porting a network run on one core whatever the
-    thread setting, so on two cores two processes finish the page in about two thirds of the time.
-    A verdict does not depend on the split: both models of a pair always run in the same process."""
-    todo = [s for s in specs if (s, full) not in _RESULTS]
-    workers = workers or min(torch.get_num_threads(), MAX_WORKERS)
-    with tqdm(total=len(specs), initial=len(specs) - len(todo), desc="equivalence", unit="ref") as progress:
-        for (spec, _), result in in_processes(_check_item, [(s, full) for s in todo], workers):
-            _RESULTS[spec, full] = result
-            progress.update()
-    return [_RESULTS[s, full] for s in specs]
+    """Every check, the ones not yet made in ``workers`` processes (see ``run_jobs``). Building,
+    randomizing and porting a network run on one core whatever the thread setting, so on two cores
+    two processes finish in about half the time. A verdict does not depend on the split: both
+    models of a pair always run in the same process."""
+    run_jobs(equivalence_check.jobs((s, full) for s in specs), workers, desc="equivalence")
+    return [equivalence(s, full) for s in specs]
 
 
 def selected_references(options: Options) -> list[str]:
     models = set(options.selected(sorted({e.model for e in REFERENCES.values()})))
     return sorted(s for s, e in REFERENCES.items() if e.model in models)
+
+
+@jobs
+def equivalence_jobs(options: Options) -> list[Job]:
+    return equivalence_check.jobs((spec, options.full) for spec in selected_references(options))
 
 
 @section

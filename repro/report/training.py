@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from repro.registry import MODELS
-from repro.report import Erratum, Options, Page, Table, erratum, section
+from repro.report import Erratum, Job, Options, Page, Table, computed, erratum, jobs, run_jobs, section
 from repro.training import degradation
 from repro.training.data import synthetic_shapes
 from repro.training.finetune import (
@@ -29,7 +29,7 @@ from repro.training.finetune import (
     seed_freeze,
 )
 from repro.training.identity import identity_experiment, plot_identity, seed_identity_test
-from repro.environment import cpu_threads, in_processes
+from repro.environment import cpu_threads
 from repro.training.loop import Recipe, train
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "reports" / "degradation"
@@ -103,9 +103,21 @@ def _reading(meta: dict, final: pd.DataFrame) -> str:
 
 # --- identity --------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def identity_results() -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    return seed_identity_test(), *identity_experiment(depths=(1, 8), steps=IDENTITY_STEPS)
+IDENTITY_DEPTHS = (1, 8)
+
+
+def identity_run(blocks: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The identity test of ``blocks`` stacked blocks: (summary rows, curves). Each fit seeds itself,
+    so the depths can run apart and be put together."""
+    return identity_experiment(depths=(blocks,), steps=IDENTITY_STEPS)
+
+
+def identity_results(runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """(the seed's test, summary of every depth, curves of every depth) from ``identity_run`` per depth."""
+    with cpu_threads(1):
+        seed_numbers = seed_identity_test()
+    return (seed_numbers, pd.concat([runs[d][0] for d in IDENTITY_DEPTHS], ignore_index=True),
+            pd.concat([runs[d][1] for d in IDENTITY_DEPTHS], ignore_index=True))
 
 
 # --- fine-tuning -----------------------------------------------------------------------------------
@@ -181,23 +193,29 @@ def finetune_run(label: str, iterations: int = 60, n_train: int = 3_000, n_test:
 
 # --- the experiments, side by side -----------------------------------------------------------------
 
-_EXPERIMENTS: dict[str, object] = {}  # "identity" and each fine-tuning label: computed once per report
+# Rough one-core seconds of each run, measured here once; they only order the jobs, longest first.
+EXPERIMENT_COST = {1: 2.0, 8: 12.0, **{label: 11.0 for label in FINETUNE_FREEZING}}
 
 
-def _run_experiment(name: str) -> object:
+@computed(cost=EXPERIMENT_COST.get)
+def experiment(name: int | str) -> object:
+    """One identity depth (an int) or one fine-tuning run (a FINETUNE_FREEZING label)."""
     with cpu_threads(1):  # tiny convolutions: one thread is as fast, and immune to busy cores
-        return identity_results() if name == "identity" else finetune_run(name)
+        return identity_run(name) if isinstance(name, int) else finetune_run(name)
+
+
+@jobs
+def training_jobs(options: Options) -> list[Job]:
+    return experiment.jobs(EXPERIMENT_COST) if _selected(options) else []
 
 
 def experiments() -> tuple[tuple[dict, pd.DataFrame, pd.DataFrame], pd.DataFrame]:
     """(identity_results(), the fine-tuning comparison: one row per way of freezing). Each run takes
-    one thread, so where this process has more they run at once in worker processes (the same
-    numbers: each run seeds itself)."""
-    names = ["identity", *FINETUNE_FREEZING]
-    todo = [name for name in names if name not in _EXPERIMENTS]
-    for name, result in in_processes(_run_experiment, todo, workers=torch.get_num_threads()):
-        _EXPERIMENTS[name] = result
-    return _EXPERIMENTS["identity"], pd.DataFrame([_EXPERIMENTS[label] for label in FINETUNE_FREEZING])
+    one thread; the ones not yet made run at once in worker processes where this process has more
+    (the same numbers: each run seeds itself)."""
+    run_jobs(experiment.jobs(EXPERIMENT_COST), desc="training experiments")
+    return (identity_results({d: experiment(d) for d in IDENTITY_DEPTHS}),
+            pd.DataFrame([experiment(label) for label in FINETUNE_FREEZING]))
 
 
 # --- the page --------------------------------------------------------------------------------------
