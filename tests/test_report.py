@@ -103,7 +103,7 @@ def test_from_json_merges_machines_side_by_side(tmp_path):
 
 
 def test_speed_goals_verdicts():
-    """ours / timm <= 1.00 (noise when some round is at or below 1) and fused >= 1.15x on CPU b1 fp32."""
+    """ours / timm <= 1.00 (slower only where a sign test over the rounds shows it) and fused >= 1.15x on CPU b1 fp32."""
     import pandas as pd
 
     from repro.report.latency import speed_goals
@@ -116,12 +116,24 @@ def test_speed_goals_verdicts():
     frame = pd.DataFrame(
         rows("faster", 1, {"ours": [9, 9, 9], "ours+fused": [8, 8, 8], "timm:x": [10, 10, 10]})
         + rows("noisy", 1, {"ours": [9, 12, 12], "ours+fused": [9, 9, 9], "timm:x": [10, 10, 10]})
-        + rows("slower", 8, {"ours": [11, 11, 11], "ours+fused": [5, 5, 5], "timm:x": [10, 10, 10]}))
+        + rows("three rounds", 8, {"ours": [11, 11, 11], "ours+fused": [5, 5, 5], "timm:x": [10, 10, 10]})
+        + rows("slower", 8, {"ours": [11] * 5, "ours+fused": [5] * 5, "timm:x": [10] * 5}))
     goals = speed_goals(frame).set_index("model")
     assert goals.loc["faster", "<= 1.00"] == "✓" and goals.loc["faster", ">= 1.15x"] == "✓"
-    assert goals.loc["noisy", "<= 1.00"] == "≈ (noise)" and goals.loc["noisy", ">= 1.15x"] == "✗"
-    assert goals.loc["noisy", "per round"] == "0.900-1.200"
-    assert goals.loc["slower", "<= 1.00"] == "✗" and goals.loc["slower", ">= 1.15x"].startswith("n/a")
+    assert goals.loc["noisy", "<= 1.00"] == "≈ (noise: slower in 2 of 3 rounds, sign test p = 0.5)"
+    assert goals.loc["noisy", ">= 1.15x"] == "✗" and goals.loc["noisy", "per round"] == "0.900-1.200"
+    # slower in all of 3 rounds happens by chance 1 time in 8: not evidence; in all of 5, 1 in 32: evidence
+    assert goals.loc["three rounds", "<= 1.00"] == "≈ (noise: slower in 3 of 3 rounds, sign test p = 0.125)"
+    assert goals.loc["slower", "<= 1.00"] == "✗ (slower in 5 of 5 rounds, sign test p = 0.0312)"
+    assert goals.loc["slower", ">= 1.15x"].startswith("n/a")
+
+
+def test_sign_test():
+    from repro.report.latency import false_alarm_rate, sign_test_p, slower_verdict
+
+    assert sign_test_p(0, 4) == 1.0 and sign_test_p(5, 5) == 1 / 32 and sign_test_p(12, 15) == 576 / 2 ** 15
+    assert false_alarm_rate(3) == 0.0 and false_alarm_rate(5) == 1 / 32 and false_alarm_rate(15) == 576 / 2 ** 15
+    assert slower_verdict(1.02, None).startswith("✗ (one median")
 
 
 def test_from_json_bad_files(tmp_path, capsys):
