@@ -122,6 +122,7 @@ def test_speed_goals_verdicts():
     assert goals.loc["faster", "<= 1.00"] == "✓" and goals.loc["faster", ">= 1.15x"] == "✓"
     assert goals.loc["noisy", "<= 1.00"] == "≈ (noise: slower in 2 of 3 rounds, sign test p = 0.5)"
     assert goals.loc["noisy", ">= 1.15x"] == "✗" and goals.loc["noisy", "per round"] == "0.900-1.200"
+    assert goals.loc["noisy", "ours / timm"] == 1.2  # paired: the median of the round ratios, not 11 / 10
     # slower in all of 3 rounds happens by chance 1 time in 8: not evidence; in all of 5, 1 in 32: evidence
     assert goals.loc["three rounds", "<= 1.00"] == "≈ (noise: slower in 3 of 3 rounds, sign test p = 0.125)"
     assert goals.loc["slower", "<= 1.00"] == "✗ (slower in 5 of 5 rounds, sign test p = 0.0312)"
