@@ -219,11 +219,10 @@ class PreActBasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         preact = self.relu(self.bn1(x))
+        shortcut = x if self.downsample is None else self.downsample(preact)  # first, in timm's order
         out = self.conv1(preact)
         out = self.conv2(self.relu(self.bn2(out)))
-        if self.shortcut:
-            out = out + (x if self.downsample is None else self.downsample(preact))
-        return out
+        return out + shortcut if self.shortcut else out
 
     def zero_init_last(self) -> None:  # no BN after the last convolution: zero the convolution (timm)
         nn.init.zeros_(self.conv2.weight)
@@ -264,12 +263,11 @@ class PreActBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         preact = self.relu(self.bn1(x))
+        shortcut = x if self.downsample is None else self.downsample(preact)  # first, in timm's order
         out = self.conv1(preact)
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))
-        if self.shortcut:
-            out = out + (x if self.downsample is None else self.downsample(preact))
-        return out
+        return out + shortcut if self.shortcut else out
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv3.weight)
