@@ -5,8 +5,12 @@ import copy
 import pytest
 import torch
 
+import reference
+import repro
+from helpers import aten_ops
 from repro.bench import BenchCase, BenchmarkConfigError, build, implementations, input_format, parse_implementation, prepare
 from repro.equivalence import Diff, randomize_
+from repro.registry import reference_entry
 
 
 def test_parse_implementation():
@@ -109,3 +113,17 @@ def test_sweep_cli_missing_output_directory(tmp_path, capsys):
 
     assert main(["--models", "resnet18", "--json", str(tmp_path / "no" / "x.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# Same operators in the same order as the reference (a dropout call the reference makes in eval
+# mode, a no-op, aside): any speed difference can then only be noise or memory layout.
+SAME_OPERATORS = ["timm:resnet18", "torchvision:resnet18", "timm:resnet50", "torchvision:resnet50", "timm:seresnet50",
+                  "timm:resnext50_32x4d", "torchvision:resnext50_32x4d", "timm:resnetv2_18", "timm:resnetv2_50"]
+
+
+@pytest.mark.parametrize("spec", SAME_OPERATORS)
+def test_forward_issues_the_reference_operators(spec):
+    x = torch.randn(1, 3, 64, 64)
+    ours = aten_ops(repro.create_model(reference_entry(spec).model), x)
+    theirs = [op for op in aten_ops(reference.create(spec), x) if op != "aten.dropout.default"]
+    assert ours == theirs
