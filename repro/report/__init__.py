@@ -212,8 +212,7 @@ def render_index(pages: list[Page], env: dict[str, str], options: Options, jobs_
     lines += [f"- [{p.title}]({p.slug}.md)" for p in pages]
     total = jobs_seconds + sum(p.seconds for p in pages)
     if total:
-        # Pages share cached work: a page may reuse what one built before it computed (the
-        # equivalence page runs first and the family pages read its results).
+        # The jobs of every page run first; a page's own time is what it built beyond them.
         jobs = [f"checks and experiments (worker processes) {jobs_seconds:.0f} s"] if jobs_seconds else []
         lines += ["", f"Built in {total:.0f} s: " + ", ".join(jobs + [f"{p.slug} {p.seconds:.0f} s" for p in pages]) + "."]
     return "\n".join(lines) + "\n"

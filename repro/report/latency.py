@@ -106,10 +106,13 @@ def _round_ratios(a: list[float] | None, b: list[float] | None) -> list[float] |
     return [x / y for x, y in zip(a, b, strict=True)]
 
 
-def _ratio_range(a: list[float] | None, b: list[float] | None) -> str:
+def _spread(ratios: list[float] | None) -> str:
     """The spread of a ratio over interleaved rounds: "min-max" of round-by-round ratios."""
-    ratios = _round_ratios(a, b)
     return f"{min(ratios):.3f}-{max(ratios):.3f}" if ratios else ""
+
+
+def _ratio_range(a: list[float] | None, b: list[float] | None) -> str:
+    return _spread(_round_ratios(a, b))
 
 
 SIGNIFICANCE = 0.05
@@ -174,7 +177,7 @@ def speed_goals(frame: pd.DataFrame) -> pd.DataFrame:
         per_round = rounds.loc[key] if rounds is not None else None
         ratio, ratios = _paired_ratio(row, per_round, "ours", "timm")
         record.update({
-            "ours / timm": round(ratio, 3), "per round": f"{min(ratios):.3f}-{max(ratios):.3f}" if ratios else "",
+            "ours / timm": round(ratio, 3), "per round": _spread(ratios),
             "<= 1.00": slower_verdict(ratio, ratios), "rounds": len(ratios) if ratios else None,
         })
         if "ours+fused" in row and pd.notna(row["ours+fused"]):
