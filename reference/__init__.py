@@ -3,6 +3,9 @@
 ``create("timm:resnet50")`` or ``create("torchvision:resnet50")`` builds the ecosystem's own
 model, randomly initialized unless ``pretrained=True`` (the library's own loader: hub or local
 cache) or ``weights=PATH`` (a local ``.safetensors`` or torch state-dict file).
+
+This package is the bottom layer: it imports torch, timm, torchvision and nothing from
+``repro``. Which references the suite covers is ``repro``'s fact (``repro.list_references()``).
 """
 
 from __future__ import annotations
@@ -13,19 +16,22 @@ from typing import Any
 
 from torch import nn
 
-from repro.registry import KNOWN_SOURCES, UnknownNameError, list_reference_specs
-from repro.weights import load_weights_file
+from reference.weights import load_weights_file
 
-__all__ = ["create", "list_references", "parse_spec", "library_models", "PretrainedUnavailableError"]
+__all__ = ["KNOWN_SOURCES", "create", "parse_spec", "library_models", "PretrainedUnavailableError", "UnknownNameError"]
+
+KNOWN_SOURCES = ("timm", "torchvision")
+
+
+class UnknownNameError(KeyError):
+    """An unknown model name or reference spec. The message suggests the closest names."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes
+        return str(self.args[0])
 
 
 class PretrainedUnavailableError(RuntimeError):
     """``pretrained=True`` could not fetch weights (offline, no cache)."""
-
-
-def list_references(source: str | None = None) -> list[str]:
-    """Every reference spec the suite covers (and proves equivalent), e.g. ``timm:resnet50``."""
-    return list_reference_specs(source)
 
 
 def library_models(source: str) -> list[str]:
@@ -52,13 +58,12 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if source not in KNOWN_SOURCES:
         close = difflib.get_close_matches(source, KNOWN_SOURCES, n=1, cutoff=0.4)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise UnknownNameError(f"unknown source {source!r} in {spec!r}; known sources: {', '.join(KNOWN_SOURCES)}.{hint}")
+        raise UnknownNameError(
+            f"unknown source {source!r} in {spec!r}; known sources: {', '.join(KNOWN_SOURCES)}.{hint}"
+        )
     known = library_models(source)
     if name not in known:
-        covered = [s.split(":", 1)[1] for s in list_references(source)]
-        close = difflib.get_close_matches(name, covered, n=3, cutoff=0.5) or difflib.get_close_matches(
-            name, known, n=3, cutoff=0.6
-        )
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
         hint = f" Did you mean: {', '.join(f'{source}:{c}' for c in close)}?" if close else ""
         raise UnknownNameError(f"{source} has no model {name!r}.{hint}")
     return source, name

@@ -1,11 +1,12 @@
 """Hand-written classic CNNs, proven identical to the timm and torchvision models they reproduce."""
 
+from reference.weights import WeightsError
 from repro import models, ports  # noqa: F401  (registers every family)
 from repro.fuse import FuseError, fuse
-from repro.porting import PortError, PortReport, PortRules, from_reference, port_weights
-from repro.registry import MODELS, REFERENCES, UnknownNameError, create_model, list_models
+from repro.port_rules import PortRules
+from repro.porting import PortError, PortReport, from_reference, port_weights
+from repro.registry import MODELS, REFERENCES, UnknownNameError, create_model, list_models, list_references
 from repro.verify import PairingError, VerifyError, VerifyReport  # repro.verify(...) itself calls verify
-from repro.weights import WeightsError
 
 __all__ = [
     "MODELS",
@@ -20,6 +21,7 @@ __all__ = [
     "from_reference",
     "fuse",
     "list_models",
+    "list_references",
     "port_weights",
     "PairingError",
     "VerifyError",

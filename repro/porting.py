@@ -1,7 +1,8 @@
 """Strict, atomic, auditable weight porting from reference models into hand-written ones.
 
-A port is driven by ``PortRules``: an ordered list of regular-expression renames from the
-reference's tensor names to ours (first full match wins). Every source tensor must map to
+A port is driven by rules: ``PortRules`` (an ordered list of regular-expression renames from the
+reference's tensor names to ours, first full match wins), or a plain mapping of source key to
+target key, or a callable ``source_key -> target_key | None``. Every source tensor must map to
 exactly one target tensor and every target tensor must be hit; shapes must agree, except a
 Linear weight ``[out, in]`` and a 1x1 convolution weight ``[out, in, 1, 1]``, which are the same
 numbers and are reshaped (recorded as a transform). Any violation raises ``PortError``
@@ -10,42 +11,31 @@ naming the tensors on both sides, before anything is written.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Union
 
 import pandas as pd
 import torch
 from torch import nn
 
+import reference
+from repro.port_rules import SAME_NAMES, PortRules
 from repro.registry import REFERENCES, create_model_from_entry, reference_entry
+
+__all__ = [
+    "SAME_NAMES", "PortError", "PortReport", "PortRules", "PortedTensor", "Rules", "from_reference", "plan_port",
+    "port_weights",
+]
+
+# What a port may be driven by: registered-style rules, an explicit {source key: target key}
+# mapping (every source key must be in it), or a function from a source key to its target key.
+Rules = Union[PortRules, Mapping[str, str], Callable[[str], Union[str, None]]]
 
 
 class PortError(ValueError):
     """Weights could not be ported; the target model was left unchanged."""
 
 
-@dataclass(frozen=True)
-class PortRules:
-    """Renames from one reference family's tensor names to the hand-written family's."""
-
-    name: str
-    source_type: str  # qualified class name of the reference model, e.g. "timm.models.resnet.ResNet"
-    target_type: str  # qualified class name of the hand-written model
-    renames: tuple[tuple[str, str], ...]
-    _compiled: tuple[tuple[re.Pattern, str], ...] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_compiled", tuple((re.compile(p), r) for p, r in self.renames))
-
-    def target_key(self, source_key: str) -> str | None:
-        for pattern, replacement in self._compiled:
-            if pattern.fullmatch(source_key):
-                return pattern.sub(replacement, source_key, count=1)
-        return None
-
-
-SAME_NAMES = ((r"(.*)", r"\1"),)
 
 
 @dataclass(frozen=True)
@@ -123,16 +113,17 @@ def _listing(items: list[str], limit: int = 12) -> str:
 def plan_port(
     source_state: Mapping[str, torch.Tensor],
     target_state: Mapping[str, torch.Tensor],
-    rules: PortRules,
+    rules: Rules,
     source_name: str = "source",
     target_name: str = "target",
 ) -> list[PortedTensor]:
     """Pair every source tensor with a target tensor, or raise ``PortError`` listing every problem."""
+    target_key_of, rules_name = _as_target_key(rules)
     pairs: list[PortedTensor] = []
     unmatched_source, unknown_target, bad_shape, bad_dtype = [], [], [], []
     claimed: dict[str, list[str]] = {}
     for key, tensor in source_state.items():
-        target_key = rules.target_key(key)
+        target_key = target_key_of(key)
         if target_key is None:
             unmatched_source.append(f"{key} {list(tensor.shape)} (no rule matches)")
             continue
@@ -153,6 +144,9 @@ def plan_port(
                 continue
         pairs.append(PortedTensor(key, target_key, tuple(dst.shape), transform))
 
+    if isinstance(rules, Mapping):  # an explicit mapping names every source key: a stale one is a mistake
+        unmatched_source += [f"{key} (named by the mapping; no such tensor in source)"
+                             for key in rules if key not in source_state]
     duplicated = [f"{t} <- {', '.join(s)}" for t, s in claimed.items() if len(s) > 1]
     unfilled = [f"{k} {list(v.shape)}" for k, v in target_state.items() if k not in claimed]
     problems = []
@@ -169,10 +163,26 @@ def plan_port(
     if problems:
         raise PortError(
             f"cannot port {source_name} ({len(source_state)} tensors) into {target_name} "
-            f"({len(target_state)} tensors) with rules {rules.name!r}; the target is unchanged.\n  "
+            f"({len(target_state)} tensors) with rules {rules_name!r}; the target is unchanged.\n  "
             + "\n  ".join(problems)
         )
     return pairs
+
+
+def _as_target_key(rules: Rules) -> tuple[Callable[[str], str | None], str]:
+    """The rules as a function from source key to target key (None: no rule), and their name for reports."""
+    if isinstance(rules, PortRules):
+        return rules.target_key, rules.name
+    if isinstance(rules, Mapping):
+        bad = [f"{k!r}: {v!r}" for k, v in rules.items() if not isinstance(k, str) or not isinstance(v, str)]
+        if bad:
+            raise TypeError(f"a rules mapping must map source keys to target keys (str -> str), "
+                            f"got {', '.join(bad[:3])}")
+        return rules.get, f"explicit mapping of {len(rules)} keys"
+    if callable(rules):
+        return rules, getattr(rules, "__name__", type(rules).__name__)
+    raise TypeError(f"rules must be PortRules, a mapping of source key to target key, or a callable, "
+                    f"got {type(rules).__name__}")
 
 
 def _rules_for(source: nn.Module, target: nn.Module) -> PortRules:
@@ -190,11 +200,13 @@ def _rules_for(source: nn.Module, target: nn.Module) -> PortRules:
 def port_weights(
     source: nn.Module | Mapping[str, torch.Tensor],
     target: nn.Module,
-    rules: PortRules | None = None,
+    rules: Rules | None = None,
 ) -> PortReport:
     """Copy every tensor of ``source`` into ``target`` and report what went where.
 
-    ``rules`` defaults to the registered rules for the two module types. Raises ``PortError``
+    ``rules`` is ``PortRules``, a mapping ``{source key: target key}`` or a callable
+    ``source_key -> target_key | None``; it defaults to the registered rules for the two module
+    types. Raises ``PortError``
     (target untouched) unless every tensor on both sides is accounted for with a fitting shape.
     """
     if isinstance(source, nn.Module):
@@ -211,6 +223,7 @@ def port_weights(
         raise TypeError(f"target must be an nn.Module, got {type(target).__name__}")
     target_state = target.state_dict()
     pairs = plan_port(source_state, target_state, rules, source_name, _type_name(target))
+    rules_name = _as_target_key(rules)[1]
 
     backup = {k: v.detach().clone() for k, v in target_state.items()}
     try:
@@ -222,7 +235,7 @@ def port_weights(
             for key, tensor in target_state.items():
                 tensor.copy_(backup[key])
         raise
-    return PortReport(source_name, _type_name(target), rules.name, pairs)
+    return PortReport(source_name, _type_name(target), rules_name, pairs)
 
 
 def from_reference(
@@ -241,8 +254,6 @@ def from_reference(
     """
     entry = reference_entry(spec)
     if source is None:
-        import reference
-
         source = reference.create(spec, pretrained=pretrained, weights=weights)
     elif pretrained or weights is not None:
         raise ValueError("pass either source= or pretrained=/weights=, not both")

@@ -14,22 +14,18 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
-if TYPE_CHECKING:
-    from repro.porting import PortRules
+from reference import KNOWN_SOURCES, UnknownNameError
+from repro.port_rules import PortRules
 
-KNOWN_SOURCES = ("timm", "torchvision")
-
-
-class UnknownNameError(KeyError):
-    """An unknown model name or reference spec. The message suggests the closest names."""
-
-    def __str__(self) -> str:  # KeyError would print the message with quotes
-        return str(self.args[0])
-
+__all__ = [
+    "KNOWN_SOURCES", "MODELS", "REFERENCES", "ModelEntry", "ReferenceEntry", "UnknownNameError", "create_model",
+    "create_model_from_entry", "list_models", "list_references", "model_entry", "reference_entry", "references_for",
+    "register_model", "register_reference",
+]
 
 def _closest(name: str, known: list[str], n: int = 3) -> str:
     close = difflib.get_close_matches(name, known, n=n, cutoff=0.5)
@@ -48,7 +44,7 @@ class ModelEntry:
 class ReferenceEntry:
     spec: str  # "timm:resnet50"
     model: str  # hand-written model name
-    rules: "PortRules"
+    rules: PortRules
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)  # ours, to match this reference
     # Settings that switch off dropout / drop-path on both sides for train-mode comparison.
     deterministic_reference_kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -89,7 +85,7 @@ def register_model(family: str, input_size: int = 224) -> Callable:
     return decorate
 
 
-def register_reference(spec: str, model: str, rules: "PortRules", **fields: Any) -> ReferenceEntry:
+def register_reference(spec: str, model: str, rules: PortRules, **fields: Any) -> ReferenceEntry:
     source, sep, name = spec.partition(":")
     if not sep or source not in KNOWN_SOURCES or not name:
         raise ValueError(f"reference spec must be '<{'|'.join(KNOWN_SOURCES)}>:<name>', got {spec!r}")
@@ -115,7 +111,7 @@ def reference_entry(spec: str) -> ReferenceEntry:
     if spec not in _REFERENCES:
         raise UnknownNameError(
             f"{spec!r} is not a reference the suite covers.{_closest(str(spec), sorted(_REFERENCES))} "
-            f"reference.list_references() lists all {len(_REFERENCES)}."
+            f"repro.list_references() lists all {len(_REFERENCES)}."
         )
     return _REFERENCES[spec]
 
@@ -138,5 +134,6 @@ def list_models(family: str | None = None) -> list[str]:
     return sorted(n for n, e in _MODELS.items() if family is None or e.family == family)
 
 
-def list_reference_specs(source: str | None = None) -> list[str]:
+def list_references(source: str | None = None) -> list[str]:
+    """Every reference spec the suite covers (and proves equivalent), e.g. ``timm:resnet50``."""
     return sorted(s for s, e in _REFERENCES.items() if source is None or e.source == source)

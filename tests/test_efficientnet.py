@@ -28,7 +28,7 @@ def _slow_unless(spec, fast):
 
 
 def test_every_variant_has_three_references():
-    assert [s for s in reference.list_references() if "efficientnet" in s] == sorted(SPECS)
+    assert [s for s in repro.list_references() if "efficientnet" in s] == sorted(SPECS)
     assert all(REFERENCES[s].expect_bit_exact for s in SPECS)
 
 

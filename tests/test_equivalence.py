@@ -11,7 +11,7 @@ from repro.equivalence import Diff, build_uninitialized, check_reference, compar
 from repro.porting import port_weights
 from repro.registry import REFERENCES
 
-ALL_REFERENCES = reference.list_references()
+ALL_REFERENCES = repro.list_references()
 
 
 @pytest.mark.parametrize("spec", ALL_REFERENCES)

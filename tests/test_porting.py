@@ -124,3 +124,28 @@ def test_from_reference_matches_spec_and_mode():
         assert torch.equal(ours(x), src(x))
     with pytest.raises(ValueError, match="not both"):
         repro.from_reference("torchvision:resnet34", source=src, pretrained=True)
+
+
+def test_plain_mapping_and_callable_drive_a_port():
+    src, dst = nn.Linear(3, 2), nn.Sequential(nn.Linear(3, 2))
+    report = port_weights(src, dst, {"weight": "0.weight", "bias": "0.bias"})
+    assert torch.equal(dst[0].weight, src.weight) and report.rules == "explicit mapping of 2 keys"
+    other = nn.Sequential(nn.Linear(3, 2))
+
+    def prefix(key):
+        return f"0.{key}"
+
+    assert port_weights(src, other, prefix).rules == "prefix"
+    assert torch.equal(other[0].bias, src.bias)
+
+
+def test_a_mapping_that_misses_or_invents_a_key_changes_nothing():
+    src, dst = nn.Linear(3, 2), nn.Sequential(nn.Linear(3, 2))
+    before = state_snapshot(dst)
+    with pytest.raises(PortError, match=r"bias \[2\] \(no rule matches\)"):
+        port_weights(src, dst, {"weight": "0.weight"})
+    with pytest.raises(PortError, match=r"gamma \(named by the mapping; no such tensor in source\)"):
+        port_weights(src, dst, {"weight": "0.weight", "bias": "0.bias", "gamma": "0.bias"})
+    with pytest.raises(TypeError, match="str -> str"):
+        port_weights(src, dst, {"weight": 0})
+    assert_state_unchanged(dst, before)

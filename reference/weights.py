@@ -1,0 +1,126 @@
+"""Reading weight files safely and loading them all-or-nothing.
+
+Torch files are read with ``weights_only=True``: a checkpoint can hold tensors, never code.
+Every error names the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
+
+
+class WeightsError(ValueError):
+    """A weights file that is missing, unreadable, or does not fit the model."""
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a flat ``{name: tensor}`` state dict from a ``.safetensors`` or torch file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {str(path)!r} does not exist" if not path.exists()
+                           else f"weights path {str(path)!r} is not a file")
+    if path.suffix in SAFETENSORS_SUFFIXES:
+        state = _read_safetensors(path)
+    else:
+        state = _read_torch(path)
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
+    bad = {str(k): type(v).__name__ for k, v in state.items()
+           if not isinstance(k, str) or not isinstance(v, torch.Tensor)}
+    if bad:
+        shown = ", ".join(f"{k!r} ({t})" for k, t in list(bad.items())[:5])
+        raise WeightsError(
+            f"{path}: {len(bad)} entries are not tensors: {shown}"
+            + (" ..." if len(bad) > 5 else "")
+            + ". Save the model's state_dict() itself, not a training checkpoint around it."
+        )
+    if not state:
+        raise WeightsError(f"{path}: holds no tensors")
+    return dict(state)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise WeightsError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+# What torch.load's unpickler raises on damaged bytes, beyond its own UnpicklingError.
+_CORRUPTION_ERRORS = (
+    RuntimeError, EOFError, zipfile.BadZipFile, OSError, IndexError, KeyError, ValueError, struct.error,
+)
+
+
+def _read_torch(path: Path) -> object:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise WeightsError(f"{path}: not a torch file (neither a zip archive nor a pickle) and not .safetensors")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # weights_only=True refuses any pickle that would import or call code.
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else "unpickling refused"
+        raise WeightsError(
+            f"{path}: refused to load: the file is not a plain tensor checkpoint "
+            f"(it would run code or is corrupt): {first_line}"
+        ) from err
+    except _CORRUPTION_ERRORS as err:
+        raise WeightsError(f"{path}: truncated or corrupt torch file ({type(err).__name__}: {err})") from err
+
+
+def check_state_dict_fits(model: nn.Module, state: Mapping[str, torch.Tensor], origin: str) -> None:
+    """Raise ``WeightsError`` unless ``state`` has exactly the model's keys and shapes."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        if wrong_shape:
+            parts.append(f"{len(wrong_shape)} of the wrong shape (e.g. {'; '.join(wrong_shape[:3])})")
+        raise WeightsError(
+            f"{origin}: does not fit {type(model).__module__}.{type(model).__qualname__}: "
+            + ", ".join(parts)
+            + ". Is it a checkpoint of another architecture?"
+        )
+
+
+def load_state_dict_atomic(model: nn.Module, state: Mapping[str, torch.Tensor], origin: str) -> None:
+    """Load ``state`` into ``model`` strictly; on any failure the model is left exactly as it was."""
+    check_state_dict_fits(model, state, origin)
+    backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except BaseException:
+        with torch.no_grad():
+            for key, tensor in model.state_dict().items():
+                tensor.copy_(backup[key])
+        raise
+
+
+def load_weights_file(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a ``.safetensors`` or torch state-dict file into ``model`` (strict, atomic)."""
+    load_state_dict_atomic(model, read_state_dict(path), origin=str(path))
+    return model
