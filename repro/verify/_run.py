@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from repro.equivalence import Diff, randomize_
-from repro.porting import PortError, PortRules, port_weights
+from repro.porting import PortError, port_weights
 from repro.verify._compare import (
     MISMATCH, CandidateCapture, Divergence, ReferenceCapture, StaleCaptureError, compare, locate,
 )
@@ -26,16 +26,6 @@ WIDE_INPUT_SCALE = 8.0
 
 class VerifyError(ValueError):
     """The verification could not run: a model that fails on the input, a model off the CPU, ..."""
-
-
-@dataclass(frozen=True)
-class _PairedRules(PortRules):
-    """Porting rules made from a dataflow pairing: one exact name per tensor."""
-
-    mapping: Mapping[str, str] = field(default_factory=dict)
-
-    def target_key(self, source_key: str) -> str | None:
-        return self.mapping.get(source_key)
 
 
 def _type_name(obj: Any) -> str:
@@ -212,10 +202,8 @@ class _Verification:
             return report
         pair_state(self.cand_graph, self.ref_graph, self.pairing)
         if port:
-            rules = _PairedRules(name="dataflow pairing", source_type=report.reference, target_type=report.candidate,
-                                 renames=(), mapping=dict(self.pairing.tensors))
-            try:
-                report.port = port_weights(self.ref_model, self.candidate, rules)
+            try:  # the dataflow pairing is the rules: one exact name per tensor
+                report.port = port_weights(self.ref_model, self.candidate, dict(self.pairing.tensors))
             except PortError as err:  # a floating tensor paired with an integer one, say
                 raise VerifyError(f"the pairing found by dataflow cannot be ported: {err}") from err
         self.names = _point_names(self.cand_graph)
