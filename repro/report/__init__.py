@@ -46,6 +46,7 @@ class Page:
     intro: str = ""
     tables: list[Table] = field(default_factory=list)
     images: list[tuple[str, bytes]] = field(default_factory=list)  # (file name, PNG bytes)
+    files: list[tuple[str, bytes]] = field(default_factory=list)  # other files it writes (name, bytes), e.g. JSON
     seconds: float = 0.0  # wall time spent building it (set by build_pages)
 
 
@@ -104,7 +105,7 @@ class Options:
 
 # Pages in reading order (the seed's order); pages not listed come after, before nothing else.
 PAGE_ORDER = ["resnet", "resnet_variants", "efficientnet", "densenet_mobilenet", "depthwise", "selection",
-              "latency", "training", "equivalence", "errata"]
+              "latency", "training", "equivalence", "atlas", "errata"]
 
 SectionFn = Callable[[Options], Page | None]
 ErratumFn = Callable[[Options], list[Erratum]]
@@ -225,6 +226,7 @@ def build_pages(options: Options) -> tuple[list[Page], float]:
     from repro.report import resnet_variants  # noqa: F401
     from repro.report import efficientnet  # noqa: F401
     from repro.report import selection, training  # noqa: F401
+    from repro.report import atlas  # noqa: F401
     from repro.report import errata as errata_page
 
     wanted = [slug for slug in _SECTIONS if not options.pages or slug in options.pages]
@@ -254,6 +256,7 @@ def write_report(pages: list[Page], out: Path, options: Options, jobs_seconds: f
         for table in page.tables:
             files[f"{table.slug}.csv"] = table.frame.to_csv(index=False).encode()
         files.update(dict(page.images))
+        files.update(dict(page.files))
     out.mkdir(parents=True, exist_ok=True)
     written = []
     with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-report-") as tmp:
