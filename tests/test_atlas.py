@@ -1,0 +1,85 @@
+"""The ecosystem atlas: pairs found from the installed libraries, each verified in a worker, failures recorded."""
+
+import json
+
+import pytest
+import timm
+import torchvision
+
+from repro.report import Options
+from repro.report import atlas
+
+
+def test_every_torchvision_tag_of_timm_is_one_pair_with_a_torchvision_model():
+    pairs = atlas.tv_tagged_pairs()
+    tags = sorted(f"{p.reference.split(':', 1)[1]}.{t}" for p in pairs for t in p.timm_tags)
+    assert tags == sorted(timm.list_pretrained("*.tv*"))
+    tv_names = set(torchvision.models.list_models(module=torchvision.models))
+    assert all(p.name in tv_names and p.table == "torchvision" for p in pairs)
+    by_timm = {p.reference: p.name for p in pairs}
+    # Derived from the checkpoint URL (timm's name says nothing of torchvision's), and from the name.
+    assert by_timm["timm:regnetx_004_tv"] == "regnet_x_400mf"
+    assert by_timm["timm:regnety_016"] == "regnet_y_1_6gf"
+    assert by_timm["timm:vgg16_bn"] == "vgg16_bn"
+    assert {t for p in pairs if p.reference == "timm:resnet50" for t in p.timm_tags} == {"tv_in1k", "tv2_in1k"}
+
+
+@pytest.mark.parametrize("tv, expected", [
+    ("mobilenet_v2", "mobilenetv2_100"),
+    ("mnasnet1_0", "mnasnet_100"),
+    ("mnasnet0_75", "mnasnet_075"),
+    ("vit_b_16", "vit_base_patch16"),
+    ("swin_t", "swin_tiny"),
+    ("efficientnet_v2_s", "tf_efficientnetv2_s"),
+    ("regnet_y_128gf", "regnety_1280"),
+    ("regnet_x_400mf", "regnetx_004"),
+    ("convnext_tiny", "convnext_tiny"),
+])
+def test_name_rule(tv, expected):
+    assert expected in atlas.normalized_names(tv)
+
+
+def test_name_matching_on_the_installed_libraries_keeps_the_parameter_count():
+    keep = {"mobilenet_v2", "alexnet", "mnasnet1_0"}
+    others = set(torchvision.models.list_models(module=torchvision.models)) - keep
+    pairs, alone = atlas.name_matched_pairs(others)
+    assert {(p.name, p.reference) for p in pairs} == {("mobilenet_v2", "timm:mobilenetv2_100"),
+                                                     ("mnasnet1_0", "timm:mnasnet_100")}
+    assert alone == ["alexnet"]
+
+
+def test_one_pair_end_to_end_and_a_failing_pair_is_recorded_not_raised():
+    good = atlas.Pair("torchvision", "torchvision:resnet18", "timm:resnet18", "test")
+    bad = atlas.Pair("transformers", "transformers:no_such_model", "timm:resnet18", "test")
+    records = atlas.run_pairs([good, bad], workers=2, timeout_s=300)
+    ok, failed = records
+    assert ok["outcome"] == "ran" and atlas.outcome(ok) == "bit-identical", ok
+    assert ok["input_size"] == [2, 3, 64, 64] and ok["ported"] == 122
+    assert failed["outcome"] == "error" and failed["error"].startswith("KeyError: 'no_such_model'")
+    assert atlas.outcome(failed) == "tool error" and "atlas.py" in failed["raised_at"]
+    results = {"environment": {"date": "d", "torch": "t", "torchvision": "v", "timm": "m"}, "transformers": "x",
+               "seconds": 1.0, "discovery_seconds": 1.0, "workers": 2, "timeout_s": 300, "max_params": 1,
+               "without_counterpart": ["alexnet"], "pairs": json.loads(json.dumps(records))}
+    page = atlas.build_page(results, "test")
+    summary, tv_table, hf_table, alone = (t.frame for t in page.tables)
+    assert dict(zip(summary["outcome"], summary["pairs"])) == {"bit-identical": 1, "tool error": 1}
+    assert list(tv_table["outcome"]) == ["bit-identical"] and list(hf_table["outcome"]) == ["tool error"]
+    assert "KeyError" in hf_table["cause"][0] and list(alone["torchvision model"]) == ["alexnet"]
+    assert dict(page.files)["atlas.json"]
+
+
+def test_a_pair_past_its_timeout_is_recorded_and_the_rest_still_run():
+    pair = atlas.Pair("torchvision", "torchvision:resnet18", "timm:resnet18", "test")
+    records = atlas.run_pairs([pair, pair], workers=1, timeout_s=0.01)
+    assert [r["outcome"] for r in records] == ["timeout", "timeout"]
+    assert records[0]["error"] == "no result within 0 s"
+
+
+@pytest.mark.skipif(not atlas.COMMITTED.is_file(), reason="no committed atlas results")
+def test_quick_mode_reads_the_committed_results():
+    committed = json.loads(atlas.COMMITTED.read_text())
+    page = atlas.atlas_page(Options())
+    tables = {t.slug: t.frame for t in page.tables}
+    assert len(tables["atlas"]) == sum(r["table"] == "torchvision" for r in committed["pairs"])
+    assert len(tables["atlas_transformers"]) == sum(r["table"] == "transformers" for r in committed["pairs"])
+    assert tables["atlas_summary"]["pairs"].sum() == len(committed["pairs"])
