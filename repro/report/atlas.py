@@ -48,6 +48,7 @@ from torch import nn
 import reference
 import repro
 from repro.environment import environment
+from repro.flops import build_on_meta
 from repro.report import Options, Page, Table, render_page, section
 
 RESOLUTIONS = (64, 128)  # tried in order before a model's native resolution: the smallest both models run at
@@ -154,8 +155,7 @@ def normalized_names(tv_name: str) -> list[str]:
 
 
 def _param_count(build: Callable[[], nn.Module]) -> int:
-    with torch.device("meta"):
-        return sum(p.numel() for p in build().parameters())
+    return sum(p.numel() for p in _for_inspection(build).parameters())
 
 
 def name_matched_pairs(exclude: set[str]) -> tuple[list[Pair], list[str]]:
@@ -294,14 +294,22 @@ def _build_candidate(pair: Pair, image_size: int | None) -> nn.Module:
     return torchvision.models.get_model(pair.name, weights=None, **kwargs)
 
 
-def _matching_options(pair: Pair) -> tuple[dict[str, Any], dict[str, Any], bool]:
-    """Options that make the two models comparable: the torchvision candidate's (``aux_logits=False``
-    where it has an auxiliary head timm lacks) and timm's (its dropout and drop-path set to
-    torchvision's defaults); whether both take an image size (built at the reduced resolution)."""
+def _for_inspection(build: Callable[[], nn.Module]) -> nn.Module:
+    """The model's structure, cheaply: built on the meta device, or normally where its constructor
+    computes with tensors (torchvision's RegNets derive their widths with ``torch`` operations)."""
+    try:
+        return build_on_meta(build)
+    except NotImplementedError:  # "Cannot copy out of meta tensor"
+        return build()
+
+
+def _matching_options(pair: Pair, tv: nn.Module) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """Options that make the two models comparable, read from the torchvision model ``tv``: its own
+    (``aux_logits=False`` where it has an auxiliary head timm lacks) and timm's (its dropout and
+    drop-path set to torchvision's defaults); whether both take an image size (then built at the
+    reduced resolution)."""
     if pair.table != "torchvision":
         return {}, {}, False
-    with torch.device("meta"):
-        tv = torchvision.models.get_model(pair.name, weights=None)
     params = _init_parameters(type(tv))
     candidate = {"aux_logits": False} if "aux_logits" in params and getattr(tv, "aux_logits", False) else {}
     rates = _stochastic(tv)
@@ -331,17 +339,19 @@ def _runs(model: nn.Module, size: int) -> bool:
 def verify_pair(pair: Pair, max_params: int = MAX_PARAMS) -> dict[str, Any]:
     """Verify one pair and return its record. Raises what the build or ``repro.verify`` raises."""
     start = time.perf_counter()
-    candidate_kwargs, reference_kwargs, sized = _matching_options(pair)
+    inspected = _for_inspection(lambda: _build_candidate(pair, None))
+    count = sum(p.numel() for p in inspected.parameters())
+    if count > max_params:
+        return {"outcome": "not run", "seconds": round(time.perf_counter() - start, 1),
+                "error": f"{count:,} parameters, over this run's limit of {max_params:,} (memory); "
+                         f"decided by a run with a higher limit (--max-params) on a machine with more memory"}
+    candidate_kwargs, reference_kwargs, sized = _matching_options(pair, inspected)
+    del inspected
     pair = dataclasses.replace(pair, candidate_kwargs=pair.candidate_kwargs + tuple(candidate_kwargs.items()))
     size, candidate, ref = None, None, None
     for s in RESOLUTIONS + (_native(pair.reference),):
         if candidate is None or sized:  # a model built for one image size is rebuilt for the next
             candidate = _build_candidate(pair, s if sized else None)
-            count = sum(p.numel() for p in candidate.parameters())
-            if count > max_params:
-                return {"outcome": "not run", "seconds": round(time.perf_counter() - start, 1),
-                        "error": f"{count:,} parameters, over this run's limit of {max_params:,} (memory); "
-                                 f"decided by a run with a higher limit (--max-params) on a machine with more memory"}
             ref = reference.create(pair.reference, **reference_kwargs, **({"img_size": s} if sized else {}))
         if _runs(candidate, s) and _runs(ref, s):
             size = s
