@@ -217,6 +217,7 @@ def test_pages_builds_only_those(tmp_path, capsys, monkeypatch):
 
 
 def test_every_page_has_a_registered_builder():
+    import repro.report.atlas  # noqa: F401
     import repro.report.densenet_mobilenet  # noqa: F401  (importing a page module registers its section)
     import repro.report.efficientnet  # noqa: F401
     import repro.report.equivalence  # noqa: F401
