@@ -7,8 +7,8 @@ Pairs come from the libraries:
   torchvision's weights. Its pretrained config's ``url`` is one of torchvision's own weight URLs
   (``torchvision.models.get_model_weights(name)``): that names the torchvision model. Configs without
   a URL (weights re-hosted on the hub) name it by the timm architecture, which torchvision also has.
-* **Name matches** for the other torchvision models, by ``normalized_names`` (stated there), kept where
-  the parameter counts agree (counted on the meta device).
+* **Name matches** for the other torchvision models, by ``normalized_names`` (stated there); of several,
+  those with torchvision's parameter count, or the closest (counted on the meta device).
 * The torchvision models with no timm counterpart are listed.
 * **transformers**: ``HF_PAIRS``, each a config of the Hugging Face model set to match a timm model
   where a config option exists. A Hugging Face model returns an output object; until ``repro.verify``
@@ -162,8 +162,8 @@ def name_matched_pairs(exclude: set[str]) -> tuple[list[Pair], list[str]]:
     """Pairs for the torchvision models not in ``exclude`` by ``normalized_names``, and the models with none.
 
     A normalized name matches a timm name equal to it or extended by ``_TIMM_SUFFIX`` (patch size,
-    window, resolution); of several, those with torchvision's parameter count are kept, or all of
-    them when none has it (the verification then shows where they differ)."""
+    window, resolution); of several, those with torchvision's parameter count are kept, or when none
+    has it those with the closest count (the verification then shows where they differ)."""
     timm_names = timm.list_models()
     pairs, alone = [], []
     for tv in _torchvision_names():
@@ -179,12 +179,13 @@ def name_matched_pairs(exclude: set[str]) -> tuple[list[Pair], list[str]]:
         same = candidates
         if len(candidates) > 1:
             tv_count = _param_count(lambda: torchvision.models.get_model(tv, weights=None))
-            same = [n for n in candidates if _param_count(lambda n=n: timm.create_model(n)) == tv_count]
+            gaps = {n: abs(_param_count(lambda n=n: timm.create_model(n)) - tv_count) for n in candidates}
+            same = [n for n in candidates if gaps[n] == min(gaps.values())]
         rule = "name rule"
         if len(candidates) > 1:
-            rule += (f" ({len(same)} of {len(candidates)} with its parameter count)" if same
-                     else f" (none of {len(candidates)} with its parameter count: all kept)")
-        same = same or candidates
+            rule += (f" ({len(same)} of {len(candidates)} with its parameter count)" if gaps[same[0]] == 0
+                     else f" ({len(same)} of {len(candidates)} with the closest parameter count, "
+                          f"{gaps[same[0]]:,} apart)")
         pairs += [Pair("torchvision", f"torchvision:{tv}", f"timm:{n}", rule) for n in same]
     return pairs, alone
 
@@ -220,17 +221,16 @@ HF_PAIRS: dict[str, HFPair] = {
                             (("layer_norm_eps", 1e-6),), "final LayerNorm eps 1e-6 (timm's)"),
     "regnety_040": HFPair("RegNetForImageClassification", "RegNetConfig", "timm:regnety_040"),
     "mobilenetv1_100": HFPair("MobileNetV1ForImageClassification", "MobileNetV1Config", "timm:mobilenetv1_100",
-                              (("tf_padding", False), ("hidden_act", "relu"), ("layer_norm_eps", 1e-5),
-                               ("classifier_dropout_prob", 0.0)),
-                              f"symmetric padding, ReLU, BN eps 1e-5, {NO_DROPOUT}"),
+                              (("tf_padding", False), ("layer_norm_eps", 1e-5), ("classifier_dropout_prob", 0.0)),
+                              f"symmetric padding, BN eps 1e-5, {NO_DROPOUT}"),
     "mobilenetv2_100": HFPair("MobileNetV2ForImageClassification", "MobileNetV2Config", "timm:mobilenetv2_100",
                               (("tf_padding", False), ("layer_norm_eps", 1e-5), ("classifier_dropout_prob", 0.0)),
                               f"symmetric padding, BN eps 1e-5, {NO_DROPOUT}"),
     "tf_efficientnet_b0": HFPair("EfficientNetForImageClassification", "EfficientNetConfig",
                                  "timm:tf_efficientnet_b0",
                                  (("width_coefficient", 1.0), ("depth_coefficient", 1.0), ("image_size", 224),
-                                  ("dropout_rate", 0.0), ("drop_connect_rate", 0.0)),
-                                 f"B0 width and depth, {NO_DROPOUT} and drop-path off"),
+                                  ("hidden_dim", 1280), ("dropout_rate", 0.0), ("drop_connect_rate", 0.0)),
+                                 f"B0 width, depth and head width, {NO_DROPOUT} and drop-path off"),
 }
 
 
@@ -604,7 +604,8 @@ then the Hugging Face `transformers` vision CNNs against timm. {source}
 How pairs are found (`repro/report/atlas.py`): timm's `*.tv*` pretrained tags name the torchvision
 checkpoint they load (its `url` is one of torchvision's weight URLs, or the weights are re-hosted under the
 architecture's own name); the other torchvision models are matched by a stated name rule
-(`normalized_names`), kept where the parameter counts agree. Options passed to match the models are in
+(`normalized_names`); of several matches, those with torchvision's parameter count (or the closest).
+Options passed to match the models are in
 `options` (timm's dropout and drop-path set to torchvision's defaults; `aux_logits=False` where torchvision
 has an auxiliary head). Hugging Face models return output objects: each is wrapped in a module returning
 `.logits` until `repro.verify` picks the field itself.
@@ -623,7 +624,7 @@ every eval check passed and a train-step check did not; `tool error` is an excep
         Table("atlas", "torchvision models against timm", _rows(records, "torchvision")),
         Table("atlas_transformers", "Hugging Face transformers CNNs against timm", _rows(records, "transformers")),
         Table("atlas_without_counterpart", "torchvision classification models without a timm counterpart", alone,
-              "No timm name matches by the rule above with torchvision's parameter count."),
+              "No timm name matches by the name rule above."),
     ], files=[("atlas.json", (json.dumps(results, indent=1) + "\n").encode())])
 
 
