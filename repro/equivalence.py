@@ -16,8 +16,9 @@ bit-exact when the tensors are equal element for element.
 
 One definition of "equivalent" for the whole project (``check_reference``, the report and
 ``repro.verify`` alike): the same function, decided on float64 copies of both models and of the
-input, within ``FLOAT64_RTOL`` (near float64 rounding, so that float32 rounding can neither hide
-nor fake a difference). Float32 bit-identity is reported beside it as the stronger fact. Where a
+input, within ``FLOAT64_RTOL`` (far below float32 noise, so that float32 rounding can neither
+hide nor fake a difference; above float64 rounding and the float32 constants of a few float64
+kernels). Float32 bit-identity is reported beside it as the stronger fact. Where a
 model cannot run in float64 the comparison falls back to float32 with a tolerance calibrated on
 the reference's own float32-vs-float64 error on the same input (``calibrated_tolerance``), or,
 if neither model runs in float64, the stated ``FLOAT32_RTOL``.
@@ -143,10 +144,13 @@ class Diff:
         return max(diffs.items(), key=lambda kv: (not kv[1].finite, kv[1].max_rel))
 
 
-# float64 rounding (unit roundoff 1.1e-16), accumulated over the deepest pass here, stays below
-# 1e-12 relative (measured on the 75 references, train step included); float32 rounding is 1e-7
-# to 1e-2 relative on randomized weights, so a mistake of float32-rounding size still fails.
-FLOAT64_RTOL = 1e-10
+# The float64 tolerance. float64 rounding (unit roundoff 1.1e-16), accumulated over the deepest
+# pass here, stays below 1e-12 relative; but some PyTorch float64 kernels are only float32-exact:
+# Hardsigmoid's backward multiplies by the float32 constant 1.0f / 6.0f, 3.0e-8 relative off 1/6
+# (measured: a hand-written relu6(x + 3) / 6 against nn.Hardsigmoid, float64 gradients 3.3e-8
+# apart in MobileNetV3, forward bit-identical). 1e-7 admits that, and nothing near the size of a
+# mistake hidden by float32 noise (1e-5 to 1e-2 relative on these networks in float32).
+FLOAT64_RTOL = 1e-7
 # Stated float32 tolerance where no model runs in float64, so nothing can be calibrated.
 FLOAT32_RTOL = 1e-5
 # A float32 tolerance calibrated on the reference: this many times its own float32-vs-float64

@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import nn
 
+from repro.equivalence import FLOAT64_RTOL
 from repro.registry import KNOWN_SOURCES, UnknownNameError
 from repro.verify import PairingError, VerifyError, verify
 
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="input size, e.g. '2 3 224 224' (default) or '224' for 2x3x224x224")
     parser.add_argument("--format", choices=("markdown", "json", "text"), default="markdown")
     parser.add_argument("--rtol", type=float, default=None,
-                        help="relative tolerance (default: repro.equivalence's, float64 copies within 1e-10)")
+                        help=f"relative tolerance (default: float64 copies, within {FLOAT64_RTOL:g})")
     parser.add_argument("--reference-kwargs", metavar="JSON",
                         help="keyword arguments building the reference, e.g. '{\"drop_rate\": 0}'")
     parser.add_argument("--candidate-kwargs", metavar="JSON", help="keyword arguments for MODEL's class or factory")

@@ -290,7 +290,7 @@ def _select_output(model: nn.Module, output: str | int | None, which: str) -> st
     choice: dict[str, str] = {}
 
     def select(module: nn.Module, args: Any, result: Any) -> torch.Tensor:
-        if isinstance(result, torch.Tensor) and output is None:
+        if isinstance(result, torch.Tensor):  # the only tensor, whatever ``output`` names
             choice["what"] = "the output tensor"
             return result
         if isinstance(output, int):
