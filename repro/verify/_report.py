@@ -231,7 +231,8 @@ def layers_frame(cand: Graph, ref: Graph, pairing: Pairing, captures: Mapping[st
         if node.id not in pairing.nodes:
             continue
         partner = ref.nodes[pairing.nodes[node.id]]
-        row: dict[str, Any] = {"candidate": node.name or "(root)", "reference": partner.name or "(root)", "kind": node.kind}
+        row: dict[str, Any] = {"candidate": node.name or "(root)", "reference": partner.name or "(root)",
+                               "kind": node.kind}
         checked = []
         for title, points in by_pass.items():
             cores = [points[key] for k in range(node.calls) if (key := ("core", node.id, k)) in points]
