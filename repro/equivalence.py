@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -187,9 +188,32 @@ def calibrated_tolerance(reference_errors: Sequence[float] | None, why: str) -> 
                                       f"error on the same input ({error:.2g}), at least {FLOAT32_FLOOR:.2g}")
 
 
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` that runs on its own tensors only: a ``forward`` set on an
+    instance (``net.forward = lambda x: net.head(...)``) is rebuilt with its closure copied
+    along, so that it calls the copy's modules, not the original's."""
+    memo: dict[int, Any] = {}
+    clone = copy.deepcopy(model, memo)
+    for name, module in model.named_modules():
+        fn = module.__dict__.get("forward")
+        if isinstance(fn, types.FunctionType) and fn.__closure__:
+            cells = tuple(_copy_cell(cell, memo) for cell in fn.__closure__)
+            clone.get_submodule(name).forward = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__,
+                                                                   fn.__defaults__, cells)
+    return clone
+
+
+def _copy_cell(cell: types.CellType, memo: dict[int, Any]) -> types.CellType:
+    try:
+        contents = cell.cell_contents
+    except ValueError:  # an empty cell
+        return cell
+    return types.CellType(copy.deepcopy(contents, memo))
+
+
 def float64_copy(model: nn.Module) -> nn.Module:
     """A float64 copy of ``model`` (its floating parameters and buffers cast; integer ones kept)."""
-    return copy.deepcopy(model).double()
+    return copy_model(model).double()
 
 
 def module_of(key: str) -> str:

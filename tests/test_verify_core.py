@@ -329,3 +329,18 @@ def test_cli_bad_reference_keyword_for_a_library_spec_is_exit_2(models, capsys):
     assert main([f"{models}:Net", "--against", "timm:resnet18", "--reference-kwargs", '{"no_such_option": 1}']) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot build timm:resnet18" in err and "no_such_option" in err
+
+
+def test_a_forward_set_on_the_instance_runs_on_the_copy():
+    """``net.forward = lambda x: ...net...``: the copy's forward must call the copy's modules."""
+    candidate = Net()
+    candidate.forward = lambda x: candidate.fc(candidate.act(candidate.bn(candidate.conv(x))).mean((2, 3)))
+    reference = Net()
+    reference.forward = lambda x: reference.fc(reference.act(reference.bn(reference.conv(x))).mean((2, 3)))
+    del reference.mix, candidate.mix
+    snapshot = state_snapshot(candidate)
+    report = verify(candidate, reference, input_size=SIZE)
+    assert report.bit_exact, str(report)
+    assert_state_unchanged(candidate, snapshot)
+    candidate.bn.eps = 1e-3
+    assert verify(candidate, reference, input_size=SIZE).first_divergence == "bn"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,7 +12,8 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from repro.equivalence import (
-    FLOAT64, FLOAT64_RTOL, Diff, Tolerance, calibrated_tolerance, float64_copy, gradient_diffs, randomize_,
+    FLOAT64, FLOAT64_RTOL, Diff, Tolerance, calibrated_tolerance, copy_model, float64_copy, gradient_diffs,
+    randomize_,
 )
 from repro.porting import PortError, PortRules, port_weights
 from repro.verify._compare import (
@@ -47,7 +47,7 @@ def _type_name(obj: Any) -> str:
 
 def _resolve_reference(reference: str | nn.Module, reference_kwargs: Mapping[str, Any] | None) -> tuple[nn.Module, str]:
     if isinstance(reference, nn.Module):
-        return copy.deepcopy(reference), _type_name(reference)
+        return _copy(reference, "reference"), _type_name(reference)
     if not isinstance(reference, str):
         raise TypeError("reference must be a spec such as 'timm:resnet50' or an nn.Module, "
                         f"got {type(reference).__name__}")
@@ -182,7 +182,7 @@ def _unfreeze(model: nn.Module) -> list[str]:
 
 def _copy(model: nn.Module, which: str) -> nn.Module:
     try:
-        return copy.deepcopy(model)
+        return copy_model(model)
     except (RuntimeError, TypeError, AttributeError) as err:
         raise VerifyError(f"repro.verify works on a copy and cannot copy the {which}: "
                           f"{type(err).__name__}: {err}") from err
