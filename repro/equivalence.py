@@ -11,15 +11,26 @@ The procedure every equivalence test, the report and ``repro.verify`` share:
    gradient, every parameter's gradient and the running statistics BatchNorm leaves behind.
 
 Differences are measured as ``max|a - b| / max|b|`` (relative to the reference's largest
-magnitude) and flagged bit-exact when the tensors are equal element for element.
+magnitude; a parameter gradient relative to the largest gradient of its module) and flagged
+bit-exact when the tensors are equal element for element.
+
+One definition of "equivalent" for the whole project (``check_reference``, the report and
+``repro.verify`` alike): the same function, decided on float64 copies of both models and of the
+input, within ``FLOAT64_RTOL`` (far below float32 noise, so that float32 rounding can neither
+hide nor fake a difference; above float64 rounding and the float32 constants of a few float64
+kernels). Float32 bit-identity is reported beside it as the stronger fact. Where a
+model cannot run in float64 the comparison falls back to float32 with a tolerance calibrated on
+the reference's own float32-vs-float64 error on the same input (``calibrated_tolerance``), or,
+if neither model runs in float64, the stated ``FLOAT32_RTOL``.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import types
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -82,7 +93,8 @@ def randomize_(model: nn.Module, input_size: tuple[int, ...] | None = (2, 3, 224
             else:
                 param.copy_(normal(param, 0.1))
 
-    batchnorms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    batchnorms = [m for m in model.modules()
+                  if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if batchnorms and input_size is not None:
         # Calibrate: running statistics equal to real batch statistics, so eval-mode activations
         # stay in a sensible range however deep the network is.
@@ -133,6 +145,111 @@ class Diff:
         return max(diffs.items(), key=lambda kv: (not kv[1].finite, kv[1].max_rel))
 
 
+# The float64 tolerance. float64 rounding (unit roundoff 1.1e-16), accumulated over the deepest
+# pass here, stays below 1e-12 relative; but some PyTorch float64 kernels are only float32-exact:
+# Hardsigmoid's backward multiplies by the float32 constant 1.0f / 6.0f, 3.0e-8 relative off 1/6
+# (measured: a hand-written relu6(x + 3) / 6 against nn.Hardsigmoid, float64 gradients 3.3e-8
+# apart in MobileNetV3, forward bit-identical). 1e-7 admits that, and nothing near the size of a
+# mistake hidden by float32 noise (1e-5 to 1e-2 relative on these networks in float32).
+FLOAT64_RTOL = 1e-7
+# Stated float32 tolerance where no model runs in float64, so nothing can be calibrated.
+FLOAT32_RTOL = 1e-5
+# A float32 tolerance calibrated on the reference: this many times its own float32-vs-float64
+# error on the same input, and never below this many float32 units of roundoff.
+CALIBRATION_FACTOR = 10.0
+FLOAT32_FLOOR = 8 * torch.finfo(torch.float32).eps
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How a verdict was decided: in which precision, within which relative tolerance, and why."""
+
+    dtype: str  # "float64" or "float32"
+    rtol: float
+    basis: str
+
+    def __str__(self) -> str:
+        return f"{self.dtype}, rtol {self.rtol:.2g} ({self.basis})"
+
+
+FLOAT64 = Tolerance("float64", FLOAT64_RTOL, "float64 copies of both models and the input")
+
+
+def calibrated_tolerance(reference_errors: Sequence[float] | None, why: str) -> Tolerance:
+    """The float32 tolerance when ``why`` keeps a model out of float64: ``CALIBRATION_FACTOR``
+    times the reference's own float32-vs-float64 relative error (``reference_errors``, one per
+    compared output), or ``FLOAT32_RTOL`` when the reference cannot run in float64 either (``None``)."""
+    if reference_errors is None:
+        return Tolerance("float32", FLOAT32_RTOL, f"{why}; neither model runs in float64, so the tolerance is "
+                                                  f"the stated float32 default, not calibrated")
+    error = max(reference_errors, default=0.0)
+    rtol = max(CALIBRATION_FACTOR * error, FLOAT32_FLOOR)
+    return Tolerance("float32", rtol, f"{why}; {CALIBRATION_FACTOR:g}x the reference's own float32-vs-float64 "
+                                      f"error on the same input ({error:.2g}), at least {FLOAT32_FLOOR:.2g}")
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` that runs on its own tensors only: a ``forward`` set on an
+    instance (``net.forward = lambda x: net.head(...)``) is rebuilt with its closure copied
+    along, so that it calls the copy's modules, not the original's."""
+    memo: dict[int, Any] = {}
+    clone = copy.deepcopy(model, memo)
+    for name, module in model.named_modules():
+        fn = module.__dict__.get("forward")
+        if isinstance(fn, types.FunctionType) and fn.__closure__:
+            cells = tuple(_copy_cell(cell, memo) for cell in fn.__closure__)
+            clone.get_submodule(name).forward = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__,
+                                                                   fn.__defaults__, cells)
+    return clone
+
+
+def _copy_cell(cell: types.CellType, memo: dict[int, Any]) -> types.CellType:
+    try:
+        contents = cell.cell_contents
+    except ValueError:  # an empty cell
+        return cell
+    return types.CellType(copy.deepcopy(contents, memo))
+
+
+def float64_copy(model: nn.Module) -> nn.Module:
+    """A float64 copy of ``model`` (its floating parameters and buffers cast; integer ones kept)."""
+    return copy_model(model).double()
+
+
+def module_of(key: str) -> str:
+    """The module a state key belongs to: ``layer1.0.conv1.weight`` -> ``layer1.0.conv1``."""
+    return key.rsplit(".", 1)[0] if "." in key else ""
+
+
+def gradient_diffs(actual: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                   pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, Diff], list[str]]:
+    """Each paired parameter gradient's ``Diff`` (by ``actual``'s key), relative to the largest
+    reference gradient of its module, and the pairs with a gradient on one side only.
+
+    Relative to the module, not to the tensor: the bias gradient of a BatchNorm feeding another
+    BatchNorm in train mode is zero up to rounding (the next one removes every channel's mean),
+    and rounding noise relative to zero means nothing."""
+    raw: dict[str, Diff] = {}
+    scale: dict[str, float] = {}
+    missing = []
+    for actual_key, expected_key in pairs:
+        if actual_key not in actual and expected_key not in expected:
+            continue
+        if actual_key not in actual or expected_key not in expected:
+            missing.append(f"{actual_key} / {expected_key}")
+            continue
+        a, e = actual[actual_key], expected[expected_key]
+        raw[actual_key] = Diff.of(a, e.reshape(a.shape)) if a.numel() == e.numel() else Diff(math.inf, math.inf, False)
+        owner = module_of(actual_key)
+        scale[owner] = max(scale.get(owner, 0.0), float(e.abs().max()) if e.numel() else 0.0)
+    diffs = {}
+    for key, d in raw.items():
+        s = scale[module_of(key)]
+        rel = d.max_abs / s if s > 0 else (0.0 if d.max_abs == 0 else math.inf)
+        diffs[key] = Diff(d.max_abs, rel, d.bit_exact, d.finite)
+    return diffs, missing
+
+
 @dataclass
 class TrainStep:
     output: torch.Tensor
@@ -165,6 +282,9 @@ def count_tensors(model: nn.Module) -> dict[str, int]:
 
 @dataclass
 class EquivalenceResult:
+    """The comparison of one pair. Its diffs are the ones the verdict is decided on (float64
+    unless ``tolerance`` says otherwise); ``float32`` holds the float32 run's, for bit-identity."""
+
     spec: str
     model: str
     input_size: tuple[int, ...]
@@ -176,37 +296,38 @@ class EquivalenceResult:
     param_grads: dict[str, Diff] = field(default_factory=dict)  # by hand-written name
     running_stats: dict[str, Diff] = field(default_factory=dict)
     missing_grads: list[str] = field(default_factory=list)
+    tolerance: Tolerance = FLOAT64
+    float32: dict[str, Diff] = field(default_factory=dict)  # the float32 run's diffs, by the same names
 
     @property
     def bit_exact(self) -> bool:
-        return all(d.bit_exact for d in self.all_diffs().values())
+        """Float32 bit-identity of every compared tensor (the stronger fact)."""
+        return all(d.bit_exact for d in (self.float32 or self.all_diffs()).values())
 
     def all_diffs(self) -> dict[str, Diff]:
-        diffs = {"eval output": self.eval_output}
-        if self.train_output is not None:
-            diffs["train output"] = self.train_output
-            diffs["input grad"] = self.input_grad
-        diffs.update({f"grad {k}": d for k, d in self.param_grads.items()})
-        diffs.update({f"buffer {k}": d for k, d in self.running_stats.items()})
-        return diffs
+        return _named_diffs(self.eval_output, self.train_output, self.input_grad, self.param_grads, self.running_stats)
 
-    def failures(self, rtol: float = 1e-5) -> list[str]:
+    def failures(self, rtol: float | None = None) -> list[str]:
+        """What does not hold, within ``rtol`` (default: the result's own tolerance)."""
+        rtol = self.tolerance.rtol if rtol is None else rtol
         problems = []
         if self.counts_reference != self.counts_ours:
             problems.append(f"counts differ: reference {self.counts_reference} vs ours {self.counts_ours}")
         if self.missing_grads:
             problems.append(f"gradients present on one side only: {self.missing_grads[:5]}")
         problems += [
-            f"{name}: max rel diff {d.max_rel:.3g} (max abs {d.max_abs:.3g}){'' if d.finite else ', non-finite values'}"
+            f"{name}: max rel diff {d.max_rel:.3g} (max abs {d.max_abs:.3g}, {self.tolerance.dtype})"
+            f"{'' if d.finite else ', non-finite values'}"
             for name, d in self.all_diffs().items()
             if not d.ok(rtol)
         ]
         return problems
 
-    def assert_equivalent(self, rtol: float = 1e-5) -> None:
+    def assert_equivalent(self, rtol: float | None = None) -> None:
         problems = self.failures(rtol)
         if problems:
-            raise AssertionError(f"{self.model} is not equivalent to {self.spec}:\n  " + "\n  ".join(problems[:20]))
+            raise AssertionError(f"{self.model} is not equivalent to {self.spec} ({self.tolerance}):\n  "
+                                 + "\n  ".join(problems[:20]))
 
     def summary(self) -> dict[str, Any]:
         name, worst = Diff.worst(self.all_diffs())
@@ -219,8 +340,65 @@ class EquivalenceResult:
             "eval_max_rel": self.eval_output.max_rel,
             "worst_check": name,
             "worst_max_rel": worst.max_rel,
+            "precision": self.tolerance.dtype,
+            "rtol": self.tolerance.rtol,
             "bit_exact": self.bit_exact,
         }
+
+
+def _named_diffs(eval_output: Diff, train_output: Diff | None, input_grad: Diff | None,
+                 param_grads: Mapping[str, Diff], running_stats: Mapping[str, Diff]) -> dict[str, Diff]:
+    diffs = {"eval output": eval_output}
+    if train_output is not None:
+        diffs["train output"] = train_output
+        diffs["input grad"] = input_grad
+    diffs.update({f"grad {k}": d for k, d in param_grads.items()})
+    diffs.update({f"buffer {k}": d for k, d in running_stats.items()})
+    return diffs
+
+
+@dataclass
+class _Run:
+    """One precision's comparison of a ported pair."""
+
+    eval_output: Diff
+    train_output: Diff | None = None
+    input_grad: Diff | None = None
+    param_grads: dict[str, Diff] = field(default_factory=dict)
+    running_stats: dict[str, Diff] = field(default_factory=dict)
+    missing_grads: list[str] = field(default_factory=list)
+    reference_outputs: tuple[torch.Tensor, ...] = ()
+
+    def all_diffs(self) -> dict[str, Diff]:
+        return _named_diffs(self.eval_output, self.train_output, self.input_grad, self.param_grads, self.running_stats)
+
+
+def _run_pair(reference_model: nn.Module, ours: nn.Module, target_to_source: Mapping[str, str], x: torch.Tensor,
+              output_weights: Callable[[torch.Size], torch.Tensor] | None) -> _Run:
+    reference_model.eval()
+    ours.eval()
+    with torch.no_grad():
+        expected, actual = reference_model(x), ours(x)
+    run = _Run(Diff.of(actual, expected), reference_outputs=(expected,))
+    if output_weights is None:
+        return run
+    output_weight = output_weights(expected.shape)
+    ref_step = train_step(reference_model, x, output_weight.to(x.dtype))
+    our_step = train_step(ours, x, output_weight.to(x.dtype))
+    run.reference_outputs += (ref_step.output,)
+    run.train_output = Diff.of(our_step.output, ref_step.output)
+    run.input_grad = Diff.of(our_step.input_grad, ref_step.input_grad)
+    run.param_grads, run.missing_grads = gradient_diffs(our_step.grads, ref_step.grads, target_to_source.items())
+    for target_key, source_key in target_to_source.items():
+        if target_key in our_step.buffers and target_key not in our_step.grads and source_key not in ref_step.grads:
+            ref_buf = ref_step.buffers[source_key]
+            run.running_stats[target_key] = Diff.of(our_step.buffers[target_key],
+                                                    ref_buf.reshape(our_step.buffers[target_key].shape))
+    return run
+
+
+# What a model that cannot run in float64 raises (a dtype fixed inside its forward, say).
+FLOAT64_FAILURES = (RuntimeError, TypeError, ValueError)
 
 
 def compare_ported(
@@ -235,42 +413,51 @@ def compare_ported(
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> EquivalenceResult:
-    """Compare an already-ported pair: eval outputs, then a train-mode step (see module docstring).
+    """Compare an already-ported pair: eval outputs, then a train-mode step (see module docstring),
+    on float64 copies (the verdict) and as they are in float32 (bit-identity).
     Both models are moved to ``device``; the inputs are drawn on the CPU (the same numbers anywhere)."""
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(input_size, generator=gen).to(device)
     reference_model.to(device)
     ours.to(device)
-    reference_model.eval()
-    ours.eval()
-    with torch.no_grad():
-        expected, actual = reference_model(x), ours(x)
-    result = EquivalenceResult(
+    drawn: list[torch.Tensor] = []
+
+    def output_weights(shape: torch.Size) -> torch.Tensor:  # drawn once, the same numbers in both precisions
+        if not drawn:
+            drawn.append(torch.randn(shape, generator=gen).to(device))
+        return drawn[0]
+
+    weights = output_weights if train else None
+    single = _run_pair(reference_model, ours, target_to_source, x, weights)
+    tolerance, double = FLOAT64, None
+    try:
+        double = _run_pair(float64_copy(reference_model), float64_copy(ours), target_to_source, x.double(), weights)
+    except FLOAT64_FAILURES as err:
+        why = f"float64 fails ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+        try:
+            ref64 = float64_copy(reference_model)
+            outputs64 = _run_pair(ref64, ref64, {}, x.double(), weights).reference_outputs
+            errors = [Diff.of(a, b.to(a.dtype)).max_rel
+                      for a, b in zip(single.reference_outputs, outputs64, strict=True)]
+        except FLOAT64_FAILURES:
+            errors = None
+        tolerance = calibrated_tolerance(errors, why)
+    decided = double or single
+    return EquivalenceResult(
         spec=spec,
         model=model,
         input_size=tuple(input_size),
         counts_reference=count_tensors(reference_model),
         counts_ours=count_tensors(ours),
-        eval_output=Diff.of(actual, expected),
+        eval_output=decided.eval_output,
+        train_output=decided.train_output,
+        input_grad=decided.input_grad,
+        param_grads=decided.param_grads,
+        running_stats=decided.running_stats,
+        missing_grads=decided.missing_grads,
+        tolerance=tolerance,
+        float32=single.all_diffs(),
     )
-    if not train:
-        return result
-    output_weight = torch.randn(expected.shape, generator=gen).to(device)
-    ref_step = train_step(reference_model, x, output_weight)
-    our_step = train_step(ours, x, output_weight)
-    result.train_output = Diff.of(our_step.output, ref_step.output)
-    result.input_grad = Diff.of(our_step.input_grad, ref_step.input_grad)
-    for target_key, source_key in target_to_source.items():
-        if target_key in our_step.grads or source_key in ref_step.grads:
-            if target_key not in our_step.grads or source_key not in ref_step.grads:
-                result.missing_grads.append(f"{target_key} / {source_key}")
-                continue
-            ref_grad = ref_step.grads[source_key]
-            result.param_grads[target_key] = Diff.of(our_step.grads[target_key], ref_grad.reshape(our_step.grads[target_key].shape))
-        elif target_key in our_step.buffers:
-            ref_buf = ref_step.buffers[source_key]
-            result.running_stats[target_key] = Diff.of(our_step.buffers[target_key], ref_buf.reshape(our_step.buffers[target_key].shape))
-    return result
 
 
 # Every ImageNet network here downsamples by 32; the CIFAR nets by 4.
@@ -285,13 +472,15 @@ def validate_input_size(input_size: tuple[int, ...], model: str, *, train: bool 
     if len(input_size) != 4 or any(not isinstance(n, int) for n in input_size):
         raise ValueError(f"input size must be four integers (batch, channels, height, width), got {tuple(input_size)}")
     batch, channels, height, width = input_size
-    minimum = MIN_RESOLUTION.get(MODELS[model].family, DEFAULT_MIN_RESOLUTION) if model in MODELS else DEFAULT_MIN_RESOLUTION
+    family = MODELS[model].family if model in MODELS else None
+    minimum = MIN_RESOLUTION.get(family, DEFAULT_MIN_RESOLUTION)
     if batch < 1:
         raise ValueError(f"batch size must be at least 1, got {batch}")
     if channels != 3:
         raise ValueError(f"{model} takes 3-channel images, got {channels} channels")
     if min(height, width) < minimum:
-        raise ValueError(f"resolution {height}x{width} is too small for {model}: it downsamples by {minimum}, use at least {minimum}")
+        raise ValueError(f"resolution {height}x{width} is too small for {model}: it downsamples by {minimum}, "
+                         f"use at least {minimum}")
     if train and batch * (height // minimum) * (width // minimum) < 2:
         raise ValueError(
             f"train-mode comparison of {model} at batch {batch}, {height}x{width} leaves BatchNorm one value per "

@@ -17,13 +17,14 @@ ALL_REFERENCES = repro.list_references()
 @pytest.mark.parametrize("spec", ALL_REFERENCES)
 def test_reference_is_equivalent(spec):
     result = check_reference(spec)
-    result.assert_equivalent(rtol=1e-5)
+    assert result.tolerance.dtype == "float64"  # decided where float32 rounding can neither hide nor fake a difference
+    result.assert_equivalent()
     assert result.counts_reference == result.counts_ours
     assert result.param_grads and result.running_stats, "train-mode checks must have run"
     n_params = sum(1 for _ in repro.create_model(result.model).parameters())
     assert len(result.param_grads) == n_params
     if REFERENCES[spec].expect_bit_exact:
-        failing = [k for k, d in result.all_diffs().items() if not d.bit_exact]
+        failing = [k for k, d in result.float32.items() if not d.bit_exact]
         assert not failing, f"expected bit-identical, differs in {failing[:5]}"
 
 

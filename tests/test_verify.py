@@ -56,18 +56,24 @@ def test_correct_implementations_verify(build, spec, bit_exact):
     assert report.layers["ok"].all()
     # Nothing was paired by name: every tensor kept the candidate's own.
     assert report.port is not None and len(report.port.renamed) > 0.9 * len(report.port.pairs)
-    assert len(report.layers) == sum(1 for m in candidate.modules() if next(m.parameters(recurse=False), None) is not None)
+    assert len(report.layers) == sum(1 for m in candidate.modules()
+                                     if next(m.parameters(recurse=False), None) is not None)
     if not bit_exact:
-        assert [p.transform for p in report.port.transformed] == ["reshape [1280, 960, 1, 1] -> [1280, 960] (1x1 conv -> Linear)"]
+        assert [p.transform for p in report.port.transformed] == [
+            "reshape [1280, 960, 1, 1] -> [1280, 960] (1x1 conv -> Linear)"]
         assert report.max_abs_diff > 0
 
 
-def test_ported_candidate_keeps_the_reference_weights():
+def test_verify_leaves_the_candidate_as_it_was_unless_asked_to_port_into_it():
     candidate = EfficientNetB0()
+    snapshot = state_snapshot(candidate)
     report = verify(candidate, EFFICIENTNET, input_size=SMALL, train=False, wide_input_scale=None)
     assert report.bit_exact
-    # verify() randomized the reference and copied it in: the candidate now computes the same,
-    # and holds BatchNorm statistics that are nothing like a fresh model's.
+    assert_state_unchanged(candidate, snapshot)  # verify() ported into a copy
+    assert candidate.training
+    verify(candidate, EFFICIENTNET, input_size=SMALL, train=False, wide_input_scale=None, port_into_candidate=True)
+    # Asked to: the candidate now holds the randomized reference's weights, BatchNorm statistics
+    # nothing like a fresh model's.
     assert not torch.equal(candidate.stem[1].running_var, torch.ones(32))
     assert candidate.training  # its mode is given back
 
@@ -81,23 +87,27 @@ def _is(cls):
 MISTAKES = {
     # id: (candidate, reference, first divergence, what the named module must be)
     "resnet50-stride-on-1x1": (lambda: ResNet50(stride_in_reduce=True), RESNET, "stages.1.0.squeeze",
-                               lambda m, n: m.get_submodule(n).kernel_size == (1, 1) and m.get_submodule(n).stride == (2, 2)),
+                               lambda m, n: (m.get_submodule(n).kernel_size == (1, 1)
+                                             and m.get_submodule(n).stride == (2, 2))),
     "resnet50-bn-eps-in-one-stage": (lambda: ResNet50(eps=1e-3, eps_stage=2), RESNET, "stages.2.0.bypass.norm",
                                      lambda m, n: m.get_submodule(n).eps == 1e-3),
     "resnet50-bn-momentum": (lambda: ResNet50(momentum=0.01), RESNET, "stem.norm",
                              lambda m, n: m.get_submodule(n).momentum == 0.01),
     "resnet50-no-relu-after-add": (lambda: ResNet50(relu_after_add=False), RESNET, "stages.0.0",
-                                   lambda m, n: isinstance(m.get_submodule(n), Unit) and not m.get_submodule(n).relu_after_add),
+                                   lambda m, n: (isinstance(m.get_submodule(n), Unit)
+                                                 and not m.get_submodule(n).relu_after_add)),
     "resnet50-shortcut-without-bn": (lambda: ResNet50(bypass_norm=False), RESNET, "stages.0.0.bypass.proj",
                                      lambda m, n: n.startswith("stages.0.0.bypass")),
     "resnet50-max-pool": (lambda: ResNet50(head_pool="max"), RESNET, "pool", _is(nn.AdaptiveMaxPool2d)),
     "mobilenetv3-relu6": (lambda: MobileNetV3Large(relu6=True), MOBILENET, "features.0.filter_act", _is(nn.ReLU6)),
     "mobilenetv3-keras-hard-sigmoid": (lambda: MobileNetV3Large(gate="keras"), MOBILENET, "features.3.attention.gate",
                                        _is(KerasHardSigmoid)),
-    "efficientnet-se-from-expanded-width": (lambda: EfficientNetB0(se_from_expanded=True), EFFICIENTNET, "trunk.1.0.se.fc1",
+    "efficientnet-se-from-expanded-width": (lambda: EfficientNetB0(se_from_expanded=True), EFFICIENTNET,
+                                            "trunk.1.0.se.fc1",
                                             lambda m, n: isinstance(m.get_submodule(n.rsplit(".", 1)[0]), SE)),
     "efficientnet-seed-drop-connect-in-eval": (efficientnet_b0_seed_drop_connect, EFFICIENTNET, "trunk.1.1",
-                                               lambda m, n: isinstance(m.get_submodule(n), MBConv) and m.get_submodule(n).residual),
+                                               lambda m, n: (isinstance(m.get_submodule(n), MBConv)
+                                                             and m.get_submodule(n).residual)),
     "efficientnet-tf-bn-eps": (lambda: EfficientNetB0(eps=1e-3), EFFICIENTNET, "stem.1",
                                lambda m, n: m.get_submodule(n).eps == 1e-3),
     "efficientnet-tf-bn-momentum": (lambda: EfficientNetB0(momentum=0.01), EFFICIENTNET, "stem.1",
@@ -148,7 +158,8 @@ def test_momentum_is_caught_by_the_running_statistics():
 
 def test_random_numbers_in_eval_are_reported():
     _, report = _mistake("efficientnet-seed-drop-connect-in-eval")
-    assert report.notes[0].startswith("the candidate draws random numbers in eval mode: rand_like in trunk.1.1, trunk.2.1,")
+    assert report.notes[0].startswith(
+        "the candidate draws random numbers in eval mode: rand_like in trunk.1.1, trunk.2.1,")
     assert any(note.startswith("the candidate draws random numbers in train mode") for note in report.notes)
 
 
@@ -287,7 +298,8 @@ def test_unused_module_is_reported():
     candidate.spare = nn.Linear(3, 3)
     report = verify(candidate, Fork(), input_size=(2, 3, 8, 8))
     assert not report.equivalent
-    assert report.unpaired_candidate == ["spare.weight [3, 3] (Linear, never called)", "spare.bias [3] (Linear, never called)"]
+    assert report.unpaired_candidate == ["spare.weight [3, 3] (Linear, never called)",
+                                         "spare.bias [3] (Linear, never called)"]
 
 
 def test_port_false_compares_the_weights_as_they_are():
@@ -364,7 +376,8 @@ def test_cli_json_and_exit_codes(tmp_path):
         "    net.forward = lambda x: net.head(net.trunk(x).relu().mean((2, 3)))\n"
         "    return net\n"
     )
-    result = _cli(f"{models}:renamed", "--against", f"{models}:Net", "--input-size", "2", "3", "8", "8", "--format", "json")
+    result = _cli(f"{models}:renamed", "--against", f"{models}:Net", "--input-size", "2", "3", "8", "8",
+                  "--format", "json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["equivalent"] and data["bit_exact"] and data["first_divergence"] is None
@@ -372,7 +385,8 @@ def test_cli_json_and_exit_codes(tmp_path):
 
     missing = _cli(f"{models}:Nope", "--against", RESNET)
     assert missing.returncode == 2 and missing.stdout == ""
-    assert missing.stderr.count("\n") == 1 and "no attribute 'Nope'" in missing.stderr and "Traceback" not in missing.stderr
+    assert missing.stderr.count("\n") == 1 and "no attribute 'Nope'" in missing.stderr
+    assert "Traceback" not in missing.stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -396,7 +410,8 @@ def test_cli_broken_user_code_is_bad_input(tmp_path, capsys):
     broken = tmp_path / "broken.py"
     broken.write_text("import torch\nfrom torch import nn\nundefined_name\n")
     needs_args = tmp_path / "needs_args.py"
-    needs_args.write_text("from torch import nn\nclass Net(nn.Module):\n    def __init__(self, width):\n        super().__init__()\n")
+    needs_args.write_text("from torch import nn\nclass Net(nn.Module):\n    def __init__(self, width):\n"
+                          "        super().__init__()\n")
     assert main([f"{broken}:Net", "--against", RESNET]) == 2
     assert "NameError" in capsys.readouterr().err
     assert main([f"{needs_args}:Net", "--against", RESNET]) == 2

@@ -59,7 +59,8 @@ def equivalence_page(options: Options) -> Page | None:
             "checks": len(result.all_diffs()),
             "worst check": f"{summary['worst_check']} ({summary['worst_max_rel']:.2g})",
             "bit-identical": "yes" if result.bit_exact else "no",
-            "equivalent (1e-5)": "yes" if not result.failures() else "NO: " + "; ".join(result.failures()[:2]),
+            "equivalent": (f"yes ({result.tolerance.dtype}, rtol {result.tolerance.rtol:.2g})" if not result.failures()
+                           else "NO: " + "; ".join(result.failures()[:2])),
         })
     what = ("eval outputs, train-mode outputs, input and parameter gradients, running statistics"
             if options.full else "eval outputs (run with --full for gradients and running statistics)")

@@ -1,23 +1,27 @@
 """``repro.verify``: is this model exactly the timm / torchvision one, and if not, where does it go wrong?
 
 ``verify(candidate, "timm:resnet50")`` takes any ``nn.Module``, written however its author
-liked, and:
+liked, and, on copies of both models (what the user hands in is never changed):
 
 1. builds the reference and randomizes every parameter and buffer (``repro.equivalence.randomize_``:
    BatchNorm statistics calibrated then perturbed, no zero gammas), so that nothing agrees by
-   accident;
+   accident; lets frozen parameters take gradients (naming them); finds every stochastic layer
+   of both (dropout, drop-path: ``_stochastic``) and turns it off, keeping the rates to compare;
 2. runs both models and pairs their parametrized modules by the network's dataflow (which
    module consumes which module's output), never by names, definition order or the order
    independent branches run in; a Linear pairs with a 1x1 convolution. Where the dataflow does
    not decide, it refuses (``PairingError``, listing the candidates); where the structures
    differ, the report names every unpaired tensor of both models and where the structures part;
-3. copies the reference's weights into the candidate through that pairing (all or nothing);
-4. compares every paired module (its input and its own result) and the outputs: in eval mode,
-   in eval mode on one sample scaled up by 8 (so that saturating activations such as ReLU6 and
-   hard-sigmoid leave their linear range), and in one train-mode step (outputs, the input
-   gradient, every parameter gradient, the running statistics BatchNorm leaves behind);
-5. names the first divergence: the innermost candidate module whose output differs while its
-   inputs agree (a block whose children all agree but whose output does not is named itself).
+3. copies the reference's weights into the candidate's copy through that pairing (all or nothing);
+4. on float64 copies (``repro.equivalence``'s one definition of equivalence; float32 with a
+   calibrated tolerance where a model cannot run in float64), compares every paired module (its
+   input and its own result) and the outputs: in eval mode, in eval mode on one sample scaled up
+   by 8 (so that saturating activations such as ReLU6 and hard-sigmoid leave their linear range),
+   and in one train-mode step (outputs, the input gradient, every parameter gradient, the running
+   statistics BatchNorm leaves behind); then the same passes in float32, for bit-identity;
+5. gives the verdict in levels (eval, train step, stochastic configuration), each naming its
+   first divergence: the innermost candidate module whose output differs while its inputs agree
+   (a block whose children all agree but whose output does not is named itself).
 
 ``python -m repro.verify file.py:Model --against timm:resnet50`` does the same from a shell;
 ``repro.testing.assert_equivalent`` inside a test suite.

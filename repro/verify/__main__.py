@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import nn
 
+from repro.equivalence import FLOAT64_RTOL
 from repro.registry import KNOWN_SOURCES, UnknownNameError
 from repro.verify import PairingError, VerifyError, verify
 
@@ -84,26 +85,45 @@ def _load_attribute(target: str) -> Any:
     return obj
 
 
-def _build(target: str) -> nn.Module:
+_EXAMPLE = """'{"drop_rate": 0}'"""
+
+
+def _kwargs(option: str, text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CliError(f"{option} takes a JSON object such as {_EXAMPLE}, got {text!r}: {err}") from err
+    if not isinstance(value, dict):
+        raise CliError(f"{option} takes a JSON object such as {_EXAMPLE}, got {type(value).__name__} {text!r}")
+    return value
+
+
+def _build(target: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
     obj = _load_attribute(target)
     if isinstance(obj, nn.Module):
+        if kwargs:
+            raise CliError(f"{target} is a module instance: it takes no keyword arguments (got {', '.join(kwargs)})")
         return obj
     if not callable(obj):
         raise CliError(f"{target} is a {type(obj).__name__}, not a module class or factory")
+    kwargs = kwargs or {}
     try:
-        model = obj()
+        model = obj(**kwargs)
     except _USER_CODE_ERRORS as err:
-        raise CliError(f"{target}() failed: {type(err).__name__}: {err}") from err
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise CliError(f"{target}({args}) failed: {type(err).__name__}: {err}") from err
     if not isinstance(model, nn.Module):
         raise CliError(f"{target}() returned a {type(model).__name__}, not an nn.Module")
     return model
 
 
-def _reference(spec: str) -> str | nn.Module:
+def _reference(spec: str, kwargs: dict[str, Any]) -> str | nn.Module:
     if spec.split(":", 1)[0] in KNOWN_SOURCES:
         return spec
     try:
-        return _build(spec)
+        return _build(spec, kwargs)
     except CliError as err:
         raise CliError(f"{err} (a reference is {' or '.join(f'{s}:<name>' for s in KNOWN_SOURCES)}, "
                        f"path/to/file.py:ATTR or package.module:ATTR)") from err
@@ -112,21 +132,32 @@ def _reference(spec: str) -> str | nn.Module:
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="python -m repro.verify", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="path/to/file.py:ATTR or package.module:ATTR (a class or zero-argument factory)")
-    parser.add_argument("--against", required=True, metavar="SPEC", help="reference, e.g. timm:resnet50 or torchvision:resnet50")
+    parser.add_argument("--against", required=True, metavar="SPEC",
+                        help="reference, e.g. timm:resnet50 or torchvision:resnet50")
     parser.add_argument("--input-size", nargs="+", default=["2", "3", "224", "224"], metavar="N",
                         help="input size, e.g. '2 3 224 224' (default) or '224' for 2x3x224x224")
     parser.add_argument("--format", choices=("markdown", "json", "text"), default="markdown")
-    parser.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
+    parser.add_argument("--rtol", type=float, default=None,
+                        help=f"relative tolerance (default: float64 copies, within {FLOAT64_RTOL:g})")
+    parser.add_argument("--reference-kwargs", metavar="JSON",
+                        help="keyword arguments building the reference, e.g. '{\"drop_rate\": 0}'")
+    parser.add_argument("--candidate-kwargs", metavar="JSON", help="keyword arguments for MODEL's class or factory")
+    parser.add_argument("--output", metavar="FIELD",
+                        help="the compared output of a model returning a tuple, dict or output object: a key, "
+                             "attribute or index (default: logits, else the first tensor)")
     parser.add_argument("--no-port", action="store_true", help="compare the weights the models hold instead of porting")
     parser.add_argument("--no-train", action="store_true", help="skip the train-mode step")
     parser.add_argument("--seed", type=int, default=0)
     try:
         args = parser.parse_args(argv)
         input_size = _input_size(args.input_size)
-        candidate = _build(args.model)
-        reference = _reference(args.against)
+        reference_kwargs = _kwargs("--reference-kwargs", args.reference_kwargs)
+        candidate = _build(args.model, _kwargs("--candidate-kwargs", args.candidate_kwargs))
+        reference = _reference(args.against, reference_kwargs)
+        output = int(args.output) if args.output is not None and args.output.lstrip("-").isdigit() else args.output
+        spec_kwargs = reference_kwargs if isinstance(reference, str) and args.reference_kwargs is not None else None
         report = verify(candidate, reference, input_size=input_size, port=not args.no_port, train=not args.no_train,
-                        rtol=args.rtol, seed=args.seed)
+                        rtol=args.rtol, seed=args.seed, reference_kwargs=spec_kwargs, output=output)
     except (CliError, UnknownNameError, VerifyError, PairingError) as err:
         # A PairingError lists the modules it could not tell apart, one per line.
         print(f"error: {err}", file=sys.stderr)

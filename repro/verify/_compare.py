@@ -21,7 +21,8 @@ def compare(actual: torch.Tensor, expected: torch.Tensor) -> Diff | None:
         actual = actual.reshape(expected.shape)
     if actual.dtype == expected.dtype and torch.equal(actual, expected):  # the common case, without float64 copies
         # Equal tensors hold no NaN (NaN != NaN); a finite sum rules out infinities cheaply.
-        finite = not actual.is_floating_point() or bool(torch.isfinite(actual.sum())) or bool(torch.isfinite(actual).all())
+        finite = (not actual.is_floating_point() or bool(torch.isfinite(actual.sum()))
+                  or bool(torch.isfinite(actual).all()))
         return Diff(0.0, 0.0, True, finite)
     return Diff.of(actual, expected)
 
@@ -82,7 +83,8 @@ class Fingerprints:
         scale = stacked[:, 0].clamp_min(1e-30)
         tol_max = 4 * self.rtol * scale + 1e-6 * scale
         tol_proj = (6 * self.rtol * math.sqrt(t.numel()) + 1e-5 * math.sqrt(t.numel())) * scale
-        close = ((stacked[:, 0] - fp[0]).abs() <= tol_max) & ((stacked[:, 1:] - fp[1:]).abs() <= tol_proj[:, None]).all(1)
+        close = (((stacked[:, 0] - fp[0]).abs() <= tol_max)
+                 & ((stacked[:, 1:] - fp[1:]).abs() <= tol_proj[:, None]).all(1))
         return bool(close.any())
 
 
@@ -235,7 +237,8 @@ class CandidateCapture(Sink):
     def model_output(self, outputs, upstream, seq, producers, keys) -> None:
         expected = self.reference.outputs
         if len(outputs) != len(expected):
-            self.points.append(PointResult(("out", 0), seq, MISMATCH, ((len(outputs),), (len(expected),)), frozenset(), None, 0))
+            self.points.append(PointResult(("out", 0), seq, MISMATCH, ((len(outputs),), (len(expected),)), frozenset(),
+                                           None, 0))
             return
         for i, (t, e, up, producer, key) in enumerate(zip(outputs, expected, upstream, producers, keys, strict=True)):
             diff = compare(t, e) or MISMATCH
@@ -286,7 +289,8 @@ def locate(capture: CandidateCapture, pass_name: str, names: dict[PointKey, str]
         keys = set(call.output_keys)
         name = call.name or "(root)"
         if first.tensor_key in keys:
-            return Divergence(name, call.end, f"{pass_name}: the output of {name} ({where}) {how}, while its inputs agree")
+            return Divergence(name, call.end,
+                              f"{pass_name}: the output of {name} ({where}) {how}, while its inputs agree")
         if keys and keys <= agreed:
             continue
         if call.agrees is False:

@@ -9,10 +9,11 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from repro.equivalence import Diff
+from repro.equivalence import FLOAT64, Diff, Tolerance
 from repro.porting import PortReport
 from repro.verify._compare import CandidateCapture
 from repro.verify._pairing import Pairing
+from repro.verify._stochastic import StochasticLayer
 from repro.verify._trace import Graph
 
 LAYER_COLUMNS = (
@@ -24,8 +25,45 @@ _SHORT_COLUMNS = ("candidate", "reference", "shape", "eval_max_rel", "wide_max_r
 
 
 @dataclass
+class Level:
+    """One level of the verdict: whether it holds (``None``: not checked, or cannot be decided
+    here, ``detail`` says why), whether float32 is bit-identical too, and its first divergence."""
+
+    name: str
+    holds: bool | None
+    bit_exact: bool = False
+    first_divergence: str | None = None
+    detail: str = ""
+
+    @property
+    def state(self) -> str:
+        if self.holds is None:
+            return "undecided" if self.detail and not self.detail.startswith("not ") else "not checked"
+        if not self.holds:
+            return "DIFFERS"
+        return "bit-identical" if self.bit_exact and self.name != "stochastic configuration" else (
+            "same" if self.name == "stochastic configuration" else "equivalent")
+
+    def line(self) -> str:
+        where = f" at {self.first_divergence}" if self.first_divergence and self.holds is False else ""
+        return f"{self.name}: {self.state}{where}" + (f" ({self.detail})" if self.detail and self.holds is not False
+                                                      else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"holds": self.holds, "state": self.state, "bit_exact": self.bit_exact,
+                "first_divergence": self.first_divergence, "detail": self.detail}
+
+
+@dataclass
 class VerifyReport:
     """What ``verify`` found. ``equivalent`` is the verdict; ``str(report)`` explains it.
+
+    ``levels`` splits it: ``eval`` (the eval function), ``train step`` (outputs, gradients and
+    running statistics of one train-mode step with the stochastic layers of both models turned
+    off) and ``stochastic configuration`` (their dropout and drop-path rates, side by side), each
+    with its own first divergence. ``equivalent`` holds when every level does (a level that could
+    not be decided does not count against it); ``bit_exact`` when float32 is bit-identical too.
+    ``tolerance`` says in which precision and within what the verdict was decided.
 
     ``layers`` has one row per paired module, in the candidate's execution order: both names,
     the module's own output shape on both sides, the largest relative difference of its input
@@ -51,19 +89,63 @@ class VerifyReport:
     structure: list[str] = field(default_factory=list)  # structure differences, one line each
     notes: list[str] = field(default_factory=list)
     port: PortReport | None = None
+    tolerance: Tolerance = FLOAT64
+    levels: dict[str, Level] = field(default_factory=dict)
+    float32: dict[str, Diff] = field(default_factory=dict)  # the float32 passes, for bit-identity
+    frozen_candidate: list[str] = field(default_factory=list)  # requires_grad=False, compared as trainable
+    frozen_reference: list[str] = field(default_factory=list)
+    stochastic_candidate: list[StochasticLayer] = field(default_factory=list)
+    stochastic_reference: list[StochasticLayer] = field(default_factory=list)
+    outputs: list[dict[str, str]] = field(default_factory=list)  # which output was compared, candidate / reference
+
+    def reset(self) -> None:
+        """Forget a comparison's results (keeping what was found before it ran)."""
+        fresh = VerifyReport(self.candidate, self.reference, self.input_size, self.rtol)
+        for name in ("equivalent", "bit_exact", "max_abs_diff", "first_divergence", "divergence_detail", "layers",
+                     "checks", "unpaired_candidate", "unpaired_reference", "structure", "notes", "port", "levels",
+                     "float32"):
+            setattr(self, name, getattr(fresh, name))
+
+    @property
+    def verdict(self) -> str:
+        if self.bit_exact:
+            return "bit-identical"
+        if self.equivalent:
+            return "EQUIVALENT"
+        same = [self.levels.get(n) for n in ("eval", "train step")]
+        stochastic = self.levels.get("stochastic configuration")
+        if all(level is not None and level.holds is not False for level in same) and same[0].holds and \
+                stochastic is not None and stochastic.holds is False and not self.structure:
+            return "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION"
+        return "NOT EQUIVALENT"
+
+    def compared_output(self) -> str:
+        return "; ".join(f"{side}: {o.get('what', '?')}" for side, o in zip(("candidate", "reference"), self.outputs,
+                                                                             strict=False))
 
     @property
     def structure_matches(self) -> bool:
         return not self.unpaired_candidate and not self.unpaired_reference and not self.structure
 
     def summary_lines(self) -> list[str]:
-        verdict = "bit-identical" if self.bit_exact else ("EQUIVALENT" if self.equivalent else "NOT EQUIVALENT")
-        lines = [f"{self.candidate} vs {self.reference}, input {list(self.input_size)}, rtol {self.rtol:g}: {verdict}"]
+        lines = [f"{self.candidate} vs {self.reference}, input {list(self.input_size)}: {self.verdict}",
+                 f"decided in {self.tolerance}"]
         if self.first_divergence is not None:
             lines += [f"first divergence: {self.first_divergence}", f"  {self.divergence_detail}"]
+        lines += [f"level {level.line()}" for level in self.levels.values()]
         for name, d in self.checks.items():
-            state = "bit-identical" if d.bit_exact else ("ok" if d.ok(self.rtol) else "DIFFERS")
-            lines.append(f"{name}: max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g} ({state})")
+            state = "exact" if d.bit_exact else ("ok" if d.ok(self.rtol) else "DIFFERS")
+            lines.append(f"{name} ({self.tolerance.dtype}): max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g} ({state})")
+        if self.float32:
+            exact = [k for k, d in self.float32.items() if d.bit_exact]
+            differ = [f"{k} (max rel {d.max_rel:.3g})" for k, d in self.float32.items() if not d.bit_exact]
+            lines.append(f"float32 bit-identical: {', '.join(exact) or 'nothing'}"
+                         + (f"; not bit-identical: {', '.join(differ)}" if differ else ""))
+        if any(o.get("what", "the output tensor") != "the output tensor" for o in self.outputs):
+            lines.append(f"compared output: {self.compared_output()}")
+        for side, frozen in (("candidate", self.frozen_candidate), ("reference", self.frozen_reference)):
+            if frozen:
+                lines.append(f"frozen in the {side} (requires_grad=False; compared as trainable): {', '.join(frozen)}")
         if self.port is not None:
             lines.append(f"paired {len(self.layers)} modules; ported {len(self.port.pairs)} tensors "
                          f"({len(self.port.renamed)} under another name, {len(self.port.transformed)} reshaped)")
@@ -109,6 +191,8 @@ class VerifyReport:
             "reference": self.reference,
             "input_size": list(self.input_size),
             "rtol": self.rtol,
+            "tolerance": {"dtype": self.tolerance.dtype, "rtol": self.tolerance.rtol, "basis": self.tolerance.basis},
+            "verdict": self.verdict,
             "equivalent": self.equivalent,
             "bit_exact": self.bit_exact,
             "max_abs_diff": number(self.max_abs_diff),
@@ -116,6 +200,13 @@ class VerifyReport:
             "divergence_detail": self.divergence_detail,
             "checks": {k: {"max_abs": number(d.max_abs), "max_rel": number(d.max_rel), "bit_exact": d.bit_exact}
                        for k, d in self.checks.items()},
+            "levels": {name: level.to_dict() for name, level in self.levels.items()},
+            "float32": {k: {"max_abs": number(d.max_abs), "max_rel": number(d.max_rel), "bit_exact": d.bit_exact}
+                        for k, d in self.float32.items()},
+            "stochastic": {"candidate": [vars(s) for s in self.stochastic_candidate],
+                           "reference": [vars(s) for s in self.stochastic_reference]},
+            "frozen": {"candidate": self.frozen_candidate, "reference": self.frozen_reference},
+            "compared_output": self.compared_output(),
             "structure": self.structure,
             "unpaired": {"candidate": self.unpaired_candidate, "reference": self.unpaired_reference},
             "notes": self.notes,
@@ -140,7 +231,8 @@ def layers_frame(cand: Graph, ref: Graph, pairing: Pairing, captures: Mapping[st
         if node.id not in pairing.nodes:
             continue
         partner = ref.nodes[pairing.nodes[node.id]]
-        row: dict[str, Any] = {"candidate": node.name or "(root)", "reference": partner.name or "(root)", "kind": node.kind}
+        row: dict[str, Any] = {"candidate": node.name or "(root)", "reference": partner.name or "(root)",
+                               "kind": node.kind}
         checked = []
         for title, points in by_pass.items():
             cores = [points[key] for k in range(node.calls) if (key := ("core", node.id, k)) in points]

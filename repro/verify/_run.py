@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,13 +11,17 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from repro.equivalence import Diff, randomize_
+from repro.equivalence import (
+    FLOAT64, FLOAT64_RTOL, Diff, Tolerance, calibrated_tolerance, copy_model, float64_copy, gradient_diffs,
+    randomize_,
+)
 from repro.porting import PortError, port_weights
 from repro.verify._compare import (
     MISMATCH, CandidateCapture, Divergence, ReferenceCapture, StaleCaptureError, compare, locate,
 )
 from repro.verify._pairing import pair_nodes, pair_state
-from repro.verify._report import VerifyReport, layers_frame, unpaired_tensors
+from repro.verify._report import Level, VerifyReport, layers_frame, unpaired_tensors
+from repro.verify._stochastic import rates_match, stochastic_layers, turn_off
 from repro.verify._trace import INPUT, Graph, PointKey, Recorder, trace
 
 WIDE_INPUT_SCALE = 8.0
@@ -34,16 +37,20 @@ def _type_name(obj: Any) -> str:
 
 def _resolve_reference(reference: str | nn.Module, reference_kwargs: Mapping[str, Any] | None) -> tuple[nn.Module, str]:
     if isinstance(reference, nn.Module):
-        return copy.deepcopy(reference), _type_name(reference)
+        return _copy(reference, "reference"), _type_name(reference)
     if not isinstance(reference, str):
-        raise TypeError(f"reference must be a spec such as 'timm:resnet50' or an nn.Module, got {type(reference).__name__}")
+        raise TypeError("reference must be a spec such as 'timm:resnet50' or an nn.Module, "
+                        f"got {type(reference).__name__}")
     import reference as reference_library
     from repro.registry import REFERENCES
 
     if reference_kwargs is None:  # a spec the suite covers: its settings without dropout and drop-path
         entry = REFERENCES.get(reference)
         reference_kwargs = dict(entry.deterministic_reference_kwargs) if entry is not None else {}
-    return reference_library.create(reference, **reference_kwargs), reference
+    try:
+        return reference_library.create(reference, **reference_kwargs), reference
+    except TypeError as err:  # a keyword the library does not take
+        raise VerifyError(f"cannot build {reference} with {dict(reference_kwargs)}: {err}") from err
 
 
 # What a model that cannot run on the input raises; anything else is a bug to see in full.
@@ -101,20 +108,41 @@ def _forward(model: nn.Module, x: torch.Tensor, sink, *, training: bool, seed: i
                 recorder.run(x)
             return _Step(recorder)
         x = x.clone().requires_grad_(True)
-        outputs = [t for t in tree_flatten(recorder.run(x))[0] if isinstance(t, torch.Tensor)]
-        if len(output_weights) != len(outputs):
-            raise ValueError(f"the model returns {len(outputs)} tensors where the reference returns {len(output_weights)}")
-        loss = sum((t * (w.reshape(t.shape) if w.numel() == t.numel() else torch.ones_like(t))).sum()
-                   for t, w in zip(outputs, output_weights, strict=True) if t.requires_grad)
-        if isinstance(loss, torch.Tensor):
-            loss.backward()
-        return _Step(
-            recorder,
-            x.grad.detach().clone() if x.grad is not None else torch.zeros_like(x),
+        _backward(_outputs(recorder.run(x)), output_weights)
+        return _Step(recorder, *_after_backward(model, x))
+
+
+def _backward(outputs: list[torch.Tensor], output_weights: list[torch.Tensor]) -> None:
+    """Backward of ``sum(output * output_weights)``."""
+    if len(output_weights) != len(outputs):
+        raise ValueError(f"the model returns {len(outputs)} tensors where the reference returns {len(output_weights)}")
+    loss = sum((t * (w.reshape(t.shape) if w.numel() == t.numel() else torch.ones_like(t))).sum()
+               for t, w in zip(outputs, output_weights, strict=True) if t.requires_grad)
+    if isinstance(loss, torch.Tensor):
+        loss.backward()
+
+
+def _after_backward(model: nn.Module, x: torch.Tensor):
+    """The input gradient, the parameter gradients and the buffers, after a backward pass."""
+    return (x.grad.detach().clone() if x.grad is not None else torch.zeros_like(x),
             # No copies needed: ``_scratch`` gives the parameters their previous gradients back.
             {n: p.grad.detach() for n, p in model.named_parameters() if p.grad is not None},
-            {n: b.detach().clone() for n, b in model.named_buffers()},
-        )
+            {n: b.detach().clone() for n, b in model.named_buffers()})
+
+
+def _plain_pass(model: nn.Module, x: torch.Tensor, *, training: bool, seed: int,
+                output_weights: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], tuple | None]:
+    """``_forward`` without recording: the outputs, and with weights the input gradient,
+    parameter gradients and buffers after the backward pass."""
+    with _scratch(model, training), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if output_weights is None:
+            with torch.no_grad():
+                return [t.detach() for t in _outputs(model(x))], None
+        x = x.clone().requires_grad_(True)
+        outputs = _outputs(model(x))
+        _backward(outputs, output_weights)
+        return [t.detach() for t in outputs], _after_backward(model, x)
 
 
 def _point_names(cand: Graph) -> dict[PointKey, str]:
@@ -130,7 +158,24 @@ def _point_names(cand: Graph) -> dict[PointKey, str]:
 def _check_cpu(model: nn.Module, which: str) -> None:
     devices = {t.device.type for t in list(model.parameters()) + list(model.buffers())}
     if devices - {"cpu"}:
-        raise VerifyError(f"repro.verify runs on the CPU; the {which} has tensors on {sorted(devices - {'cpu'})}: call .cpu()")
+        raise VerifyError(f"repro.verify runs on the CPU; the {which} has tensors on {sorted(devices - {'cpu'})}: "
+                          "call .cpu()")
+
+
+def _unfreeze(model: nn.Module) -> list[str]:
+    """Let every floating parameter of ``model`` (a copy) take a gradient; the names of those that did not."""
+    frozen = [n for n, p in model.named_parameters() if p.is_floating_point() and not p.requires_grad]
+    for name in frozen:
+        model.get_parameter(name).requires_grad_(True)
+    return frozen
+
+
+def _copy(model: nn.Module, which: str) -> nn.Module:
+    try:
+        return copy_model(model)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise VerifyError(f"repro.verify works on a copy and cannot copy the {which}: "
+                          f"{type(err).__name__}: {err}") from err
 
 
 def verify(
@@ -140,19 +185,32 @@ def verify(
     input_size: Sequence[int] = (2, 3, 224, 224),
     port: bool = True,
     train: bool = True,
-    rtol: float = 1e-5,
+    rtol: float | None = None,
     seed: int = 0,
     wide_input_scale: float | None = WIDE_INPUT_SCALE,
     reference_kwargs: Mapping[str, Any] | None = None,
+    output: str | int | None = None,
+    port_into_candidate: bool = False,
 ) -> VerifyReport:
     """Check whether ``candidate`` computes exactly what ``reference`` computes, and where it first differs.
 
     ``reference`` is a spec (``"timm:resnet50"``, ``"torchvision:resnet50"``, built with
     ``reference_kwargs``, or for a spec the suite covers with its settings that switch dropout
-    and drop-path off) or a module (copied, never changed). With ``port=True`` the reference is
-    randomized and its weights are copied into ``candidate``, which keeps them; with
-    ``port=False`` both models are compared with the weights they hold. ``train=False`` skips
-    the train-mode step, ``wide_input_scale=None`` the eval pass on a scaled-up sample.
+    and drop-path off) or a module. Both models are copied: what the user handed in is never
+    changed. With ``port=True`` the reference is randomized and its weights are copied into the
+    candidate's copy; with ``port=False`` both are compared with the weights they hold.
+    ``port_into_candidate=True`` then also copies those weights into ``candidate`` itself
+    (only when the structures pair; the one step that changes the user's model, on request).
+
+    The verdict is decided on float64 copies (``repro.equivalence``: tolerance ``FLOAT64_RTOL``
+    unless ``rtol`` is given); float32 bit-identity is checked beside it. It comes in levels:
+    the eval function, the train step with the stochastic layers of both models turned off, and
+    the stochastic configuration (each model's dropout and drop-path rates, side by side).
+    ``output`` picks the compared output of a model returning a tuple, dict or output object
+    (a key, attribute or index; default: ``logits`` where there is one, else the first tensor).
+    ``train=False`` skips the train-mode step, ``wide_input_scale=None`` the eval pass on a
+    scaled-up sample. Frozen parameters (``requires_grad=False``) are compared like the others
+    and named in the report.
 
     Raises ``PairingError`` when the dataflow cannot decide which module is which, and
     ``VerifyError`` when a model cannot run on the input.
@@ -162,30 +220,112 @@ def verify(
     input_size = tuple(int(s) for s in input_size)
     if len(input_size) < 2 or any(s < 1 for s in input_size):
         raise ValueError(f"input_size must be positive sizes such as (2, 3, 224, 224), got {input_size}")
-    ref_model, ref_name = _resolve_reference(reference, reference_kwargs)
     _check_cpu(candidate, "candidate")
-    _check_cpu(ref_model, "reference")
-    was_training = candidate.training
+    ref32, ref_name = _resolve_reference(reference, reference_kwargs)
+    _check_cpu(ref32, "reference")
+    cand32 = _copy(candidate, "candidate")
+    report = VerifyReport(_type_name(candidate), ref_name, input_size, FLOAT64_RTOL if rtol is None else rtol)
+    report.frozen_candidate, report.frozen_reference = _unfreeze(cand32), _unfreeze(ref32)
+    report.outputs = [_select_output(cand32, output, "candidate"), _select_output(ref32, output, "reference")]
+    report.stochastic_candidate, report.stochastic_reference = stochastic_layers(cand32), stochastic_layers(ref32)
+    turn_off(cand32, report.stochastic_candidate)
+    turn_off(ref32, report.stochastic_reference)
+    if port:
+        _run("reference", randomize_, ref32, input_size, seed)
+
+    x = torch.randn(input_size, generator=torch.Generator().manual_seed(seed + 1))
+    cand64, ref64 = float64_copy(cand32), float64_copy(ref32)
     try:
-        if port:
-            _run("reference", randomize_, ref_model, input_size, seed)
-        run = _Verification(candidate, ref_model, VerifyReport(_type_name(candidate), ref_name, input_size, rtol),
-                            seed, train, wide_input_scale)
-        return run.run(port)
-    finally:
-        candidate.train(was_training)
+        run = _Verification(cand64, ref64, report, x.double(), seed, train, wide_input_scale)
+        run.run(port)
+        report.tolerance = FLOAT64 if rtol is None else Tolerance("float64", rtol, "given by the caller")
+    except VerifyError as err:  # fails in float64: decide in float32 within a calibrated tolerance
+        report.reset()
+        tolerance = calibrated_tolerance(_float32_error(ref32, ref64, x), f"float64 fails: {err}")
+        if rtol is not None:
+            tolerance = Tolerance("float32", rtol, f"{tolerance.basis}; rtol given by the caller instead")
+        report.tolerance = tolerance
+        report.rtol = report.tolerance.rtol
+        run = _Verification(cand32, ref32, report, x, seed, train, wide_input_scale)
+        run.run(port)
+    if report.port is not None:
+        port_weights(ref32, cand32, run.rules)
+    if run.compared:
+        run.float32_checks(cand32, ref32, x)
+    run.conclude()
+    if port_into_candidate and report.port is not None:
+        port_weights(ref32, candidate, run.rules)
+        report.notes.append("the reference's weights were copied into the candidate (port_into_candidate=True)")
+    return report
+
+
+def _float32_error(ref32: nn.Module, ref64: nn.Module, x: torch.Tensor) -> list[float] | None:
+    """The reference's own float32-vs-float64 relative error on ``x`` (eval output); ``None`` if it
+    cannot run in float64 either."""
+    with torch.no_grad():
+        single = _outputs(_run("reference", ref32.eval(), x))
+        try:
+            double = _outputs(ref64.eval()(x.double()))
+        except _MODEL_FAILURES:
+            return None
+    return [Diff.of(a.double(), b).max_rel for a, b in zip(single, double, strict=True)]
+
+
+def _outputs(result: Any) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(result)[0] if isinstance(t, torch.Tensor)]
+
+
+def _select_output(model: nn.Module, output: str | int | None, which: str) -> str:
+    """Make ``model`` (a copy) return the one compared tensor; say which it is."""
+    choice: dict[str, str] = {}
+
+    def select(module: nn.Module, args: Any, result: Any) -> torch.Tensor:
+        if isinstance(result, torch.Tensor):  # the only tensor, whatever ``output`` names
+            choice["what"] = "the output tensor"
+            return result
+        if isinstance(output, int):
+            tensors = _outputs(result)
+            if not -len(tensors) <= output < len(tensors):
+                raise VerifyError(f"output={output}: the {which} returns {len(tensors)} tensors")
+            choice["what"] = f"tensor {output} of {len(tensors)} ({type(result).__name__})"
+            return tensors[output]
+        name = output or "logits"
+        field = _field(result, name)
+        if field is None and output is not None:
+            raise VerifyError(f"output={output!r}: the {which} returns a {type(result).__name__} without that field")
+        if field is None:
+            tensors = _outputs(result)
+            if not tensors:
+                raise VerifyError(f"the {which} returns a {type(result).__name__} holding no tensor")
+            choice["what"] = f"the first of {len(tensors)} tensors ({type(result).__name__})"
+            return tensors[0]
+        choice["what"] = f"{name!r} ({type(result).__name__})"
+        return field
+
+    model.register_forward_hook(select)
+    return choice
+
+
+def _field(result: Any, name: str) -> torch.Tensor | None:
+    value = result.get(name) if isinstance(result, Mapping) else getattr(result, name, None)
+    return value if isinstance(value, torch.Tensor) else None
 
 
 class _Verification:
-    def __init__(self, candidate: nn.Module, ref_model: nn.Module, report: VerifyReport, seed: int, train: bool,
-                 wide_input_scale: float | None) -> None:
+    """One verification of two models in one precision (float64, or float32 where float64 fails)."""
+
+    def __init__(self, candidate: nn.Module, ref_model: nn.Module, report: VerifyReport, x: torch.Tensor, seed: int,
+                 train: bool, wide_input_scale: float | None) -> None:
         self.candidate, self.ref_model, self.report = candidate, ref_model, report
         self.rtol, self.seed, self.train, self.wide_input_scale = report.rtol, seed, train, wide_input_scale
-        self.gen = torch.Generator().manual_seed(seed + 1)
-        self.x = torch.randn(report.input_size, generator=self.gen)
+        self.gen = torch.Generator().manual_seed(seed + 2)
+        self.x = x
+        self.rules: dict[str, str] | None = None
+        self.compared = False
+        self.output_weights: list[torch.Tensor] | None = None
         self.captures: dict[str, CandidateCapture] = {}
         self.reference_random: dict[str, list[tuple[str, str]]] = {}
-        self.divergences: list[Divergence] = []
+        self.divergences: dict[str, Divergence] = {}  # by pass
         self.grads: dict[str, Diff] = {}
         self.buffers: dict[str, Diff] = {}
 
@@ -201,11 +341,13 @@ class _Verification:
         if not self._structure_matches():
             return report
         pair_state(self.cand_graph, self.ref_graph, self.pairing)
+        self.rules = dict(self.pairing.tensors)  # the dataflow pairing is the rules: one exact name per tensor
         if port:
-            try:  # the dataflow pairing is the rules: one exact name per tensor
-                report.port = port_weights(self.ref_model, self.candidate, dict(self.pairing.tensors))
+            try:
+                report.port = port_weights(self.ref_model, self.candidate, self.rules)
             except PortError as err:  # a floating tensor paired with an integer one, say
                 raise VerifyError(f"the pairing found by dataflow cannot be ported: {err}") from err
+        self.compared = True
         self.names = _point_names(self.cand_graph)
 
         ref_outputs = ref_eval.outputs
@@ -217,9 +359,9 @@ class _Verification:
             self._compare_pass(title, self.x[:1] * self.wide_input_scale, training=False)
             report.checks[f"eval output, first sample x{self.wide_input_scale:g}"] = self.captures[title].output_diff()
         if self.train:
-            self._train_step([torch.randn(t.shape, generator=self.gen).to(t) for t in ref_outputs])
+            self.output_weights = [torch.randn(t.shape, generator=self.gen).to(t) for t in ref_outputs]
+            self._train_step(self.output_weights)
         self._note_random_numbers()
-        self._verdict()
         return report
 
     def _note_random_numbers(self) -> None:
@@ -227,7 +369,9 @@ class _Verification:
         drawn: dict[tuple[str, str], dict[str, list[str]]] = {}
         for title, capture in self.captures.items():
             mode = "train" if title == "train" else "eval"
-            sides = [("candidate", capture.random)] + ([("reference", self.reference_random[title])] if mode == "train" else [])
+            sides = [("candidate", capture.random)]
+            if mode == "train":
+                sides.append(("reference", self.reference_random[title]))
             for side, calls in sides:
                 for where, fn in calls:
                     places = drawn.setdefault((side, mode), {}).setdefault(fn, [])
@@ -292,7 +436,7 @@ class _Verification:
             _, located, _ = self._run_pair(x, training, None, None, fingerprints=True)
             found = locate(located, title, self.names)
             if found is not None:
-                self.divergences.append(found)
+                self.divergences[title] = found
         return ref_step, step
 
     def _train_step(self, output_weights: list[torch.Tensor]) -> None:
@@ -300,27 +444,11 @@ class _Verification:
         ref_step, cand_step = self._compare_pass("train", self.x, training=True, output_weights=output_weights)
         report.checks["train output"] = self.captures["train"].output_diff()
         report.checks["input gradient"] = compare(cand_step.input_grad, ref_step.input_grad) or MISMATCH
-        owner = {key: node.name for node in self.cand_graph.called() for key in node.state_keys()}
-        grad_scale: dict[str, float] = {}  # per candidate module: its largest reference gradient
-        missing = []
-        for ref_key, cand_key in self.pairing.tensors:
-            if cand_key in cand_step.grads or ref_key in ref_step.grads:
-                if cand_key not in cand_step.grads or ref_key not in ref_step.grads:
-                    missing.append(f"{cand_key} / {ref_key}")
-                    continue
-                expected = ref_step.grads[ref_key]
-                self.grads[cand_key] = compare(cand_step.grads[cand_key], expected) or MISMATCH
-                scale = float(expected.abs().max()) if expected.numel() else 0.0
-                grad_scale[owner[cand_key]] = max(grad_scale.get(owner[cand_key], 0.0), scale)
-            elif cand_key in cand_step.buffers:
+        pairs = [(cand_key, ref_key) for ref_key, cand_key in self.pairing.tensors]
+        self.grads, missing = gradient_diffs(cand_step.grads, ref_step.grads, pairs)
+        for cand_key, ref_key in pairs:
+            if cand_key not in cand_step.grads and ref_key not in ref_step.grads and cand_key in cand_step.buffers:
                 self.buffers[cand_key] = compare(cand_step.buffers[cand_key], ref_step.buffers[ref_key]) or MISMATCH
-        # A gradient is measured against the largest gradient of its module: the bias gradient of a
-        # BatchNorm feeding another BatchNorm in train mode is zero up to rounding (the next one
-        # removes every channel's mean), and rounding noise relative to zero means nothing.
-        for key, d in self.grads.items():
-            scale = grad_scale[owner[key]]
-            rel = d.max_abs / scale if scale > 0 else (0.0 if d.max_abs == 0 else math.inf)
-            self.grads[key] = Diff(d.max_abs, rel, d.bit_exact, d.finite)
         if missing:
             report.structure.append(f"gradients on one side only: {', '.join(missing[:10])}")
         if self.grads:
@@ -330,28 +458,137 @@ class _Verification:
             name, worst = Diff.worst(self.buffers)
             report.checks[f"buffers after the train step (worst: {name})"] = worst
 
-    # -- verdict -----------------------------------------------------------------------------
-    def _verdict(self) -> None:
-        report, rtol = self.report, self.rtol
-        report.layers = layers_frame(self.cand_graph, self.ref_graph, self.pairing, self.captures, self.grads,
-                                     self.buffers, rtol)
-        points = [p.diff for c in self.captures.values() for p in c.points]
-        every = points + list(report.checks.values()) + list(self.grads.values()) + list(self.buffers.values())
-        report.equivalent = all(d.ok(rtol) for d in every) and not report.structure
-        report.bit_exact = report.equivalent and all(d.bit_exact for d in every)
-        outputs = [d.max_abs for k, d in report.checks.items() if k in ("eval output", "train output")]
-        report.max_abs_diff = max(outputs) if outputs else math.nan
-        if not report.equivalent:
-            report.first_divergence, report.divergence_detail = self._first_divergence()
+    # -- float32 ---------------------------------------------------------------------------
+    def float32_checks(self, cand32: nn.Module, ref32: nn.Module, x: torch.Tensor) -> None:
+        """The passes of the comparison again, on the float32 models as they are (ported), for
+        bit-identity: the outputs, the input gradient, every parameter gradient, the buffers."""
+        checks = self.report.float32
 
-    def _first_divergence(self) -> tuple[str, str]:
+        def both(x: torch.Tensor, training: bool, weights=None):
+            return [_run(which, _plain_pass, model, x, training=training, seed=self.seed, output_weights=weights)
+                    for which, model in (("candidate", cand32), ("reference", ref32))]
+
+        def outputs_diff(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> Diff:
+            if len(ours) != len(theirs):
+                return MISMATCH
+            diffs = [compare(a, b) or MISMATCH for a, b in zip(ours, theirs, strict=True)]
+            return max(diffs, key=lambda d: (not d.finite, d.max_rel, d.max_abs)) if diffs else MISMATCH
+
+        (ours, _), (theirs, _) = both(x, False)
+        checks["eval output"] = outputs_diff(ours, theirs)
+        if self.wide_input_scale:
+            (ours, _), (theirs, _) = both(x[:1] * self.wide_input_scale, False)
+            checks[f"eval output, first sample x{self.wide_input_scale:g}"] = outputs_diff(ours, theirs)
+        if self.output_weights is None:
+            return
+        (ours, cand_step), (theirs, ref_step) = both(x, True, [w.float() for w in self.output_weights])
+        checks["train output"] = outputs_diff(ours, theirs)
+        checks["input gradient"] = compare(cand_step[0], ref_step[0]) or MISMATCH
+        pairs = [(cand_key, ref_key) for ref_key, cand_key in self.pairing.tensors]
+        grads, _ = gradient_diffs(cand_step[1], ref_step[1], pairs)
+        buffers = {c: compare(cand_step[2][c], ref_step[2][r]) or MISMATCH for c, r in pairs
+                   if c in cand_step[2] and c not in cand_step[1] and r not in ref_step[1]}
+        if grads:
+            name, worst = min(grads.items(), key=lambda kv: (kv[1].bit_exact, -kv[1].max_rel))
+            checks[f"parameter gradients (worst: {name})"] = worst
+        if buffers:
+            name, worst = min(buffers.items(), key=lambda kv: (kv[1].bit_exact, -kv[1].max_rel))
+            checks[f"buffers after the train step (worst: {name})"] = worst
+
+    # -- verdict -----------------------------------------------------------------------------
+    def conclude(self) -> None:
+        """The verdict in levels (eval function, train step, stochastic configuration), each with
+        its own first divergence, and the overall verdict from them."""
+        report, rtol = self.report, self.rtol
+        report.levels = {}
+        if self.compared:
+            report.layers = layers_frame(self.cand_graph, self.ref_graph, self.pairing, self.captures, self.grads,
+                                         self.buffers, rtol)
+            outputs = [d.max_abs for k, d in report.checks.items() if k in ("eval output", "train output")]
+            report.max_abs_diff = max(outputs) if outputs else math.nan
+            report.levels["eval"] = self._eval_level()
+            report.levels["train step"] = self._train_level()
+        else:
+            for name in ("eval", "train step"):
+                report.levels[name] = Level(name, None, detail="not compared: the structures differ")
+        report.levels["stochastic configuration"] = self._stochastic_level()
+        levels = list(report.levels.values())
+        report.equivalent = (self.compared and not report.structure and levels[0].holds is True
+                             and all(level.holds is not False for level in levels))
+        report.bit_exact = report.equivalent and all(level.bit_exact for level in levels[:2] if level.holds)
+        failing = next((level for level in levels if level.holds is False), None)
+        if self.compared and not report.equivalent:
+            if failing is None:  # only the structure (gradients on one side only, say)
+                report.first_divergence, report.divergence_detail = self._structure_divergence()
+            else:
+                report.first_divergence, report.divergence_detail = failing.first_divergence, failing.detail
+
+    def _float32_exact(self, prefix: str) -> bool:
+        diffs = [d for k, d in self.report.float32.items() if k.startswith(prefix)]
+        return bool(diffs) and all(d.bit_exact for d in diffs)
+
+    def _eval_level(self) -> Level:
+        rtol = self.rtol
+        passes = [title for title in self.captures if title != "train"]
+        every = [p.diff for t in passes for p in self.captures[t].points]
+        every += [d for k, d in self.report.checks.items() if k.startswith("eval output")]
+        holds = all(d.ok(rtol) for d in every)
+        bit_exact = self._float32_exact("eval output")
+        if holds:
+            return Level("eval", True, bit_exact)
+        found = [self.divergences[t] for t in passes if t in self.divergences]
+        if found:
+            first = min(found, key=lambda d: d.order)
+            return Level("eval", False, False, first.module, first.detail)
+        return Level("eval", False, False, *self._structure_divergence())
+
+    def _train_level(self) -> Level:
+        if "train" not in self.captures:
+            return Level("train step", None, detail="not checked (train=False)")
+        rtol = self.rtol
+        every = [p.diff for p in self.captures["train"].points]
+        every += list(self.grads.values()) + list(self.buffers.values())
+        every += [d for k, d in self.report.checks.items() if not k.startswith("eval output")]
+        exact = ("train output", "input gradient", "parameter gradients", "buffers")
+        bit_exact = all(self._float32_exact(k) for k in exact if any(c.startswith(k) for c in self.report.float32))
+        if all(d.ok(rtol) for d in every):
+            return Level("train step", True, bit_exact)
+        return Level("train step", False, False, *self._train_divergence())
+
+    def _stochastic_level(self) -> Level:
+        report = self.report
+        cand, ref = report.stochastic_candidate, report.stochastic_reference
+        left = {side: sorted({where for where, _ in calls})
+                for side, calls in (("candidate", self.captures["train"].random if "train" in self.captures else []),
+                                    ("reference", self.reference_random.get("train", [])))}
+        side_by_side = (f"candidate: {', '.join(map(str, cand)) or 'none'}; "
+                        f"reference: {', '.join(map(str, ref)) or 'none'}")
+        if not rates_match(cand, ref):
+            at = next((i for i, (a, b) in enumerate(zip(cand, ref)) if a.rate != b.rate), min(len(cand), len(ref)))
+            where = cand[at].module or "(root)" if at < len(cand) else None
+            return Level("stochastic configuration", False, False, where,
+                         f"stochastic configuration: the rates differ ({side_by_side}); turned off in both copies "
+                         f"for the train step")
+        if any(left.values()):
+            still = "; ".join(f"the {side} in {', '.join(places)}" for side, places in left.items() if places)
+            return Level("stochastic configuration", None, False, None,
+                         f"{side_by_side}; random numbers still drawn in train mode by {still}: not a known rate, "
+                         f"so not turned off (the train step ran both with one seed)")
+        return Level("stochastic configuration", True, True, None, side_by_side)
+
+    def _structure_divergence(self) -> tuple[str, str]:
+        if self.pairing.divergence is not None:
+            return (self.cand_graph.nodes[self.pairing.divergence].name or "(root)",
+                    f"structure: {self.pairing.divergence_reason}")
+        return "(root)", "; ".join(self.report.structure) or "the whole-model checks differ"
+
+    def _train_divergence(self) -> tuple[str, str]:
         """In order of precedence: the earliest module (in the candidate's execution order) that
-        explains a difference in a forward pass; the earliest module whose buffers differ after
-        the train step; the latest whose gradients differ (backward runs the other way); where
-        the wiring differs."""
-        if self.divergences:
-            first = min(self.divergences, key=lambda d: d.order)
-            return first.module, first.detail
+        explains a difference in the train-mode forward pass; the earliest module whose buffers
+        differ after the train step; the latest whose gradients differ (backward runs the other
+        way); where the wiring differs."""
+        if "train" in self.divergences:
+            return self.divergences["train"].module, self.divergences["train"].detail
         node_of = {key: node for node in self.cand_graph.called() for key in node.state_keys()}
         bad_buffers = [(node_of[k], k, d) for k, d in self.buffers.items() if not d.ok(self.rtol)]
         if bad_buffers:
@@ -365,7 +602,6 @@ class _Verification:
                 f"train step: the gradient of {key} differs (max rel {d.max_rel:.3g}) while the forward passes agree; "
                 f"it is the last module in execution order with a differing gradient, where backward goes wrong")
         if self.pairing.divergence is not None:
-            return (self.cand_graph.nodes[self.pairing.divergence].name or "(root)",
-                    f"structure: {self.pairing.divergence_reason}")
+            return self._structure_divergence()
         first = next((n.name for n in self.cand_graph.called() if INPUT in n.preds), "(root)")
         return first or "(root)", "train step: the input gradient differs while everything else agrees"

@@ -1,10 +1,12 @@
 """What ``repro.verify`` costs, against the forward and backward passes of the two models it compares.
 
-Budget (issue 6): ``verify(candidate, "timm:resnet50")`` at 2x3x224x224 within 4x the time of the
-candidate's and the reference's forward and backward passes together (train mode, the same
-input). Verification runs: the reference's randomization (one calibration pass), one eval pass
-of the reference and a batch-1 tracing pass of the candidate, one eval pass of both, one eval
-pass of both on one scaled-up sample, one train step of both. The ratio is recorded in
+Budget (issue 19): ``verify(candidate, "timm:resnet50")`` at 2x3x224x224 within 5x the time of the
+candidate's and the reference's float32 forward and backward passes together (train mode, the
+same input). Verification runs: the reference's randomization (one float32 calibration pass);
+in float64 (the verdict), one eval pass of the reference and a batch-1 tracing pass of the
+candidate, one eval pass of both, one eval pass of both on one scaled-up sample, one train step
+of both; in float32 (bit-identity, unrecorded), the same eval, scaled-up and train passes. A
+float64 pass costs about 2.2x a float32 one on this CPU. The ratio is recorded in
 ``extra_info`` rather than asserted: timings on shared machines are not a test.
 """
 
@@ -19,7 +21,7 @@ from repro.verify import verify
 from zoo.resnet50 import ResNet50
 
 INPUT = (2, 3, 224, 224)
-BUDGET = 4.0
+BUDGET = 5.0
 
 
 def _forward_backward_seconds(models, x: torch.Tensor, repeats: int = 3) -> float:

@@ -1,0 +1,346 @@
+"""``repro.verify``'s verdict: decided in float64, in levels, on copies, frozen parameters included.
+
+Each capability on small synthetic models, each with the mismatch it must still catch and locate.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath
+from torch import nn
+from torchvision.ops import StochasticDepth
+from transformers.modeling_outputs import ImageClassifierOutput
+
+from helpers import assert_state_unchanged, state_snapshot
+from repro.equivalence import FLOAT64_RTOL, compare_ported, randomize_
+from repro.verify import PairingError, VerifyError, verify
+from repro.verify.__main__ import main
+
+SIZE = (2, 3, 8, 8)
+
+
+class Net(nn.Module):
+    """conv -> BN -> activation -> conv -> (stochastic layer) -> pool -> Linear, the pieces configurable."""
+
+    def __init__(self, act: nn.Module | None = None, drop: nn.Module | None = None, eps: float = 1e-5,
+                 drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8, eps=eps)
+        self.act = act or nn.SiLU()
+        self.mix = nn.Conv2d(8, 8, 1)
+        self.drop = drop or nn.Identity()
+        self.drop_rate = drop_rate  # a functional dropout before the classifier, as timm models have
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.act(self.bn(self.conv(x)))
+        y = y + self.drop(self.mix(y))
+        y = F.dropout(y.mean((2, 3)), p=self.drop_rate, training=self.training)
+        return self.fc(y)
+
+
+class Swish(nn.Module):
+    def __init__(self, slope: float = 1.0) -> None:
+        super().__init__()
+        self.slope = slope
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.slope * x)
+
+
+class HardSigmoidByHand(nn.Module):
+    def forward(self, x):
+        return F.relu6(x + 3) / 6
+
+
+# -- one definition of equivalence, decided in float64 ---------------------------------------------
+
+@pytest.mark.parametrize("candidate_act, reference_act", [
+    (Swish(), nn.SiLU()),
+    (HardSigmoidByHand(), nn.Hardsigmoid()),
+], ids=["swish-by-hand", "hard-sigmoid-by-hand"])
+def test_rounding_differences_are_equivalent_not_bit_identical(candidate_act, reference_act):
+    """The same function computed with other operations: float32 rounding differs, float64 agrees."""
+    report = verify(Net(candidate_act), Net(reference_act), input_size=SIZE)
+    assert report.equivalent and not report.bit_exact, str(report)
+    assert report.verdict == "EQUIVALENT" and report.tolerance.dtype == "float64"
+    assert report.rtol == FLOAT64_RTOL
+    assert not all(d.bit_exact for d in report.float32.values())  # the stronger fact is reported, and fails
+    assert report.levels["eval"].holds and report.levels["train step"].holds
+
+
+def test_a_mistake_below_float32_rounding_still_fails_and_is_located():
+    """A swish whose slope is off by 1e-5: the size of float32 noise in a deep network, found in float64."""
+    report = verify(Net(Swish(1 + 1e-5)), Net(nn.SiLU()), input_size=SIZE)
+    assert not report.equivalent and report.verdict == "NOT EQUIVALENT"
+    assert report.first_divergence == "act", str(report)
+    assert report.levels["eval"].first_divergence == "act"
+
+
+def test_check_reference_and_verify_share_one_definition():
+    """compare_ported (the 75-reference sweep and the report) decides in float64 within the same tolerance."""
+    ref = randomize_(Net(nn.SiLU()), SIZE)
+    ours = Net(Swish())
+    ours.load_state_dict(ref.state_dict())
+    mapping = {k: k for k in ours.state_dict()}
+    result = compare_ported(ref, ours, mapping, SIZE)
+    assert result.tolerance.dtype == "float64" and result.tolerance.rtol == FLOAT64_RTOL
+    assert not result.failures() and not result.bit_exact
+    assert result.float32["eval output"].max_rel > 0
+    wrong = Net(Swish(1 + 1e-5))
+    wrong.load_state_dict(ref.state_dict())
+    assert "eval output" in " ".join(compare_ported(ref, wrong, mapping, SIZE).failures())
+
+
+class Float32Only(Net):
+    """Casts its input to float32 inside forward: it cannot run in float64."""
+
+    def forward(self, x):
+        return super().forward(x.float())
+
+
+def test_a_model_that_cannot_run_in_float64_falls_back_to_a_calibrated_float32_tolerance():
+    report = verify(Float32Only(Swish()), Net(nn.SiLU()), input_size=SIZE)
+    assert report.tolerance.dtype == "float32" and "float64 fails" in report.tolerance.basis
+    assert "float32-vs-float64 error" in report.tolerance.basis and "decided in float32" in str(report)
+    assert report.equivalent, str(report)
+    broken = Float32Only(Swish(), eps=1e-2)
+    report = verify(broken, Net(nn.SiLU()), input_size=SIZE)
+    assert not report.equivalent and report.first_divergence == "bn"
+
+
+# -- levels: eval, train step, stochastic configuration ------------------------------------------
+
+@pytest.mark.parametrize("make", [
+    lambda p: Net(drop=nn.Dropout(p)),
+    lambda p: Net(drop=nn.Dropout2d(p)),
+    lambda p: Net(drop=DropPath(p)),
+    lambda p: Net(drop=StochasticDepth(p, "row")),
+    lambda p: Net(drop_rate=p),
+], ids=["dropout", "dropout2d", "timm-drop-path", "torchvision-stochastic-depth", "functional-dropout"])
+def test_stochastic_layers_are_found_compared_side_by_side_and_turned_off(make):
+    same = verify(make(0.2), make(0.2), input_size=SIZE)
+    assert same.equivalent and same.bit_exact, str(same)
+    assert [s.rate for s in same.stochastic_candidate] == [s.rate for s in same.stochastic_reference] == [0.2]
+    assert same.levels["stochastic configuration"].holds
+    assert not any("draws random numbers" in n for n in same.notes)  # turned off: the train step is deterministic
+
+    other = verify(make(0.2), make(0.0), input_size=SIZE)
+    assert not other.equivalent
+    assert other.verdict == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION", str(other)
+    assert other.levels["eval"].holds and other.levels["eval"].bit_exact
+    assert other.levels["train step"].holds and other.levels["train step"].bit_exact
+    level = other.levels["stochastic configuration"]
+    assert level.holds is False and "reference: none" in level.detail and "=0.2" in level.detail
+    data = json.loads(json.dumps(other.to_dict()))
+    assert data["levels"]["stochastic configuration"]["state"] == "DIFFERS"
+    assert data["stochastic"]["candidate"][0]["rate"] == 0.2
+
+
+def test_a_real_mistake_behind_dropout_is_still_the_verdict():
+    report = verify(Net(drop=nn.Dropout(0.2), eps=1e-3), Net(drop=nn.Dropout(0.2)), input_size=SIZE)
+    assert report.verdict == "NOT EQUIVALENT" and report.first_divergence == "bn"
+    assert report.levels["eval"].holds is False and report.levels["eval"].first_divergence == "bn"
+    assert report.levels["stochastic configuration"].holds
+
+
+class RandomByHand(Net):
+    """Draws random numbers in train mode without any rate attribute: it cannot be turned off."""
+
+    def forward(self, x):
+        if self.training:
+            x = x * (torch.rand_like(x[:, :1]) < 0.9)
+        return super().forward(x)
+
+
+def test_random_numbers_that_cannot_be_turned_off_leave_the_level_undecided():
+    report = verify(RandomByHand(), RandomByHand(), input_size=SIZE)
+    level = report.levels["stochastic configuration"]
+    assert level.holds is None and "not turned off" in level.detail and "(root)" in level.detail
+    assert report.equivalent  # the train step ran both with one seed and agreed
+
+
+def test_levels_are_printed_and_serialized():
+    report = verify(Net(drop=nn.Dropout(0.5)), Net(), input_size=SIZE)
+    text = str(report)
+    assert "level eval: bit-identical" in text and "level train step: bit-identical" in text
+    assert "level stochastic configuration: DIFFERS" in text and "drop (Dropout.p=0.5)" in text
+    assert "level stochastic configuration" in report.to_markdown()
+
+
+# -- never changes the user's model -----------------------------------------------------------------
+
+def _trained(model: nn.Module) -> nn.Module:
+    """Weights nothing like a fresh model's, a few frozen, in train mode."""
+    randomize_(model, SIZE, seed=5)
+    model.conv.weight.requires_grad_(False)
+    return model.train()
+
+
+class TwinNet(Net):
+    """Two 1x1 convolutions of one shape on one input, added: the dataflow cannot tell them apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.twin = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        return self.fc((self.mix(y) + self.twin(y)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("outcome", ["equivalent", "not equivalent", "pairing error"])
+def test_verify_never_changes_the_candidate(outcome):
+    build = {"equivalent": Net, "not equivalent": lambda: Net(eps=1e-3), "pairing error": TwinNet}[outcome]
+    candidate = _trained(build())
+    reference = TwinNet() if outcome == "pairing error" else Net()
+    snapshot, flags = state_snapshot(candidate), [p.requires_grad for p in candidate.parameters()]
+    if outcome == "pairing error":
+        try:  # a tie may one day be settled by trying both assignments; either way nothing may change
+            verify(candidate, reference, input_size=SIZE)
+        except PairingError:
+            pass
+    else:
+        report = verify(candidate, reference, input_size=SIZE)
+        assert report.equivalent is (outcome == "equivalent")
+    assert_state_unchanged(candidate, snapshot)
+    assert [p.requires_grad for p in candidate.parameters()] == flags and candidate.training
+    assert all(p.grad is None for p in candidate.parameters())
+
+
+def test_copying_the_reference_weights_into_the_candidate_is_explicit():
+    reference = randomize_(Net(), SIZE, seed=3)
+    candidate = Net()
+    before = state_snapshot(candidate)
+    verify(candidate, reference, input_size=SIZE)
+    assert_state_unchanged(candidate, before)
+    verify(candidate, reference, input_size=SIZE, port_into_candidate=True)
+    randomized = randomize_(copy.deepcopy(reference), SIZE, seed=0)  # what verify compared with
+    assert_state_unchanged(candidate, state_snapshot(randomized))
+
+
+# -- frozen parameters ----------------------------------------------------------------------------
+
+def test_frozen_parameters_verify_like_unfrozen_ones_and_are_named():
+    candidate = Net()
+    candidate.conv.weight.requires_grad_(False)
+    report = verify(candidate, Net(), input_size=SIZE)
+    assert report.bit_exact, str(report)
+    assert report.frozen_candidate == ["conv.weight"] and "conv.weight" in str(report)
+    assert not candidate.conv.weight.requires_grad
+    broken = Net(eps=1e-3)
+    broken.conv.weight.requires_grad_(False)
+    assert verify(broken, Net(), input_size=SIZE).first_divergence == "bn"
+
+
+def test_timm_resnet18_with_a_frozen_convolution_is_timms_resnet18():
+    """The issue's case: one frozen convolution used to read NOT EQUIVALENT, blamed on conv1."""
+    import timm
+
+    model = timm.create_model("resnet18")
+    model.layer1[0].conv1.weight.requires_grad_(False)
+    report = verify(model, "timm:resnet18", input_size=(2, 3, 32, 32), wide_input_scale=None)
+    assert report.equivalent and report.bit_exact, str(report)
+    assert report.frozen_candidate == ["layer1.0.conv1.weight"]
+
+
+# -- outputs ------------------------------------------------------------------------------------------
+
+class Returns(Net):
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x):
+        logits = super().forward(x)
+        features = x.mean((2, 3))
+        if self.kind == "tuple":
+            return features, logits
+        if self.kind == "dict":
+            return {"features": features, "logits": logits}
+        return ImageClassifierOutput(logits=logits, hidden_states=(features,))
+
+
+@pytest.mark.parametrize("kind, output, said", [
+    ("tuple", 1, "tensor 1 of 2 (tuple)"),
+    ("dict", None, "'logits' (dict)"),
+    ("hf", None, "'logits' (ImageClassifierOutput)"),
+])
+def test_the_compared_output_is_chosen_and_said(kind, output, said):
+    report = verify(Returns(kind), Net(), input_size=SIZE, output=output)
+    assert report.equivalent, str(report)
+    assert report.outputs[0]["what"] == said and said in str(report)
+    if kind != "hf":  # the features are not the reference's logits
+        wrong = verify(Returns(kind), Net(), input_size=SIZE, output=0 if kind == "tuple" else "features")
+        assert not wrong.equivalent
+
+
+def test_a_missing_output_field_is_a_verify_error():
+    with pytest.raises(VerifyError, match="output='scores'"):
+        verify(Returns("dict"), Net(), input_size=SIZE, output="scores")
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def models(tmp_path):
+    path = tmp_path / "nets.py"
+    path.write_text(
+        "from torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, width=4, drop=0.0):\n"
+        "        super().__init__()\n"
+        "        self.body = nn.Conv2d(3, width, 3, padding=1)\n"
+        "        self.drop = nn.Dropout(drop)\n"
+        "        self.head = nn.Linear(width, 2)\n"
+        "    def forward(self, x):\n"
+        "        return self.head(self.drop(self.body(x).relu().mean((2, 3))))\n"
+    )
+    return path
+
+
+def test_cli_passes_keyword_arguments_to_both_models(models, capsys):
+    args = [f"{models}:Net", "--against", f"{models}:Net", "--input-size", "2", "3", "8", "8", "--format", "json"]
+    assert main(args + ["--candidate-kwargs", '{"drop": 0.3}', "--reference-kwargs", '{"drop": 0.3}']) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["levels"]["stochastic configuration"]["holds"] is True
+    assert main(args + ["--candidate-kwargs", '{"drop": 0.3}']) == 1
+    assert json.loads(capsys.readouterr().out)["verdict"] == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--candidate-kwargs", "{drop: 1}"], "--candidate-kwargs takes a JSON object"),
+    (["--reference-kwargs", "[1, 2]"], "--reference-kwargs takes a JSON object"),
+    (["--candidate-kwargs", '{"depth": 3}'], "unexpected keyword argument 'depth'"),
+])
+def test_cli_bad_keyword_arguments_are_one_line_and_exit_2(models, extra, message, capsys):
+    assert main([f"{models}:Net", "--against", f"{models}:Net", "--input-size", "2", "3", "8", "8", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+
+
+def test_cli_bad_reference_keyword_for_a_library_spec_is_exit_2(models, capsys):
+    assert main([f"{models}:Net", "--against", "timm:resnet18", "--reference-kwargs", '{"no_such_option": 1}']) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot build timm:resnet18" in err and "no_such_option" in err
+
+
+def test_a_forward_set_on_the_instance_runs_on_the_copy():
+    """``net.forward = lambda x: ...net...``: the copy's forward must call the copy's modules."""
+    candidate = Net()
+    candidate.forward = lambda x: candidate.fc(candidate.act(candidate.bn(candidate.conv(x))).mean((2, 3)))
+    reference = Net()
+    reference.forward = lambda x: reference.fc(reference.act(reference.bn(reference.conv(x))).mean((2, 3)))
+    del reference.mix, candidate.mix
+    snapshot = state_snapshot(candidate)
+    report = verify(candidate, reference, input_size=SIZE)
+    assert report.bit_exact, str(report)
+    assert_state_unchanged(candidate, snapshot)
+    candidate.bn.eps = 1e-3
+    assert verify(candidate, reference, input_size=SIZE).first_divergence == "bn"
