@@ -42,6 +42,9 @@ PointKey = tuple  # ("in", node, k) | ("core", node, k) | ("out", i) | ("input",
 INPUT_POINT: PointKey = ("input",)
 
 _AFFINE_FUNCTIONS = {"conv1d", "conv2d", "conv3d", "linear"}
+# Padding: a convolution padded by a separate op or module (``F.pad``, ``nn.ZeroPad2d``) computes what one that
+# pads inside (``padding=``, timm's ``Conv2dSame``) does; the node it feeds takes the unpadded tensor as its input.
+_PAD_FUNCTIONS = {"pad", "constant_pad_nd", "_pad"}
 _RANDOM_FUNCTIONS = {
     "rand", "rand_like", "randn", "randn_like", "randint", "randint_like", "randperm", "normal", "normal_",
     "bernoulli", "bernoulli_", "uniform_", "exponential_", "geometric_", "cauchy_", "log_normal_", "random_",
@@ -216,6 +219,7 @@ class Recorder(TorchFunctionMode):
         self.derived = WeakIdKeyDictionary()  # tensor computed from one node's tensors alone -> node id
         self.producer = WeakIdKeyDictionary()  # tensor -> index of the innermost call that last wrote it
         self.serial = WeakIdKeyDictionary()  # tensor -> number unique within the pass (ids are reused)
+        self.unpadded = WeakIdKeyDictionary()  # padded tensor -> (the tensor it pads, that tensor's version)
         self._serials = itertools.count()
         self.calls: list[Call] = []
         self.stack: list[Call] = []
@@ -265,6 +269,13 @@ class Recorder(TorchFunctionMode):
             serial = self.serial[t] = next(self._serials)
         return (serial, t._version)
 
+    def _unpadded(self, t: torch.Tensor) -> torch.Tensor:
+        """The tensor ``t`` pads (through any chain of pads), when it still holds what was padded; else ``t``."""
+        source = self.unpadded.get(t)
+        if source is None or source[0]._version != source[1]:
+            return t
+        return source[0]
+
     def graph(self) -> Graph:
         return Graph(self.nodes, self.output_preds)
 
@@ -295,7 +306,9 @@ class Recorder(TorchFunctionMode):
                 if data:
                     t = data[0]
                     upstream = self.pprov.get(t, frozenset())
-                    self.sink.node_input(call, t, upstream, self.seq, self.producer.get(t, call.index), self.key(t))
+                    point = self._unpadded(t)
+                    self.sink.node_input(call, point, upstream, self.seq, self.producer.get(point, call.index),
+                                         self.key(point))
                     self.pprov[t] = frozenset({("in", node.id, call.k)})
                     self.core_upstream[(node.id, call.k)] = frozenset({("in", node.id, call.k)})
             finally:
@@ -382,6 +395,9 @@ class Recorder(TorchFunctionMode):
                 data = data | p
                 upstream = upstream | self.pprov.get(t, frozenset())
         where = self.stack[-1].index if self.stack else 0
+        if name in _PAD_FUNCTIONS and len(outs) == 1 and data and isinstance(args[0], torch.Tensor):
+            source = self._unpadded(args[0])
+            self.unpadded[outs[0]] = (source, source._version)
         for t in outs:
             self.producer[t] = where
             if data:

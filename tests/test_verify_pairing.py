@@ -1,0 +1,86 @@
+"""``repro.verify`` pairs what the dataflow decides (issue 19, item 3).
+
+Each test builds two small implementations of one network that differ only in how they are
+written (padding outside or inside the convolution, a Linear on a flattened map or a KxK
+convolution, a bare Parameter or a module, branches in another order) and checks that they pair
+and verify; and that a real mistake in the same place is still caught, at the module where it lives.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repro.verify import verify
+
+SMALL = (2, 3, 8, 8)
+
+
+# -- padding done by a separate op or module is part of the convolution it feeds -----------------
+
+def _same_padding(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """TensorFlow's "same": computed from the input size, the extra row and column at the bottom and right."""
+    ih, iw = x.shape[-2:]
+    ph = max((math.ceil(ih / stride) - 1) * stride + kernel - ih, 0)
+    pw = max((math.ceil(iw / stride) - 1) * stride + kernel - iw, 0)
+    return F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+
+
+class Conv2dSame(nn.Conv2d):
+    """Pads inside the convolution, dynamically (as timm's ``Conv2dSame`` does)."""
+
+    def forward(self, x):
+        return F.conv2d(_same_padding(x, self.kernel_size[0], self.stride[0]), self.weight, self.bias, self.stride)
+
+
+class PadsInside(nn.Module):
+    """A "same" stride-2 convolution padded inside, then a 3x3 one with ``padding=1``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = Conv2dSame(3, 8, 3, 2)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(self.c2(self.c1(x).relu()).mean((2, 3)))
+
+
+class PadsOutside(nn.Module):
+    """The same network padded by an ``nn.ZeroPad2d`` module (asymmetric) and by ``F.pad`` (symmetric)."""
+
+    def __init__(self, pad: tuple[int, int, int, int] = (0, 1, 0, 1), value: float = 0.0) -> None:
+        super().__init__()
+        self.pad = nn.ConstantPad2d(pad, value) if value else nn.ZeroPad2d(pad)
+        self.down = nn.Conv2d(3, 8, 3, 2)
+        self.conv = nn.Conv2d(8, 8, 3)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        y = self.down(self.pad(x)).relu()
+        return self.head(self.conv(F.pad(y, (1, 1, 1, 1))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("candidate, reference", [
+    pytest.param(PadsOutside, PadsInside, id="candidate-pads-outside"),
+    pytest.param(PadsInside, PadsOutside, id="reference-pads-outside"),
+])
+def test_padding_outside_the_convolution_is_part_of_it(candidate, reference):
+    report = verify(candidate(), reference(), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    assert report.layers["input_max_rel"].eq(0).all()  # each convolution's input is compared unpadded
+
+
+@pytest.mark.parametrize("candidate, where", [
+    pytest.param(lambda: PadsOutside(pad=(1, 1, 1, 1)), "down", id="symmetric-where-same-pads-bottom-right"),
+    pytest.param(lambda: PadsOutside(value=1.0), "down", id="pads-with-ones"),
+])
+def test_wrong_padding_is_caught_at_the_convolution_it_feeds(candidate, where):
+    report = verify(candidate(), PadsInside(), input_size=SMALL)
+    assert not report.equivalent
+    assert report.first_divergence == where, str(report)
+    assert "while its input agrees" in report.divergence_detail
