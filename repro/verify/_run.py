@@ -17,7 +17,7 @@ from repro.porting import PortError, PortRules, port_weights
 from repro.verify._compare import (
     MISMATCH, CandidateCapture, Divergence, ReferenceCapture, StaleCaptureError, compare, locate,
 )
-from repro.verify._pairing import pair_nodes, pair_state
+from repro.verify._pairing import pair_nodes, pair_state, reshaped_state
 from repro.verify._report import VerifyReport, layers_frame, unpaired_tensors
 from repro.verify._trace import INPUT, Graph, PointKey, Recorder, trace
 
@@ -211,11 +211,13 @@ class _Verification:
         if not self._structure_matches():
             return report
         pair_state(self.cand_graph, self.ref_graph, self.pairing)
+        report.notes += self.pairing.notes(self.ref_graph)
         if port:
             rules = _PairedRules(name="dataflow pairing", source_type=report.reference, target_type=report.candidate,
                                  renames=(), mapping=dict(self.pairing.tensors))
             try:
-                report.port = port_weights(self.ref_model, self.candidate, rules)
+                source = reshaped_state(self.ref_model.state_dict(), self.pairing) if self.pairing.reshapes else self.ref_model
+                report.port = port_weights(source, self.candidate, rules)
             except PortError as err:  # a floating tensor paired with an integer one, say
                 raise VerifyError(f"the pairing found by dataflow cannot be ported: {err}") from err
         self.names = _point_names(self.cand_graph)
