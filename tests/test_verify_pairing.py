@@ -84,3 +84,88 @@ def test_wrong_padding_is_caught_at_the_convolution_it_feeds(candidate, where):
     assert not report.equivalent
     assert report.first_divergence == where, str(report)
     assert "while its input agrees" in report.divergence_detail
+
+
+# -- reshapes of the same numbers ----------------------------------------------------------------
+
+class FlattenHead(nn.Module):
+    """A Linear on a flattened 4x2x2 map (torchvision's VGG classifier)."""
+
+    def __init__(self, nhwc: bool = False) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(3, 4, 3, stride=4, padding=1)
+        self.classifier = nn.Linear(16, 6)
+        self.nhwc = nhwc
+
+    def forward(self, x):
+        y = self.features(x).relu()
+        return self.classifier((y.permute(0, 2, 3, 1) if self.nhwc else y).flatten(1))
+
+
+class ConvHead(nn.Module):
+    """The same as a 2x2 convolution (timm's VGG ``pre_logits``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, stride=4, padding=1)
+        self.fc = nn.Conv2d(4, 6, 2)
+
+    def forward(self, x):
+        return self.fc(self.stem(x).relu()).flatten(1)
+
+
+def test_linear_on_a_flattened_map_pairs_with_a_kxk_convolution():
+    report = verify(FlattenHead(), ConvHead(), input_size=SMALL)
+    assert report.equivalent, str(report)
+    assert dict(zip(report.layers["candidate"], report.layers["reference"], strict=True)) == {
+        "features": "stem", "classifier": "fc"}
+    assert any("classifier.weight [6, 16] <- fc.weight [6, 4, 2, 2]" in note for note in report.notes), report.notes
+
+
+def test_flattening_in_another_order_is_caught_at_the_linear():
+    report = verify(FlattenHead(nhwc=True), ConvHead(), input_size=SMALL)
+    assert not report.equivalent
+    assert report.layers.set_index("candidate").loc["classifier", "input_max_rel"] > 0
+
+
+class ScaledBlock(nn.Module):
+    """A residual block whose branch is scaled by a bare ``[C]`` or ``[C, 1, 1]`` Parameter of the block."""
+
+    def __init__(self, channels: int, broadcast_shape: bool, scale_after_add: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        shape = (channels, 1, 1) if broadcast_shape else (channels,)
+        self.gamma = nn.Parameter(torch.full(shape, 0.5))
+        self.broadcast_shape, self.scale_after_add = broadcast_shape, scale_after_add
+
+    def scale(self, x):
+        return x * self.gamma if self.broadcast_shape else x.mul(self.gamma.reshape(1, -1, 1, 1))
+
+    def forward(self, x):
+        if self.scale_after_add:
+            return self.scale(x + self.conv(x))
+        return x + self.scale(self.conv(x))
+
+
+class ScaledNet(nn.Module):
+    def __init__(self, broadcast_shape: bool, scale_after_add: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.blocks = nn.Sequential(*[ScaledBlock(4, broadcast_shape, scale_after_add) for _ in range(2)])
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def test_channel_scale_pairs_with_its_broadcast_shape():
+    report = verify(ScaledNet(broadcast_shape=True), ScaledNet(broadcast_shape=False), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    assert "blocks.0.gamma [4, 1, 1] <- blocks.0.gamma [4]" in report.notes[0]
+
+
+def test_scale_in_the_wrong_place_is_caught_at_its_block():
+    report = verify(ScaledNet(broadcast_shape=True, scale_after_add=True), ScaledNet(broadcast_shape=False),
+                    input_size=SMALL)
+    assert not report.equivalent
+    assert report.first_divergence == "blocks.0", str(report)

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
+
+import torch
 
 from repro.verify._trace import INPUT, OUTPUT, Graph, Node
 
@@ -43,6 +45,18 @@ class Pairing:
     undecided: list[str] = field(default_factory=list)
     divergence: int | None = None  # candidate node where the structures first part
     divergence_reason: str = ""
+    reshapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # reference key -> candidate shape
+
+    def notes(self, ref: Graph) -> list[str]:
+        """What the report says about the pairing: each tensor paired with the same numbers in another shape."""
+        shapes = {k: list(t.shape) for n in ref.nodes for k, t in zip(n.state_keys(), n.tensors.values(), strict=True)}
+        to_cand = dict(self.tensors)
+        if not self.reshapes:
+            return []
+        pairs = [f"{to_cand[k]} {list(shape)} <- {k} {shapes[k]}" for k, shape in self.reshapes.items()]
+        more = f"; ... and {len(pairs) - 3} more" if len(pairs) > 3 else ""
+        return [f"{len(pairs)} candidate tensors are paired with the same numbers in another shape (reshaped when "
+                f"ported and compared): {'; '.join(pairs[:3])}{more}"]
 
     @property
     def complete(self) -> bool:
@@ -62,9 +76,14 @@ class _Matcher:
         self.r_nodes = [n.id for n in ref.called()]
         self.m: dict[int, int] = {INPUT: INPUT, OUTPUT: OUTPUT}
         self.inv: dict[int, int] = {INPUT: INPUT, OUTPUT: OUTPUT}
+        self.loose = False  # pair by element counts instead of shapes (only what shapes left unpaired)
 
     def label(self, graph: Graph, node: int) -> tuple:
-        return graph.nodes[node].label
+        return graph.nodes[node].loose_label if self.loose else graph.nodes[node].label
+
+    @property
+    def complete(self) -> bool:
+        return len(self.m) - 2 == len(self.c_nodes) == len(self.r_nodes)
 
     def _step(self, neighbours: Callable[[Graph, int], set[int]], relaxed: bool) -> tuple[bool, list[tuple[list[int], list[int]]]]:
         """Pair every node whose signature is unique on both sides; return whether any paired,
@@ -138,9 +157,14 @@ def _describe_ties(cand: Graph, ref: Graph, ties: list[tuple[list[int], list[int
 
 def pair_nodes(cand: Graph, ref: Graph) -> Pairing:
     matcher = _Matcher(cand, ref)
-    same_labels = Counter(n.label for n in cand.called()) == Counter(n.label for n in ref.called())
     ties = matcher.run(relaxed=False)
-    complete = len(matcher.m) - 2 == len(matcher.c_nodes) == len(matcher.r_nodes)
+    same_labels = Counter(n.label for n in cand.called()) == Counter(n.label for n in ref.called())
+    if not matcher.complete and not same_labels:
+        # The same numbers arranged otherwise: pair what is left by element counts, at its place in the dataflow.
+        matcher.loose = True
+        ties = matcher.run(relaxed=False)
+        same_labels = Counter(n.loose_label for n in cand.called()) == Counter(n.loose_label for n in ref.called())
+    complete = matcher.complete
     if not complete and same_labels and ties:
         raise PairingError(
             "the dataflow does not decide which module of the candidate is which of the reference: "
@@ -225,6 +249,17 @@ def _find_structure_divergence(cand: Graph, ref: Graph, pairing: Pairing, m: dic
         _, pairing.divergence, pairing.divergence_reason = min(places, key=lambda p: p[0])
 
 
+def _numel(node: Node) -> Callable[[str], int]:
+    return lambda local: node.tensors[local].numel()
+
+
+def _same_numbers(c_shape: tuple[int, ...], r_shape: tuple[int, ...]) -> bool:
+    """Shapes that need no reshape beyond the porting's own (a Linear weight and a 1x1 convolution's)."""
+    squeeze = lambda shape: tuple(d for d in shape if d != 1)  # noqa: E731
+    return c_shape == r_shape or (squeeze(c_shape) == squeeze(r_shape) and len(c_shape) + len(r_shape) == 6
+                                  and (c_shape[2:] == (1, 1) or r_shape[2:] == (1, 1)))
+
+
 def pair_tensors(cand: Node, ref: Node) -> list[tuple[str, str]]:
     """Pairs (reference local name, candidate local name) of two paired nodes' tensors."""
     c_names, r_names = list(cand.tensors), list(ref.tensors)
@@ -234,11 +269,11 @@ def pair_tensors(cand: Node, ref: Node) -> list[tuple[str, str]]:
     if None not in c_roles and None not in r_roles and len(c_roles) == len(c_names) == len(r_roles) == len(r_names) \
             and set(c_roles) == set(r_roles) and all(cand.shape(c_roles[k]) == ref.shape(r_roles[k]) for k in c_roles):
         return [(r_roles[k], c_roles[k]) for k in r_roles]
-    c_shapes = Counter(cand.shape(n) for n in c_names)
-    r_shapes = Counter(ref.shape(n) for n in r_names)
-    if c_shapes == r_shapes and all(v == 1 for v in c_shapes.values()):
-        by_shape = {cand.shape(n): n for n in c_names}
-        return [(n, by_shape[ref.shape(n)]) for n in r_names]
+    for c_size, r_size in ((cand.shape, ref.shape), (_numel(cand), _numel(ref))):
+        c_sizes, r_sizes = Counter(c_size(n) for n in c_names), Counter(r_size(n) for n in r_names)
+        if c_sizes == r_sizes and all(v == 1 for v in c_sizes.values()):
+            by_size = {c_size(n): n for n in c_names}
+            return [(n, by_size[r_size(n)]) for n in r_names]
     raise PairingError(
         f"cannot decide which tensor of the candidate's {cand.describe()} is which of the reference's "
         f"{ref.describe()}: local names, uses and shapes all leave a choice (refusing to guess)"
@@ -252,3 +287,11 @@ def pair_state(cand: Graph, ref: Graph, pairing: Pairing) -> None:
         r_prefix = f"{r_node.name}." if r_node.name else ""
         for r_local, c_local in pair_tensors(c_node, r_node):
             pairing.tensors.append((r_prefix + r_local, c_prefix + c_local))
+            c_shape, r_shape = tuple(c_node.tensors[c_local].shape), tuple(r_node.tensors[r_local].shape)
+            if not _same_numbers(c_shape, r_shape):
+                pairing.reshapes[r_prefix + r_local] = c_shape
+
+
+def reshaped_state(state: Mapping[str, torch.Tensor], pairing: Pairing) -> dict[str, torch.Tensor]:
+    """The reference's state with each tensor the pairing reshapes in the candidate's shape (views, no copies)."""
+    return {k: t.reshape(pairing.reshapes[k]) if k in pairing.reshapes else t for k, t in state.items()}

@@ -56,6 +56,26 @@ _DROPOUT_FUNCTIONS = {
 }
 
 
+# Functions that rearrange a tensor without computing anything: applied to a module's tensor alone (``gamma.reshape(
+# 1, -1, 1, 1)``, ``table[index]``), they derive another view of it; what the module *is* is decided by the
+# function that then combines it with data.
+_VIEW_FUNCTIONS = {
+    "reshape", "view", "view_as", "reshape_as", "expand", "expand_as", "unsqueeze", "squeeze", "flatten",
+    "unflatten", "permute", "transpose", "t", "contiguous", "clone", "detach", "to", "float", "double", "half",
+    "type_as", "movedim", "__getitem__", "index_select", "chunk", "split", "unbind", "narrow",
+}
+
+
+def canonical_function(name: str) -> str:
+    """One name per operation: ``__mul__``, ``__rmul__``, ``__imul__``, ``mul_`` and ``mul`` are all ``mul``."""
+    if name.startswith("__") and name.endswith("__"):
+        name = name[2:-2]
+        if name[:1] in "ri" and name[1:] in {"add", "sub", "mul", "truediv", "matmul", "pow", "and", "or"}:
+            name = name[1:]
+    name = name.rstrip("_")
+    return {"truediv": "div", "multiply": "mul", "divide": "div", "subtract": "sub"}.get(name, name)
+
+
 def function_name(func: Callable) -> str:
     return getattr(func, "__name__", None) or str(func)
 
@@ -99,7 +119,7 @@ class Node:
 
     @property
     def kind(self) -> str:
-        names = {n.rstrip("_") for n in self.functions}
+        names = {canonical_function(n) for n in self.functions}
         if not names:
             return f"unused {type(self.module).__name__}"
         if names <= _AFFINE_FUNCTIONS:
@@ -121,6 +141,15 @@ class Node:
         are mistakes to find numerically, not reasons to leave a module unpaired."""
         params = tuple(sorted(self.shape(n) for n in self.tensors if n in self.parameters))
         buffers = tuple(sorted(self.shape(n) for n in self.tensors if n not in self.parameters))
+        return (self.kind, params, buffers)
+
+    @property
+    def loose_label(self) -> tuple:
+        """The label with element counts for shapes: the same numbers arranged otherwise (a Linear on a
+        flattened CxKxK map and a KxK convolution, a ``[C]`` and a ``[C, 1, 1]`` scale) play the same role
+        when the dataflow puts them at the same place."""
+        params = tuple(sorted(self.tensors[n].numel() for n in self.tensors if n in self.parameters))
+        buffers = tuple(sorted(self.tensors[n].numel() for n in self.tensors if n not in self.parameters))
         return (self.kind, params, buffers)
 
     def describe(self) -> str:
@@ -216,7 +245,7 @@ class Recorder(TorchFunctionMode):
         self.owner: dict[int, tuple[Node, str]] = {id(t): (n, local) for n in self.nodes for local, t in n.tensors.items()}
         self.prov = WeakIdKeyDictionary()  # tensor -> frozenset of node ids
         self.pprov = WeakIdKeyDictionary()  # tensor -> frozenset of point keys
-        self.derived = WeakIdKeyDictionary()  # tensor computed from one node's tensors alone -> node id
+        self.derived = WeakIdKeyDictionary()  # tensor computed from one node's tensors alone -> (node id, locals)
         self.producer = WeakIdKeyDictionary()  # tensor -> index of the innermost call that last wrote it
         self.serial = WeakIdKeyDictionary()  # tensor -> number unique within the pass (ids are reused)
         self.unpadded = WeakIdKeyDictionary()  # padded tensor -> (the tensor it pads, that tensor's version)
@@ -379,21 +408,29 @@ class Recorder(TorchFunctionMode):
         data: frozenset = frozenset()
         upstream: frozenset = frozenset()
         uses: set[int] = set()
+        consumed: list[tuple[int, Node, frozenset]] = []  # (argument position, node, its locals) of node tensors
         for position, t in enumerate(inputs):
             owned = self.owner.get(id(t))
             if owned is not None:
-                node, local = owned
-                node.functions.add(name)
-                node.roles.setdefault(local, f"{'affine' if name in _AFFINE_FUNCTIONS else name}#{position}")
-                uses.add(node.id)
+                consumed.append((position, owned[0], frozenset({owned[1]})))
                 continue
             derived = self.derived.get(t)
             if derived is not None:
-                uses.add(derived)
+                consumed.append((position, self.nodes[derived[0]], derived[1]))
+                continue
             p = self.prov.get(t)
             if p is not None:
                 data = data | p
                 upstream = upstream | self.pprov.get(t, frozenset())
+        derived_from: dict[int, frozenset] = {}
+        for position, node, locals_ in consumed:
+            uses.add(node.id)
+            derived_from[node.id] = derived_from.get(node.id, frozenset()) | locals_
+            if data or name not in _VIEW_FUNCTIONS:
+                node.functions.add(name)
+                role = "affine" if name in _AFFINE_FUNCTIONS else canonical_function(name)
+                for local in locals_:
+                    node.roles.setdefault(local, f"{role}#{position}")
         where = self.stack[-1].index if self.stack else 0
         if name in _PAD_FUNCTIONS and len(outs) == 1 and data and isinstance(args[0], torch.Tensor):
             source = self._unpadded(args[0])
@@ -404,7 +441,8 @@ class Recorder(TorchFunctionMode):
                 self.prov[t] = data
                 self.pprov[t] = upstream
             elif len(uses) == 1:
-                self.derived[t] = next(iter(uses))
+                node_id = next(iter(uses))
+                self.derived[t] = (node_id, derived_from[node_id])
         current = self.node_stack[-1] if self.node_stack else None
         if current is not None and data and current.node in uses:
             key = (current.node, current.k)
