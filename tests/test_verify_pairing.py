@@ -169,3 +169,83 @@ def test_scale_in_the_wrong_place_is_caught_at_its_block():
                     input_size=SMALL)
     assert not report.equivalent
     assert report.first_divergence == "blocks.0", str(report)
+
+
+# -- ties the dataflow decides -------------------------------------------------------------------
+
+class ConvBN(nn.Sequential):
+    def __init__(self, cin: int, cout: int, kernel: int = 1, eps: float = 1e-5) -> None:
+        super().__init__(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout, eps=eps))
+
+
+class Concat(nn.Module):
+    """Two branches of one shape filling the two halves of a concatenation (an Inception block)."""
+
+    def __init__(self, right_first: bool = False, right_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.left, self.right = ConvBN(3, 4), ConvBN(3, 4, eps=right_eps)
+        self.fuse = nn.Conv2d(8, 5, 1)
+        self.right_first = right_first
+
+    def forward(self, x):
+        if self.right_first:  # runs (and defines) the branches in the other order; the same concatenation
+            right = self.right(x).relu()
+            left = self.left(x).relu()
+        else:
+            left = self.left(x).relu()
+            right = self.right(x).relu()
+        return self.fuse(torch.cat([left, right], 1)).mean((2, 3))
+
+
+def test_branches_pair_by_their_concatenation_slot():
+    report = verify(Concat(right_first=True), Concat(), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    pairs = dict(zip(report.layers["candidate"], report.layers["reference"], strict=True))
+    assert pairs["left.0"] == "left.0" and pairs["right.0"] == "right.0"
+    assert any("ties settled by the dataflow" in note for note in report.notes)
+
+
+def test_mistake_in_one_of_two_concatenated_branches_is_caught_in_that_branch():
+    report = verify(Concat(right_first=True, right_eps=1e-2), Concat(), input_size=SMALL)
+    assert not report.equivalent
+    assert report.first_divergence == "right.1", str(report)
+
+
+class Bottleneck(nn.Module):
+    """A block whose shortcut 1x1 and first 1x1 have one shape (RegNet): only what follows tells them apart."""
+
+    def __init__(self, shortcut_first: bool = False, shortcut_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.shortcut_first = shortcut_first
+        self.reduce, self.mix = ConvBN(4, 6), ConvBN(6, 6, kernel=3)
+        self.shortcut = ConvBN(4, 6, eps=shortcut_eps)
+
+    def forward(self, x):
+        if self.shortcut_first:
+            s = self.shortcut(x)
+            return (s + self.mix(self.reduce(x).relu())).relu()
+        return (self.mix(self.reduce(x).relu()) + self.shortcut(x)).relu()
+
+
+class TwoBlocks(nn.Module):
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        self.stem = ConvBN(3, 4, kernel=3)
+        self.block = Bottleneck(**kwargs)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.head(self.block(self.stem(x).relu()).mean((2, 3)))
+
+
+def test_shortcut_and_first_convolution_of_one_shape_pair_by_what_follows():
+    report = verify(TwoBlocks(shortcut_first=True), TwoBlocks(), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    pairs = dict(zip(report.layers["candidate"], report.layers["reference"], strict=True))
+    assert pairs["block.shortcut.0"] == "block.shortcut.0" and pairs["block.reduce.0"] == "block.reduce.0"
+
+
+def test_mistake_in_the_shortcut_is_caught_in_the_shortcut():
+    report = verify(TwoBlocks(shortcut_first=True, shortcut_eps=1e-2), TwoBlocks(), input_size=SMALL)
+    assert not report.equivalent
+    assert report.first_divergence == "block.shortcut.1", str(report)

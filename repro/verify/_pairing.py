@@ -31,6 +31,9 @@ import torch
 from repro.verify._trace import INPUT, OUTPUT, Graph, Node
 
 
+MAX_ROUNDS = 12  # colour refinement: how far (in modules) the dataflow is looked at to break a tie
+
+
 class PairingError(ValueError):
     """The dataflow does not decide which module of one model is which of the other."""
 
@@ -46,17 +49,64 @@ class Pairing:
     divergence: int | None = None  # candidate node where the structures first part
     divergence_reason: str = ""
     reshapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # reference key -> candidate shape
+    settled: list[str] = field(default_factory=list)  # ties the wider dataflow broke
 
     def notes(self, ref: Graph) -> list[str]:
         """What the report says about the pairing: each tensor paired with the same numbers in another shape."""
         shapes = {k: list(t.shape) for n in ref.nodes for k, t in zip(n.state_keys(), n.tensors.values(), strict=True)}
         to_cand = dict(self.tensors)
+        notes = []
+        if self.settled:
+            more = f"; ... and {len(self.settled) - 3} more" if len(self.settled) > 3 else ""
+            notes.append(f"{len(self.settled)} ties settled by the dataflow: {'; '.join(self.settled[:3])}{more}")
         if not self.reshapes:
-            return []
+            return notes
         pairs = [f"{to_cand[k]} {list(shape)} <- {k} {shapes[k]}" for k, shape in self.reshapes.items()]
         more = f"; ... and {len(pairs) - 3} more" if len(pairs) > 3 else ""
-        return [f"{len(pairs)} candidate tensors are paired with the same numbers in another shape (reshaped when "
+        return notes + [f"{len(pairs)} candidate tensors are paired with the same numbers in another shape (reshaped when "
                 f"ported and compared): {'; '.join(pairs[:3])}{more}"]
+
+    def colors(self) -> list[tuple[dict[int, int], dict[int, int]]]:
+        """Colour refinement of both graphs at once: round 0 colours a node by its label, round d+1 by its
+        round-d colour and the round-d colours of its predecessors and successors, each with the
+        concatenation slots the edge passes through. Colours mean the same on both sides; the rounds stop
+        when they no longer split any colour (at most ``MAX_ROUNDS``)."""
+        if self.loose in self._colors:
+            return self._colors[self.loose]
+        intern: dict[tuple, int] = {}
+        graphs = (self.cand, self.ref)
+        node_lists = (self.c_nodes, self.r_nodes)
+        rounds = [tuple({n: intern.setdefault(("label", self.label(g, n)), len(intern)) for n in nodes}
+                        for g, nodes in zip(graphs, node_lists, strict=True))]
+        for _ in range(MAX_ROUNDS):
+            previous = rounds[-1]
+            current = []
+            for g, nodes, col in zip(graphs, node_lists, previous, strict=True):
+                def color(n: int, col=col) -> int:
+                    return col.get(n, n)  # the input and the output colour themselves (-1, -2)
+                current.append({n: intern.setdefault((
+                    col[n],
+                    tuple(sorted((color(p), tuple(sorted(g.slots.get((p, n), ())))) for p in g.preds(n))),
+                    tuple(sorted((color(c), tuple(sorted(g.slots.get((n, c), ())))) for c in g.succs(n))),
+                ), len(intern)) for n in nodes})
+            if all(len(set(c.values())) == len(set(p.values())) for c, p in zip(current, previous, strict=True)):
+                break
+            rounds.append(tuple(current))
+        self._colors[self.loose] = rounds
+        return rounds
+
+    def _split(self, c_group: list[int], r_group: list[int]) -> list[tuple[int, int, int]]:
+        """Pairs (candidate, reference, rounds) of a tie that the wider dataflow tells apart."""
+        for depth, (c_col, r_col) in enumerate(self.colors()[1:], start=1):
+            c_by, r_by = defaultdict(list), defaultdict(list)
+            for c in c_group:
+                c_by[c_col[c]].append(c)
+            for r in r_group:
+                r_by[r_col[r]].append(r)
+            pairs = [(cs[0], r_by[k][0], depth) for k, cs in c_by.items() if len(cs) == 1 and len(r_by.get(k, ())) == 1]
+            if pairs:
+                return pairs
+        return []
 
     @property
     def complete(self) -> bool:
@@ -77,9 +127,53 @@ class _Matcher:
         self.m: dict[int, int] = {INPUT: INPUT, OUTPUT: OUTPUT}
         self.inv: dict[int, int] = {INPUT: INPUT, OUTPUT: OUTPUT}
         self.loose = False  # pair by element counts instead of shapes (only what shapes left unpaired)
+        self._colors: dict[bool, list[tuple[dict[int, int], dict[int, int]]]] = {}
+        self.settled: list[str] = []  # ties the wider dataflow broke, in words
 
     def label(self, graph: Graph, node: int) -> tuple:
         return graph.nodes[node].loose_label if self.loose else graph.nodes[node].label
+
+    def colors(self) -> list[tuple[dict[int, int], dict[int, int]]]:
+        """Colour refinement of both graphs at once: round 0 colours a node by its label, round d+1 by its
+        round-d colour and the round-d colours of its predecessors and successors, each with the
+        concatenation slots the edge passes through. Colours mean the same on both sides; the rounds stop
+        when they no longer split any colour (at most ``MAX_ROUNDS``)."""
+        if self.loose in self._colors:
+            return self._colors[self.loose]
+        intern: dict[tuple, int] = {}
+        graphs = (self.cand, self.ref)
+        node_lists = (self.c_nodes, self.r_nodes)
+        rounds = [tuple({n: intern.setdefault(("label", self.label(g, n)), len(intern)) for n in nodes}
+                        for g, nodes in zip(graphs, node_lists, strict=True))]
+        for _ in range(MAX_ROUNDS):
+            previous = rounds[-1]
+            current = []
+            for g, nodes, col in zip(graphs, node_lists, previous, strict=True):
+                def color(n: int, col=col) -> int:
+                    return col.get(n, n)  # the input and the output colour themselves (-1, -2)
+                current.append({n: intern.setdefault((
+                    col[n],
+                    tuple(sorted((color(p), tuple(sorted(g.slots.get((p, n), ())))) for p in g.preds(n))),
+                    tuple(sorted((color(c), tuple(sorted(g.slots.get((n, c), ())))) for c in g.succs(n))),
+                ), len(intern)) for n in nodes})
+            if all(len(set(c.values())) == len(set(p.values())) for c, p in zip(current, previous, strict=True)):
+                break
+            rounds.append(tuple(current))
+        self._colors[self.loose] = rounds
+        return rounds
+
+    def _split(self, c_group: list[int], r_group: list[int]) -> list[tuple[int, int, int]]:
+        """Pairs (candidate, reference, rounds) of a tie that the wider dataflow tells apart."""
+        for depth, (c_col, r_col) in enumerate(self.colors()[1:], start=1):
+            c_by, r_by = defaultdict(list), defaultdict(list)
+            for c in c_group:
+                c_by[c_col[c]].append(c)
+            for r in r_group:
+                r_by[r_col[r]].append(r)
+            pairs = [(cs[0], r_by[k][0], depth) for k, cs in c_by.items() if len(cs) == 1 and len(r_by.get(k, ())) == 1]
+            if pairs:
+                return pairs
+        return []
 
     @property
     def complete(self) -> bool:
@@ -116,7 +210,15 @@ class _Matcher:
                 self.inv[r_group[0]] = c_group[0]
                 progress = True
             elif c_group and r_group:
-                ties.append((c_group, r_group))
+                split = self._split(c_group, r_group)
+                for c, r, depth in split:
+                    self.m[c], self.inv[r] = r, c
+                    self.settled.append(f"{self.cand.name(c)} <-> {self.ref.name(r)}: among modules of one kind "
+                                        f"and shape at one place, told apart by where the dataflow goes "
+                                        f"{depth} module{'s' if depth > 1 else ''} away")
+                    progress = True
+                if len(split) < min(len(c_group), len(r_group)):
+                    ties.append(([c for c in c_group if c not in self.m], [r for r in r_group if r not in self.inv]))
         return progress, ties
 
     def run(self, relaxed: bool) -> list[tuple[list[int], list[int]]]:
@@ -180,6 +282,7 @@ def pair_nodes(cand: Graph, ref: Graph) -> Pairing:
         unpaired_candidate=[c for c in matcher.c_nodes if c not in nodes],
         unpaired_reference=[r for r in matcher.r_nodes if r not in matcher.inv],
         undecided=undecided,
+        settled=matcher.settled,
     )
     _find_structure_divergence(cand, ref, pairing, matcher.m)
     return pairing

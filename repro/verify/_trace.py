@@ -45,6 +45,8 @@ _AFFINE_FUNCTIONS = {"conv1d", "conv2d", "conv3d", "linear"}
 # Padding: a convolution padded by a separate op or module (``F.pad``, ``nn.ZeroPad2d``) computes what one that
 # pads inside (``padding=``, timm's ``Conv2dSame``) does; the node it feeds takes the unpadded tensor as its input.
 _PAD_FUNCTIONS = {"pad", "constant_pad_nd", "_pad"}
+# Concatenations keep their inputs apart: which slot a module's output fills is part of where it goes.
+_CAT_FUNCTIONS = {"cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack", "column_stack"}
 _RANDOM_FUNCTIONS = {
     "rand", "rand_like", "randn", "randn_like", "randint", "randint_like", "randperm", "normal", "normal_",
     "bernoulli", "bernoulli_", "uniform_", "exponential_", "geometric_", "cauchy_", "log_normal_", "random_",
@@ -181,6 +183,8 @@ class Graph:
 
     nodes: list[Node]
     output_preds: set[int]
+    # (producer, consumer) -> the concatenation slots the producer's output passed through to reach the consumer
+    slots: dict[tuple[int, int], frozenset] = field(default_factory=dict)
 
     def called(self) -> list[Node]:
         return sorted((n for n in self.nodes if n.order >= 0), key=lambda n: n.order)
@@ -255,6 +259,8 @@ class Recorder(TorchFunctionMode):
         self.node_stack: list[Call] = []
         self.core_upstream: dict[tuple[int, int], frozenset] = {}
         self.output_preds: set[int] = set()
+        self.slots = WeakIdKeyDictionary()  # tensor -> frozenset of (node id, concatenation slots on the way)
+        self.edge_slots: dict[tuple[int, int], set[tuple]] = {}
         self.seq = 0
         self.ended = 0
         self.first_calls = 0
@@ -278,8 +284,9 @@ class Recorder(TorchFunctionMode):
         self._busy = True
         try:
             upstream = []
-            for t in outputs:
+            for i, t in enumerate(outputs):
                 self.output_preds |= self.prov.get(t, frozenset())
+                self._note_slots(t, OUTPUT, (i,))
                 upstream.append(self.pprov.get(t, frozenset()))
             for p in self.output_preds:
                 if p != INPUT:
@@ -298,6 +305,13 @@ class Recorder(TorchFunctionMode):
             serial = self.serial[t] = next(self._serials)
         return (serial, t._version)
 
+    def _note_slots(self, t: torch.Tensor, consumer: int, suffix: tuple = ()) -> None:
+        for p, path in self.slots.get(t, ()):
+            self.edge_slots.setdefault((p, consumer), set()).add(path + suffix)
+        if suffix and t not in self.slots:
+            for p in self.prov.get(t, ()):
+                self.edge_slots.setdefault((p, consumer), set()).add(suffix)
+
     def _unpadded(self, t: torch.Tensor) -> torch.Tensor:
         """The tensor ``t`` pads (through any chain of pads), when it still holds what was padded; else ``t``."""
         source = self.unpadded.get(t)
@@ -306,7 +320,7 @@ class Recorder(TorchFunctionMode):
         return source[0]
 
     def graph(self) -> Graph:
-        return Graph(self.nodes, self.output_preds)
+        return Graph(self.nodes, self.output_preds, {k: frozenset(v) for k, v in self.edge_slots.items()})
 
     # -- hooks -----------------------------------------------------------------------------
     def _pre_hook(self, name: str):
@@ -331,6 +345,7 @@ class Recorder(TorchFunctionMode):
                         node.preds.add(p)
                         if p != INPUT:
                             self.nodes[p].succs.add(node.id)
+                    self._note_slots(t, node.id)
                 data = [t for t in inputs if t in self.prov]
                 if data:
                     t = data[0]
@@ -356,6 +371,8 @@ class Recorder(TorchFunctionMode):
                     self.node_stack.pop()
                     for t in outputs:
                         self.prov[t] = frozenset({call.node})
+                        if t in self.slots:
+                            del self.slots[t]
                     self.sink.node_end(call)
                 call.end = self.ended
                 self.ended += 1
@@ -435,6 +452,13 @@ class Recorder(TorchFunctionMode):
         if name in _PAD_FUNCTIONS and len(outs) == 1 and data and isinstance(args[0], torch.Tensor):
             source = self._unpadded(args[0])
             self.unpadded[outs[0]] = (source, source._version)
+        if data and (name in _CAT_FUNCTIONS or any(t in self.slots for t in inputs)):
+            entries: set = set()
+            for position, t in enumerate(inputs):
+                base = self.slots.get(t) or {(p, ()) for p in self.prov.get(t, ())}
+                entries |= {(p, path + (position,)) for p, path in base} if name in _CAT_FUNCTIONS else base
+            for t in outs:
+                self.slots[t] = frozenset(entries)
         for t in outs:
             self.producer[t] = where
             if data:
