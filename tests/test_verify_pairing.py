@@ -9,6 +9,7 @@ and verify; and that a real mistake in the same place is still caught, at the mo
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -249,3 +250,65 @@ def test_mistake_in_the_shortcut_is_caught_in_the_shortcut():
     report = verify(TwoBlocks(shortcut_first=True, shortcut_eps=1e-2), TwoBlocks(), input_size=SMALL)
     assert not report.equivalent
     assert report.first_divergence == "block.shortcut.1", str(report)
+
+
+# -- opaque regions: TorchScript inside the model ------------------------------------------------
+
+def _swish(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(x)
+
+
+def _wrong_swish(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(2 * x)
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, and still in use
+    scripted_swish, scripted_wrong_swish = torch.jit.script(_swish), torch.jit.script(_wrong_swish)
+
+
+class ScriptedSwish(nn.Module):
+    def __init__(self, function=scripted_swish) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, x):
+        return self.function(x)
+
+
+class ConvActConv(nn.Module):
+    def __init__(self, act: nn.Module) -> None:
+        super().__init__()
+        self.first, self.act, self.second = nn.Conv2d(3, 4, 3, padding=1), act, nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.second(self.act(self.first(x))).mean((2, 3)))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+@pytest.mark.parametrize("act, traced", [
+    pytest.param(lambda: ScriptedSwish(), "scripted function", id="scripted-function"),
+    pytest.param(lambda: torch.jit.script(nn.SiLU()), "scripted module", id="scripted-module"),
+])
+def test_scripted_activation_does_not_cut_the_dataflow(act, traced):
+    report = verify(ConvActConv(act()), ConvActConv(nn.SiLU()), input_size=SMALL)
+    assert report.equivalent and report.structure_matches, str(report)
+    assert any(traced in note for note in report.notes), report.notes
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_wrong_scripted_activation_is_caught_there():
+    report = verify(ConvActConv(ScriptedSwish(scripted_wrong_swish)), ConvActConv(nn.SiLU()), input_size=SMALL)
+    assert not report.equivalent
+    assert report.first_divergence == "act", str(report)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_scripted_module_with_parameters_is_reported_as_opaque_by_name():
+    candidate = ConvActConv(nn.SiLU())
+    candidate.second = torch.jit.script(nn.Conv2d(4, 4, 3, padding=1))
+    report = verify(candidate, ConvActConv(nn.SiLU()), input_size=SMALL)
+    assert not report.equivalent and not report.structure_matches
+    assert any("the scripted module second (Conv2d) is one opaque operation" in line for line in report.structure), \
+        str(report)

@@ -50,12 +50,13 @@ class Pairing:
     divergence_reason: str = ""
     reshapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # reference key -> candidate shape
     settled: list[str] = field(default_factory=list)  # ties the wider dataflow broke
+    trace_notes: list[str] = field(default_factory=list)  # what the trace of either model could not see into
 
     def notes(self, ref: Graph) -> list[str]:
         """What the report says about the pairing: each tensor paired with the same numbers in another shape."""
         shapes = {k: list(t.shape) for n in ref.nodes for k, t in zip(n.state_keys(), n.tensors.values(), strict=True)}
         to_cand = dict(self.tensors)
-        notes = []
+        notes = list(self.trace_notes)
         if self.settled:
             more = f"; ... and {len(self.settled) - 3} more" if len(self.settled) > 3 else ""
             notes.append(f"{len(self.settled)} ties settled by the dataflow: {'; '.join(self.settled[:3])}{more}")
@@ -283,8 +284,15 @@ def pair_nodes(cand: Graph, ref: Graph) -> Pairing:
         unpaired_reference=[r for r in matcher.r_nodes if r not in matcher.inv],
         undecided=undecided,
         settled=matcher.settled,
+        trace_notes=[f"the candidate: {n}" for n in cand.notes] + [f"the reference: {n}" for n in ref.notes],
     )
     _find_structure_divergence(cand, ref, pairing, matcher.m)
+    never_called = any(n.order < 0 for n in cand.nodes + ref.nodes)
+    if pairing.trace_notes and (not pairing.complete or never_called):
+        # Say why the structures may look different: what the trace could not see.
+        pairing.wiring += pairing.trace_notes
+        if pairing.divergence is not None:
+            pairing.divergence_reason += f" ({'; '.join(pairing.trace_notes)})"
     return pairing
 
 

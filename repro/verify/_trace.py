@@ -185,6 +185,7 @@ class Graph:
     output_preds: set[int]
     # (producer, consumer) -> the concatenation slots the producer's output passed through to reach the consumer
     slots: dict[tuple[int, int], frozenset] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # regions the trace could not see into, or saw only by a detour
 
     def called(self) -> list[Node]:
         return sorted((n for n in self.nodes if n.order >= 0), key=lambda n: n.order)
@@ -233,6 +234,13 @@ class Sink:
     def model_output(self, outputs: list[torch.Tensor], upstream: list[frozenset], seq: int, producers: list[int], keys: list[tuple]) -> None: ...
 
 
+class _ScriptedCall:
+    """Stands for a TorchScript module's call in the recorder, which sees it as one operation."""
+
+    def __init__(self, name: str) -> None:
+        self.__name__ = name
+
+
 def _tensors(tree: Any) -> list[torch.Tensor]:
     return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
 
@@ -265,19 +273,36 @@ class Recorder(TorchFunctionMode):
         self.ended = 0
         self.first_calls = 0
         self._busy = False
+        self.notes: list[str] = []  # what the trace could not see, or saw only by a detour
 
     # -- running ---------------------------------------------------------------------------
     def run(self, x: torch.Tensor) -> Any:
         handles = []
+        scripted: dict[int, str] = {}  # TorchScript modules: no hooks of their own, their inside hidden from the trace
         for name, module in self.model.named_modules():
+            if isinstance(module, torch.jit.ScriptModule):
+                if not any(name.startswith(f"{outer}.") for outer in scripted.values()):
+                    scripted[id(module)] = name
+                continue
             handles.append(module.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True))
             handles.append(module.register_forward_hook(self._post_hook(), with_kwargs=True, always_call=True))
+        if scripted:
+            handles.append(nn.modules.module.register_module_forward_hook(self._scripted_hook(scripted)))
         self.prov[x] = frozenset({INPUT})
         self.pprov[x] = frozenset({INPUT_POINT})
+        self._script_call = torch.jit.ScriptFunction.__call__
+        recorder = self
+
+        def scripted_function(function, *args, **kwargs):
+            return recorder._scripted_function(function, *args, **kwargs)
+
         try:
+            # A scripted function runs as its Python source, so that the trace sees its operations.
+            torch.jit.ScriptFunction.__call__ = scripted_function
             with self:
                 out = self.model(x)
         finally:
+            torch.jit.ScriptFunction.__call__ = self._script_call
             for handle in handles:
                 handle.remove()
         outputs = _tensors(out)
@@ -305,6 +330,35 @@ class Recorder(TorchFunctionMode):
             serial = self.serial[t] = next(self._serials)
         return (serial, t._version)
 
+    def _scripted_function(self, function: Any, *args, **kwargs) -> Any:
+        source = getattr(function, "_torchdynamo_inline", None)  # kept by torch.jit.script
+        name = getattr(function, "qualified_name", None) or function_name(function)
+        if source is None:
+            self.notes.append(f"the scripted function {name} runs opaquely: the trace cannot see what it computes")
+            return self._script_call(function, *args, **kwargs)
+        note = f"the scripted function {name} is traced by running its Python source"
+        if note not in self.notes:
+            self.notes.append(note)
+        return source(*args, **kwargs)
+
+    def _scripted_hook(self, scripted: dict[int, str]):
+        """A TorchScript module is one operation to the trace: its outputs come from its inputs."""
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            name = scripted.get(id(module))
+            if name is None or self._busy:
+                return
+            own = [t for t in module.parameters()] + [t for t in module.buffers()]
+            note = (f"the scripted module {name or '(root)'} ({module.original_name}) is one opaque operation to the "
+                    f"trace" + (f": the modules inside it, holding {len(own)} tensors, cannot be paired" if own else ""))
+            if note not in self.notes:
+                self.notes.append(note)
+            self._busy = True
+            try:
+                self._on_op(_ScriptedCall(f"scripted {name}"), args, {}, output)
+            finally:
+                self._busy = False
+        return hook
+
     def _note_slots(self, t: torch.Tensor, consumer: int, suffix: tuple = ()) -> None:
         for p, path in self.slots.get(t, ()):
             self.edge_slots.setdefault((p, consumer), set()).add(path + suffix)
@@ -320,7 +374,7 @@ class Recorder(TorchFunctionMode):
         return source[0]
 
     def graph(self) -> Graph:
-        return Graph(self.nodes, self.output_preds, {k: frozenset(v) for k, v in self.edge_slots.items()})
+        return Graph(self.nodes, self.output_preds, {k: frozenset(v) for k, v in self.edge_slots.items()}, self.notes)
 
     # -- hooks -----------------------------------------------------------------------------
     def _pre_hook(self, name: str):
