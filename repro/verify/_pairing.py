@@ -320,6 +320,7 @@ def _find_structure_divergence(cand: Graph, ref: Graph, pairing: Pairing, m: dic
     preds = lambda g, n: g.preds(n)  # noqa: E731
     succs = lambda g, n: g.succs(n)  # noqa: E731
     places: list[tuple[float, int, str]] = []  # (candidate order, candidate node, reason)
+    outputs_only: list[tuple[float, int, str]] = []
     unpaired_places = set()
     for node in cand.called():
         if node.id not in m:
@@ -343,11 +344,14 @@ def _find_structure_divergence(cand: Graph, ref: Graph, pairing: Pairing, m: dic
                 )
         if problems:
             pairing.wiring.append(f"{node.name}: " + "; ".join(problems))
-            places.append((node.order, node.id, f"{node.name} takes " + "; ".join(problems)))
+            # Where the structures part is where a module takes other inputs; that a module's output goes
+            # elsewhere is where it parts only when no module takes other inputs.
+            (places if problems[0].startswith("inputs") else outputs_only).append(
+                (node.order, node.id, f"{node.name} takes " + "; ".join(problems)))
     for r in pairing.unpaired_reference:
         before = _through(ref, r, preds, inv)
-        if frozenset(before) in unpaired_places:
-            continue  # the candidate has another module at this place, already named
+        if any(before <= place for place in unpaired_places):
+            continue  # the candidate has another module at this place (or one fed by it), already named
         partners = [inv[n] for n in before if n >= 0]
         if not partners:
             continue
@@ -356,6 +360,7 @@ def _find_structure_divergence(cand: Graph, ref: Graph, pairing: Pairing, m: dic
                        f"the reference's {ref.nodes[r].describe()} has no counterpart in the candidate; in the "
                        f"reference it follows {', '.join(sorted(ref.name(n) for n in before))}, paired with the "
                        f"candidate's {cand.name(after)}"))
+    places = places or outputs_only
     if places:
         _, pairing.divergence, pairing.divergence_reason = min(places, key=lambda p: p[0])
 

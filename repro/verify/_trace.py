@@ -118,6 +118,9 @@ class Node:
     succs: set[int] = field(default_factory=set)
     functions: set[str] = field(default_factory=set)  # torch functions that consumed its tensors
     roles: dict[str, str] = field(default_factory=dict)  # local name -> "function#argument" of its first use
+    # A module with child modules and tensors of its own (a block's layer scale, a model's class token): its
+    # place in the dataflow is where its tensors are used, each use a call of its own, not its whole forward.
+    container: bool = False
 
     @property
     def kind(self) -> str:
@@ -173,7 +176,8 @@ def model_nodes(model: nn.Module) -> list[Node]:
             if b is not None and n not in module._non_persistent_buffers_set
         )
         if tensors:
-            nodes.append(Node(len(nodes), name, module, tensors, params))
+            nodes.append(Node(len(nodes), name, module, tensors, params,
+                              container=next(module.children(), None) is not None))
     return nodes
 
 
@@ -383,6 +387,8 @@ class Recorder(TorchFunctionMode):
             try:
                 self.seq += 1
                 node = self.node_of_module.get(id(module))
+                if node is not None and node.container:
+                    node = None  # called where its tensors are used
                 call = Call(len(self.calls), name, node.id if node else None, node.calls if node else 0)
                 self.calls.append(call)
                 self.stack.append(call)
@@ -452,20 +458,64 @@ class Recorder(TorchFunctionMode):
                     self.sink.before_write(t)
             finally:
                 self._busy = False
+        before = None
+        if not self._busy and _writes_in_place(func, kwargs) and args and isinstance(args[0], torch.Tensor) \
+                and args[0] in self.prov and any(id(t) in self.owner or t in self.derived for t in _tensors(args[1:])):
+            before = args[0].detach().clone()  # a module's tensor applied in place (``x.mul_(gamma)``): its input
         out = func(*args, **kwargs)
         if self._busy:
             return out
         self._busy = True
         try:
-            self._on_op(func, args, kwargs, out)
+            self._on_op(func, args, kwargs, out, before)
         finally:
             self._busy = False
         return out
 
+    def _use(self, node: Node, inputs: list[torch.Tensor], outs: list[torch.Tensor], before: torch.Tensor | None) -> None:
+        """A call of ``node`` made by an operation that uses its tensors outside its own ``forward``
+        (``F.linear(x, self.fc.weight)``, ``x * self.gamma`` in a block holding child modules)."""
+        call = Call(len(self.calls), node.name, node.id, node.calls)
+        self.calls.append(call)
+        if node.calls == 0:
+            node.order = self.first_calls
+            self.first_calls += 1
+        node.calls += 1
+        data = [t for t in inputs if t in self.prov]
+        for t in data:
+            for p in self.prov[t]:
+                node.preds.add(p)
+                if p != INPUT:
+                    self.nodes[p].succs.add(node.id)
+            self._note_slots(t, node.id)
+        t = data[0]
+        point = before if before is not None and t is inputs[0] else self._unpadded(t)
+        in_key, core_key = ("in", node.id, call.k), ("core", node.id, call.k)
+        self.seq += 1
+        self.sink.node_input(call, point, self.pprov.get(t, frozenset()), self.seq, self.producer.get(t, call.index),
+                             self.key(point))
+        others = frozenset().union(*(self.pprov.get(u, frozenset()) for u in data[1:]))
+        self.pprov[t] = frozenset({in_key})
+        self.seq += 1
+        for o in outs:
+            self.prov[o] = frozenset({node.id})
+            self.pprov[o] = frozenset({core_key})
+            self.producer[o] = call.index
+            if o in self.slots:
+                del self.slots[o]
+        self.sink.core(call, outs[0], frozenset({in_key}) | others, self.seq)
+        self.sink.node_end(call)
+        call.end = self.ended
+        self.ended += 1
+        call.end_seq = self.seq
+        call.output_keys = tuple(self.key(o) for o in outs)
+        call.upstream = frozenset({core_key})
+        self.sink.call_end(call, outs)
+
     def _where(self) -> str:
         return self.stack[-1].name if self.stack else ""
 
-    def _on_op(self, func, args: tuple, kwargs: dict, out: Any) -> None:
+    def _on_op(self, func, args: tuple, kwargs: dict, out: Any, before: torch.Tensor | None = None) -> None:
         name = function_name(func)
         if _is_random(name, args, kwargs):
             self.sink.random_op(self._where() or "(root)", name)
@@ -502,6 +552,19 @@ class Recorder(TorchFunctionMode):
                 role = "affine" if name in _AFFINE_FUNCTIONS else canonical_function(name)
                 for local in locals_:
                     node.roles.setdefault(local, f"{role}#{position}")
+        if data and uses:
+            in_own_call = {c.node for c in self.node_stack}
+            outside = [n for n in uses if self.nodes[n].container or n not in in_own_call]
+            if len(uses) == 1 and outside:
+                self._use(self.nodes[outside[0]], inputs, outs, before)
+                self._fingerprint_ops(outs)
+                return
+            if outside:
+                note = (f"{name} in {self._where() or '(root)'} uses the tensors of "
+                        f"{', '.join(sorted(self.nodes[n].name or '(root)' for n in uses))} at once: the trace sees "
+                        f"one step where another implementation may have several")
+                if note not in self.notes:
+                    self.notes.append(note)
         where = self.stack[-1].index if self.stack else 0
         if name in _PAD_FUNCTIONS and len(outs) == 1 and data and isinstance(args[0], torch.Tensor):
             source = self._unpadded(args[0])
@@ -531,6 +594,9 @@ class Recorder(TorchFunctionMode):
             for t in outs:
                 self.pprov[t] = frozenset({own})
             self.sink.core(current, outs[0], core_upstream, self.seq)
+        self._fingerprint_ops(outs)
+
+    def _fingerprint_ops(self, outs: list[torch.Tensor]) -> None:
         if self.sink.wants_ops:
             for t in outs:
                 if t.is_floating_point():
