@@ -132,8 +132,8 @@ def _point_names(cand: Graph) -> dict[PointKey, str]:
     for node in cand.called():
         for k in range(node.calls):
             call = f" (call {k + 1})" if node.calls > 1 else ""
-            names[("in", node.id, k)] = f"the input of {node.name}{call}"
-            names[("core", node.id, k)] = f"the output of {node.name}{call}"
+            names[("in", node.id, k)] = f"the input of {node.name or '(root)'}{call}"
+            names[("core", node.id, k)] = f"the output of {node.name or '(root)'}{call}"
     return names
 
 
