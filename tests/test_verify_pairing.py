@@ -312,3 +312,65 @@ def test_scripted_module_with_parameters_is_reported_as_opaque_by_name():
     assert not report.equivalent and not report.structure_matches
     assert any("the scripted module second (Conv2d) is one opaque operation" in line for line in report.structure), \
         str(report)
+
+
+# -- tensors used outside a module's usual slots --------------------------------------------------
+
+class Tokens(nn.Module):
+    """Patches, a class token and a position embedding as bare Parameters of the model (timm's ViT)."""
+
+    def __init__(self, token_last: bool = False) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 6, 4, stride=4)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, 6))
+        self.pos_embed = nn.Parameter(torch.randn(1, 5, 6))
+        self.head = nn.Linear(6, 2)
+        self.token_last = token_last
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        token = self.cls_token.expand(x.shape[0], -1, -1)
+        x = torch.cat([x, token] if self.token_last else [token, x], dim=1) + self.pos_embed
+        return self.head(x[:, -1 if self.token_last else 0])
+
+
+class Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos_embedding = nn.Parameter(torch.randn(1, 5, 6))
+        self.dropout = nn.Dropout(0.0)
+
+    def forward(self, x):
+        return self.dropout(x + self.pos_embedding)
+
+
+class TokensElsewhere(nn.Module):
+    """The same with the position embedding in a module of its own and a functional head (torchvision's ViT)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.class_token = nn.Parameter(torch.randn(1, 1, 6))
+        self.encoder = Encoder()
+        self.heads = nn.Linear(6, 2)
+        self.conv_proj = nn.Conv2d(3, 6, 4, stride=4)
+
+    def forward(self, x):
+        x = self.conv_proj(x).reshape(x.shape[0], 6, -1).permute(0, 2, 1)
+        x = self.encoder(torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1))
+        return F.linear(x[:, 0], self.heads.weight, self.heads.bias)
+
+
+def test_bare_parameters_pair_by_where_they_are_used():
+    report = verify(TokensElsewhere(), Tokens(), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    pairs = {(c, r) for c, r in zip(report.layers["candidate"], report.layers["reference"], strict=True)}
+    assert pairs == {("conv_proj", "patch"), ("(root)", "(root)"), ("encoder", "(root)"), ("heads", "head")}
+    ported = {p.target_key: p.source_key for p in report.port.pairs}
+    assert ported["class_token"] == "cls_token" and ported["encoder.pos_embedding"] == "pos_embed"
+
+
+def test_class_token_in_the_wrong_place_is_caught_where_it_is_used():
+    report = verify(Tokens(token_last=True), Tokens(), input_size=SMALL)
+    assert not report.equivalent
+    assert report.first_divergence == "(root)", str(report)
+    assert "the output of (root)" in report.divergence_detail

@@ -512,6 +512,23 @@ class Recorder(TorchFunctionMode):
         call.upstream = frozenset({core_key})
         self.sink.call_end(call, outs)
 
+    def _claim(self, node: Node, locals_: frozenset) -> Node:
+        """The node a container's tensors ``locals_`` form where they are used together with data: the
+        container's own node when they are all of its tensors left, else a node of their own split off it
+        (a model's class token and position embedding are used in two places, as two modules of
+        another implementation may hold them)."""
+        if not node.container or set(node.tensors) <= locals_ or node.order >= 0:
+            return node
+        if not locals_ <= set(node.tensors):  # derived before they were split off
+            return next((n for n in self.nodes if n.module is node.module and locals_ <= set(n.tensors)), node)
+        part = Node(len(self.nodes), node.name, node.module, {n: node.tensors.pop(n) for n in sorted(locals_)},
+                    node.parameters & locals_, container=True)
+        node.parameters = node.parameters - locals_
+        self.nodes.append(part)
+        for local, t in part.tensors.items():
+            self.owner[id(t)] = (part, local)
+        return part
+
     def _where(self) -> str:
         return self.stack[-1].name if self.stack else ""
 
@@ -543,6 +560,8 @@ class Recorder(TorchFunctionMode):
             if p is not None:
                 data = data | p
                 upstream = upstream | self.pprov.get(t, frozenset())
+        if data:
+            consumed = [(position, self._claim(node, locals_), locals_) for position, node, locals_ in consumed]
         derived_from: dict[int, frozenset] = {}
         for position, node, locals_ in consumed:
             uses.add(node.id)
