@@ -374,3 +374,55 @@ def test_class_token_in_the_wrong_place_is_caught_where_it_is_used():
     assert not report.equivalent
     assert report.first_divergence == "(root)", str(report)
     assert "the output of (root)" in report.divergence_detail
+
+
+# -- an extra module is named as the extra one ----------------------------------------------------
+
+class PreActBlock(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.norm2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.downsample = nn.Conv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x):
+        x = self.norm1(x).relu()
+        return self.conv2(self.norm2(self.conv1(x)).relu()) + self.downsample(x)
+
+
+class PreActStem(nn.Module):
+    def __init__(self, norm: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(4) if norm else None
+
+    def forward(self, x):
+        x = self.conv(x)
+        return self.norm(x).relu() if self.norm is not None else x
+
+
+class PreActNet(nn.Module):
+    """A pre-activation network: its first block starts with a BatchNorm, so a stem BatchNorm is one too many."""
+
+    def __init__(self, stem_norm: bool = False) -> None:
+        super().__init__()
+        self.stem, self.block = PreActStem(stem_norm), PreActBlock(4, 8)
+        self.norm, self.fc = nn.BatchNorm2d(8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(self.norm(self.block(self.stem(x))).relu().mean((2, 3)))
+
+
+def test_extra_stem_norm_is_named_as_the_extra_module():
+    report = verify(PreActNet(stem_norm=True), PreActNet(), input_size=SMALL)
+    assert not report.equivalent
+    assert report.first_divergence == "stem.norm", str(report)
+    assert [t.split(" ")[0] for t in report.unpaired_candidate] == [
+        f"stem.norm.{n}" for n in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+    assert report.unpaired_reference == []
+
+
+def test_missing_stem_norm_is_named_in_the_reference():
+    report = verify(PreActNet(), PreActNet(stem_norm=True), input_size=SMALL)
+    assert not report.equivalent and report.unpaired_candidate == []
+    assert report.unpaired_reference[0].startswith("stem.norm.weight")

@@ -67,6 +67,10 @@ class Pairing:
         return notes + [f"{len(pairs)} candidate tensors are paired with the same numbers in another shape (reshaped when "
                 f"ported and compared): {'; '.join(pairs[:3])}{more}"]
 
+    def _same_parent(self, c: int, r: int) -> bool:
+        """Whether the paired nodes first called inside the module call of ``c`` are all inside that of ``r``."""
+        return all(self.m[s] in self.ref.siblings(r) for s in self.cand.siblings(c) if s in self.m)
+
     def colors(self) -> list[tuple[dict[int, int], dict[int, int]]]:
         """Colour refinement of both graphs at once: round 0 colours a node by its label, round d+1 by its
         round-d colour and the round-d colours of its predecessors and successors, each with the
@@ -128,11 +132,18 @@ class _Matcher:
         self.m: dict[int, int] = {INPUT: INPUT, OUTPUT: OUTPUT}
         self.inv: dict[int, int] = {INPUT: INPUT, OUTPUT: OUTPUT}
         self.loose = False  # pair by element counts instead of shapes (only what shapes left unpaired)
+        # Where the structures differ, first pair only what also sits in the same place of the module
+        # hierarchy, so that an extra module is left over rather than paired with its neighbour's partner.
+        self.hierarchy = False
         self._colors: dict[bool, list[tuple[dict[int, int], dict[int, int]]]] = {}
         self.settled: list[str] = []  # ties the wider dataflow broke, in words
 
     def label(self, graph: Graph, node: int) -> tuple:
         return graph.nodes[node].loose_label if self.loose else graph.nodes[node].label
+
+    def _same_parent(self, c: int, r: int) -> bool:
+        """Whether the paired nodes first called inside the module call of ``c`` are all inside that of ``r``."""
+        return all(self.m[s] in self.ref.siblings(r) for s in self.cand.siblings(c) if s in self.m)
 
     def colors(self) -> list[tuple[dict[int, int], dict[int, int]]]:
         """Colour refinement of both graphs at once: round 0 colours a node by its label, round d+1 by its
@@ -206,7 +217,9 @@ class _Matcher:
                 groups[(self.label(graph, node), key)][side].append(node)
         progress, ties = False, []
         for c_group, r_group in groups.values():
-            if len(c_group) == 1 and len(r_group) == 1:
+            if len(c_group) == 1 and len(r_group) == 1 and self.hierarchy and not self._same_parent(c_group[0], r_group[0]):
+                ties.append((c_group, r_group))
+            elif len(c_group) == 1 and len(r_group) == 1:
                 self.m[c_group[0]] = r_group[0]
                 self.inv[r_group[0]] = c_group[0]
                 progress = True
@@ -260,8 +273,12 @@ def _describe_ties(cand: Graph, ref: Graph, ties: list[tuple[list[int], list[int
 
 def pair_nodes(cand: Graph, ref: Graph) -> Pairing:
     matcher = _Matcher(cand, ref)
-    ties = matcher.run(relaxed=False)
     same_labels = Counter(n.label for n in cand.called()) == Counter(n.label for n in ref.called())
+    if not same_labels:
+        matcher.hierarchy = True
+        matcher.run(relaxed=False)
+        matcher.hierarchy = False
+    ties = matcher.run(relaxed=False)
     if not matcher.complete and not same_labels:
         # The same numbers arranged otherwise: pair what is left by element counts, at its place in the dataflow.
         matcher.loose = True

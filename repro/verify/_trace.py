@@ -121,6 +121,7 @@ class Node:
     # A module with child modules and tensors of its own (a block's layer scale, a model's class token): its
     # place in the dataflow is where its tensors are used, each use a call of its own, not its whole forward.
     container: bool = False
+    parent: int = -1  # the module call its first call ran inside (-1: none): its place in the module hierarchy
 
     @property
     def kind(self) -> str:
@@ -204,6 +205,15 @@ class Graph:
 
     def name(self, node: int) -> str:
         return {INPUT: "(input)", OUTPUT: "(output)"}.get(node) or self.nodes[node].name or "(root)"
+
+    def siblings(self, node: int) -> set[int]:
+        """The nodes first called inside the same module call as ``node`` (a block's convolutions and norms)."""
+        if not hasattr(self, "_by_parent"):
+            by_parent: dict[int, set[int]] = {}
+            for n in self.called():
+                by_parent.setdefault(n.parent, set()).add(n.id)
+            self._by_parent = by_parent
+        return self._by_parent.get(self.nodes[node].parent, set()) - {node}
 
 
 @dataclass
@@ -397,6 +407,7 @@ class Recorder(TorchFunctionMode):
                 if node.calls == 0:
                     node.order = self.first_calls
                     self.first_calls += 1
+                    node.parent = self.stack[-2].index if len(self.stack) > 1 else -1
                 node.calls += 1
                 self.node_stack.append(call)
                 inputs = _tensors((args, kwargs))
@@ -480,6 +491,7 @@ class Recorder(TorchFunctionMode):
         if node.calls == 0:
             node.order = self.first_calls
             self.first_calls += 1
+            node.parent = self.stack[-1].index if self.stack else -1
         node.calls += 1
         data = [t for t in inputs if t in self.prov]
         for t in data:
