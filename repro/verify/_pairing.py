@@ -68,8 +68,11 @@ class Pairing:
                 f"ported and compared): {'; '.join(pairs[:3])}{more}"]
 
     def _same_parent(self, c: int, r: int) -> bool:
-        """Whether the paired nodes first called inside the module call of ``c`` are all inside that of ``r``."""
-        return all(self.m[s] in self.ref.siblings(r) for s in self.cand.siblings(c) if s in self.m)
+        """Whether the paired nodes first called inside the module call of ``c`` are all inside that of ``r``,
+        and the other way round."""
+        c_sibs, r_sibs = self.cand.siblings(c), self.ref.siblings(r)
+        return all(self.m[s] in r_sibs for s in c_sibs if s in self.m) and \
+            all(self.inv[s] in c_sibs for s in r_sibs if s in self.inv)
 
     def colors(self) -> list[tuple[dict[int, int], dict[int, int]]]:
         """Colour refinement of both graphs at once: round 0 colours a node by its label, round d+1 by its
@@ -142,8 +145,11 @@ class _Matcher:
         return graph.nodes[node].loose_label if self.loose else graph.nodes[node].label
 
     def _same_parent(self, c: int, r: int) -> bool:
-        """Whether the paired nodes first called inside the module call of ``c`` are all inside that of ``r``."""
-        return all(self.m[s] in self.ref.siblings(r) for s in self.cand.siblings(c) if s in self.m)
+        """Whether the paired nodes first called inside the module call of ``c`` are all inside that of ``r``,
+        and the other way round."""
+        c_sibs, r_sibs = self.cand.siblings(c), self.ref.siblings(r)
+        return all(self.m[s] in r_sibs for s in c_sibs if s in self.m) and \
+            all(self.inv[s] in c_sibs for s in r_sibs if s in self.inv)
 
     def colors(self) -> list[tuple[dict[int, int], dict[int, int]]]:
         """Colour refinement of both graphs at once: round 0 colours a node by its label, round d+1 by its
