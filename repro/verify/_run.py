@@ -216,7 +216,8 @@ class _Verification:
             rules = _PairedRules(name="dataflow pairing", source_type=report.reference, target_type=report.candidate,
                                  renames=(), mapping=dict(self.pairing.tensors))
             try:
-                source = reshaped_state(self.ref_model.state_dict(), self.pairing) if self.pairing.reshapes else self.ref_model
+                source = (reshaped_state(self.ref_model.state_dict(), self.pairing) if self.pairing.reshapes
+                          else self.ref_model)
                 report.port = port_weights(source, self.candidate, rules)
             except PortError as err:  # a floating tensor paired with an integer one, say
                 raise VerifyError(f"the pairing found by dataflow cannot be ported: {err}") from err
