@@ -64,7 +64,8 @@ class Pairing:
             return notes
         pairs = [f"{to_cand[k]} {list(shape)} <- {k} {shapes[k]}" for k, shape in self.reshapes.items()]
         more = f"; ... and {len(pairs) - 3} more" if len(pairs) > 3 else ""
-        return notes + [f"{len(pairs)} candidate tensors are paired with the same numbers in another shape (reshaped when "
+        return notes + [f"{len(pairs)} candidate tensors are paired with the same numbers in another shape "
+                        f"(reshaped when "
                 f"ported and compared): {'; '.join(pairs[:3])}{more}"]
 
     def _same_parent(self, c: int, r: int) -> bool:
@@ -197,7 +198,8 @@ class _Matcher:
     def complete(self) -> bool:
         return len(self.m) - 2 == len(self.c_nodes) == len(self.r_nodes)
 
-    def _step(self, neighbours: Callable[[Graph, int], set[int]], relaxed: bool) -> tuple[bool, list[tuple[list[int], list[int]]]]:
+    def _step(self, neighbours: Callable[[Graph, int], set[int]],
+              relaxed: bool) -> tuple[bool, list[tuple[list[int], list[int]]]]:
         """Pair every node whose signature is unique on both sides; return whether any paired,
         and the groups that tie (several nodes with one signature on some side).
 
@@ -223,9 +225,10 @@ class _Matcher:
                 groups[(self.label(graph, node), key)][side].append(node)
         progress, ties = False, []
         for c_group, r_group in groups.values():
-            if len(c_group) == 1 and len(r_group) == 1 and self.hierarchy and not self._same_parent(c_group[0], r_group[0]):
+            unique = len(c_group) == 1 and len(r_group) == 1
+            if unique and self.hierarchy and not self._same_parent(c_group[0], r_group[0]):
                 ties.append((c_group, r_group))
-            elif len(c_group) == 1 and len(r_group) == 1:
+            elif unique:
                 self.m[c_group[0]] = r_group[0]
                 self.inv[r_group[0]] = c_group[0]
                 progress = True

@@ -239,13 +239,15 @@ class Sink:
     def before_write(self, tensor: torch.Tensor) -> None:
         """``tensor`` is about to be changed in place."""
 
-    def node_input(self, call: Call, tensor: torch.Tensor, upstream: frozenset, seq: int, producer: int, key: tuple) -> None: ...
+    def node_input(self, call: Call, tensor: torch.Tensor, upstream: frozenset, seq: int, producer: int,
+                   key: tuple) -> None: ...
     def core(self, call: Call, tensor: torch.Tensor, upstream: frozenset, seq: int) -> None: ...
     def node_end(self, call: Call) -> None: ...
     def op_output(self, tensor: torch.Tensor, key: tuple[int, int]) -> None: ...
     def call_end(self, call: Call, outputs: list[torch.Tensor]) -> None: ...
     def random_op(self, where: str, function: str) -> None: ...
-    def model_output(self, outputs: list[torch.Tensor], upstream: list[frozenset], seq: int, producers: list[int], keys: list[tuple]) -> None: ...
+    def model_output(self, outputs: list[torch.Tensor], upstream: list[frozenset], seq: int, producers: list[int],
+                     keys: list[tuple]) -> None: ...
 
 
 class _ScriptedCall:
@@ -268,7 +270,8 @@ class Recorder(TorchFunctionMode):
         self.sink = sink or Sink()
         self.nodes = model_nodes(model)
         self.node_of_module = {id(n.module): n for n in self.nodes}
-        self.owner: dict[int, tuple[Node, str]] = {id(t): (n, local) for n in self.nodes for local, t in n.tensors.items()}
+        self.owner: dict[int, tuple[Node, str]] = {
+            id(t): (n, local) for n in self.nodes for local, t in n.tensors.items()}
         self.prov = WeakIdKeyDictionary()  # tensor -> frozenset of node ids
         self.pprov = WeakIdKeyDictionary()  # tensor -> frozenset of point keys
         self.derived = WeakIdKeyDictionary()  # tensor computed from one node's tensors alone -> (node id, locals)
@@ -363,7 +366,7 @@ class Recorder(TorchFunctionMode):
                 return
             own = [t for t in module.parameters()] + [t for t in module.buffers()]
             note = (f"the scripted module {name or '(root)'} ({module.original_name}) is one opaque operation to the "
-                    f"trace" + (f": the modules inside it, holding {len(own)} tensors, cannot be paired" if own else ""))
+                    "trace" + (f": the modules inside it, holding {len(own)} tensors, cannot be paired" if own else ""))
             if note not in self.notes:
                 self.notes.append(note)
             self._busy = True
@@ -483,7 +486,8 @@ class Recorder(TorchFunctionMode):
             self._busy = False
         return out
 
-    def _use(self, node: Node, inputs: list[torch.Tensor], outs: list[torch.Tensor], before: torch.Tensor | None) -> None:
+    def _use(self, node: Node, inputs: list[torch.Tensor], outs: list[torch.Tensor],
+             before: torch.Tensor | None) -> None:
         """A call of ``node`` made by an operation that uses its tensors outside its own ``forward``
         (``F.linear(x, self.fc.weight)``, ``x * self.gamma`` in a block holding child modules)."""
         call = Call(len(self.calls), node.name, node.id, node.calls)
