@@ -68,6 +68,13 @@ _VIEW_FUNCTIONS = {
 }
 
 
+# Functions whose result takes only the shape, dtype and device of a tensor, not its values: no dataflow.
+_FACTORY_FUNCTIONS = {
+    "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor", "zeros_like", "ones_like", "empty_like",
+    "full_like", "rand_like", "randn_like", "randint_like",
+}
+
+
 def canonical_function(name: str) -> str:
     """One name per operation: ``__mul__``, ``__rmul__``, ``__imul__``, ``mul_`` and ``mul`` are all ``mul``."""
     if name.startswith("__") and name.endswith("__"):
@@ -572,12 +579,16 @@ class Recorder(TorchFunctionMode):
             if derived is not None:
                 consumed.append((position, self.nodes[derived[0]], derived[1]))
                 continue
-            p = self.prov.get(t)
+            p = self.prov.get(t) if name not in _FACTORY_FUNCTIONS else None
             if p is not None:
                 data = data | p
                 upstream = upstream | self.pprov.get(t, frozenset())
-        if data:
-            consumed = [(position, self._claim(node, locals_), locals_) for position, node, locals_ in consumed]
+        if data:  # what one operation uses of a container's tensors is claimed together
+            together: dict[int, frozenset] = {}
+            for _, node, locals_ in consumed:
+                together[node.id] = together.get(node.id, frozenset()) | locals_
+            claimed = {n: self._claim(self.nodes[n], locals_) for n, locals_ in together.items()}
+            consumed = [(position, claimed[node.id], locals_) for position, node, locals_ in consumed]
         derived_from: dict[int, frozenset] = {}
         for position, node, locals_ in consumed:
             uses.add(node.id)
@@ -596,7 +607,7 @@ class Recorder(TorchFunctionMode):
                 return
             if outside:
                 note = (f"{name} in {self._where() or '(root)'} uses the tensors of "
-                        f"{', '.join(sorted(self.nodes[n].name or '(root)' for n in uses))} at once: the trace sees "
+                        f"{', '.join(sorted({self.nodes[n].name or '(root)' for n in uses}))} at once: the trace sees "
                         f"one step where another implementation may have several")
                 if note not in self.notes:
                     self.notes.append(note)
