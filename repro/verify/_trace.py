@@ -537,13 +537,15 @@ class Recorder(TorchFunctionMode):
 
     def _claim(self, node: Node, locals_: frozenset) -> Node:
         """The node a container's tensors ``locals_`` form where they are used together with data: the
-        container's own node when they are all of its tensors left, else a node of their own split off it
+        container's own node when they are all of its floating-point tensors left, else a node of their own split off it
         (a model's class token and position embedding are used in two places, as two modules of
         another implementation may hold them)."""
-        if not node.container or set(node.tensors) <= locals_ or node.order >= 0:
+        if not node.container or node.order >= 0:
             return node
         if not locals_ <= set(node.tensors):  # derived before they were split off
             return next((n for n in self.nodes if n.module is node.module and locals_ <= set(n.tensors)), node)
+        if all(not node.tensors[n].is_floating_point() for n in set(node.tensors) - locals_):
+            return node  # integer buffers left over (a BatchNorm's count) belong with what is used
         part = Node(len(self.nodes), node.name, node.module, {n: node.tensors.pop(n) for n in sorted(locals_)},
                     node.parameters & locals_, container=True)
         node.parameters = node.parameters - locals_
