@@ -7,17 +7,27 @@ name or definition order:
   that has the same label and the paired predecessors, when exactly one node on each side fits;
 * backward: the same with successors, starting from the output.
 
-Both run until nothing changes. Where several nodes still fit the same place with the same
-label on both sides (two identical parallel branches, say), the pairing cannot be decided from
-the dataflow and ``PairingError`` lists the candidates. Where the labels of the two models
-differ (a missing BatchNorm, another SE width) the structures differ: pairing then also looks
-through unpaired modules (a node's predecessors are taken to be the paired modules that reach it
-through unpaired ones), so that the report can name every unpaired module on both sides and the
-place where the structures part.
+Both run until nothing changes. Where several nodes fit the same place with the same label on
+both sides (parallel branches of one shape, a block's shortcut 1x1 and its first 1x1), the wider
+dataflow decides: colour refinement over both graphs (a node coloured by its label, then by the
+colours of its neighbours, each edge labelled with the concatenation slots it passes through, at
+most ``MAX_ROUNDS`` rounds) pairs the nodes whose colour is unique on both sides, and the report
+notes each tie settled so. What even that leaves (two branches that differ only by a
+parameter-free activation) is refused: ``PairingError`` lists the candidates.
+
+Where the labels of the two models differ, the structures may still be the same numbers arranged
+otherwise: what shapes leave unpaired pairs by element counts (a Linear on a flattened CxKxK map
+and a KxK convolution, ``[C]`` and ``[C, 1, 1]`` scales; the port and the comparison reshape).
+Where they truly differ (a missing BatchNorm, another SE width), pairing first keeps to pairs that
+also sit in the same place of the module hierarchy (so that an extra module is the one left
+over), then looks through unpaired modules (a node's predecessors are taken to be the paired
+modules that reach it through unpaired ones), so that the report can name every unpaired module
+on both sides and the place where the structures part: the first module, in execution order, that
+takes other inputs or has no counterpart.
 
 Within a pair of nodes, tensors pair by local name (``weight``, ``running_mean``); where the
 local names differ, by the argument of the function that consumed them (the second argument
-of a convolution is its weight), then by shape when that is unique.
+of a convolution is its weight), then by shape, then by element count, when that is unique.
 """
 
 from __future__ import annotations
@@ -53,7 +63,8 @@ class Pairing:
     trace_notes: list[str] = field(default_factory=list)  # what the trace of either model could not see into
 
     def notes(self, ref: Graph) -> list[str]:
-        """What the report says about the pairing: each tensor paired with the same numbers in another shape."""
+        """What the report says about the pairing: what the traces could not see, the ties the wider dataflow
+        settled, the tensors paired with the same numbers in another shape."""
         shapes = {k: list(t.shape) for n in ref.nodes for k, t in zip(n.state_keys(), n.tensors.values(), strict=True)}
         to_cand = dict(self.tensors)
         notes = list(self.trace_notes)
@@ -65,57 +76,7 @@ class Pairing:
         pairs = [f"{to_cand[k]} {list(shape)} <- {k} {shapes[k]}" for k, shape in self.reshapes.items()]
         more = f"; ... and {len(pairs) - 3} more" if len(pairs) > 3 else ""
         return notes + [f"{len(pairs)} candidate tensors are paired with the same numbers in another shape "
-                        f"(reshaped when "
-                f"ported and compared): {'; '.join(pairs[:3])}{more}"]
-
-    def _same_parent(self, c: int, r: int) -> bool:
-        """Whether the paired nodes first called inside the module call of ``c`` are all inside that of ``r``,
-        and the other way round."""
-        c_sibs, r_sibs = self.cand.siblings(c), self.ref.siblings(r)
-        return all(self.m[s] in r_sibs for s in c_sibs if s in self.m) and \
-            all(self.inv[s] in c_sibs for s in r_sibs if s in self.inv)
-
-    def colors(self) -> list[tuple[dict[int, int], dict[int, int]]]:
-        """Colour refinement of both graphs at once: round 0 colours a node by its label, round d+1 by its
-        round-d colour and the round-d colours of its predecessors and successors, each with the
-        concatenation slots the edge passes through. Colours mean the same on both sides; the rounds stop
-        when they no longer split any colour (at most ``MAX_ROUNDS``)."""
-        if self.loose in self._colors:
-            return self._colors[self.loose]
-        intern: dict[tuple, int] = {}
-        graphs = (self.cand, self.ref)
-        node_lists = (self.c_nodes, self.r_nodes)
-        rounds = [tuple({n: intern.setdefault(("label", self.label(g, n)), len(intern)) for n in nodes}
-                        for g, nodes in zip(graphs, node_lists, strict=True))]
-        for _ in range(MAX_ROUNDS):
-            previous = rounds[-1]
-            current = []
-            for g, nodes, col in zip(graphs, node_lists, previous, strict=True):
-                def color(n: int, col=col) -> int:
-                    return col.get(n, n)  # the input and the output colour themselves (-1, -2)
-                current.append({n: intern.setdefault((
-                    col[n],
-                    tuple(sorted((color(p), tuple(sorted(g.slots.get((p, n), ())))) for p in g.preds(n))),
-                    tuple(sorted((color(c), tuple(sorted(g.slots.get((n, c), ())))) for c in g.succs(n))),
-                ), len(intern)) for n in nodes})
-            if all(len(set(c.values())) == len(set(p.values())) for c, p in zip(current, previous, strict=True)):
-                break
-            rounds.append(tuple(current))
-        self._colors[self.loose] = rounds
-        return rounds
-
-    def _split(self, c_group: list[int], r_group: list[int]) -> list[tuple[int, int, int]]:
-        """Pairs (candidate, reference, rounds) of a tie that the wider dataflow tells apart."""
-        for depth, (c_col, r_col) in enumerate(self.colors()[1:], start=1):
-            c_by, r_by = defaultdict(list), defaultdict(list)
-            for c in c_group:
-                c_by[c_col[c]].append(c)
-            for r in r_group:
-                r_by[r_col[r]].append(r)
-            pairs = [(cs[0], r_by[k][0], depth) for k, cs in c_by.items() if len(cs) == 1 and len(r_by.get(k, ())) == 1]
-            if pairs:
-                return pairs
-        return []
+                        f"(reshaped when ported and compared): {'; '.join(pairs[:3])}{more}"]
 
     @property
     def complete(self) -> bool:

@@ -8,6 +8,16 @@ provenance of its inputs is its set of predecessors. The graph this gives depend
 the model computes: not on module names, definition order or the order in which independent
 branches run.
 
+A node's tensors may also be used outside its own ``forward``: a module with child modules and a
+Parameter of its own (a block's layer scale, a model's class token) or a weight passed to a
+functional call (``F.linear(x, self.fc.weight)``). Each operation that combines such tensors with
+data is then a call of that node, and a container's tensors used in different places become nodes
+of their own. Padding done by a separate op or module (``F.pad``, ``nn.ZeroPad2d``) belongs to the
+node it feeds: that node's input is the unpadded tensor. A ``torch.jit.script`` function runs as
+its Python source so that its operations are seen; a scripted module is one operation (hooks
+cannot see inside it) and is named in ``Graph.notes``, as is an operation that uses several
+modules' tensors at once (``F.multi_head_attention_forward``).
+
 The same recorder, with a *sink* attached, captures what the comparison needs at *points*
 every implementation of the same network shares:
 
