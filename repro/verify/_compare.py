@@ -12,11 +12,12 @@ from repro.verify._trace import INPUT_POINT, Call, PointKey, Sink
 
 
 def compare(actual: torch.Tensor, expected: torch.Tensor) -> Diff | None:
-    """``Diff`` of two tensors, reshaping when they differ only by size-1 dimensions (a Linear's
-    ``[N, C]`` against a 1x1 convolution's ``[N, C, 1, 1]``); ``None`` when the shapes differ."""
+    """``Diff`` of two tensors, reshaping when they hold as many numbers (a Linear's ``[N, C]`` against a 1x1
+    convolution's ``[N, C, 1, 1]``, a Linear on a flattened map against a KxK convolution's weight, a ``[C]``
+    scale against a ``[C, 1, 1]`` one); ``None`` when the sizes differ."""
     actual, expected = actual.detach(), expected.detach()
     if actual.shape != expected.shape:
-        if actual.numel() != expected.numel() or _squeezed(actual) != _squeezed(expected):
+        if actual.numel() != expected.numel():
             return None
         actual = actual.reshape(expected.shape)
     if actual.dtype == expected.dtype and torch.equal(actual, expected):  # the common case, without float64 copies

@@ -7,26 +7,41 @@ name or definition order:
   that has the same label and the paired predecessors, when exactly one node on each side fits;
 * backward: the same with successors, starting from the output.
 
-Both run until nothing changes. Where several nodes still fit the same place with the same
-label on both sides (two identical parallel branches, say), the pairing cannot be decided from
-the dataflow and ``PairingError`` lists the candidates. Where the labels of the two models
-differ (a missing BatchNorm, another SE width) the structures differ: pairing then also looks
-through unpaired modules (a node's predecessors are taken to be the paired modules that reach it
-through unpaired ones), so that the report can name every unpaired module on both sides and the
-place where the structures part.
+Both run until nothing changes. Where several nodes fit the same place with the same label on
+both sides (parallel branches of one shape, a block's shortcut 1x1 and its first 1x1), the wider
+dataflow decides: colour refinement over both graphs (a node coloured by its label, then by the
+colours of its neighbours, each edge labelled with the concatenation slots it passes through, at
+most ``MAX_ROUNDS`` rounds) pairs the nodes whose colour is unique on both sides, and the report
+notes each tie settled so. What even that leaves (two branches that differ only by a
+parameter-free activation) is refused: ``PairingError`` lists the candidates.
+
+Where the labels of the two models differ, the structures may still be the same numbers arranged
+otherwise: what shapes leave unpaired pairs by element counts (a Linear on a flattened CxKxK map
+and a KxK convolution, ``[C]`` and ``[C, 1, 1]`` scales; the port and the comparison reshape).
+Where they truly differ (a missing BatchNorm, another SE width), pairing first keeps to pairs that
+also sit in the same place of the module hierarchy (so that an extra module is the one left
+over), then looks through unpaired modules (a node's predecessors are taken to be the paired
+modules that reach it through unpaired ones), so that the report can name every unpaired module
+on both sides and the place where the structures part: the first module, in execution order, that
+takes other inputs or has no counterpart.
 
 Within a pair of nodes, tensors pair by local name (``weight``, ``running_mean``); where the
 local names differ, by the argument of the function that consumed them (the second argument
-of a convolution is its weight), then by shape when that is unique.
+of a convolution is its weight), then by shape, then by element count, when that is unique.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
+
+import torch
 
 from repro.verify._trace import INPUT, OUTPUT, Graph, Node
+
+
+MAX_ROUNDS = 12  # colour refinement: how far (in modules) the dataflow is looked at to break a tie
 
 
 class PairingError(ValueError):
@@ -43,6 +58,25 @@ class Pairing:
     undecided: list[str] = field(default_factory=list)
     divergence: int | None = None  # candidate node where the structures first part
     divergence_reason: str = ""
+    reshapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # reference key -> candidate shape
+    settled: list[str] = field(default_factory=list)  # ties the wider dataflow broke
+    trace_notes: list[str] = field(default_factory=list)  # what the trace of either model could not see into
+
+    def notes(self, ref: Graph) -> list[str]:
+        """What the report says about the pairing: what the traces could not see, the ties the wider dataflow
+        settled, the tensors paired with the same numbers in another shape."""
+        shapes = {k: list(t.shape) for n in ref.nodes for k, t in zip(n.state_keys(), n.tensors.values(), strict=True)}
+        to_cand = dict(self.tensors)
+        notes = list(self.trace_notes)
+        if self.settled:
+            more = f"; ... and {len(self.settled) - 3} more" if len(self.settled) > 3 else ""
+            notes.append(f"{len(self.settled)} ties settled by the dataflow: {'; '.join(self.settled[:3])}{more}")
+        if not self.reshapes:
+            return notes
+        pairs = [f"{to_cand[k]} {list(shape)} <- {k} {shapes[k]}" for k, shape in self.reshapes.items()]
+        more = f"; ... and {len(pairs) - 3} more" if len(pairs) > 3 else ""
+        return notes + [f"{len(pairs)} candidate tensors are paired with the same numbers in another shape "
+                        f"(reshaped when ported and compared): {'; '.join(pairs[:3])}{more}"]
 
     @property
     def complete(self) -> bool:
@@ -62,11 +96,71 @@ class _Matcher:
         self.r_nodes = [n.id for n in ref.called()]
         self.m: dict[int, int] = {INPUT: INPUT, OUTPUT: OUTPUT}
         self.inv: dict[int, int] = {INPUT: INPUT, OUTPUT: OUTPUT}
+        self.loose = False  # pair by element counts instead of shapes (only what shapes left unpaired)
+        # Where the structures differ, first pair only what also sits in the same place of the module
+        # hierarchy, so that an extra module is left over rather than paired with its neighbour's partner.
+        self.hierarchy = False
+        self._colors: dict[bool, list[tuple[dict[int, int], dict[int, int]]]] = {}
+        self.settled: list[str] = []  # ties the wider dataflow broke, in words
 
     def label(self, graph: Graph, node: int) -> tuple:
-        return graph.nodes[node].label
+        return graph.nodes[node].loose_label if self.loose else graph.nodes[node].label
 
-    def _step(self, neighbours: Callable[[Graph, int], set[int]], relaxed: bool) -> tuple[bool, list[tuple[list[int], list[int]]]]:
+    def _same_parent(self, c: int, r: int) -> bool:
+        """Whether the paired nodes first called inside the module call of ``c`` are all inside that of ``r``,
+        and the other way round."""
+        c_sibs, r_sibs = self.cand.siblings(c), self.ref.siblings(r)
+        return all(self.m[s] in r_sibs for s in c_sibs if s in self.m) and \
+            all(self.inv[s] in c_sibs for s in r_sibs if s in self.inv)
+
+    def colors(self) -> list[tuple[dict[int, int], dict[int, int]]]:
+        """Colour refinement of both graphs at once: round 0 colours a node by its label, round d+1 by its
+        round-d colour and the round-d colours of its predecessors and successors, each with the
+        concatenation slots the edge passes through. Colours mean the same on both sides; the rounds stop
+        when they no longer split any colour (at most ``MAX_ROUNDS``)."""
+        if self.loose in self._colors:
+            return self._colors[self.loose]
+        intern: dict[tuple, int] = {}
+        graphs = (self.cand, self.ref)
+        node_lists = (self.c_nodes, self.r_nodes)
+        rounds = [tuple({n: intern.setdefault(("label", self.label(g, n)), len(intern)) for n in nodes}
+                        for g, nodes in zip(graphs, node_lists, strict=True))]
+        for _ in range(MAX_ROUNDS):
+            previous = rounds[-1]
+            current = []
+            for g, nodes, col in zip(graphs, node_lists, previous, strict=True):
+                def color(n: int, col=col) -> int:
+                    return col.get(n, n)  # the input and the output colour themselves (-1, -2)
+                current.append({n: intern.setdefault((
+                    col[n],
+                    tuple(sorted((color(p), tuple(sorted(g.slots.get((p, n), ())))) for p in g.preds(n))),
+                    tuple(sorted((color(c), tuple(sorted(g.slots.get((n, c), ())))) for c in g.succs(n))),
+                ), len(intern)) for n in nodes})
+            if all(len(set(c.values())) == len(set(p.values())) for c, p in zip(current, previous, strict=True)):
+                break
+            rounds.append(tuple(current))
+        self._colors[self.loose] = rounds
+        return rounds
+
+    def _split(self, c_group: list[int], r_group: list[int]) -> list[tuple[int, int, int]]:
+        """Pairs (candidate, reference, rounds) of a tie that the wider dataflow tells apart."""
+        for depth, (c_col, r_col) in enumerate(self.colors()[1:], start=1):
+            c_by, r_by = defaultdict(list), defaultdict(list)
+            for c in c_group:
+                c_by[c_col[c]].append(c)
+            for r in r_group:
+                r_by[r_col[r]].append(r)
+            pairs = [(cs[0], r_by[k][0], depth) for k, cs in c_by.items() if len(cs) == 1 and len(r_by.get(k, ())) == 1]
+            if pairs:
+                return pairs
+        return []
+
+    @property
+    def complete(self) -> bool:
+        return len(self.m) - 2 == len(self.c_nodes) == len(self.r_nodes)
+
+    def _step(self, neighbours: Callable[[Graph, int], set[int]],
+              relaxed: bool) -> tuple[bool, list[tuple[list[int], list[int]]]]:
         """Pair every node whose signature is unique on both sides; return whether any paired,
         and the groups that tie (several nodes with one signature on some side).
 
@@ -92,12 +186,23 @@ class _Matcher:
                 groups[(self.label(graph, node), key)][side].append(node)
         progress, ties = False, []
         for c_group, r_group in groups.values():
-            if len(c_group) == 1 and len(r_group) == 1:
+            unique = len(c_group) == 1 and len(r_group) == 1
+            if unique and self.hierarchy and not self._same_parent(c_group[0], r_group[0]):
+                ties.append((c_group, r_group))
+            elif unique:
                 self.m[c_group[0]] = r_group[0]
                 self.inv[r_group[0]] = c_group[0]
                 progress = True
             elif c_group and r_group:
-                ties.append((c_group, r_group))
+                split = self._split(c_group, r_group)
+                for c, r, depth in split:
+                    self.m[c], self.inv[r] = r, c
+                    self.settled.append(f"{self.cand.name(c)} <-> {self.ref.name(r)}: among modules of one kind "
+                                        f"and shape at one place, told apart by where the dataflow goes "
+                                        f"{depth} module{'s' if depth > 1 else ''} away")
+                    progress = True
+                if len(split) < min(len(c_group), len(r_group)):
+                    ties.append(([c for c in c_group if c not in self.m], [r for r in r_group if r not in self.inv]))
         return progress, ties
 
     def run(self, relaxed: bool) -> list[tuple[list[int], list[int]]]:
@@ -139,8 +244,17 @@ def _describe_ties(cand: Graph, ref: Graph, ties: list[tuple[list[int], list[int
 def pair_nodes(cand: Graph, ref: Graph) -> Pairing:
     matcher = _Matcher(cand, ref)
     same_labels = Counter(n.label for n in cand.called()) == Counter(n.label for n in ref.called())
+    if not same_labels:
+        matcher.hierarchy = True
+        matcher.run(relaxed=False)
+        matcher.hierarchy = False
     ties = matcher.run(relaxed=False)
-    complete = len(matcher.m) - 2 == len(matcher.c_nodes) == len(matcher.r_nodes)
+    if not matcher.complete and not same_labels:
+        # The same numbers arranged otherwise: pair what is left by element counts, at its place in the dataflow.
+        matcher.loose = True
+        ties = matcher.run(relaxed=False)
+        same_labels = Counter(n.loose_label for n in cand.called()) == Counter(n.loose_label for n in ref.called())
+    complete = matcher.complete
     if not complete and same_labels and ties:
         raise PairingError(
             "the dataflow does not decide which module of the candidate is which of the reference: "
@@ -156,8 +270,16 @@ def pair_nodes(cand: Graph, ref: Graph) -> Pairing:
         unpaired_candidate=[c for c in matcher.c_nodes if c not in nodes],
         unpaired_reference=[r for r in matcher.r_nodes if r not in matcher.inv],
         undecided=undecided,
+        settled=matcher.settled,
+        trace_notes=[f"the candidate: {n}" for n in cand.notes] + [f"the reference: {n}" for n in ref.notes],
     )
     _find_structure_divergence(cand, ref, pairing, matcher.m)
+    never_called = any(n.order < 0 for n in cand.nodes + ref.nodes)
+    if pairing.trace_notes and (not pairing.complete or never_called):
+        # Say why the structures may look different: what the trace could not see.
+        pairing.wiring += pairing.trace_notes
+        if pairing.divergence is not None:
+            pairing.divergence_reason += f" ({'; '.join(pairing.trace_notes)})"
     return pairing
 
 
@@ -185,6 +307,7 @@ def _find_structure_divergence(cand: Graph, ref: Graph, pairing: Pairing, m: dic
     preds = lambda g, n: g.preds(n)  # noqa: E731
     succs = lambda g, n: g.succs(n)  # noqa: E731
     places: list[tuple[float, int, str]] = []  # (candidate order, candidate node, reason)
+    outputs_only: list[tuple[float, int, str]] = []
     unpaired_places = set()
     for node in cand.called():
         if node.id not in m:
@@ -208,11 +331,14 @@ def _find_structure_divergence(cand: Graph, ref: Graph, pairing: Pairing, m: dic
                 )
         if problems:
             pairing.wiring.append(f"{node.name}: " + "; ".join(problems))
-            places.append((node.order, node.id, f"{node.name} takes " + "; ".join(problems)))
+            # Where the structures part is where a module takes other inputs; that a module's output goes
+            # elsewhere is where it parts only when no module takes other inputs.
+            (places if problems[0].startswith("inputs") else outputs_only).append(
+                (node.order, node.id, f"{node.name} takes " + "; ".join(problems)))
     for r in pairing.unpaired_reference:
         before = _through(ref, r, preds, inv)
-        if frozenset(before) in unpaired_places:
-            continue  # the candidate has another module at this place, already named
+        if any(before <= place for place in unpaired_places):
+            continue  # the candidate has another module at this place (or one fed by it), already named
         partners = [inv[n] for n in before if n >= 0]
         if not partners:
             continue
@@ -221,8 +347,20 @@ def _find_structure_divergence(cand: Graph, ref: Graph, pairing: Pairing, m: dic
                        f"the reference's {ref.nodes[r].describe()} has no counterpart in the candidate; in the "
                        f"reference it follows {', '.join(sorted(ref.name(n) for n in before))}, paired with the "
                        f"candidate's {cand.name(after)}"))
+    places = places or outputs_only
     if places:
         _, pairing.divergence, pairing.divergence_reason = min(places, key=lambda p: p[0])
+
+
+def _numel(node: Node) -> Callable[[str], int]:
+    return lambda local: node.tensors[local].numel()
+
+
+def _same_numbers(c_shape: tuple[int, ...], r_shape: tuple[int, ...]) -> bool:
+    """Shapes that need no reshape beyond the porting's own (a Linear weight and a 1x1 convolution's)."""
+    squeeze = lambda shape: tuple(d for d in shape if d != 1)  # noqa: E731
+    return c_shape == r_shape or (squeeze(c_shape) == squeeze(r_shape) and len(c_shape) + len(r_shape) == 6
+                                  and (c_shape[2:] == (1, 1) or r_shape[2:] == (1, 1)))
 
 
 def pair_tensors(cand: Node, ref: Node) -> list[tuple[str, str]]:
@@ -234,11 +372,11 @@ def pair_tensors(cand: Node, ref: Node) -> list[tuple[str, str]]:
     if None not in c_roles and None not in r_roles and len(c_roles) == len(c_names) == len(r_roles) == len(r_names) \
             and set(c_roles) == set(r_roles) and all(cand.shape(c_roles[k]) == ref.shape(r_roles[k]) for k in c_roles):
         return [(r_roles[k], c_roles[k]) for k in r_roles]
-    c_shapes = Counter(cand.shape(n) for n in c_names)
-    r_shapes = Counter(ref.shape(n) for n in r_names)
-    if c_shapes == r_shapes and all(v == 1 for v in c_shapes.values()):
-        by_shape = {cand.shape(n): n for n in c_names}
-        return [(n, by_shape[ref.shape(n)]) for n in r_names]
+    for c_size, r_size in ((cand.shape, ref.shape), (_numel(cand), _numel(ref))):
+        c_sizes, r_sizes = Counter(c_size(n) for n in c_names), Counter(r_size(n) for n in r_names)
+        if c_sizes == r_sizes and all(v == 1 for v in c_sizes.values()):
+            by_size = {c_size(n): n for n in c_names}
+            return [(n, by_size[r_size(n)]) for n in r_names]
     raise PairingError(
         f"cannot decide which tensor of the candidate's {cand.describe()} is which of the reference's "
         f"{ref.describe()}: local names, uses and shapes all leave a choice (refusing to guess)"
@@ -252,3 +390,11 @@ def pair_state(cand: Graph, ref: Graph, pairing: Pairing) -> None:
         r_prefix = f"{r_node.name}." if r_node.name else ""
         for r_local, c_local in pair_tensors(c_node, r_node):
             pairing.tensors.append((r_prefix + r_local, c_prefix + c_local))
+            c_shape, r_shape = tuple(c_node.tensors[c_local].shape), tuple(r_node.tensors[r_local].shape)
+            if not _same_numbers(c_shape, r_shape):
+                pairing.reshapes[r_prefix + r_local] = c_shape
+
+
+def reshaped_state(state: Mapping[str, torch.Tensor], pairing: Pairing) -> dict[str, torch.Tensor]:
+    """The reference's state with each tensor the pairing reshapes in the candidate's shape (views, no copies)."""
+    return {k: t.reshape(pairing.reshapes[k]) if k in pairing.reshapes else t for k, t in state.items()}

@@ -19,7 +19,7 @@ from repro.porting import PortError, port_weights
 from repro.verify._compare import (
     MISMATCH, CandidateCapture, Divergence, ReferenceCapture, StaleCaptureError, compare, locate,
 )
-from repro.verify._pairing import pair_nodes, pair_state
+from repro.verify._pairing import pair_nodes, pair_state, reshaped_state
 from repro.verify._report import Level, VerifyReport, layers_frame, unpaired_tensors
 from repro.verify._stochastic import rates_match, stochastic_layers, turn_off
 from repro.verify._trace import INPUT, Graph, PointKey, Recorder, trace
@@ -150,8 +150,8 @@ def _point_names(cand: Graph) -> dict[PointKey, str]:
     for node in cand.called():
         for k in range(node.calls):
             call = f" (call {k + 1})" if node.calls > 1 else ""
-            names[("in", node.id, k)] = f"the input of {node.name}{call}"
-            names[("core", node.id, k)] = f"the output of {node.name}{call}"
+            names[("in", node.id, k)] = f"the input of {node.name or '(root)'}{call}"
+            names[("core", node.id, k)] = f"the output of {node.name or '(root)'}{call}"
     return names
 
 
@@ -249,12 +249,12 @@ def verify(
         run = _Verification(cand32, ref32, report, x, seed, train, wide_input_scale)
         run.run(port)
     if report.port is not None:
-        port_weights(ref32, cand32, run.rules)
+        run.port(ref32, cand32)
     if run.compared:
         run.float32_checks(cand32, ref32, x)
     run.conclude()
     if port_into_candidate and report.port is not None:
-        port_weights(ref32, candidate, run.rules)
+        run.port(ref32, candidate)
         report.notes.append("the reference's weights were copied into the candidate (port_into_candidate=True)")
     return report
 
@@ -329,6 +329,11 @@ class _Verification:
         self.grads: dict[str, Diff] = {}
         self.buffers: dict[str, Diff] = {}
 
+    def port(self, source: nn.Module, target: nn.Module):
+        """Copy ``source``'s tensors into ``target`` through the dataflow pairing (reshaped where it says)."""
+        state = reshaped_state(source.state_dict(), self.pairing) if self.pairing.reshapes else source
+        return port_weights(state, target, self.rules)
+
     def run(self, port: bool) -> VerifyReport:
         report = self.report
         # The reference's eval pass both traces it and is the first comparison's reference side.
@@ -342,9 +347,10 @@ class _Verification:
             return report
         pair_state(self.cand_graph, self.ref_graph, self.pairing)
         self.rules = dict(self.pairing.tensors)  # the dataflow pairing is the rules: one exact name per tensor
+        report.notes += self.pairing.notes(self.ref_graph)
         if port:
             try:
-                report.port = port_weights(self.ref_model, self.candidate, self.rules)
+                report.port = self.port(self.ref_model, self.candidate)
             except PortError as err:  # a floating tensor paired with an integer one, say
                 raise VerifyError(f"the pairing found by dataflow cannot be ported: {err}") from err
         self.compared = True

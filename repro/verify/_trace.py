@@ -8,6 +8,16 @@ provenance of its inputs is its set of predecessors. The graph this gives depend
 the model computes: not on module names, definition order or the order in which independent
 branches run.
 
+A node's tensors may also be used outside its own ``forward``: a module with child modules and a
+Parameter of its own (a block's layer scale, a model's class token) or a weight passed to a
+functional call (``F.linear(x, self.fc.weight)``). Each operation that combines such tensors with
+data is then a call of that node, and a container's tensors used in different places become nodes
+of their own. Padding done by a separate op or module (``F.pad``, ``nn.ZeroPad2d``) belongs to the
+node it feeds: that node's input is the unpadded tensor. A ``torch.jit.script`` function runs as
+its Python source so that its operations are seen; a scripted module is one operation (hooks
+cannot see inside it) and is named in ``Graph.notes``, as is an operation that uses several
+modules' tensors at once (``F.multi_head_attention_forward``).
+
 The same recorder, with a *sink* attached, captures what the comparison needs at *points*
 every implementation of the same network shares:
 
@@ -42,6 +52,11 @@ PointKey = tuple  # ("in", node, k) | ("core", node, k) | ("out", i) | ("input",
 INPUT_POINT: PointKey = ("input",)
 
 _AFFINE_FUNCTIONS = {"conv1d", "conv2d", "conv3d", "linear"}
+# Padding: a convolution padded by a separate op or module (``F.pad``, ``nn.ZeroPad2d``) computes what one that
+# pads inside (``padding=``, timm's ``Conv2dSame``) does; the node it feeds takes the unpadded tensor as its input.
+_PAD_FUNCTIONS = {"pad", "constant_pad_nd", "_pad"}
+# Concatenations keep their inputs apart: which slot a module's output fills is part of where it goes.
+_CAT_FUNCTIONS = {"cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack", "column_stack"}
 _RANDOM_FUNCTIONS = {
     "rand", "rand_like", "randn", "randn_like", "randint", "randint_like", "randperm", "normal", "normal_",
     "bernoulli", "bernoulli_", "uniform_", "exponential_", "geometric_", "cauchy_", "log_normal_", "random_",
@@ -51,6 +66,33 @@ _DROPOUT_FUNCTIONS = {
     "dropout", "dropout_", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "alpha_dropout_",
     "feature_alpha_dropout", "feature_alpha_dropout_", "feature_dropout", "feature_dropout_", "native_dropout",
 }
+
+
+# Functions that rearrange a tensor without computing anything: applied to a module's tensor alone (``gamma.reshape(
+# 1, -1, 1, 1)``, ``table[index]``), they derive another view of it; what the module *is* is decided by the
+# function that then combines it with data.
+_VIEW_FUNCTIONS = {
+    "reshape", "view", "view_as", "reshape_as", "expand", "expand_as", "unsqueeze", "squeeze", "flatten",
+    "unflatten", "permute", "transpose", "t", "contiguous", "clone", "detach", "to", "float", "double", "half",
+    "type_as", "movedim", "__getitem__", "index_select", "chunk", "split", "unbind", "narrow",
+}
+
+
+# Functions whose result takes only the shape, dtype and device of a tensor, not its values: no dataflow.
+_FACTORY_FUNCTIONS = {
+    "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor", "zeros_like", "ones_like", "empty_like",
+    "full_like", "rand_like", "randn_like", "randint_like",
+}
+
+
+def canonical_function(name: str) -> str:
+    """One name per operation: ``__mul__``, ``__rmul__``, ``__imul__``, ``mul_`` and ``mul`` are all ``mul``."""
+    if name.startswith("__") and name.endswith("__"):
+        name = name[2:-2]
+        if name[:1] in "ri" and name[1:] in {"add", "sub", "mul", "truediv", "matmul", "pow", "and", "or"}:
+            name = name[1:]
+    name = name.rstrip("_")
+    return {"truediv": "div", "multiply": "mul", "divide": "div", "subtract": "sub"}.get(name, name)
 
 
 def function_name(func: Callable) -> str:
@@ -93,10 +135,14 @@ class Node:
     succs: set[int] = field(default_factory=set)
     functions: set[str] = field(default_factory=set)  # torch functions that consumed its tensors
     roles: dict[str, str] = field(default_factory=dict)  # local name -> "function#argument" of its first use
+    # A module with child modules and tensors of its own (a block's layer scale, a model's class token): its
+    # place in the dataflow is where its tensors are used, each use a call of its own, not its whole forward.
+    container: bool = False
+    parent: int = -1  # the module call its first call ran inside (-1: none): its place in the module hierarchy
 
     @property
     def kind(self) -> str:
-        names = {n.rstrip("_") for n in self.functions}
+        names = {canonical_function(n) for n in self.functions}
         if not names:
             return f"unused {type(self.module).__name__}"
         if names <= _AFFINE_FUNCTIONS:
@@ -120,6 +166,15 @@ class Node:
         buffers = tuple(sorted(self.shape(n) for n in self.tensors if n not in self.parameters))
         return (self.kind, params, buffers)
 
+    @property
+    def loose_label(self) -> tuple:
+        """The label with element counts for shapes: the same numbers arranged otherwise (a Linear on a
+        flattened CxKxK map and a KxK convolution, a ``[C]`` and a ``[C, 1, 1]`` scale) play the same role
+        when the dataflow puts them at the same place."""
+        params = tuple(sorted(self.tensors[n].numel() for n in self.tensors if n in self.parameters))
+        buffers = tuple(sorted(self.tensors[n].numel() for n in self.tensors if n not in self.parameters))
+        return (self.kind, params, buffers)
+
     def describe(self) -> str:
         shapes = ", ".join(f"{n} {list(t.shape)}" for n, t in self.tensors.items())
         return f"{self.name} ({type(self.module).__name__}: {shapes})"
@@ -139,7 +194,8 @@ def model_nodes(model: nn.Module) -> list[Node]:
             if b is not None and n not in module._non_persistent_buffers_set
         )
         if tensors:
-            nodes.append(Node(len(nodes), name, module, tensors, params))
+            nodes.append(Node(len(nodes), name, module, tensors, params,
+                              container=next(module.children(), None) is not None))
     return nodes
 
 
@@ -149,6 +205,9 @@ class Graph:
 
     nodes: list[Node]
     output_preds: set[int]
+    # (producer, consumer) -> the concatenation slots the producer's output passed through to reach the consumer
+    slots: dict[tuple[int, int], frozenset] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # regions the trace could not see into, or saw only by a detour
 
     def called(self) -> list[Node]:
         return sorted((n for n in self.nodes if n.order >= 0), key=lambda n: n.order)
@@ -163,6 +222,15 @@ class Graph:
 
     def name(self, node: int) -> str:
         return {INPUT: "(input)", OUTPUT: "(output)"}.get(node) or self.nodes[node].name or "(root)"
+
+    def siblings(self, node: int) -> set[int]:
+        """The nodes first called inside the same module call as ``node`` (a block's convolutions and norms)."""
+        if not hasattr(self, "_by_parent"):
+            by_parent: dict[int, set[int]] = {}
+            for n in self.called():
+                by_parent.setdefault(n.parent, set()).add(n.id)
+            self._by_parent = by_parent
+        return self._by_parent.get(self.nodes[node].parent, set()) - {node}
 
 
 @dataclass
@@ -188,13 +256,22 @@ class Sink:
     def before_write(self, tensor: torch.Tensor) -> None:
         """``tensor`` is about to be changed in place."""
 
-    def node_input(self, call: Call, tensor: torch.Tensor, upstream: frozenset, seq: int, producer: int, key: tuple) -> None: ...
+    def node_input(self, call: Call, tensor: torch.Tensor, upstream: frozenset, seq: int, producer: int,
+                   key: tuple) -> None: ...
     def core(self, call: Call, tensor: torch.Tensor, upstream: frozenset, seq: int) -> None: ...
     def node_end(self, call: Call) -> None: ...
     def op_output(self, tensor: torch.Tensor, key: tuple[int, int]) -> None: ...
     def call_end(self, call: Call, outputs: list[torch.Tensor]) -> None: ...
     def random_op(self, where: str, function: str) -> None: ...
-    def model_output(self, outputs: list[torch.Tensor], upstream: list[frozenset], seq: int, producers: list[int], keys: list[tuple]) -> None: ...
+    def model_output(self, outputs: list[torch.Tensor], upstream: list[frozenset], seq: int, producers: list[int],
+                     keys: list[tuple]) -> None: ...
+
+
+class _ScriptedCall:
+    """Stands for a TorchScript module's call in the recorder, which sees it as one operation."""
+
+    def __init__(self, name: str) -> None:
+        self.__name__ = name
 
 
 def _tensors(tree: Any) -> list[torch.Tensor]:
@@ -210,43 +287,65 @@ class Recorder(TorchFunctionMode):
         self.sink = sink or Sink()
         self.nodes = model_nodes(model)
         self.node_of_module = {id(n.module): n for n in self.nodes}
-        self.owner: dict[int, tuple[Node, str]] = {id(t): (n, local) for n in self.nodes for local, t in n.tensors.items()}
+        self.owner: dict[int, tuple[Node, str]] = {
+            id(t): (n, local) for n in self.nodes for local, t in n.tensors.items()}
         self.prov = WeakIdKeyDictionary()  # tensor -> frozenset of node ids
         self.pprov = WeakIdKeyDictionary()  # tensor -> frozenset of point keys
-        self.derived = WeakIdKeyDictionary()  # tensor computed from one node's tensors alone -> node id
+        self.derived = WeakIdKeyDictionary()  # tensor computed from one node's tensors alone -> (node id, locals)
         self.producer = WeakIdKeyDictionary()  # tensor -> index of the innermost call that last wrote it
         self.serial = WeakIdKeyDictionary()  # tensor -> number unique within the pass (ids are reused)
+        self.unpadded = WeakIdKeyDictionary()  # padded tensor -> (the tensor it pads, that tensor's version)
         self._serials = itertools.count()
         self.calls: list[Call] = []
         self.stack: list[Call] = []
         self.node_stack: list[Call] = []
         self.core_upstream: dict[tuple[int, int], frozenset] = {}
         self.output_preds: set[int] = set()
+        self.slots = WeakIdKeyDictionary()  # tensor -> frozenset of (node id, concatenation slots on the way)
+        self.edge_slots: dict[tuple[int, int], set[tuple]] = {}
         self.seq = 0
         self.ended = 0
         self.first_calls = 0
         self._busy = False
+        self.notes: list[str] = []  # what the trace could not see, or saw only by a detour
 
     # -- running ---------------------------------------------------------------------------
     def run(self, x: torch.Tensor) -> Any:
         handles = []
+        scripted: dict[int, str] = {}  # TorchScript modules: no hooks of their own, their inside hidden from the trace
         for name, module in self.model.named_modules():
+            if isinstance(module, torch.jit.ScriptModule):
+                if not any(name.startswith(f"{outer}.") for outer in scripted.values()):
+                    scripted[id(module)] = name
+                continue
             handles.append(module.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True))
             handles.append(module.register_forward_hook(self._post_hook(), with_kwargs=True, always_call=True))
+        if scripted:
+            handles.append(nn.modules.module.register_module_forward_hook(self._scripted_hook(scripted)))
         self.prov[x] = frozenset({INPUT})
         self.pprov[x] = frozenset({INPUT_POINT})
+        self._script_call = torch.jit.ScriptFunction.__call__
+        recorder = self
+
+        def scripted_function(function, *args, **kwargs):
+            return recorder._scripted_function(function, *args, **kwargs)
+
         try:
+            # A scripted function runs as its Python source, so that the trace sees its operations.
+            torch.jit.ScriptFunction.__call__ = scripted_function
             with self:
                 out = self.model(x)
         finally:
+            torch.jit.ScriptFunction.__call__ = self._script_call
             for handle in handles:
                 handle.remove()
         outputs = _tensors(out)
         self._busy = True
         try:
             upstream = []
-            for t in outputs:
+            for i, t in enumerate(outputs):
                 self.output_preds |= self.prov.get(t, frozenset())
+                self._note_slots(t, OUTPUT, (i,))
                 upstream.append(self.pprov.get(t, frozenset()))
             for p in self.output_preds:
                 if p != INPUT:
@@ -265,8 +364,51 @@ class Recorder(TorchFunctionMode):
             serial = self.serial[t] = next(self._serials)
         return (serial, t._version)
 
+    def _scripted_function(self, function: Any, *args, **kwargs) -> Any:
+        source = getattr(function, "_torchdynamo_inline", None)  # kept by torch.jit.script
+        name = getattr(function, "qualified_name", None) or function_name(function)
+        if source is None:
+            self.notes.append(f"the scripted function {name} runs opaquely: the trace cannot see what it computes")
+            return self._script_call(function, *args, **kwargs)
+        note = f"the scripted function {name} is traced by running its Python source"
+        if note not in self.notes:
+            self.notes.append(note)
+        return source(*args, **kwargs)
+
+    def _scripted_hook(self, scripted: dict[int, str]):
+        """A TorchScript module is one operation to the trace: its outputs come from its inputs."""
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            name = scripted.get(id(module))
+            if name is None or self._busy:
+                return
+            own = [t for t in module.parameters()] + [t for t in module.buffers()]
+            note = (f"the scripted module {name or '(root)'} ({module.original_name}) is one opaque operation to the "
+                    "trace" + (f": the modules inside it, holding {len(own)} tensors, cannot be paired" if own else ""))
+            if note not in self.notes:
+                self.notes.append(note)
+            self._busy = True
+            try:
+                self._on_op(_ScriptedCall(f"scripted {name}"), args, {}, output)
+            finally:
+                self._busy = False
+        return hook
+
+    def _note_slots(self, t: torch.Tensor, consumer: int, suffix: tuple = ()) -> None:
+        for p, path in self.slots.get(t, ()):
+            self.edge_slots.setdefault((p, consumer), set()).add(path + suffix)
+        if suffix and t not in self.slots:
+            for p in self.prov.get(t, ()):
+                self.edge_slots.setdefault((p, consumer), set()).add(suffix)
+
+    def _unpadded(self, t: torch.Tensor) -> torch.Tensor:
+        """The tensor ``t`` pads (through any chain of pads), when it still holds what was padded; else ``t``."""
+        source = self.unpadded.get(t)
+        if source is None or source[0]._version != source[1]:
+            return t
+        return source[0]
+
     def graph(self) -> Graph:
-        return Graph(self.nodes, self.output_preds)
+        return Graph(self.nodes, self.output_preds, {k: frozenset(v) for k, v in self.edge_slots.items()}, self.notes)
 
     # -- hooks -----------------------------------------------------------------------------
     def _pre_hook(self, name: str):
@@ -275,6 +417,8 @@ class Recorder(TorchFunctionMode):
             try:
                 self.seq += 1
                 node = self.node_of_module.get(id(module))
+                if node is not None and node.container:
+                    node = None  # called where its tensors are used
                 call = Call(len(self.calls), name, node.id if node else None, node.calls if node else 0)
                 self.calls.append(call)
                 self.stack.append(call)
@@ -283,6 +427,7 @@ class Recorder(TorchFunctionMode):
                 if node.calls == 0:
                     node.order = self.first_calls
                     self.first_calls += 1
+                    node.parent = self.stack[-2].index if len(self.stack) > 1 else -1
                 node.calls += 1
                 self.node_stack.append(call)
                 inputs = _tensors((args, kwargs))
@@ -291,11 +436,14 @@ class Recorder(TorchFunctionMode):
                         node.preds.add(p)
                         if p != INPUT:
                             self.nodes[p].succs.add(node.id)
+                    self._note_slots(t, node.id)
                 data = [t for t in inputs if t in self.prov]
                 if data:
                     t = data[0]
                     upstream = self.pprov.get(t, frozenset())
-                    self.sink.node_input(call, t, upstream, self.seq, self.producer.get(t, call.index), self.key(t))
+                    point = self._unpadded(t)
+                    self.sink.node_input(call, point, upstream, self.seq, self.producer.get(point, call.index),
+                                         self.key(point))
                     self.pprov[t] = frozenset({("in", node.id, call.k)})
                     self.core_upstream[(node.id, call.k)] = frozenset({("in", node.id, call.k)})
             finally:
@@ -314,6 +462,8 @@ class Recorder(TorchFunctionMode):
                     self.node_stack.pop()
                     for t in outputs:
                         self.prov[t] = frozenset({call.node})
+                        if t in self.slots:
+                            del self.slots[t]
                     self.sink.node_end(call)
                 call.end = self.ended
                 self.ended += 1
@@ -339,20 +489,85 @@ class Recorder(TorchFunctionMode):
                     self.sink.before_write(t)
             finally:
                 self._busy = False
+        before = None
+        if not self._busy and _writes_in_place(func, kwargs) and args and isinstance(args[0], torch.Tensor) \
+                and args[0] in self.prov and any(id(t) in self.owner or t in self.derived for t in _tensors(args[1:])):
+            before = args[0].detach().clone()  # a module's tensor applied in place (``x.mul_(gamma)``): its input
         out = func(*args, **kwargs)
         if self._busy:
             return out
         self._busy = True
         try:
-            self._on_op(func, args, kwargs, out)
+            self._on_op(func, args, kwargs, out, before)
         finally:
             self._busy = False
         return out
 
+    def _use(self, node: Node, inputs: list[torch.Tensor], outs: list[torch.Tensor],
+             before: torch.Tensor | None) -> None:
+        """A call of ``node`` made by an operation that uses its tensors outside its own ``forward``
+        (``F.linear(x, self.fc.weight)``, ``x * self.gamma`` in a block holding child modules)."""
+        call = Call(len(self.calls), node.name, node.id, node.calls)
+        self.calls.append(call)
+        if node.calls == 0:
+            node.order = self.first_calls
+            self.first_calls += 1
+            node.parent = self.stack[-1].index if self.stack else -1
+        node.calls += 1
+        data = [t for t in inputs if t in self.prov]
+        for t in data:
+            for p in self.prov[t]:
+                node.preds.add(p)
+                if p != INPUT:
+                    self.nodes[p].succs.add(node.id)
+            self._note_slots(t, node.id)
+        t = data[0]
+        point = before if before is not None and t is inputs[0] else self._unpadded(t)
+        in_key, core_key = ("in", node.id, call.k), ("core", node.id, call.k)
+        self.seq += 1
+        self.sink.node_input(call, point, self.pprov.get(t, frozenset()), self.seq, self.producer.get(t, call.index),
+                             self.key(point))
+        others = frozenset().union(*(self.pprov.get(u, frozenset()) for u in data[1:]))
+        self.pprov[t] = frozenset({in_key})
+        self.seq += 1
+        for o in outs:
+            self.prov[o] = frozenset({node.id})
+            self.pprov[o] = frozenset({core_key})
+            self.producer[o] = call.index
+            if o in self.slots:
+                del self.slots[o]
+        self.sink.core(call, outs[0], frozenset({in_key}) | others, self.seq)
+        self.sink.node_end(call)
+        call.end = self.ended
+        self.ended += 1
+        call.end_seq = self.seq
+        call.output_keys = tuple(self.key(o) for o in outs)
+        call.upstream = frozenset({core_key})
+        self.sink.call_end(call, outs)
+
+    def _claim(self, node: Node, locals_: frozenset) -> Node:
+        """The node a container's tensors ``locals_`` form where they are used together with data: the
+        container's own node when they are all of its floating-point tensors left, else a node of their own split off it
+        (a model's class token and position embedding are used in two places, as two modules of
+        another implementation may hold them)."""
+        if not node.container or node.order >= 0:
+            return node
+        if not locals_ <= set(node.tensors):  # derived before they were split off
+            return next((n for n in self.nodes if n.module is node.module and locals_ <= set(n.tensors)), node)
+        if all(not node.tensors[n].is_floating_point() for n in set(node.tensors) - locals_):
+            return node  # integer buffers left over (a BatchNorm's count) belong with what is used
+        part = Node(len(self.nodes), node.name, node.module, {n: node.tensors.pop(n) for n in sorted(locals_)},
+                    node.parameters & locals_, container=True)
+        node.parameters = node.parameters - locals_
+        self.nodes.append(part)
+        for local, t in part.tensors.items():
+            self.owner[id(t)] = (part, local)
+        return part
+
     def _where(self) -> str:
         return self.stack[-1].name if self.stack else ""
 
-    def _on_op(self, func, args: tuple, kwargs: dict, out: Any) -> None:
+    def _on_op(self, func, args: tuple, kwargs: dict, out: Any, before: torch.Tensor | None = None) -> None:
         name = function_name(func)
         if _is_random(name, args, kwargs):
             self.sink.random_op(self._where() or "(root)", name)
@@ -366,29 +581,67 @@ class Recorder(TorchFunctionMode):
         data: frozenset = frozenset()
         upstream: frozenset = frozenset()
         uses: set[int] = set()
+        consumed: list[tuple[int, Node, frozenset]] = []  # (argument position, node, its locals) of node tensors
         for position, t in enumerate(inputs):
             owned = self.owner.get(id(t))
             if owned is not None:
-                node, local = owned
-                node.functions.add(name)
-                node.roles.setdefault(local, f"{'affine' if name in _AFFINE_FUNCTIONS else name}#{position}")
-                uses.add(node.id)
+                consumed.append((position, owned[0], frozenset({owned[1]})))
                 continue
             derived = self.derived.get(t)
             if derived is not None:
-                uses.add(derived)
-            p = self.prov.get(t)
+                consumed.append((position, self.nodes[derived[0]], derived[1]))
+                continue
+            p = self.prov.get(t) if name not in _FACTORY_FUNCTIONS else None
             if p is not None:
                 data = data | p
                 upstream = upstream | self.pprov.get(t, frozenset())
+        if data:  # what one operation uses of a container's tensors is claimed together
+            together: dict[int, frozenset] = {}
+            for _, node, locals_ in consumed:
+                together[node.id] = together.get(node.id, frozenset()) | locals_
+            claimed = {n: self._claim(self.nodes[n], locals_) for n, locals_ in together.items()}
+            consumed = [(position, claimed[node.id], locals_) for position, node, locals_ in consumed]
+        derived_from: dict[int, frozenset] = {}
+        for position, node, locals_ in consumed:
+            uses.add(node.id)
+            derived_from[node.id] = derived_from.get(node.id, frozenset()) | locals_
+            if data or name not in _VIEW_FUNCTIONS:
+                node.functions.add(name)
+                role = "affine" if name in _AFFINE_FUNCTIONS else canonical_function(name)
+                for local in locals_:
+                    node.roles.setdefault(local, f"{role}#{position}")
+        if data and uses:
+            in_own_call = {c.node for c in self.node_stack}
+            outside = [n for n in uses if self.nodes[n].container or n not in in_own_call]
+            if len(uses) == 1 and outside:
+                self._use(self.nodes[outside[0]], inputs, outs, before)
+                self._fingerprint_ops(outs)
+                return
+            if outside:
+                note = (f"{name} in {self._where() or '(root)'} uses the tensors of "
+                        f"{', '.join(sorted({self.nodes[n].name or '(root)' for n in uses}))} at once: the trace sees "
+                        f"one step where another implementation may have several")
+                if note not in self.notes:
+                    self.notes.append(note)
         where = self.stack[-1].index if self.stack else 0
+        if name in _PAD_FUNCTIONS and len(outs) == 1 and data and isinstance(args[0], torch.Tensor):
+            source = self._unpadded(args[0])
+            self.unpadded[outs[0]] = (source, source._version)
+        if data and (name in _CAT_FUNCTIONS or any(t in self.slots for t in inputs)):
+            entries: set = set()
+            for position, t in enumerate(inputs):
+                base = self.slots.get(t) or {(p, ()) for p in self.prov.get(t, ())}
+                entries |= {(p, path + (position,)) for p, path in base} if name in _CAT_FUNCTIONS else base
+            for t in outs:
+                self.slots[t] = frozenset(entries)
         for t in outs:
             self.producer[t] = where
             if data:
                 self.prov[t] = data
                 self.pprov[t] = upstream
             elif len(uses) == 1:
-                self.derived[t] = next(iter(uses))
+                node_id = next(iter(uses))
+                self.derived[t] = (node_id, derived_from[node_id])
         current = self.node_stack[-1] if self.node_stack else None
         if current is not None and data and current.node in uses:
             key = (current.node, current.k)
@@ -399,6 +652,9 @@ class Recorder(TorchFunctionMode):
             for t in outs:
                 self.pprov[t] = frozenset({own})
             self.sink.core(current, outs[0], core_upstream, self.seq)
+        self._fingerprint_ops(outs)
+
+    def _fingerprint_ops(self, outs: list[torch.Tensor]) -> None:
         if self.sink.wants_ops:
             for t in outs:
                 if t.is_floating_point():

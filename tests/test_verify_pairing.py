@@ -1,0 +1,428 @@
+"""``repro.verify`` pairs what the dataflow decides (issue 19, item 3).
+
+Each test builds two small implementations of one network that differ only in how they are
+written (padding outside or inside the convolution, a Linear on a flattened map or a KxK
+convolution, a bare Parameter or a module, branches in another order) and checks that they pair
+and verify; and that a real mistake in the same place is still caught, at the module where it lives.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repro.verify import verify
+
+SMALL = (2, 3, 8, 8)
+
+
+# -- padding done by a separate op or module is part of the convolution it feeds -----------------
+
+def _same_padding(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """TensorFlow's "same": computed from the input size, the extra row and column at the bottom and right."""
+    ih, iw = x.shape[-2:]
+    ph = max((math.ceil(ih / stride) - 1) * stride + kernel - ih, 0)
+    pw = max((math.ceil(iw / stride) - 1) * stride + kernel - iw, 0)
+    return F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+
+
+class Conv2dSame(nn.Conv2d):
+    """Pads inside the convolution, dynamically (as timm's ``Conv2dSame`` does)."""
+
+    def forward(self, x):
+        return F.conv2d(_same_padding(x, self.kernel_size[0], self.stride[0]), self.weight, self.bias, self.stride)
+
+
+class PadsInside(nn.Module):
+    """A "same" stride-2 convolution padded inside, then a 3x3 one with ``padding=1``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = Conv2dSame(3, 8, 3, 2)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(self.c2(self.c1(x).relu()).mean((2, 3)))
+
+
+class PadsOutside(nn.Module):
+    """The same network padded by an ``nn.ZeroPad2d`` module (asymmetric) and by ``F.pad`` (symmetric)."""
+
+    def __init__(self, pad: tuple[int, int, int, int] = (0, 1, 0, 1), value: float = 0.0) -> None:
+        super().__init__()
+        self.pad = nn.ConstantPad2d(pad, value) if value else nn.ZeroPad2d(pad)
+        self.down = nn.Conv2d(3, 8, 3, 2)
+        self.conv = nn.Conv2d(8, 8, 3)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        y = self.down(self.pad(x)).relu()
+        return self.head(self.conv(F.pad(y, (1, 1, 1, 1))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("candidate, reference", [
+    pytest.param(PadsOutside, PadsInside, id="candidate-pads-outside"),
+    pytest.param(PadsInside, PadsOutside, id="reference-pads-outside"),
+])
+def test_padding_outside_the_convolution_is_part_of_it(candidate, reference):
+    report = verify(candidate(), reference(), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    assert report.layers["input_max_rel"].eq(0).all()  # each convolution's input is compared unpadded
+
+
+@pytest.mark.parametrize("candidate, where", [
+    pytest.param(lambda: PadsOutside(pad=(1, 1, 1, 1)), "down", id="symmetric-where-same-pads-bottom-right"),
+    pytest.param(lambda: PadsOutside(value=1.0), "down", id="pads-with-ones"),
+])
+def test_wrong_padding_is_caught_at_the_convolution_it_feeds(candidate, where):
+    report = verify(candidate(), PadsInside(), input_size=SMALL)
+    assert not report.equivalent
+    assert report.first_divergence == where, str(report)
+    assert "while its input agrees" in report.divergence_detail
+
+
+# -- reshapes of the same numbers ----------------------------------------------------------------
+
+class FlattenHead(nn.Module):
+    """A Linear on a flattened 4x2x2 map (torchvision's VGG classifier)."""
+
+    def __init__(self, nhwc: bool = False) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(3, 4, 3, stride=4, padding=1)
+        self.classifier = nn.Linear(16, 6)
+        self.nhwc = nhwc
+
+    def forward(self, x):
+        y = self.features(x).relu()
+        return self.classifier((y.permute(0, 2, 3, 1) if self.nhwc else y).flatten(1))
+
+
+class ConvHead(nn.Module):
+    """The same as a 2x2 convolution (timm's VGG ``pre_logits``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, stride=4, padding=1)
+        self.fc = nn.Conv2d(4, 6, 2)
+
+    def forward(self, x):
+        return self.fc(self.stem(x).relu()).flatten(1)
+
+
+def test_linear_on_a_flattened_map_pairs_with_a_kxk_convolution():
+    report = verify(FlattenHead(), ConvHead(), input_size=SMALL)
+    assert report.equivalent, str(report)
+    assert dict(zip(report.layers["candidate"], report.layers["reference"], strict=True)) == {
+        "features": "stem", "classifier": "fc"}
+    assert any("classifier.weight [6, 16] <- fc.weight [6, 4, 2, 2]" in note for note in report.notes), report.notes
+
+
+def test_flattening_in_another_order_is_caught_at_the_linear():
+    report = verify(FlattenHead(nhwc=True), ConvHead(), input_size=SMALL)
+    assert not report.equivalent
+    assert report.layers.set_index("candidate").loc["classifier", "input_max_rel"] > 0
+
+
+class ScaledBlock(nn.Module):
+    """A residual block whose branch is scaled by a bare ``[C]`` or ``[C, 1, 1]`` Parameter of the block."""
+
+    def __init__(self, channels: int, broadcast_shape: bool, scale_after_add: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        shape = (channels, 1, 1) if broadcast_shape else (channels,)
+        self.gamma = nn.Parameter(torch.full(shape, 0.5))
+        self.broadcast_shape, self.scale_after_add = broadcast_shape, scale_after_add
+
+    def scale(self, x):
+        return x * self.gamma if self.broadcast_shape else x.mul(self.gamma.reshape(1, -1, 1, 1))
+
+    def forward(self, x):
+        if self.scale_after_add:
+            return self.scale(x + self.conv(x))
+        return x + self.scale(self.conv(x))
+
+
+class ScaledNet(nn.Module):
+    def __init__(self, broadcast_shape: bool, scale_after_add: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.blocks = nn.Sequential(*[ScaledBlock(4, broadcast_shape, scale_after_add) for _ in range(2)])
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def test_channel_scale_pairs_with_its_broadcast_shape():
+    report = verify(ScaledNet(broadcast_shape=True), ScaledNet(broadcast_shape=False), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    assert "blocks.0.gamma [4, 1, 1] <- blocks.0.gamma [4]" in report.notes[0]
+
+
+def test_scale_in_the_wrong_place_is_caught_at_its_block():
+    report = verify(ScaledNet(broadcast_shape=True, scale_after_add=True), ScaledNet(broadcast_shape=False),
+                    input_size=SMALL)
+    assert not report.equivalent
+    assert report.first_divergence == "blocks.0", str(report)
+
+
+# -- ties the dataflow decides -------------------------------------------------------------------
+
+class ConvBN(nn.Sequential):
+    def __init__(self, cin: int, cout: int, kernel: int = 1, eps: float = 1e-5) -> None:
+        super().__init__(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout, eps=eps))
+
+
+class Concat(nn.Module):
+    """Two branches of one shape filling the two halves of a concatenation (an Inception block)."""
+
+    def __init__(self, right_first: bool = False, right_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.left, self.right = ConvBN(3, 4), ConvBN(3, 4, eps=right_eps)
+        self.fuse = nn.Conv2d(8, 5, 1)
+        self.right_first = right_first
+
+    def forward(self, x):
+        if self.right_first:  # runs (and defines) the branches in the other order; the same concatenation
+            right = self.right(x).relu()
+            left = self.left(x).relu()
+        else:
+            left = self.left(x).relu()
+            right = self.right(x).relu()
+        return self.fuse(torch.cat([left, right], 1)).mean((2, 3))
+
+
+def test_branches_pair_by_their_concatenation_slot():
+    report = verify(Concat(right_first=True), Concat(), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    pairs = dict(zip(report.layers["candidate"], report.layers["reference"], strict=True))
+    assert pairs["left.0"] == "left.0" and pairs["right.0"] == "right.0"
+    assert any("ties settled by the dataflow" in note for note in report.notes)
+
+
+def test_mistake_in_one_of_two_concatenated_branches_is_caught_in_that_branch():
+    report = verify(Concat(right_first=True, right_eps=1e-2), Concat(), input_size=SMALL)
+    assert not report.equivalent
+    assert report.first_divergence == "right.1", str(report)
+
+
+class Bottleneck(nn.Module):
+    """A block whose shortcut 1x1 and first 1x1 have one shape (RegNet): only what follows tells them apart."""
+
+    def __init__(self, shortcut_first: bool = False, shortcut_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.shortcut_first = shortcut_first
+        self.reduce, self.mix = ConvBN(4, 6), ConvBN(6, 6, kernel=3)
+        self.shortcut = ConvBN(4, 6, eps=shortcut_eps)
+
+    def forward(self, x):
+        if self.shortcut_first:
+            s = self.shortcut(x)
+            return (s + self.mix(self.reduce(x).relu())).relu()
+        return (self.mix(self.reduce(x).relu()) + self.shortcut(x)).relu()
+
+
+class TwoBlocks(nn.Module):
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        self.stem = ConvBN(3, 4, kernel=3)
+        self.block = Bottleneck(**kwargs)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.head(self.block(self.stem(x).relu()).mean((2, 3)))
+
+
+def test_shortcut_and_first_convolution_of_one_shape_pair_by_what_follows():
+    report = verify(TwoBlocks(shortcut_first=True), TwoBlocks(), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    pairs = dict(zip(report.layers["candidate"], report.layers["reference"], strict=True))
+    assert pairs["block.shortcut.0"] == "block.shortcut.0" and pairs["block.reduce.0"] == "block.reduce.0"
+
+
+def test_mistake_in_the_shortcut_is_caught_in_the_shortcut():
+    report = verify(TwoBlocks(shortcut_first=True, shortcut_eps=1e-2), TwoBlocks(), input_size=SMALL)
+    assert not report.equivalent
+    assert report.first_divergence == "block.shortcut.1", str(report)
+
+
+# -- opaque regions: TorchScript inside the model ------------------------------------------------
+
+def _swish(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(x)
+
+
+def _wrong_swish(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(2 * x)
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, and still in use
+    scripted_swish, scripted_wrong_swish = torch.jit.script(_swish), torch.jit.script(_wrong_swish)
+
+
+class ScriptedSwish(nn.Module):
+    def __init__(self, function=scripted_swish) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, x):
+        return self.function(x)
+
+
+class ConvActConv(nn.Module):
+    def __init__(self, act: nn.Module) -> None:
+        super().__init__()
+        self.first, self.act, self.second = nn.Conv2d(3, 4, 3, padding=1), act, nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.second(self.act(self.first(x))).mean((2, 3)))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+@pytest.mark.parametrize("act, traced", [
+    pytest.param(lambda: ScriptedSwish(), "scripted function", id="scripted-function"),
+    pytest.param(lambda: torch.jit.script(nn.SiLU()), "scripted module", id="scripted-module"),
+])
+def test_scripted_activation_does_not_cut_the_dataflow(act, traced):
+    report = verify(ConvActConv(act()), ConvActConv(nn.SiLU()), input_size=SMALL)
+    assert report.equivalent and report.structure_matches, str(report)
+    assert any(traced in note for note in report.notes), report.notes
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_wrong_scripted_activation_is_caught_there():
+    report = verify(ConvActConv(ScriptedSwish(scripted_wrong_swish)), ConvActConv(nn.SiLU()), input_size=SMALL)
+    assert not report.equivalent
+    assert report.first_divergence == "act", str(report)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_scripted_module_with_parameters_is_reported_as_opaque_by_name():
+    candidate = ConvActConv(nn.SiLU())
+    candidate.second = torch.jit.script(nn.Conv2d(4, 4, 3, padding=1))
+    report = verify(candidate, ConvActConv(nn.SiLU()), input_size=SMALL)
+    assert not report.equivalent and not report.structure_matches
+    assert any("the scripted module second (Conv2d) is one opaque operation" in line for line in report.structure), \
+        str(report)
+
+
+# -- tensors used outside a module's usual slots --------------------------------------------------
+
+class Tokens(nn.Module):
+    """Patches, a class token and a position embedding as bare Parameters of the model (timm's ViT)."""
+
+    def __init__(self, token_last: bool = False) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 6, 4, stride=4)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, 6))
+        self.pos_embed = nn.Parameter(torch.randn(1, 5, 6))
+        self.head = nn.Linear(6, 2)
+        self.token_last = token_last
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        token = self.cls_token.expand(x.shape[0], -1, -1)
+        x = torch.cat([x, token] if self.token_last else [token, x], dim=1) + self.pos_embed
+        return self.head(x[:, -1 if self.token_last else 0])
+
+
+class Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos_embedding = nn.Parameter(torch.randn(1, 5, 6))
+        self.dropout = nn.Dropout(0.0)
+
+    def forward(self, x):
+        return self.dropout(x + self.pos_embedding)
+
+
+class TokensElsewhere(nn.Module):
+    """The same with the position embedding in a module of its own and a functional head (torchvision's ViT)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.class_token = nn.Parameter(torch.randn(1, 1, 6))
+        self.encoder = Encoder()
+        self.heads = nn.Linear(6, 2)
+        self.conv_proj = nn.Conv2d(3, 6, 4, stride=4)
+
+    def forward(self, x):
+        x = self.conv_proj(x).reshape(x.shape[0], 6, -1).permute(0, 2, 1)
+        x = self.encoder(torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1))
+        return F.linear(x[:, 0], self.heads.weight, self.heads.bias)
+
+
+def test_bare_parameters_pair_by_where_they_are_used():
+    report = verify(TokensElsewhere(), Tokens(), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    pairs = {(c, r) for c, r in zip(report.layers["candidate"], report.layers["reference"], strict=True)}
+    assert pairs == {("conv_proj", "patch"), ("(root)", "(root)"), ("encoder", "(root)"), ("heads", "head")}
+    ported = {p.target_key: p.source_key for p in report.port.pairs}
+    assert ported["class_token"] == "cls_token" and ported["encoder.pos_embedding"] == "pos_embed"
+
+
+def test_class_token_in_the_wrong_place_is_caught_where_it_is_used():
+    report = verify(Tokens(token_last=True), Tokens(), input_size=SMALL)
+    assert not report.equivalent
+    assert report.first_divergence == "(root)", str(report)
+    assert "the output of (root)" in report.divergence_detail
+
+
+# -- an extra module is named as the extra one ----------------------------------------------------
+
+class PreActBlock(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.norm2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.downsample = nn.Conv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x):
+        x = self.norm1(x).relu()
+        return self.conv2(self.norm2(self.conv1(x)).relu()) + self.downsample(x)
+
+
+class PreActStem(nn.Module):
+    def __init__(self, norm: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(4) if norm else None
+
+    def forward(self, x):
+        x = self.conv(x)
+        return self.norm(x).relu() if self.norm is not None else x
+
+
+class PreActNet(nn.Module):
+    """A pre-activation network: its first block starts with a BatchNorm, so a stem BatchNorm is one too many."""
+
+    def __init__(self, stem_norm: bool = False) -> None:
+        super().__init__()
+        self.stem, self.block = PreActStem(stem_norm), PreActBlock(4, 8)
+        self.norm, self.fc = nn.BatchNorm2d(8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(self.norm(self.block(self.stem(x))).relu().mean((2, 3)))
+
+
+def test_extra_stem_norm_is_named_as_the_extra_module():
+    report = verify(PreActNet(stem_norm=True), PreActNet(), input_size=SMALL)
+    assert not report.equivalent
+    assert report.first_divergence == "stem.norm", str(report)
+    assert [t.split(" ")[0] for t in report.unpaired_candidate] == [
+        f"stem.norm.{n}" for n in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+    assert report.unpaired_reference == []
+
+
+def test_missing_stem_norm_is_named_in_the_reference():
+    report = verify(PreActNet(), PreActNet(stem_norm=True), input_size=SMALL)
+    assert not report.equivalent and report.unpaired_candidate == []
+    assert report.unpaired_reference[0].startswith("stem.norm.weight")
