@@ -8,14 +8,19 @@ import torch
 import reference
 import repro
 from helpers import aten_ops
-from repro.bench import BenchCase, BenchmarkConfigError, build, implementations, input_format, parse_implementation, prepare
+from repro.bench import (
+    BenchCase, BenchmarkConfigError, applicable, build, implementations, input_format, parse_implementation, prepare,
+    prepare_with_setup,
+)
 from repro.equivalence import Diff, randomize_
 from repro.registry import reference_entry
 
 
 def test_parse_implementation():
     assert parse_implementation("ours") == ("ours", set())
-    assert parse_implementation("timm:resnet50+channels_last+compile") == ("timm:resnet50", {"+channels_last", "+compile"})
+    assert parse_implementation("timm:resnet50+channels_last+compile") == ("timm:resnet50",
+                                                                          {"+channels_last", "+compile"})
+    assert parse_implementation("timm:resnet50+onnxruntime") == ("timm:resnet50", {"+onnxruntime"})
     assert parse_implementation("ours+fused+compile") == ("ours", {"+fused", "+compile"})
 
 
@@ -24,6 +29,8 @@ def test_parse_implementation():
     ("ours+compile+fused", "in that order"),
     ("ours+fused+fused", "in that order"),
     ("ours+frozen+compile", "+frozen stands alone"),
+    ("ours+compile+onnxruntime", "+onnxruntime stands alone"),
+    ("ours+onnxruntime+compile", "in that order"),
     ("ours+fused+channels_last", "already channels-last"),
     ("timm:resnet18+fused", "only ours is fused"),
 ])
@@ -42,6 +49,39 @@ def test_implementations_per_mode():
         parse_implementation(impl)  # every generated name is valid
     with pytest.raises(BenchmarkConfigError, match="unknown benchmark modes"):
         implementations("resnet18", ("eager", "warp"))
+    assert implementations("resnet18", ("eager", "onnxruntime"))[3:] == [
+        "ours+onnxruntime", "timm:resnet18+onnxruntime", "torchvision:resnet18+onnxruntime"]
+
+
+def test_onnxruntime_runs_fp32_on_the_cpu_only():
+    from repro.bench import validate
+
+    assert applicable("ours+onnxruntime", "cpu", "fp32")
+    assert not applicable("ours+onnxruntime", "cuda", "fp32") and not applicable("ours+onnxruntime", "cpu", "bf16")
+    assert applicable("ours+compile", "cuda", "bf16") and not applicable("ours+frozen", "cuda", "fp32")
+    for bad in (BenchCase("resnet18", "ours+onnxruntime", device="cuda"),
+                BenchCase("resnet18", "ours+onnxruntime", dtype="bf16")):
+        with pytest.raises(BenchmarkConfigError, match="runs fp32 on the CPU"):
+            validate(bad)
+
+
+def test_onnxruntime_implementation_is_the_same_function_and_reports_its_setup(monkeypatch):
+    """``+onnxruntime``: the model exported and run in ONNX Runtime, its export and session build
+    timed apart from latency (a tiny randomized model stands behind the name)."""
+    pytest.importorskip("onnxruntime")
+    import repro.registry
+
+    model = randomize_(repro.registry.create_model("resnet20"), (2, 3, 32, 32)).eval()
+    monkeypatch.setattr(repro.registry, "create_model", lambda name: copy.deepcopy(model))
+    expected = prepare(BenchCase("resnet20", "ours", batch=2, resolution=32))()
+    prepared = prepare_with_setup(BenchCase("resnet20", "ours+onnxruntime", batch=2, resolution=32))
+    out = prepared.run()
+    assert out.shape == (2, 10)
+    assert Diff.of(out, expected).ok(1e-4), Diff.of(out, expected)
+    assert set(prepared.setup_s) == {"build", "export", "session", "warmup"}
+    assert all(v >= 0 for v in prepared.setup_s.values())
+    with pytest.raises(BenchmarkConfigError, match="not a PyTorch model"):
+        build(BenchCase("resnet20", "ours+onnxruntime"))
 
 
 def test_channels_last_suffix_converts_model_and_input():
