@@ -167,3 +167,34 @@ def test_forward_issues_the_reference_operators(spec):
     ours = aten_ops(repro.create_model(reference_entry(spec).model), x)
     theirs = [op for op in aten_ops(reference.create(spec), x) if op != "aten.dropout.default"]
     assert ours == theirs
+
+
+def test_runtimes_page_tables_from_measurements():
+    """The runtimes page's analysis on given timings (nothing timed here): best runtime per model,
+    speed-ups paired per round, and the selection page's frontier and scenarios re-decided on them."""
+    import pandas as pd
+
+    from repro.report.runtimes import RUNTIMES, build_tables
+
+    rounds = {  # per-round medians (ms): resnet18 fastest in ONNX Runtime, mobilenet fastest fused
+        "resnet18": {"timm eager": [10, 12, 11], "ours eager": [10, 12, 11], "ours fused": [8, 9, 8],
+                     "timm compile": [9, 9, 9], "timm onnxruntime": [5, 6, 4]},
+        "mobilenetv3_small_100": {"timm eager": [6, 6, 6], "ours eager": [6, 6, 6], "ours fused": [2, 3, 2],
+                                  "timm compile": [4, 4, 4], "timm onnxruntime": [3, 3, 3]},
+    }
+    rows = [{"model": m, "resolution": 224, "runtime": r, "implementation": RUNTIMES[r],
+             "median_ms": float(sorted(v)[1]), "iqr_ms": 0.5, "runs": 3, "round_medians_ms": [float(x) for x in v],
+             "setup_s": {"build": 0.1, "export": 2.0, "session": 0.3, "warmup": 0.2}}
+            for m, per in rounds.items() for r, v in per.items()]
+    tables = {t.slug: t.frame for t in build_tables(pd.DataFrame(rows), "CPU (x86_64)")}
+    best = tables["runtimes_best"].set_index("model")
+    assert best.loc["resnet18", "best runtime"] == "timm onnxruntime"
+    assert best.loc["mobilenetv3_small_100", "best runtime"] == "ours fused"
+    assert best.loc["resnet18", "speed-up over timm eager"] == 2.0  # median of 10/5, 12/6, 11/4
+    assert best.loc["resnet18", "per round"] == "2.000-2.750"
+    latency = tables["runtimes_latency"].set_index("model")
+    assert latency.loc["mobilenetv3_small_100", "ours fused speed-up"] == 3.0
+    frontier = tables["runtimes_frontier"].set_index("model")
+    assert list(frontier["runtime best"]) == ["timm onnxruntime", "ours fused"]
+    scenarios = tables["runtimes_scenarios"]
+    assert {"verdict, ours eager", "verdict, best runtime", "changes"} <= set(scenarios.columns)
