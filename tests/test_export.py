@@ -99,22 +99,40 @@ def test_a_planted_mismatch_is_located_at_its_node(resnet18_onnx, tmp_path):
     """One weight of one convolution in layer3 altered in the saved graph: the check fails, and the
     first divergence is that node, named by its module (the exporter folds bn1 into conv1)."""
     model, result = resnet18_onnx
-    proto = onnx.load(str(result.path))
-    node = next(n for n in proto.graph.node if n.op_type == "Conv" and node_scopes(n)[-1].startswith("layer3.1"))
+    bad, node = _plant(result.path, tmp_path, "layer3.1")
+    weight_name = node.input[1]
+    report = check(model, bad)
+    assert not report.equivalent
+    assert report.divergence is not None, str(report)
+    assert report.divergence.node == node.name
+    assert report.divergence.module == node_scopes(node)[-1]
+    assert weight_name in report.divergence.weights
+    assert "first divergence at module layer3.1" in str(report)
+
+
+def _plant(path, tmp_path, scope: str):
+    """A copy of the ONNX file at ``path`` with one weight of the first Conv inside ``scope`` altered."""
+    proto = onnx.load(str(path))
+    node = next(n for n in proto.graph.node if n.op_type == "Conv" and node_scopes(n)[-1].startswith(scope))
     weight = next(i for i in proto.graph.initializer if i.name == node.input[1])
     values = numpy_helper.to_array(weight).copy()
     values.flat[0] += 0.5
     weight.CopyFrom(numpy_helper.from_array(values, weight.name))
     bad = tmp_path / "bad.onnx"
     onnx.save(proto, str(bad))
+    return bad, node
 
+
+def test_torchscript_exporter_graphs_are_checked_and_located_too(tmp_path):
+    """The exporter older torch recommends (node names /layer3/layer3.1/conv1/Conv, BatchNorm folded
+    into the Conv under the conv's name, torchvision's one ReLU called twice per block)."""
+    model = randomized("torchvision:resnet18", 32)
+    result = export(model, tmp_path / "ts.onnx", input_size=(1, 3, 32, 32), exporter="torchscript")
+    assert check(model, result.path).equivalent
+    bad, node = _plant(result.path, tmp_path, "layer3.1")
     report = check(model, bad)
-    assert not report.equivalent
-    assert report.divergence is not None, str(report)
-    assert report.divergence.node == node.name
-    assert report.divergence.module == node_scopes(node)[-1]
-    assert weight.name in report.divergence.weights
-    assert "first divergence at module layer3.1" in str(report)
+    assert not report.equivalent and report.divergence is not None, str(report)
+    assert (report.divergence.module, report.divergence.node) == ("layer3.1.conv1", node.name)
 
 
 def test_dynamic_batch_is_checked_at_two_batch_sizes(tmp_path):
