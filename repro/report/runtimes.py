@@ -177,7 +177,8 @@ def build_tables(frame: pd.DataFrame, device: str) -> list[Table]:
                   "Frontier: no other model here is at most as slow and more accurate (selection's `pareto`)."),
             Table("runtimes_scenarios", "The seed's scenarios (5.1) with each model on its best runtime",
                   scenarios_table(eager, best, device), "Criteria and verdicts are the selection page's "
-                  "(`scenario_table`), over the models measured on this page only; 'not measured' names the rest."),
+                  "(`scenario_table`), over the models measured on this page only ('not measured' names the rest), "
+                  "with this page's latencies (torch's thread count; the selection page times one thread)."),
         ]
     return tables
 
