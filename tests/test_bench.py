@@ -8,14 +8,19 @@ import torch
 import reference
 import repro
 from helpers import aten_ops
-from repro.bench import BenchCase, BenchmarkConfigError, build, implementations, input_format, parse_implementation, prepare
+from repro.bench import (
+    BenchCase, BenchmarkConfigError, applicable, build, implementations, input_format, parse_implementation, prepare,
+    prepare_with_setup,
+)
 from repro.equivalence import Diff, randomize_
 from repro.registry import reference_entry
 
 
 def test_parse_implementation():
     assert parse_implementation("ours") == ("ours", set())
-    assert parse_implementation("timm:resnet50+channels_last+compile") == ("timm:resnet50", {"+channels_last", "+compile"})
+    assert parse_implementation("timm:resnet50+channels_last+compile") == ("timm:resnet50",
+                                                                          {"+channels_last", "+compile"})
+    assert parse_implementation("timm:resnet50+onnxruntime") == ("timm:resnet50", {"+onnxruntime"})
     assert parse_implementation("ours+fused+compile") == ("ours", {"+fused", "+compile"})
 
 
@@ -24,6 +29,8 @@ def test_parse_implementation():
     ("ours+compile+fused", "in that order"),
     ("ours+fused+fused", "in that order"),
     ("ours+frozen+compile", "+frozen stands alone"),
+    ("ours+compile+onnxruntime", "+onnxruntime stands alone"),
+    ("ours+onnxruntime+compile", "in that order"),
     ("ours+fused+channels_last", "already channels-last"),
     ("timm:resnet18+fused", "only ours is fused"),
 ])
@@ -42,6 +49,39 @@ def test_implementations_per_mode():
         parse_implementation(impl)  # every generated name is valid
     with pytest.raises(BenchmarkConfigError, match="unknown benchmark modes"):
         implementations("resnet18", ("eager", "warp"))
+    assert implementations("resnet18", ("eager", "onnxruntime"))[3:] == [
+        "ours+onnxruntime", "timm:resnet18+onnxruntime", "torchvision:resnet18+onnxruntime"]
+
+
+def test_onnxruntime_runs_fp32_on_the_cpu_only():
+    from repro.bench import validate
+
+    assert applicable("ours+onnxruntime", "cpu", "fp32")
+    assert not applicable("ours+onnxruntime", "cuda", "fp32") and not applicable("ours+onnxruntime", "cpu", "bf16")
+    assert applicable("ours+compile", "cuda", "bf16") and not applicable("ours+frozen", "cuda", "fp32")
+    for bad in (BenchCase("resnet18", "ours+onnxruntime", device="cuda"),
+                BenchCase("resnet18", "ours+onnxruntime", dtype="bf16")):
+        with pytest.raises(BenchmarkConfigError, match="runs fp32 on the CPU"):
+            validate(bad)
+
+
+def test_onnxruntime_implementation_is_the_same_function_and_reports_its_setup(monkeypatch):
+    """``+onnxruntime``: the model exported and run in ONNX Runtime, its export and session build
+    timed apart from latency (a tiny randomized model stands behind the name)."""
+    pytest.importorskip("onnxruntime")
+    import repro.registry
+
+    model = randomize_(repro.registry.create_model("resnet20"), (2, 3, 32, 32)).eval()
+    monkeypatch.setattr(repro.registry, "create_model", lambda name: copy.deepcopy(model))
+    expected = prepare(BenchCase("resnet20", "ours", batch=2, resolution=32))()
+    prepared = prepare_with_setup(BenchCase("resnet20", "ours+onnxruntime", batch=2, resolution=32))
+    out = prepared.run()
+    assert out.shape == (2, 10)
+    assert Diff.of(out, expected).ok(1e-4), Diff.of(out, expected)
+    assert set(prepared.setup_s) == {"build", "export", "session", "warmup"}
+    assert all(v >= 0 for v in prepared.setup_s.values())
+    with pytest.raises(BenchmarkConfigError, match="not a PyTorch model"):
+        build(BenchCase("resnet20", "ours+onnxruntime"))
 
 
 def test_channels_last_suffix_converts_model_and_input():
@@ -127,3 +167,34 @@ def test_forward_issues_the_reference_operators(spec):
     ours = aten_ops(repro.create_model(reference_entry(spec).model), x)
     theirs = [op for op in aten_ops(reference.create(spec), x) if op != "aten.dropout.default"]
     assert ours == theirs
+
+
+def test_runtimes_page_tables_from_measurements():
+    """The runtimes page's analysis on given timings (nothing timed here): best runtime per model,
+    speed-ups paired per round, and the selection page's frontier and scenarios re-decided on them."""
+    import pandas as pd
+
+    from repro.report.runtimes import RUNTIMES, build_tables
+
+    rounds = {  # per-round medians (ms): resnet18 fastest in ONNX Runtime, mobilenet fastest fused
+        "resnet18": {"timm eager": [10, 12, 11], "ours eager": [10, 12, 11], "ours fused": [8, 9, 8],
+                     "timm compile": [9, 9, 9], "timm onnxruntime": [5, 6, 4]},
+        "mobilenetv3_small_100": {"timm eager": [6, 6, 6], "ours eager": [6, 6, 6], "ours fused": [2, 3, 2],
+                                  "timm compile": [4, 4, 4], "timm onnxruntime": [3, 3, 3]},
+    }
+    rows = [{"model": m, "resolution": 224, "runtime": r, "implementation": RUNTIMES[r],
+             "median_ms": float(sorted(v)[1]), "iqr_ms": 0.5, "runs": 3, "round_medians_ms": [float(x) for x in v],
+             "setup_s": {"build": 0.1, "export": 2.0, "session": 0.3, "warmup": 0.2}}
+            for m, per in rounds.items() for r, v in per.items()]
+    tables = {t.slug: t.frame for t in build_tables(pd.DataFrame(rows), "CPU (x86_64)")}
+    best = tables["runtimes_best"].set_index("model")
+    assert best.loc["resnet18", "best runtime"] == "timm onnxruntime"
+    assert best.loc["mobilenetv3_small_100", "best runtime"] == "ours fused"
+    assert best.loc["resnet18", "speed-up over timm eager"] == 2.0  # median of 10/5, 12/6, 11/4
+    assert best.loc["resnet18", "per round"] == "2.000-2.750"
+    latency = tables["runtimes_latency"].set_index("model")
+    assert latency.loc["mobilenetv3_small_100", "ours fused speed-up"] == 3.0
+    frontier = tables["runtimes_frontier"].set_index("model")
+    assert list(frontier["runtime best"]) == ["timm onnxruntime", "ours fused"]
+    scenarios = tables["runtimes_scenarios"]
+    assert {"verdict, ours eager", "verdict, best runtime", "changes"} <= set(scenarios.columns)

@@ -105,7 +105,7 @@ class Options:
 
 # Pages in reading order (the seed's order); pages not listed come after, before nothing else.
 PAGE_ORDER = ["resnet", "resnet_variants", "efficientnet", "densenet_mobilenet", "depthwise", "selection",
-              "latency", "training", "equivalence", "atlas", "errata"]
+              "latency", "runtimes", "training", "equivalence", "atlas", "errata"]
 
 SectionFn = Callable[[Options], Page | None]
 ErratumFn = Callable[[Options], list[Erratum]]
@@ -227,6 +227,7 @@ def build_pages(options: Options) -> tuple[list[Page], float]:
     from repro.report import efficientnet  # noqa: F401
     from repro.report import selection, training  # noqa: F401
     from repro.report import atlas  # noqa: F401
+    from repro.report import runtimes  # noqa: F401  (only under --full or --pages runtimes)
     from repro.report import errata as errata_page
 
     wanted = [slug for slug in _SECTIONS if not options.pages or slug in options.pages]

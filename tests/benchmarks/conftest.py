@@ -4,7 +4,7 @@ import fnmatch
 
 import pytest
 
-from repro.bench import BenchCase, BenchmarkConfigError, implementations
+from repro.bench import BenchCase, BenchmarkConfigError, applicable, implementations
 from repro.registry import MODELS
 
 
@@ -36,7 +36,7 @@ def bench_cases(config) -> list[BenchCase]:
                 for fmt in _csv(config, "--bench-format"):
                     for batch in batches:
                         for impl in impls:
-                            if impl == "ours+frozen" and device != "cpu":
+                            if not applicable(impl, device, dtype):
                                 continue
                             cases.append(BenchCase(model, impl, batch, resolution, device, dtype, fmt))
     return cases

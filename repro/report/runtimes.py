@@ -1,0 +1,209 @@
+"""Runtimes page: the seed's models where users deploy them, eager PyTorch beside the runtimes.
+
+For each model, one interleaved run (``repro.bench.measure_interleaved``: round-robin, rotating
+start) times, at batch 1 in fp32 on the CPU with torch's thread count (ONNX Runtime given the same
+intra-op threads):
+
+- ``timm`` (eager): the baseline every ratio is against, paired per round;
+- ``ours`` (eager) and ``ours+fused`` (``repro.fuse``: BatchNorm folded, channels-last);
+- ``timm+compile`` (``torch.compile``, default mode);
+- ``timm+onnxruntime`` (``repro.export``, ONNX Runtime's CPU execution provider).
+
+The best runtime of a model is the one with the lowest median. Whether the seed's scenario
+recommendations (5.1) and the accuracy-per-latency frontier change when each model runs on its
+best runtime is decided by the selection page's own code (``scenario_table``, ``pareto``), fed the
+eager latencies and then the best-runtime latencies of the same run.
+
+Cost: every model is compiled and exported (tens of seconds each on 2 cores), beyond the quick
+report's 3-minute budget: the page is built under ``--full`` (selection's candidate models) or
+``--pages runtimes`` (the latency page's seed models), never in the default quick report.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from repro.bench import BenchCase, measure_interleaved
+from repro.environment import environment
+from repro.registry import MODELS, references_for
+from repro.report import Options, Page, Table, section
+from repro.report.latency import SEED_BENCHMARK_MODELS, _round_ratios, _spread
+from repro.report.resnet import model_stats
+from repro.report.selection import candidates, pareto, scenario_table, torchvision_accuracy, torchvision_builder
+
+# Runtime label -> the implementation timed for it ("{ref}" is the model's timm reference).
+RUNTIMES = {
+    "timm eager": "{ref}",
+    "ours eager": "ours",
+    "ours fused": "ours+fused",
+    "timm compile": "{ref}+compile",
+    "timm onnxruntime": "{ref}+onnxruntime",
+}
+BASELINE = "timm eager"
+
+
+def baseline_reference(model: str) -> str | None:
+    """The timm reference of ``model`` (the baseline), else its first reference, else None."""
+    specs = [e.spec for e in references_for(model)]
+    timm = [s for s in specs if s.startswith("timm:")]
+    return (timm or specs or [None])[0]
+
+
+def resolution(model: str) -> int:
+    """Where the top-1 was measured (the weights' crop), else the native resolution capped at 224."""
+    builder = torchvision_builder(model)
+    accuracy = torchvision_accuracy(builder) if builder else None
+    return accuracy["resolution"] if accuracy else min(MODELS[model].input_size, 224)
+
+
+def page_models(options: Options) -> list[str]:
+    if options.full:
+        return candidates(options)[0]
+    return [m for m in options.selected(SEED_BENCHMARK_MODELS) if m in MODELS]
+
+
+def measure(models: list[str], rounds: int, min_run_time: float) -> pd.DataFrame:
+    """One row per (model, runtime): median, IQR, per-round medians (ms) and setup seconds."""
+    rows = []
+    for model in tqdm(models, desc="runtimes", unit="model"):
+        ref = baseline_reference(model)
+        if ref is None:
+            continue
+        labels = list(RUNTIMES)
+        cases = [BenchCase(model, RUNTIMES[label].format(ref=ref), 1, resolution(model)) for label in labels]
+        for label, case, stats in zip(labels, cases, measure_interleaved(cases, rounds, min_run_time), strict=True):
+            rows.append({"model": model, "resolution": case.resolution, "runtime": label,
+                         "implementation": case.implementation, **stats})
+    return pd.DataFrame(rows)
+
+
+def latency_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per model: each runtime's median (IQR) ms and its speed-up over timm eager, paired per round
+    (the median of per-round ratios, with their min-max)."""
+    rows = []
+    for model, group in frame.groupby("model", sort=False):
+        by = group.set_index("runtime")
+        base = by.loc[BASELINE]
+        row = {"model": model, "resolution": int(base["resolution"])}
+        for runtime in RUNTIMES:
+            if runtime not in by.index:
+                continue
+            r = by.loc[runtime]
+            row[f"{runtime} (ms)"] = f"{r['median_ms']:.2f} ({r['iqr_ms']:.2f})"
+            if runtime != BASELINE:
+                ratios = _round_ratios(base["round_medians_ms"], r["round_medians_ms"])
+                row[f"{runtime} speed-up"] = round(statistics.median(ratios), 3)
+                row[f"{runtime} speed-up per round"] = _spread(ratios)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def best_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per model: the fastest runtime (lowest median), its latency and paired speed-up over timm
+    eager, and what getting it ready cost (outside the timings)."""
+    rows = []
+    for model, group in frame.groupby("model", sort=False):
+        by = group.set_index("runtime")
+        best = by["median_ms"].idxmin()
+        ratios = _round_ratios(by.loc[BASELINE, "round_medians_ms"], by.loc[best, "round_medians_ms"])
+        setup = {runtime: by.loc[runtime, "setup_s"] for runtime in by.index}
+        rows.append({
+            "model": model, "best runtime": best, "best (ms)": round(by.loc[best, "median_ms"], 2),
+            f"{BASELINE} (ms)": round(by.loc[BASELINE, "median_ms"], 2),
+            "speed-up over timm eager": round(statistics.median(ratios), 3), "per round": _spread(ratios),
+            "compile + warm-up (s)": setup.get("timm compile", {}).get("warmup"),
+            "ONNX export (s)": setup.get("timm onnxruntime", {}).get("export"),
+            "ONNX Runtime session (s)": setup.get("timm onnxruntime", {}).get("session"),
+        })
+    return pd.DataFrame(rows)
+
+
+def selection_frame(frame: pd.DataFrame, runtime: str | None) -> pd.DataFrame:
+    """The selection page's columns for the models with torchvision top-1: latency under ``runtime``
+    (None: each model's best), parameters counted at the measured resolution, both frontiers."""
+    rows = []
+    for model, group in frame.groupby("model", sort=False):
+        builder = torchvision_builder(model)
+        accuracy = torchvision_accuracy(builder) if builder else None
+        if accuracy is None:
+            continue
+        by = group.set_index("runtime")
+        chosen = by["median_ms"].idxmin() if runtime is None else runtime
+        rows.append({"model": model, "top-1 (%)": accuracy["top1"], "runtime": chosen,
+                     "latency (ms)": round(by.loc[chosen, "median_ms"], 2),
+                     "params (M)": round(model_stats(model, int(by["resolution"].iloc[0]))["params"] / 1e6, 2)})
+    table = pd.DataFrame(rows, columns=["model", "top-1 (%)", "runtime", "latency (ms)", "params (M)"])
+    table["on latency frontier"] = pareto(table, "latency (ms)")
+    table["on params frontier"] = pareto(table, "params (M)")
+    return table
+
+
+def frontier_table(eager: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+    merged = eager.merge(best, on=["model", "top-1 (%)", "params (M)"], suffixes=(" eager", " best"))
+    merged["frontier changes"] = merged["on latency frontier eager"] != merged["on latency frontier best"]
+    return merged[["model", "top-1 (%)", "latency (ms) eager", "on latency frontier eager", "runtime best",
+                   "latency (ms) best", "on latency frontier best", "frontier changes"]]
+
+
+def scenarios_table(eager: pd.DataFrame, best: pd.DataFrame, device: str) -> pd.DataFrame:
+    """The selection page's scenario verdicts on eager latencies and on best-runtime latencies."""
+    a, b = scenario_table(eager, device), scenario_table(best, device)
+    table = a[["scenario (seed 5.1)", "seed recommends", "criterion"]].copy()
+    table["verdict, ours eager"] = a["verdict"]
+    table["verdict, best runtime"] = b["verdict"]
+    table["measured, best runtime"] = b["measured"]
+    table["changes"] = a["verdict"] != b["verdict"]
+    return table
+
+
+def build_tables(frame: pd.DataFrame, device: str) -> list[Table]:
+    eager, best = selection_frame(frame, "ours eager"), selection_frame(frame, None)
+    tables = [
+        Table("runtimes_latency", "Batch-1 fp32 latency per runtime (median (IQR) ms) and speed-up over timm eager",
+              latency_table(frame), "Speed-up = timm eager / runtime, the median of per-round ratios (each round "
+              "times every runtime back to back), with its min-max over the rounds."),
+        Table("runtimes_best", "The best runtime per model", best_table(frame),
+              "Setup costs are outside the timings: torch.compile's compilation happens in the two warm-up calls; "
+              "ONNX export (repro.export) and the ONNX Runtime session are built once per model."),
+    ]
+    if len(eager):
+        tables += [
+            Table("runtimes_frontier", "Accuracy-per-latency frontier: ours eager vs each model on its best runtime",
+                  frontier_table(eager, best), "Top-1: torchvision IMAGENET1K_V1 metadata (as on the selection page). "
+                  "Frontier: no other model here is at most as slow and more accurate (selection's `pareto`)."),
+            Table("runtimes_scenarios", "The seed's scenarios (5.1) with each model on its best runtime",
+                  scenarios_table(eager, best, device), "Criteria and verdicts are the selection page's "
+                  "(`scenario_table`), over the models measured on this page only ('not measured' names the rest), "
+                  "with this page's latencies (torch's thread count; the selection page times one thread)."),
+        ]
+    return tables
+
+
+@section
+def runtimes_page(options: Options) -> Page | None:
+    if not options.full and "runtimes" not in options.pages:
+        return None  # compile and export of every model: beyond the quick report's budget
+    if options.from_json:
+        return None  # measured here only: runtimes are timed side by side in one run
+    models = page_models(options)
+    rounds, min_run_time = (5, 0.1) if options.full else (3, 0.1)
+    frame = measure(models, rounds, min_run_time)
+    if frame.empty:
+        return None
+    env = environment()
+    intro = (
+        f"Where users deploy a model: batch 1, fp32, on {env['device']} with {torch.get_num_threads()} threads "
+        "(ONNX Runtime's intra-op threads set to the same), each model's runtimes timed side by side in one process, "
+        f"interleaved round-robin ({rounds} rounds of at least {min_run_time} s each). Runtimes: `timm eager` "
+        "(the baseline), `ours eager`, `ours fused` (`repro.fuse`), `timm compile` (`torch.compile`), `timm "
+        "onnxruntime` (exported by `repro.export`, ONNX Runtime CPU execution provider). Every number names its "
+        "runtime; absolute times on a shared machine move, the paired ratios less."
+    )
+    raw = frame.drop(columns=["round_medians_ms", "setup_s"]).assign(
+        setup=[", ".join(f"{k} {v:.1f} s" for k, v in s.items()) for s in frame["setup_s"]])
+    tables = build_tables(frame, env["device"]) + [Table("runtimes_raw", "Every measurement", raw)]
+    return Page("runtimes", "Runtimes side by side: eager, fused, torch.compile, ONNX Runtime", intro, tables)
