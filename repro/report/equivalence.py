@@ -6,7 +6,7 @@ import pandas as pd
 
 from repro.equivalence import EquivalenceResult, check_reference
 from repro.registry import REFERENCES
-from repro.report import Job, Options, Page, Table, computed, jobs, run_jobs, section
+from repro.report.base import Job, Options, Page, Table, computed, run_jobs
 
 
 @computed()
@@ -35,13 +35,11 @@ def selected_references(options: Options) -> list[str]:
     return sorted(s for s, e in REFERENCES.items() if e.model in models)
 
 
-@jobs
-def equivalence_jobs(options: Options) -> list[Job]:
+def jobs(options: Options) -> list[Job]:
     return equivalence_check.jobs((spec, options.full) for spec in selected_references(options))
 
 
-@section
-def equivalence_page(options: Options) -> Page | None:
+def build(options: Options) -> Page | None:
     specs = selected_references(options)
     if not specs:
         return None
@@ -63,11 +61,16 @@ def equivalence_page(options: Options) -> Page | None:
         })
     what = ("eval outputs, train-mode outputs, input and parameter gradients, running statistics"
             if options.full else "eval outputs (run with --full for gradients and running statistics)")
+    exact = sum(r["bit-identical"] == "yes" for r in rows)
+    equal = sum(r["equivalent (1e-5)"] == "yes" for r in rows)
     intro = (
+        f"Findings: {equal} of {len(rows)} reference pairs are equivalent, {exact} of them bit-identical.\n\n"
         "Each reference is built by its own library, every parameter and buffer randomized (no zero "
         "BatchNorm gammas; running statistics calibrated then perturbed), its weights ported into the "
         f"hand-written model, and both run on the same input. Compared: parameter counts and {what}. "
         "`bit-identical` means every compared tensor is equal element for element."
     )
     return Page("equivalence", "Equivalence with timm and torchvision", intro,
-                [Table("equivalence", "Every reference pair", pd.DataFrame(rows))])
+                [Table("equivalence", "Every reference pair", pd.DataFrame(rows),
+                       page_columns=("reference", "hand-written", "input", "params (reference)", "params (ours)",
+                                     "eval max abs diff", "checks", "worst check", "bit-identical", "equivalent (1e-5)"))])
