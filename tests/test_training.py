@@ -230,13 +230,12 @@ def test_identity_fit():
 
 def test_training_page_reads_cli_results(tmp_path, monkeypatch):
     from repro.environment import cpu_threads
-    from repro.report import Options, render_page
+    from repro.report import Options, Outcome, render_page
     from repro.report import training as page
 
     out = tmp_path / "degradation"
     assert degradation.main(["--iterations", "2", "--depths", "8", "14", "--train-size", "64", "--test-size", "32",
                              "--batch-size", "16", "--eval-points", "1", "--out", str(out)]) == 0
-    monkeypatch.setattr(page, "RESULTS_DIR", out)
     monkeypatch.setattr(page, "IDENTITY_STEPS", 2)
     finetune = page.finetune_run
     monkeypatch.setattr(page, "finetune_run", lambda label: finetune(label, iterations=2, n_train=64, n_test=32))
@@ -244,13 +243,13 @@ def test_training_page_reads_cli_results(tmp_path, monkeypatch):
     page.experiment.results.clear()
     try:
         with cpu_threads(1):  # the experiments run here (not in workers, which would not see the patches)
-            result = page.training_page(Options(models=("plain20",)))
-            errata = page.training_errata(Options(models=("plain20",)))
+            result = page.build(Options(models=("plain20",), degradation_dir=out))
+            errata = result.errata
     finally:
         page.degradation_results.cache_clear()
         page.experiment.results.clear()
     tables = {t.slug: t for t in result.tables}
-    assert "read from `reports/degradation/`" in tables["degradation_curves"].note and "--depths 8 14" in tables["degradation_curves"].note
+    assert f"read from `{out}/`" in tables["degradation_curves"].note and "--depths 8 14" in tables["degradation_curves"].note
     assert list(tables["degradation_final"].frame["model"]) == ["plain8", "resnet8", "plain14", "resnet14"]
     counts = tables["finetune_param_counts"].frame.set_index("freezing")
     assert counts.loc["freeze_all_but(['fc'])", "trainable"].tolist()[0] == 20_490
@@ -261,6 +260,11 @@ def test_training_page_reads_cli_results(tmp_path, monkeypatch):
     assert "20,490" in render_page(result, {"torch": "x"})
     claims = {e.claim: e for e in errata}
     assert claims["ResNet-50 with a 10-class fc and all else frozen has 20,490 trainable parameters"].holds
-    assert not any(e.holds for e in errata if "Printing |H(x) - x|" in e.claim or "pitfall" in e.section)
+    assert not any(e.holds for e in errata if "printing |H(x) - x|" in e.claim)
+    assert all(e.holds for e in errata if "pitfall 3" in e.section)  # the seed's pitfall 3 is right as written
+    freezing = next(e for e in errata if "requires_grad" in e.claim)
+    assert freezing.outcome is Outcome.PARTLY and "held-out error" in freezing.note  # BN statistics move
+    solves = next(e for e in errata if e.claim.startswith("Residual connections"))
+    assert solves.outcome is Outcome.UNDECIDED and "3 seeds" in solves.decide  # 2 iterations, one seed decide nothing
     assert any("degradation" in e.claim for e in errata)
-    assert page.training_page(Options(models=("resnet18",))) is None
+    assert page.build(Options(models=("resnet18",))) is None
