@@ -26,18 +26,17 @@ def png_bytes(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def readable_log_axis(ax: Any, values: Any) -> None:
-    """A log x axis with plain-number ticks (1, 2, 5, 10, ...) over the range of ``values``."""
-    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+def readable_log_axis(ax: Any, values: Any, axis: str = "x") -> None:
+    """A log axis (``"x"`` or ``"y"``) with plain-number ticks (0.1, 0.2, 0.5, 1, 2, 5, ...) over the range of ``values``."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     low, high = float(min(values)), float(max(values))
-    ax.set_xscale("log")
+    getattr(ax, f"set_{axis}scale")("log")
     ticks = [m * 10**e for e in range(-3, 5) for m in (1, 2, 5) if low / 1.5 <= m * 10**e <= high * 1.5]
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    formatter = ScalarFormatter()
-    formatter.set_scientific(False)
-    ax.xaxis.set_major_formatter(formatter)
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    target = getattr(ax, f"{axis}axis")
+    target.set_major_locator(FixedLocator(ticks))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
 
 
 def label_points(ax: Any, xs: list[float], ys: list[float], labels: list[str]) -> None:

@@ -212,3 +212,14 @@ def render_page(page: Page, env: dict[str, str]) -> str:
     for name, _ in page.images:
         lines += [f"![{name}]({name})", ""]
     return "\n".join(lines)
+
+
+def findings(errata: list[Erratum], lead: str = "") -> str:
+    """A page's opening lines, read off its errata rows: which claims fail, partly hold, are undecided, hold."""
+    parts = [lead] if lead else []
+    for outcome, label in ((Outcome.FAILS, "does not hold"), (Outcome.PARTLY, "partly holds"),
+                           (Outcome.UNDECIDED, "not decided here"), (Outcome.HOLDS, "holds")):
+        claims = [f"{e.claim} ({e.section})" for e in errata if e.outcome is outcome]
+        if claims:
+            parts.append(f"{label}: " + "; ".join(claims))
+    return "Findings. " + ". ".join(parts) + "." if parts else ""

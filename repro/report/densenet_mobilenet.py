@@ -14,7 +14,7 @@ from torch import nn
 from repro.equivalence import randomize_, train_step
 from repro.flops import build_on_meta, count_macs, count_params, meta_params, separable_conv_macs
 from repro.registry import MODELS, create_model, references_for
-from repro.report.base import Erratum, Job, Options, Outcome, Page, Table, computed
+from repro.report.base import Erratum, Job, Options, Outcome, Page, Table, computed, findings
 from repro.report.equivalence import equivalence
 from repro.report.measure import model_stats, reference_params, torchvision_v1
 from repro.seed import SEED_MODELS, SEED_SEPARABLE_SHAPE
@@ -196,17 +196,15 @@ def build(options: Options) -> Page | None:
                                 "BatchNorm in the backward pass and so updates its running statistics twice; the "
                                 "hand-written layer sends the recomputation's update to throwaway copies."))
 
+    errata = densenet_mobilenet_errata(options)
     intro = (
-        "Findings: the seed's DenseNet (4.1) has no 1x1 bottleneck, so it is not the DenseNet-BC it is named and "
-        "is larger; its `bn_size` is never used; its MobileNetV1 (4.2) has 12 depthwise-separable blocks, one "
-        "512-channel block fewer than the paper's 13.\n\n"
+        findings(errata) + "\n\n"
         "Seed section 4.1 builds DenseNet, 4.2 MobileNetV1, and section 5 recommends MobileNetV3. Each "
         "hand-written model is proven equal to timm and torchvision on the equivalence page; here are their "
         "sizes and costs, the seed's DenseNet measured against DenseNet-BC, and the memory-efficient DenseNet "
         "path checked against the plain one. The depthwise-separable cost formula has its own page."
     )
-    return Page("densenet_mobilenet", "DenseNet and MobileNet (seed 4.1, 4.2, 5)", intro, tables,
-                errata=densenet_mobilenet_errata(options))
+    return Page("densenet_mobilenet", "DenseNet and MobileNet (seed 4.1, 4.2, 5)", intro, tables, errata=errata)
 
 
 def build_depthwise(options: Options) -> Page | None:

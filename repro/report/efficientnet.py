@@ -13,7 +13,7 @@ from torch import nn
 from repro.layers import make_divisible
 from repro.models.efficientnet import ALPHA, B0_HEAD_CHANNELS, B0_STAGES, BETA, GAMMA, SCALING, MBConv
 from repro.registry import MODELS
-from repro.report.base import Erratum, Options, Page, Table
+from repro.report.base import Erratum, Options, Page, Table, findings
 from repro.report.measure import meta_model, model_stats, reference_params, torchvision_v1
 from repro.seed import (
     PAPER,
@@ -312,10 +312,7 @@ def build(options: Options) -> Page | None:
         rows += [pretrained_argument()]
     rows += [receptive_field_erratum(), pitfall_2_erratum(names)] if "efficientnet_b0" in names else []
     intro = (
-        "Findings: the seed's B0 table has the right channels and layers but a resolution column of 224 throughout; "
-        "its MBConv drop-connect is inverted (keeps with probability p, scales by 1/p, masks per pixel, acts in "
-        "eval) and its SE block squeezes the expanded width without bias; the 'FLOPS' column of 3.2 is parameters "
-        "x 2; 3.2's top-1 figures mix torchvision's ResNet numbers with the EfficientNet paper's.\n\n"
+        findings(rows) + "\n\n"
         "Seed section 3.1 writes an MBConv block and prints B0's stage table; section 3.2 compares EfficientNet "
         "B0-B2 with ResNet-18/50. Every number below is computed from the hand-written models, which the "
         "equivalence page proves identical to timm's `efficientnet_bN` and `tf_efficientnet_bN` and torchvision's "

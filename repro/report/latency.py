@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from repro.bench import BenchCase, implementations, measure_interleaved
 from repro.environment import environment
-from repro.plotting import label_points, png_bytes, subplots
+from repro.plotting import label_points, png_bytes, readable_log_axis, subplots
 from repro.registry import MODELS
 from repro.report.base import Erratum, Options, Page, ReportError, Table
 from repro.report.measure import model_stats
@@ -247,9 +247,8 @@ def latency_plot(frame: pd.DataFrame) -> bytes:
     for impl, group in first.groupby("impl"):
         ax.scatter(group["gmacs"], group["median_ms"], label=impl, s=18)
     eager = first[first["impl"] == "ours"] if (first["impl"] == "ours").any() else first.drop_duplicates("model")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.figure.canvas.draw()
+    readable_log_axis(ax, first["gmacs"], "x")
+    readable_log_axis(ax, first["median_ms"], "y")
     label_points(ax, eager["gmacs"].tolist(), eager["median_ms"].tolist(), eager["model"].tolist())
     ax.set_xlabel("GMACs per image, at the benchmarked resolution (log scale)")
     ax.set_ylabel("median latency (ms, log scale)")

@@ -17,7 +17,7 @@ from repro.layers import conv_bn
 from repro.models.resnet import BasicBlock, Bottleneck, PreActBasicBlock, se_reduced_width, squeeze_excite
 from repro.porting import SAME_NAMES, PortRules, port_weights
 from repro.registry import MODELS
-from repro.report.base import Erratum, Options, Outcome, Page, Table
+from repro.report.base import Erratum, Options, Outcome, Page, Table, findings
 from repro.report.measure import meta_model, model_stats
 from repro.seed.code import SeedPreActResidualBlock, SeedResNeXtBlock, SeedSEResidualBlock
 
@@ -137,11 +137,10 @@ def build(options: Options) -> Page | None:
             "original SENet (timm legacy_seresnet*)": se_reduced_width(channels, 16, round_to=None),
             "timm seresnet* (rounded to a multiple of 8, at least 8)": se_reduced_width(channels, 16, round_to=8),
         })
+    errata = seed_variant_blocks(options)
     intro = (
-        "Findings: the seed's SE block (2.3) is SE-ResNet's basic block and squeezes as the SENet paper does; its "
-        "pre-activation block is ResNet v2's with identity shortcuts but projects the raw input where v2 projects "
-        "the pre-activation; its ResNeXt block (7) has the right layers and a `forward` that is `pass`. The "
-        "variants' costs against plain ResNet are below; their training benefits are not measured here.\n\n"
+        findings(errata, "the variants' costs against plain ResNet are below; their training benefits are not measured here")
+        + "\n\n"
         "Seed section 2.3 lists three improvements on ResNet: pre-activation (ResNet v2), Squeeze-and-"
         "Excitation and ResNeXt's grouped convolution; section 7 sketches a ResNeXt block. Each is built "
         "here as an option of the hand-written ResNet and proven equal to timm's and torchvision's models "
@@ -158,7 +157,7 @@ def build(options: Options) -> Page | None:
               "The seed and the original SENet floor `channels / 16`; timm's SE-ResNets round it to a "
               "multiple of 8, at least 8. They differ only for 64-channel blocks (stage 1 of SE-ResNet-18/34)."),
     ]
-    return Page("resnet_variants", "ResNet variants (seed 2.3, 7)", intro, tables, errata=seed_variant_blocks(options))
+    return Page("resnet_variants", "ResNet variants (seed 2.3, 7)", intro, tables, errata=errata)
 
 
 # ---- the seed's blocks, checked --------------------------------------------------------------

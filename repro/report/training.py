@@ -19,7 +19,7 @@ import torch
 
 from repro.environment import cpu_threads
 from repro.registry import MODELS
-from repro.report.base import Erratum, Job, Options, Outcome, Page, Table, computed, run_jobs
+from repro.report.base import Erratum, Job, Options, Outcome, Page, Table, computed, findings, run_jobs
 from repro.training import degradation
 from repro.training.data import synthetic_shapes
 from repro.training.finetune import (
@@ -314,15 +314,13 @@ def build(options: Options) -> Page | None:
     errata = identity_errata(seed_numbers, identity_summary) + finetune_errata(finetune) + [batchnorm_modes_erratum()]
     if not provenance.startswith("a SMOKE RUN"):
         errata += degradation_errata(curves, final, meta)
-    verdicts = {e.claim: e.outcome.value for e in errata}
-    findings = (
-        "Findings: degradation (plain-56 worse than plain-20) is "
-        + ("shown at this budget" if meta["verdict"]["plain_degrades"] else "not shown")
-        + "; whether residual connections remove it is "
-        + next((v for c, v in verdicts.items() if c.startswith("Residual connections")), "not tested (smoke run)")
-        + " (the runs have not plateaued, one seed); a residual block learns the identity far more easily than a plain "
-        "one; the seed's own identity test measures nothing; 6.1's freezing leaves BatchNorm statistics free to move.\n\n")
-    return Page("training", title, findings + intro, tables, images, errata)
+    lead = ("" if provenance.startswith("a SMOKE RUN") else
+            f"degradation runs: {meta['recipe']['iterations']} iterations, "
+            f"{len(meta.get('seeds', [meta['recipe'].get('seed', 0)]))} seed(s), "
+            + ("trained to a plateau" if all(m < PLATEAU_POINTS for m in plateaued(curves).values())
+               else "not trained to a plateau"))
+    opening = findings(errata, lead) + "\n\n"
+    return Page("training", title, opening + intro, tables, images, errata)
 
 
 PLATEAU_POINTS = 1.0  # a net has plateaued when the last tenth of its run moved its training error by less than this
