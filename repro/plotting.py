@@ -27,7 +27,7 @@ def png_bytes(fig: Any) -> bytes:
 
 
 def readable_log_axis(ax: Any, values: Any, axis: str = "x") -> None:
-    """A log axis (``"x"`` or ``"y"``) with plain-number ticks (0.1, 0.2, 0.5, 1, 2, 5, ...) over the range of ``values``."""
+    """A log axis (``"x"`` or ``"y"``) with plain-number ticks (0.1, 0.2, 0.5, 1, 2, 5, ...) over ``values``."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     low, high = float(min(values)), float(max(values))
@@ -53,5 +53,11 @@ def label_points(ax: Any, xs: list[float], ys: list[float], labels: list[str]) -
         while any(abs(ty - qy) < line and abs(px - qx) < width for qx, qy in placed):
             ty += line
         placed.append((px, ty))
-        ax.annotate(labels[i], (xs[i], ys[i]), xytext=(4, ty - py), textcoords="offset pixels", fontsize=7,
-                    arrowprops=dict(arrowstyle="-", lw=0.4, color="grey") if ty - py > line else None)
+        ax.annotate(
+            labels[i],
+            (xs[i], ys[i]),
+            xytext=(4, ty - py),
+            textcoords="offset pixels",
+            fontsize=7,
+            arrowprops=dict(arrowstyle="-", lw=0.4, color="grey") if ty - py > line else None,
+        )

@@ -18,7 +18,15 @@ def resnet18_report(tmp_path_factory):
 
 def test_report_files(resnet18_report):
     names = {p.name for p in resnet18_report.iterdir()}
-    assert {"index.md", "resnet.md", "resnet_family.csv", "equivalence.md", "equivalence.csv", "errata.md", "errata.csv"} <= names
+    assert {
+        "index.md",
+        "resnet.md",
+        "resnet_family.csv",
+        "equivalence.md",
+        "equivalence.csv",
+        "errata.md",
+        "errata.csv",
+    } <= names
     index = (resnet18_report / "index.md").read_text()
     assert "torch " in index and "timm " in index and "(resnet.md)" in index
 
@@ -109,13 +117,15 @@ def test_transcription_check_catches_a_line_too_many(tmp_path, monkeypatch):
 
     source = inspect.getsource(code.SeedMobileNetV1).replace(
         "SeedDepthwiseSeparableConv(512, 512, stride=1),",
-        "SeedDepthwiseSeparableConv(512, 512, stride=1),\n            SeedDepthwiseSeparableConv(512, 512, stride=1),", 1)
+        "SeedDepthwiseSeparableConv(512, 512, stride=1),\n            SeedDepthwiseSeparableConv(512, 512, stride=1),",
+        1,
+    )
     (tmp_path / "wrong_transcription.py").write_text("import torch.nn as nn\n\n\n" + source)
     monkeypatch.syspath_prepend(str(tmp_path))
     wrong = importlib.import_module("wrong_transcription").SeedMobileNetV1
     assert "line" in text.transcription_mismatch(wrong)
     source = inspect.getsource(code.SeedTransitionLayer)
-    dropped = source[:source.rindex("        return")]  # its last line left out
+    dropped = source[: source.rindex("        return")]  # its last line left out
     (tmp_path / "short_transcription.py").write_text("import torch.nn as nn\n\n\n" + dropped + "        x = x\n")
     short = importlib.import_module("short_transcription").SeedTransitionLayer
     assert "line 11" in text.transcription_mismatch(short)
@@ -164,19 +174,37 @@ def test_interrupted_run_leaves_previous_report(tmp_path, monkeypatch):
 
 def _bench_json(path, device, medians):
     benchmarks = [
-        {"group": "resnet18 b1 224px", "stats": {"median": m, "iq": m / 10, "rounds": 7},
-         "extra_info": {"model": "resnet18", "implementation": impl, "batch": 1, "resolution": 224,
-                        "device": "cpu", "dtype": "fp32", "memory_format": "nchw"}}
+        {
+            "group": "resnet18 b1 224px",
+            "stats": {"median": m, "iq": m / 10, "rounds": 7},
+            "extra_info": {
+                "model": "resnet18",
+                "implementation": impl,
+                "batch": 1,
+                "resolution": 224,
+                "device": "cpu",
+                "dtype": "fp32",
+                "memory_format": "nchw",
+            },
+        }
         for impl, m in medians.items()
     ]
-    path.write_text(__import__("json").dumps({"machine_info": {"device": device, "torch": "2.x", "torch_threads": "2"}, "benchmarks": benchmarks}))
+    path.write_text(
+        __import__("json").dumps(
+            {"machine_info": {"device": device, "torch": "2.x", "torch_threads": "2"}, "benchmarks": benchmarks}
+        )
+    )
     return path
 
 
 def test_from_json_merges_machines_side_by_side(tmp_path):
     from repro.report.latency import load_benchmark_json, side_by_side
 
-    a = _bench_json(tmp_path / "a.json", "box A", {"ours": 0.010, "ours+fused": 0.008, "timm:resnet18": 0.011, "torchvision:resnet18": 0.0105})
+    a = _bench_json(
+        tmp_path / "a.json",
+        "box A",
+        {"ours": 0.010, "ours+fused": 0.008, "timm:resnet18": 0.011, "torchvision:resnet18": 0.0105},
+    )
     b = _bench_json(tmp_path / "b.json", "GPU B", {"ours": 0.002, "timm:resnet18": 0.004})
     table = side_by_side(load_benchmark_json([a, b]))
     assert len(table) == 2
@@ -188,21 +216,36 @@ def test_from_json_merges_machines_side_by_side(tmp_path):
 
 
 def test_speed_goals_verdicts():
-    """ours / timm <= 1.00 (slower only where a sign test over the rounds shows it) and fused >= 1.15x on CPU b1 fp32."""
+    """ours / timm <= 1.00 and fused >= 1.15x on CPU b1 fp32, each decided only where a sign test over the rounds can."""
     import pandas as pd
 
     from repro.report.latency import speed_goals
 
     def rows(model, batch, ms):
-        return [{"machine": "m", "model": model, "batch": batch, "resolution": 224, "device": "cpu", "dtype": "fp32",
-                 "memory_format": "nchw", "implementation": impl, "median_ms": sum(r) / len(r), "iqr_ms": 0.1,
-                 "runs": 3, "round_medians_ms": r} for impl, r in ms.items()]
+        return [
+            {
+                "machine": "m",
+                "model": model,
+                "batch": batch,
+                "resolution": 224,
+                "device": "cpu",
+                "dtype": "fp32",
+                "memory_format": "nchw",
+                "implementation": impl,
+                "median_ms": sum(r) / len(r),
+                "iqr_ms": 0.1,
+                "runs": 3,
+                "round_medians_ms": r,
+            }
+            for impl, r in ms.items()
+        ]
 
     frame = pd.DataFrame(
         rows("faster", 1, {"ours": [9] * 6, "ours+fused": [8] * 6, "timm:x": [10] * 6})
         + rows("noisy", 1, {"ours": [9, 12, 12, 9, 12, 9], "ours+fused": [9] * 6, "timm:x": [10] * 6})
         + rows("three rounds", 8, {"ours": [11, 11, 11], "ours+fused": [5, 5, 5], "timm:x": [10, 10, 10]})
-        + rows("slower", 8, {"ours": [11] * 5, "ours+fused": [5] * 5, "timm:x": [10] * 5}))
+        + rows("slower", 8, {"ours": [11] * 5, "ours+fused": [5] * 5, "timm:x": [10] * 5})
+    )
     goals = speed_goals(frame).set_index("model")
     assert goals.loc["faster", "<= 1.00"].startswith("✓ (6 of 6") and goals.loc["faster", ">= 1.15x"].startswith("✓")
     assert goals.loc["noisy", "<= 1.00"].startswith("undecided (3 of 6 rounds")
@@ -219,8 +262,8 @@ def test_sign_test():
     from repro.report import latency
     from repro.report.latency import false_alarm_rate, sign_test_p, slower_verdict
 
-    assert sign_test_p(0, 4) == 1.0 and sign_test_p(5, 5) == 1 / 32 and sign_test_p(12, 15) == 576 / 2 ** 15
-    assert false_alarm_rate(3) == 0.0 and false_alarm_rate(5) == 1 / 32 and false_alarm_rate(15) == 576 / 2 ** 15
+    assert sign_test_p(0, 4) == 1.0 and sign_test_p(5, 5) == 1 / 32 and sign_test_p(12, 15) == 576 / 2**15
+    assert false_alarm_rate(3) == 0.0 and false_alarm_rate(5) == 1 / 32 and false_alarm_rate(15) == 576 / 2**15
     assert slower_verdict(1.02, None).startswith("undecided (one median")
     assert latency.min_rounds() == 5 and latency.rounds(report.Options())[0] >= latency.min_rounds()
 
@@ -293,7 +336,9 @@ def test_pages_builds_only_those(tmp_path, capsys, monkeypatch):
     out = tmp_path / "r"
     jobs = []
     run_jobs = report.run_jobs
-    monkeypatch.setattr(report, "run_jobs", lambda todo, *args, **kwargs: jobs.extend(todo) or run_jobs(todo, *args, **kwargs))
+    monkeypatch.setattr(
+        report, "run_jobs", lambda todo, *args, **kwargs: jobs.extend(todo) or run_jobs(todo, *args, **kwargs)
+    )
     assert report.main(["--from-json", str(a), "--pages", "latency", "--out", str(out)]) == 0
     names = {p.name for p in out.iterdir()}
     assert "latency.md" in names and "index.md" in names

@@ -94,7 +94,10 @@ def render_index(pages: list[Page], env: dict[str, str], options: Options, jobs_
     if total:
         # The jobs of every page run first; a page's own time is what it built beyond them.
         jobs = [f"checks and experiments (worker processes) {jobs_seconds:.0f} s"] if jobs_seconds else []
-        lines += ["", f"Built in {total:.0f} s: " + ", ".join(jobs + [f"{p.slug} {p.seconds:.0f} s" for p in pages]) + "."]
+        lines += [
+            "",
+            f"Built in {total:.0f} s: " + ", ".join(jobs + [f"{p.slug} {p.seconds:.0f} s" for p in pages]) + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -149,20 +152,51 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
     parser = _Parser(prog="python -m repro.report", description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="the default: eval-mode checks, finishes in minutes on 2 CPU cores")
-    mode.add_argument("--full", action="store_true", help="everything: train-mode equivalence (gradients, running stats) too")
-    parser.add_argument("--models", nargs="+", default=(), metavar="NAME", help="hand-written model names or fnmatch patterns (e.g. 'resnet*')")
+    mode.add_argument(
+        "--quick", action="store_true", help="the default: eval-mode checks, finishes in minutes on 2 CPU cores"
+    )
+    mode.add_argument(
+        "--full", action="store_true", help="everything: train-mode equivalence (gradients, running stats) too"
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=(),
+        metavar="NAME",
+        help="hand-written model names or fnmatch patterns (e.g. 'resnet*')",
+    )
     parser.add_argument("--out", default="reports", help="output directory (default: reports/)")
-    parser.add_argument("--pages", nargs="+", default=(), metavar="PAGE",
-                        help=f"build only these pages (default: all): {', '.join(PAGE_SLUGS)}")
-    parser.add_argument("--from-json", nargs="+", default=(), metavar="FILE", type=Path,
-                        help="pytest-benchmark JSON files (from any machines) to merge into the latency tables")
-    parser.add_argument("--degradation", default=str(DEFAULT_DEGRADATION_DIR), metavar="DIR", type=Path,
-                        help="output of `python -m repro.training.degradation`, read in quick mode "
-                             f"(default: {DEFAULT_DEGRADATION_DIR}, the committed run)")
+    parser.add_argument(
+        "--pages",
+        nargs="+",
+        default=(),
+        metavar="PAGE",
+        help=f"build only these pages (default: all): {', '.join(PAGE_SLUGS)}",
+    )
+    parser.add_argument(
+        "--from-json",
+        nargs="+",
+        default=(),
+        metavar="FILE",
+        type=Path,
+        help="pytest-benchmark JSON files (from any machines) to merge into the latency tables",
+    )
+    parser.add_argument(
+        "--degradation",
+        default=str(DEFAULT_DEGRADATION_DIR),
+        metavar="DIR",
+        type=Path,
+        help="output of `python -m repro.training.degradation`, read in quick mode "
+        f"(default: {DEFAULT_DEGRADATION_DIR}, the committed run)",
+    )
     args = parser.parse_args(argv)
-    options = Options(full=args.full, models=tuple(args.models), from_json=tuple(args.from_json), pages=tuple(args.pages),
-                      degradation_dir=args.degradation)
+    options = Options(
+        full=args.full,
+        models=tuple(args.models),
+        from_json=tuple(args.from_json),
+        pages=tuple(args.pages),
+        degradation_dir=args.degradation,
+    )
     unknown = [p for p in options.pages if p not in PAGE_SLUGS]
     if unknown:
         raise ReportError(f"--pages: no page named {', '.join(unknown)}; pages: {', '.join(PAGE_SLUGS)}")
@@ -172,7 +206,9 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
     if options.from_json:  # fail before any measuring, not after
         latency.load_benchmark_json(list(options.from_json))
     if options.models and not options.selected(MODELS):
-        raise ReportError(f"--models {' '.join(options.models)} matches no hand-written model; known: {', '.join(sorted(MODELS))}")
+        raise ReportError(
+            f"--models {' '.join(options.models)} matches no hand-written model; known: {', '.join(sorted(MODELS))}"
+        )
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ReportError(f"--out {out} exists and is not a directory")

@@ -39,8 +39,10 @@ class Table:
     def shown(self) -> pd.DataFrame:
         columns = list(self.page_columns) or list(self.frame.columns)
         if len(columns) > MAX_PAGE_COLUMNS:
-            raise ValueError(f"table {self.slug}: {len(columns)} columns on the page (at most {MAX_PAGE_COLUMNS}); "
-                             "name the page_columns to show (the CSV keeps all)")
+            raise ValueError(
+                f"table {self.slug}: {len(columns)} columns on the page (at most {MAX_PAGE_COLUMNS}); "
+                "name the page_columns to show (the CSV keeps all)"
+            )
         missing = [c for c in columns if c not in self.frame.columns]
         if missing:
             raise ValueError(f"table {self.slug}: page_columns not in the frame: {missing}")
@@ -100,8 +102,10 @@ class Page:
     seconds: float = 0.0  # wall time spent building it (set by build_pages)
 
     def __post_init__(self):
-        self.errata = [e if e.page else Erratum(e.section, e.claim, e.outcome, e.measured, self.slug, e.decide, e.note)
-                       for e in self.errata]
+        self.errata = [
+            e if e.page else Erratum(e.section, e.claim, e.outcome, e.measured, self.slug, e.decide, e.note)
+            for e in self.errata
+        ]
 
 
 @dataclass
@@ -182,7 +186,9 @@ def markdown_table(frame: pd.DataFrame) -> str:
     for column in frame.columns:
         values = frame[column]
         whole = values.dtype.kind in "iu" or (
-            values.dtype.kind == "f" and values.notna().any() and (values.dropna() % 1 == 0).all()
+            values.dtype.kind == "f"
+            and values.notna().any()
+            and (values.dropna() % 1 == 0).all()
             and values.abs().max() >= 1000
         )
         if whole:  # counts as 11,689,512 (tabulate would print a float column's 1.16895e+07); gaps stay empty
@@ -217,8 +223,12 @@ def render_page(page: Page, env: dict[str, str]) -> str:
 def findings(errata: list[Erratum], lead: str = "") -> str:
     """A page's opening lines, read off its errata rows: which claims fail, partly hold, are undecided, hold."""
     parts = [lead] if lead else []
-    for outcome, label in ((Outcome.FAILS, "does not hold"), (Outcome.PARTLY, "partly holds"),
-                           (Outcome.UNDECIDED, "not decided here"), (Outcome.HOLDS, "holds")):
+    for outcome, label in (
+        (Outcome.FAILS, "does not hold"),
+        (Outcome.PARTLY, "partly holds"),
+        (Outcome.UNDECIDED, "not decided here"),
+        (Outcome.HOLDS, "holds"),
+    ):
         claims = [f"{e.claim} ({e.section})" for e in errata if e.outcome is outcome]
         if claims:
             parts.append(f"{label}: " + "; ".join(claims))

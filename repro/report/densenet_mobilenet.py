@@ -22,15 +22,32 @@ from repro.seed.code import SeedDenseNet, SeedDepthwiseSeparableConv, SeedMobile
 from repro.seed.text import imported_names, section_lines, used_modules
 
 DENSENETS = ("densenet121", "densenet161", "densenet169", "densenet201")
-MOBILENETS = ("mobilenetv1_100", "mobilenetv1_125", "mobilenetv3_small_050", "mobilenetv3_small_075",
-              "mobilenetv3_small_100", "mobilenetv3_large_075", "mobilenetv3_large_100")
-TORCHVISION_BUILDER = {**{n: n for n in DENSENETS},
-                       "mobilenetv3_small_100": "mobilenet_v3_small", "mobilenetv3_large_100": "mobilenet_v3_large"}
+MOBILENETS = (
+    "mobilenetv1_100",
+    "mobilenetv1_125",
+    "mobilenetv3_small_050",
+    "mobilenetv3_small_075",
+    "mobilenetv3_small_100",
+    "mobilenetv3_large_075",
+    "mobilenetv3_large_100",
+)
+TORCHVISION_BUILDER = {
+    **{n: n for n in DENSENETS},
+    "mobilenetv3_small_100": "mobilenet_v3_small",
+    "mobilenetv3_large_100": "mobilenet_v3_large",
+}
 
 
 # Layers of MobileNetV1 (stride-1 blocks of each resolution), the seed's example, and a 5x5 kernel.
-SEPARABLE_SHAPES = ((3, 32, 64, 112), (3, 128, 128, 56), (3, 256, 256, 28), SEED_SEPARABLE_SHAPE,
-                    (3, 512, 512, 14), (3, 1024, 1024, 7), (5, 96, 96, 14))
+SEPARABLE_SHAPES = (
+    (3, 32, 64, 112),
+    (3, 128, 128, 56),
+    (3, 256, 256, 28),
+    SEED_SEPARABLE_SHAPE,
+    (3, 512, 512, 14),
+    (3, 1024, 1024, 7),
+    (5, 96, 96, 14),
+)
 
 
 def separable_layers(kernel_size: int, in_channels: int, out_channels: int) -> tuple[nn.Module, nn.Module]:
@@ -61,8 +78,12 @@ def separable_cost(kernel_size: int, in_channels: int, out_channels: int, featur
     formula_standard, formula_separable = separable_conv_macs(kernel_size, in_channels, out_channels, feature_size)
     latency_standard, latency_separable = _latency_ms(standard, x), _latency_ms(separable, x)
     return {
-        "layer": f"{kernel_size}x{kernel_size}, {in_channels} -> {out_channels} channels, {feature_size}x{feature_size}",
-        "D_K": kernel_size, "M": in_channels, "N": out_channels, "D_F": feature_size,
+        "layer": f"{kernel_size}x{kernel_size}, {in_channels} -> {out_channels} channels, "
+        f"{feature_size}x{feature_size}",
+        "D_K": kernel_size,
+        "M": in_channels,
+        "N": out_channels,
+        "D_F": feature_size,
         "standard MACs (formula)": formula_standard,
         "standard MACs (counted)": count_macs(standard, tuple(x.shape)),
         "separable MACs (formula)": formula_separable,
@@ -87,8 +108,9 @@ def seed_densenet_stats(name: str) -> dict:
         "seed_bn_size_1": meta_params(lambda: SeedDenseNet(*seed_args, bn_size=1)),
         "no_bottleneck": meta_params(lambda: create_model(name, bottleneck=False)),
         "bc": meta_params(lambda: create_model(name)),
-        "seed_has_1x1": any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
-                            for block in seed.dense_blocks for m in block.modules()),
+        "seed_has_1x1": any(
+            isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) for block in seed.dense_blocks for m in block.modules()
+        ),
     }
 
 
@@ -102,9 +124,14 @@ def seed_densenet_macs(name: str) -> int:
     return count_macs(seed, (1, 3, size, size))
 
 
-def memory_efficient_check(source: str, growth_rate: int = 32, block_config: tuple[int, ...] = (6, 12, 24, 16),
-                           num_init_features: int = 64, size: int = 32) -> dict:
-    """One train step of a DenseNet-BC (default: DenseNet-121) with and without checkpointing, same weights and input."""
+def memory_efficient_check(
+    source: str,
+    growth_rate: int = 32,
+    block_config: tuple[int, ...] = (6, 12, 24, 16),
+    num_init_features: int = 64,
+    size: int = 32,
+) -> dict:
+    """One train step of a DenseNet-BC (default: DenseNet-121) with and without checkpointing, same weights, input."""
     from torchvision.models.densenet import DenseNet as TorchvisionDenseNet
 
     from repro.models.densenet import DenseNet
@@ -153,48 +180,71 @@ def build(options: Options) -> Page | None:
         refs = {e.source: e for e in references_for(name)}
         top1 = torchvision_v1(TORCHVISION_BUILDER.get(name))
         claim = seed_claims.get(name)
-        rows.append({
-            "model": name,
-            "params (ours)": stats["params"],
-            "params (timm)": reference_params(refs["timm"].spec) if "timm" in refs else None,
-            "params (torchvision)": reference_params(refs["torchvision"].spec) if "torchvision" in refs else None,
-            "GMACs (counted)": round(stats["macs"] / 1e9, 3),
-            "top-1 (torchvision V1)": top1.top1 if top1 else None,
-            "seed params (M, 5.2)": claim.params_m if claim else None,
-            "seed top-1 (5.2)": claim.top1 if claim else None,
-            "max output diff after port": max((equivalence(e.spec, options.full).eval_output.max_abs for e in refs.values()), default=None),
-        })
-    tables = [Table("densenet_mobilenet", "DenseNet-BC, MobileNetV1, MobileNetV3", pd.DataFrame(rows).drop(columns="seed top-1 (5.2)"),
-                    "GMACs counted by `torch.utils.flop_counter` on one 224x224 image. Top-1 from torchvision's weight "
-                    "metadata (IMAGENET1K_V1) where torchvision has the model. MobileNetV3 parameters are the same for "
-                    "timm's conv head and torchvision's linear head.")]
+        rows.append(
+            {
+                "model": name,
+                "params (ours)": stats["params"],
+                "params (timm)": reference_params(refs["timm"].spec) if "timm" in refs else None,
+                "params (torchvision)": reference_params(refs["torchvision"].spec) if "torchvision" in refs else None,
+                "GMACs (counted)": round(stats["macs"] / 1e9, 3),
+                "top-1 (torchvision V1)": top1.top1 if top1 else None,
+                "seed params (M, 5.2)": claim.params_m if claim else None,
+                "seed top-1 (5.2)": claim.top1 if claim else None,
+                "max output diff after port": max(
+                    (equivalence(e.spec, options.full).eval_output.max_abs for e in refs.values()), default=None
+                ),
+            }
+        )
+    tables = [
+        Table(
+            "densenet_mobilenet",
+            "DenseNet-BC, MobileNetV1, MobileNetV3",
+            pd.DataFrame(rows).drop(columns="seed top-1 (5.2)"),
+            "GMACs counted by `torch.utils.flop_counter` on one 224x224 image. Top-1 from torchvision's weight "
+            "metadata (IMAGENET1K_V1) where torchvision has the model. MobileNetV3 parameters are the same for "
+            "timm's conv head and torchvision's linear head.",
+        )
+    ]
 
     dense = [n for n in DENSENETS if n in names]
     if dense:
         bc_rows = []
         for name in dense:
             seed, ours = seed_densenet_stats(name), model_stats(name)
-            bc_rows.append({
-                "config": name,
-                "seed DenseNet params (no 1x1)": seed["seed"],
-                "ours, bottleneck=False": seed["no_bottleneck"],
-                "DenseNet-BC params (ours = timm = torchvision)": ours["params"],
-                "seed GMACs": round(seed_densenet_macs(name) / 1e9, 3),
-                "DenseNet-BC GMACs": round(ours["macs"] / 1e9, 3),
-            })
-        tables.append(Table("densenet_bottleneck", "The seed's DenseNet has no bottleneck", pd.DataFrame(bc_rows),
-                            "The seed's `DenseBlock` (section 4.1) is transcribed verbatim and built with each "
-                            "configuration. Without the 1x1 bottleneck every 3x3 convolution reads the full "
-                            "concatenation, so the network is larger and slower than the DenseNet-BC it is named after; "
-                            "`bottleneck=False` on the hand-written model reproduces it exactly (equal parameters)."))
+            bc_rows.append(
+                {
+                    "config": name,
+                    "seed DenseNet params (no 1x1)": seed["seed"],
+                    "ours, bottleneck=False": seed["no_bottleneck"],
+                    "DenseNet-BC params (ours = timm = torchvision)": ours["params"],
+                    "seed GMACs": round(seed_densenet_macs(name) / 1e9, 3),
+                    "DenseNet-BC GMACs": round(ours["macs"] / 1e9, 3),
+                }
+            )
+        tables.append(
+            Table(
+                "densenet_bottleneck",
+                "The seed's DenseNet has no bottleneck",
+                pd.DataFrame(bc_rows),
+                "The seed's `DenseBlock` (section 4.1) is transcribed verbatim and built with each "
+                "configuration. Without the 1x1 bottleneck every 3x3 convolution reads the full "
+                "concatenation, so the network is larger and slower than the DenseNet-BC it is named after; "
+                "`bottleneck=False` on the hand-written model reproduces it exactly (equal parameters).",
+            )
+        )
         if "densenet121" in dense:
-            tables.append(Table("densenet_memory_efficient", "Memory-efficient DenseNet: checkpointed vs plain path",
-                                pd.DataFrame([memory_efficient_result("ours"), memory_efficient_result("torchvision")]),
-                                "DenseNet-121, batch 2 at 32x32, one train-mode forward and backward with "
-                                "`memory_efficient=True` against the plain path, same weights and input; every tensor "
-                                "compared for exact equality. torchvision's checkpoint recomputes the bottleneck's "
-                                "BatchNorm in the backward pass and so updates its running statistics twice; the "
-                                "hand-written layer sends the recomputation's update to throwaway copies."))
+            tables.append(
+                Table(
+                    "densenet_memory_efficient",
+                    "Memory-efficient DenseNet: checkpointed vs plain path",
+                    pd.DataFrame([memory_efficient_result("ours"), memory_efficient_result("torchvision")]),
+                    "DenseNet-121, batch 2 at 32x32, one train-mode forward and backward with "
+                    "`memory_efficient=True` against the plain path, same weights and input; every tensor "
+                    "compared for exact equality. torchvision's checkpoint recomputes the bottleneck's "
+                    "BatchNorm in the backward pass and so updates its running statistics twice; the "
+                    "hand-written layer sends the recomputation's update to throwaway copies.",
+                )
+            )
 
     errata = densenet_mobilenet_errata(options)
     intro = (
@@ -211,15 +261,27 @@ def build_depthwise(options: Options) -> Page | None:
     if not options.selected(n for n in MOBILENETS if n in MODELS):
         return None
     frame = pd.DataFrame([separable_cost(*shape) for shape in SEPARABLE_SHAPES])
-    table = Table("separable_cost", "Standard vs depthwise-separable convolution", frame,
-                  "Formula: `repro.flops.separable_conv_macs` (the seed's D_K·D_K·M·N·D_F·D_F against "
-                  "D_K·D_K·M·D_F·D_F + M·N·D_F·D_F). Counted: `torch.utils.flop_counter` on real layers "
-                  "(convolutions without bias, stride 1, D_F x D_F input), halved to MACs. Latency: median "
-                  f"of `torch.utils.benchmark` blocked_autorange (0.2 s each), batch 1, CPU, "
-                  f"{torch.get_num_threads()} thread(s), eager PyTorch; wall-clock varies with the machine.",
-                  page_columns=("layer", "standard MACs (formula)", "standard MACs (counted)", "separable MACs (formula)",
-                                "separable MACs (counted)", "MAC ratio (seed's speed-up)", "standard latency (ms)",
-                                "separable latency (ms)", "measured speed-up"))
+    table = Table(
+        "separable_cost",
+        "Standard vs depthwise-separable convolution",
+        frame,
+        "Formula: `repro.flops.separable_conv_macs` (the seed's D_K·D_K·M·N·D_F·D_F against "
+        "D_K·D_K·M·D_F·D_F + M·N·D_F·D_F). Counted: `torch.utils.flop_counter` on real layers "
+        "(convolutions without bias, stride 1, D_F x D_F input), halved to MACs. Latency: median "
+        f"of `torch.utils.benchmark` blocked_autorange (0.2 s each), batch 1, CPU, "
+        f"{torch.get_num_threads()} thread(s), eager PyTorch; wall-clock varies with the machine.",
+        page_columns=(
+            "layer",
+            "standard MACs (formula)",
+            "standard MACs (counted)",
+            "separable MACs (formula)",
+            "separable MACs (counted)",
+            "MAC ratio (seed's speed-up)",
+            "standard latency (ms)",
+            "separable latency (ms)",
+            "measured speed-up",
+        ),
+    )
     ratios = frame["measured speed-up"] / frame["MAC ratio (seed's speed-up)"]
     intro = (
         f"Findings: the seed's MAC formula is exact on every layer below; the speed-up it implies is not a latency: "
@@ -233,8 +295,13 @@ def build_depthwise(options: Options) -> Page | None:
         "arithmetic per byte it moves, so the measured speed-up can fall far short of the MAC ratio (compare "
         "the two right-hand columns; the seed's own small example is on the errata page)."
     )
-    return Page("depthwise", "Depthwise-separable convolution: formula, count, latency (seed 4.2)", intro, [table],
-                errata=depthwise_errata(frame))
+    return Page(
+        "depthwise",
+        "Depthwise-separable convolution: formula, count, latency (seed 4.2)",
+        intro,
+        [table],
+        errata=depthwise_errata(frame),
+    )
 
 
 def densenet_mobilenet_errata(options: Options) -> list[Erratum]:
@@ -242,39 +309,66 @@ def densenet_mobilenet_errata(options: Options) -> list[Erratum]:
     if options.selected(["densenet121"]) and "densenet121" in MODELS:
         seed = seed_densenet_stats("densenet121")
         bc = seed["bc"]
-        rows.append(Erratum(
-            "4.1", "DenseNet-BC: each dense layer is BN -> ReLU -> Conv(1x1) -> Conv(3x3)", seed["seed_has_1x1"],
-            f"the seed's DenseBlock has {'a' if seed['seed_has_1x1'] else 'no'} 1x1 convolution (BN -> ReLU -> "
-            f"Conv(3x3) only): DenseNet-121 config {seed['seed']:,} parameters vs {bc:,} for DenseNet-BC-121 "
-            f"(timm, torchvision, ours)"))
-        rows.append(Erratum(
-            "4.1", "`bn_size=4` sets the bottleneck width (bn_size x growth_rate)", seed["seed"] != seed["seed_bn_size_1"],
-            f"the seed's DenseNet accepts bn_size and never uses it: {seed['seed']:,} parameters with bn_size=4 "
-            f"and {seed['seed_bn_size_1']:,} with bn_size=1"))
+        rows.append(
+            Erratum(
+                "4.1",
+                "DenseNet-BC: each dense layer is BN -> ReLU -> Conv(1x1) -> Conv(3x3)",
+                seed["seed_has_1x1"],
+                f"the seed's DenseBlock has {'a' if seed['seed_has_1x1'] else 'no'} 1x1 convolution (BN -> ReLU -> "
+                f"Conv(3x3) only): DenseNet-121 config {seed['seed']:,} parameters vs {bc:,} for DenseNet-BC-121 "
+                f"(timm, torchvision, ours)",
+            )
+        )
+        rows.append(
+            Erratum(
+                "4.1",
+                "`bn_size=4` sets the bottleneck width (bn_size x growth_rate)",
+                seed["seed"] != seed["seed_bn_size_1"],
+                f"the seed's DenseNet accepts bn_size and never uses it: {seed['seed']:,} parameters with bn_size=4 "
+                f"and {seed['seed_bn_size_1']:,} with bn_size=1",
+            )
+        )
         if "resnet50" in MODELS:
             resnet50 = model_stats("resnet50")["params"]
             dn_top1, rn_top1 = torchvision_v1("densenet121"), torchvision_v1("resnet50")
-            rows.append(Erratum(
-                "4.1", "DenseNet needs fewer parameters (参数量更少)", bc < resnet50,
-                f"DenseNet-121 {bc / 1e6:.2f}M vs ResNet-50 {resnet50 / 1e6:.2f}M parameters "
-                f"(top-1 {dn_top1.top1:.2f}% vs {rn_top1.top1:.2f}%, torchvision V1 metadata)"))
+            rows.append(
+                Erratum(
+                    "4.1",
+                    "DenseNet needs fewer parameters (参数量更少)",
+                    bc < resnet50,
+                    f"DenseNet-121 {bc / 1e6:.2f}M vs ResNet-50 {resnet50 / 1e6:.2f}M parameters "
+                    f"(top-1 {dn_top1.top1:.2f}% vs {rn_top1.top1:.2f}%, torchvision V1 metadata)",
+                )
+            )
 
     if options.selected(["mobilenetv1_100"]) and "mobilenetv1_100" in MODELS:
         seed_v1 = build_on_meta(SeedMobileNetV1)
         timm_params = reference_params("timm:mobilenetv1_100")
         blocks = sum(isinstance(m, SeedDepthwiseSeparableConv) for m in seed_v1.modules())
-        wide = sum(isinstance(m, SeedDepthwiseSeparableConv) and m.pointwise[0].in_channels == 512
-                   and m.pointwise[0].out_channels == 512 for m in seed_v1.modules())
-        depthwise = [m for m in model_stats("mobilenetv1_100")["model"].modules()
-                     if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels]
+        wide = sum(
+            isinstance(m, SeedDepthwiseSeparableConv)
+            and m.pointwise[0].in_channels == 512
+            and m.pointwise[0].out_channels == 512
+            for m in seed_v1.modules()
+        )
+        depthwise = [
+            m
+            for m in model_stats("mobilenetv1_100")["model"].modules()
+            if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+        ]
         ours_wide = sum(m.in_channels == 512 and m.stride == (1, 1) for m in depthwise)
-        rows.append(Erratum(
-            "4.2", "`MobileNetV1` is MobileNetV1 (depthwise-separable blocks with BN and ReLU6)",
-            count_params(seed_v1) == timm_params,
-            f"the seed's MobileNetV1 has {blocks} depthwise-separable blocks, {wide} of them 512 -> 512, and "
-            f"{count_params(seed_v1):,} parameters; timm's mobilenetv1_100 (the paper's Table 1; ours is proven equal) has "
-            f"{len(depthwise)} blocks, {ours_wide} of them 512 -> 512, and {timm_params:,} parameters",
-            note="ReLU6 is TF-Slim's and timm's choice; the paper's Figure 3 draws ReLU"))
+        rows.append(
+            Erratum(
+                "4.2",
+                "`MobileNetV1` is MobileNetV1 (depthwise-separable blocks with BN and ReLU6)",
+                count_params(seed_v1) == timm_params,
+                f"the seed's MobileNetV1 has {blocks} depthwise-separable blocks, {wide} of them 512 -> 512, and "
+                f"{count_params(seed_v1):,} parameters; timm's mobilenetv1_100 "
+                "(the paper's Table 1; ours is proven equal) has "
+                f"{len(depthwise)} blocks, {ours_wide} of them 512 -> 512, and {timm_params:,} parameters",
+                note="ReLU6 is TF-Slim's and timm's choice; the paper's Figure 3 draws ReLU",
+            )
+        )
     if options.selected(["densenet121"]):
         rows.append(missing_imports_erratum())
     return rows
@@ -286,31 +380,48 @@ def depthwise_errata(frame: pd.DataFrame) -> list[Erratum]:
     seed = by.loc[SEED_SEPARABLE_SHAPE]
     k, m, n, f = SEED_SEPARABLE_SHAPE
     exact = (frame["standard MACs (formula)"] == frame["standard MACs (counted)"]).all() and (
-        frame["separable MACs (formula)"] == frame["separable MACs (counted)"]).all()
-    rows = [Erratum(
-        "4.2", f"a {k}x{k} convolution, M=N={m}, D_F={f}: standard {seed['standard MACs (formula)']:,}, "
-               f"depthwise-separable {seed['separable MACs (formula)']:,}", bool(exact),
-        f"counted on real layers: {seed['standard MACs (counted)']:,} and {seed['separable MACs (counted)']:,} "
-        f"multiply-accumulates (and the formula equals the count on all {len(frame)} layers of the table)")]
+        frame["separable MACs (formula)"] == frame["separable MACs (counted)"]
+    ).all()
+    rows = [
+        Erratum(
+            "4.2",
+            f"a {k}x{k} convolution, M=N={m}, D_F={f}: standard {seed['standard MACs (formula)']:,}, "
+            f"depthwise-separable {seed['separable MACs (formula)']:,}",
+            bool(exact),
+            f"counted on real layers: {seed['standard MACs (counted)']:,} and {seed['separable MACs (counted)']:,} "
+            f"multiply-accumulates (and the formula equals the count on all {len(frame)} layers of the table)",
+        )
+    ]
     standard_flops = 2 * seed["standard MACs (counted)"]
-    rows.append(Erratum(
-        "4.2", f"those counts are FLOPS (`普通卷积: {seed['standard MACs (formula)']:,} FLOPS`)",
-        bool(standard_flops == seed["standard MACs (formula)"]),
-        f"they are multiply-accumulates: torch.utils.flop_counter counts {standard_flops:,} FLOPs for the "
-        f"standard convolution (2 per multiply-accumulate)"))
+    rows.append(
+        Erratum(
+            "4.2",
+            f"those counts are FLOPS (`普通卷积: {seed['standard MACs (formula)']:,} FLOPS`)",
+            bool(standard_flops == seed["standard MACs (formula)"]),
+            f"they are multiply-accumulates: torch.utils.flop_counter counts {standard_flops:,} FLOPs for the "
+            f"standard convolution (2 per multiply-accumulate)",
+        )
+    )
     mac_ratio = "MAC ratio (seed's speed-up)"
     reach = frame["measured speed-up"] >= 0.75 * frame[mac_ratio]
     outcome = Outcome.HOLDS if reach.all() else (Outcome.PARTLY if reach.any() else Outcome.FAILS)
-    per_layer = "; ".join(f"{r['layer']}: {r['measured speed-up']:.2f}x of {r[mac_ratio]:.2f}x"
-                          for _, r in frame.iterrows())
-    rows.append(Erratum(
-        "4.2", f"depthwise-separable convolution is {seed[mac_ratio]:.2f}x faster (`加速比`: the "
-               "MAC ratio is the speed-up)", outcome,
-        f"the MAC ratio is exact; measured speed-up (batch 1, {torch.get_num_threads()} thread(s), this CPU) reaches "
-        f"75% of it on {int(reach.sum())} of {len(frame)} layers: {per_layer}",
-        note="a speed-up is a property of the layer and the hardware: depthwise convolutions do little arithmetic "
-             "per byte moved, so their share of the time exceeds their share of the MACs, by how much depends on "
-             "the device and its kernels"))
+    per_layer = "; ".join(
+        f"{r['layer']}: {r['measured speed-up']:.2f}x of {r[mac_ratio]:.2f}x" for _, r in frame.iterrows()
+    )
+    rows.append(
+        Erratum(
+            "4.2",
+            f"depthwise-separable convolution is {seed[mac_ratio]:.2f}x faster (`加速比`: the "
+            "MAC ratio is the speed-up)",
+            outcome,
+            "the MAC ratio is exact; measured speed-up (batch 1, "
+            f"{torch.get_num_threads()} thread(s), this CPU) reaches "
+            f"75% of it on {int(reach.sum())} of {len(frame)} layers: {per_layer}",
+            note="a speed-up is a property of the layer and the hardware: depthwise convolutions do little arithmetic "
+            "per byte moved, so their share of the time exceeds their share of the MACs, by how much depends on "
+            "the device and its kernels",
+        )
+    )
     return rows
 
 
@@ -320,7 +431,15 @@ def missing_imports_erratum() -> Erratum:
     missing = {s: sorted(used_modules(s) - imported_names(s)) for s in sections}
     missing = {s: names for s, names in missing.items() if names}
     return Erratum(
-        ", ".join(missing) or "4.1", "each section's code runs as printed (each opens with its own imports)", not missing,
-        "; ".join(f"{s} uses {', '.join(n + '.' for n in names)} without importing {'it' if len(names) == 1 else 'them'}"
-                  for s, names in missing.items()) + " (a NameError when run as its own script; it works only after "
-        "an earlier section's import in the same session)" if missing else "every section imports what it uses")
+        ", ".join(missing) or "4.1",
+        "each section's code runs as printed (each opens with its own imports)",
+        not missing,
+        "; ".join(
+            f"{s} uses {', '.join(n + '.' for n in names)} without importing {'it' if len(names) == 1 else 'them'}"
+            for s, names in missing.items()
+        )
+        + " (a NameError when run as its own script; it works only after "
+        "an earlier section's import in the same session)"
+        if missing
+        else "every section imports what it uses",
+    )

@@ -46,21 +46,26 @@ def build(options: Options) -> Page | None:
     rows = []
     for spec, result in zip(specs, check_all(specs, options.full), strict=True):
         summary = result.summary()
-        rows.append({
-            "reference": spec,
-            "hand-written": result.model,
-            "input": "x".join(map(str, result.input_size)),
-            "params (reference)": summary["params_reference"],
-            "params (ours)": summary["params_ours"],
-            "eval max abs diff": summary["eval_max_abs"],
-            "eval max rel diff": summary["eval_max_rel"],
-            "checks": len(result.all_diffs()),
-            "worst check": f"{summary['worst_check']} ({summary['worst_max_rel']:.2g})",
-            "bit-identical": "yes" if result.bit_exact else "no",
-            "equivalent (1e-5)": "yes" if not result.failures() else "NO: " + "; ".join(result.failures()[:2]),
-        })
-    what = ("eval outputs, train-mode outputs, input and parameter gradients, running statistics"
-            if options.full else "eval outputs (run with --full for gradients and running statistics)")
+        rows.append(
+            {
+                "reference": spec,
+                "hand-written": result.model,
+                "input": "x".join(map(str, result.input_size)),
+                "params (reference)": summary["params_reference"],
+                "params (ours)": summary["params_ours"],
+                "eval max abs diff": summary["eval_max_abs"],
+                "eval max rel diff": summary["eval_max_rel"],
+                "checks": len(result.all_diffs()),
+                "worst check": f"{summary['worst_check']} ({summary['worst_max_rel']:.2g})",
+                "bit-identical": "yes" if result.bit_exact else "no",
+                "equivalent (1e-5)": "yes" if not result.failures() else "NO: " + "; ".join(result.failures()[:2]),
+            }
+        )
+    what = (
+        "eval outputs, train-mode outputs, input and parameter gradients, running statistics"
+        if options.full
+        else "eval outputs (run with --full for gradients and running statistics)"
+    )
     exact = sum(r["bit-identical"] == "yes" for r in rows)
     equal = sum(r["equivalent (1e-5)"] == "yes" for r in rows)
     intro = (
@@ -70,7 +75,27 @@ def build(options: Options) -> Page | None:
         f"hand-written model, and both run on the same input. Compared: parameter counts and {what}. "
         "`bit-identical` means every compared tensor is equal element for element."
     )
-    return Page("equivalence", "Equivalence with timm and torchvision", intro,
-                [Table("equivalence", "Every reference pair", pd.DataFrame(rows),
-                       page_columns=("reference", "hand-written", "input", "params (reference)", "params (ours)",
-                                     "eval max abs diff", "checks", "worst check", "bit-identical", "equivalent (1e-5)"))])
+    return Page(
+        "equivalence",
+        "Equivalence with timm and torchvision",
+        intro,
+        [
+            Table(
+                "equivalence",
+                "Every reference pair",
+                pd.DataFrame(rows),
+                page_columns=(
+                    "reference",
+                    "hand-written",
+                    "input",
+                    "params (reference)",
+                    "params (ours)",
+                    "eval max abs diff",
+                    "checks",
+                    "worst check",
+                    "bit-identical",
+                    "equivalent (1e-5)",
+                ),
+            )
+        ],
+    )

@@ -33,18 +33,38 @@ def _evidence(row: Erratum) -> str:
 def build(options: Options, pages: list[Page], linked: set[str]) -> Page:
     rows = sorted((row for page in pages for row in page.errata), key=lambda r: section_key(r.section))
     frame = pd.DataFrame(
-        [{"seed section": r.section, "claim": r.claim, "verdict": r.outcome.value, "evidence": _evidence(r),
-          "page": f"[{r.page}]({r.page}.md)" if r.page in linked else r.page} for r in rows],
+        [
+            {
+                "seed section": r.section,
+                "claim": r.claim,
+                "verdict": r.outcome.value,
+                "evidence": _evidence(r),
+                "page": f"[{r.page}]({r.page}.md)" if r.page in linked else r.page,
+            }
+            for r in rows
+        ],
         columns=["seed section", "claim", "verdict", "evidence", "page"],
     )
     counts = Counter(r.outcome for r in rows)
-    summary = ", ".join(f"{counts[o]} {label}" for o, label in (
-        (Outcome.HOLDS, "hold (✓)"), (Outcome.FAILS, "do not hold (✗)"), (Outcome.PARTLY, "partly hold"),
-        (Outcome.UNDECIDED, "not decided here")))
-    intro = (f"{len(rows)} claims of the seed checked by running code: {summary}. One row per defect; where a "
-             f"defect recurs, its instances are listed in the row.\n\n{RULES}")
-    return Page(ERRATA_SLUG, "Errata: the seed's claims, checked", intro,
-                [Table("errata", "Claims, in the seed's order", frame)])
+    summary = ", ".join(
+        f"{counts[o]} {label}"
+        for o, label in (
+            (Outcome.HOLDS, "hold (✓)"),
+            (Outcome.FAILS, "do not hold (✗)"),
+            (Outcome.PARTLY, "partly hold"),
+            (Outcome.UNDECIDED, "not decided here"),
+        )
+    )
+    intro = (
+        f"{len(rows)} claims of the seed checked by running code: {summary}. One row per defect; where a "
+        f"defect recurs, its instances are listed in the row.\n\n{RULES}"
+    )
+    return Page(
+        ERRATA_SLUG,
+        "Errata: the seed's claims, checked",
+        intro,
+        [Table("errata", "Claims, in the seed's order", frame)],
+    )
 
 
 ERRATA_SLUG = "errata"

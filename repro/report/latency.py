@@ -42,18 +42,26 @@ def load_benchmark_json(paths: list[Path]) -> pd.DataFrame:
         if not isinstance(data, dict) or "benchmarks" not in data or "machine_info" not in data:
             raise ReportError(f"--from-json {path}: not a pytest-benchmark JSON file (no 'benchmarks'/'machine_info')")
         info = data["machine_info"]
-        machine = f"{info.get('device', info.get('cpu', {}).get('brand_raw', '?'))}, torch {info.get('torch', '?')}, {info.get('torch_threads', '?')} threads"
+        device = info.get("device", info.get("cpu", {}).get("brand_raw", "?"))
+        machine = f"{device}, torch {info.get('torch', '?')}, {info.get('torch_threads', '?')} threads"
         for bench in data["benchmarks"]:
             extra = bench.get("extra_info", {})
             if "implementation" not in extra:
                 continue  # another benchmark kind (e.g. verify)
             stats = bench["stats"]
-            rows.append({
-                "file": str(path), "machine": machine, **{k: extra[k] for k in KEY[1:]}, "implementation": extra["implementation"],
-                "median_ms": stats["median"] * 1e3, "iqr_ms": stats["iq"] * 1e3, "runs": stats["rounds"],
-                # per-round medians: only from interleaved sweeps (python -m repro.bench)
-                "round_medians_ms": [m * 1e3 for m in stats["round_medians"]] if "round_medians" in stats else None,
-            })
+            rows.append(
+                {
+                    "file": str(path),
+                    "machine": machine,
+                    **{k: extra[k] for k in KEY[1:]},
+                    "implementation": extra["implementation"],
+                    "median_ms": stats["median"] * 1e3,
+                    "iqr_ms": stats["iq"] * 1e3,
+                    "runs": stats["rounds"],
+                    # per-round medians: only from interleaved sweeps (python -m repro.bench)
+                    "round_medians_ms": [m * 1e3 for m in stats["round_medians"]] if "round_medians" in stats else None,
+                }
+            )
     if not rows:
         raise ReportError(f"--from-json: no model benchmarks in {', '.join(map(str, paths))}")
     frame = pd.DataFrame(rows)
@@ -62,11 +70,16 @@ def load_benchmark_json(paths: list[Path]) -> pd.DataFrame:
     repeated = frame[frame.duplicated(KEY + ["implementation"], keep=False)]
     if len(repeated):
         first = repeated.iloc[0]
-        where = sorted(set(repeated[(repeated[KEY + ["implementation"]] == first[KEY + ["implementation"]]).all(axis=1)]["file"]))
+        where = sorted(
+            set(repeated[(repeated[KEY + ["implementation"]] == first[KEY + ["implementation"]]).all(axis=1)]["file"])
+        )
         raise ReportError(
-            f"--from-json: {len(repeated)} measurements repeat a cell, e.g. {first['implementation']} of {first['model']} "
-            f"at batch {first['batch']} on {first['machine']} in {' and '.join(where)}; merge different models, settings "
-            "or machines, or report each run separately")
+            f"--from-json: {len(repeated)} measurements repeat a cell, "
+            f"e.g. {first['implementation']} of {first['model']} "
+            f"at batch {first['batch']} on {first['machine']} in "
+            f"{' and '.join(where)}; merge different models, settings "
+            "or machines, or report each run separately"
+        )
     return frame.drop(columns="file")
 
 
@@ -91,13 +104,23 @@ def measure_here(options: Options) -> pd.DataFrame:
     models = [m for m in options.selected(SEED_BENCHMARK_MODELS if not options.full else sorted(MODELS)) if m in MODELS]
     batches = (1, 8) if options.full else (1,)
     machine = f"{environment()['device']}, torch {environment()['torch']}, {environment()['torch_threads']} threads"
-    groups = [[BenchCase(m, impl, b, min(MODELS[m].input_size, 224)) for impl in _report_implementations(m, options)]
-              for m in models for b in batches]
+    groups = [
+        [BenchCase(m, impl, b, min(MODELS[m].input_size, 224)) for impl in _report_implementations(m, options)]
+        for m in models
+        for b in batches
+    ]
     rows = []
     for cases in tqdm(groups, desc="latency", unit="model"):
         n, seconds = rounds(options)
         for case, stats in zip(cases, measure_interleaved(cases, rounds=n, min_run_time=seconds), strict=True):
-            rows.append({"machine": machine, **{k: getattr(case, k) for k in KEY[1:]}, "implementation": case.implementation, **stats})
+            rows.append(
+                {
+                    "machine": machine,
+                    **{k: getattr(case, k) for k in KEY[1:]},
+                    "implementation": case.implementation,
+                    **stats,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -127,7 +150,7 @@ SIGNIFICANCE = 0.05
 def sign_test_p(slower: int, rounds: int) -> float:
     """One-sided sign test: the chance that at least ``slower`` of ``rounds`` rounds come out slower
     when both implementations are equally fast (each round then slower with probability 1/2)."""
-    return sum(math.comb(rounds, k) for k in range(slower, rounds + 1)) / 2 ** rounds
+    return sum(math.comb(rounds, k) for k in range(slower, rounds + 1)) / 2**rounds
 
 
 def false_alarm_rate(rounds: int) -> float:
@@ -200,15 +223,24 @@ def speed_goals(frame: pd.DataFrame) -> pd.DataFrame:
         record = dict(zip(KEY, key, strict=True))
         per_round = rounds.loc[key] if rounds is not None else None
         ratio, ratios = _paired_ratio(row, per_round, "ours", "timm")
-        record.update({
-            "ours / timm": round(ratio, 3), "per round": _spread(ratios),
-            "<= 1.00": slower_verdict(ratio, ratios), "rounds": len(ratios) if ratios else None,
-        })
+        record.update(
+            {
+                "ours / timm": round(ratio, 3),
+                "per round": _spread(ratios),
+                "<= 1.00": slower_verdict(ratio, ratios),
+                "rounds": len(ratios) if ratios else None,
+            }
+        )
         if "ours+fused" in row and pd.notna(row["ours+fused"]):
             speedup, speedups = _paired_ratio(row, per_round, "timm", "ours+fused")
             applies = record["device"] == "cpu" and record["batch"] == 1 and record["dtype"] == "fp32"
-            record.update({"timm / fused (speed-up)": round(speedup, 3), "speed-up per round": _spread(speedups),
-                           ">= 1.15x": goal_verdict(speedups, 1.15, "above") if applies else "n/a (CPU b1 fp32 goal)"})
+            record.update(
+                {
+                    "timm / fused (speed-up)": round(speedup, 3),
+                    "speed-up per round": _spread(speedups),
+                    ">= 1.15x": goal_verdict(speedups, 1.15, "above") if applies else "n/a (CPU b1 fp32 goal)",
+                }
+            )
         rows.append(record)
     return pd.DataFrame(rows)
 
@@ -227,14 +259,27 @@ def side_by_side(frame: pd.DataFrame) -> pd.DataFrame:
         if impl in medians and base in medians:
             # Paired, as the goals: the median of per-round ratios where the rounds were interleaved.
             table[f"{impl} / {base}"] = [
-                round(_paired_ratio(medians.loc[key], rounds.loc[key] if rounds is not None else None, impl, base)[0], 3)
-                if pd.notna(medians.loc[key, impl]) and pd.notna(medians.loc[key, base]) else None
-                for key in medians.index]
+                round(
+                    _paired_ratio(medians.loc[key], rounds.loc[key] if rounds is not None else None, impl, base)[0], 3
+                )
+                if pd.notna(medians.loc[key, impl]) and pd.notna(medians.loc[key, base])
+                else None
+                for key in medians.index
+            ]
             if rounds is not None and impl in rounds and base in rounds:
                 table[f"{impl} / {base} per round"] = [
-                    _ratio_range(a, b) for a, b in zip(rounds[impl], rounds[base], strict=True)]
-    known = ("ours", "ours+fused", "ours+frozen", "timm", "torchvision", "ours+channels_last", "timm+channels_last",
-             "torchvision+channels_last")
+                    _ratio_range(a, b) for a, b in zip(rounds[impl], rounds[base], strict=True)
+                ]
+    known = (
+        "ours",
+        "ours+fused",
+        "ours+frozen",
+        "timm",
+        "torchvision",
+        "ours+channels_last",
+        "timm+channels_last",
+        "torchvision+channels_last",
+    )
     order = [c for c in known if c in table] + [c for c in table if "/" not in c and c not in known]
     return table[order + [c for c in table if "/" in c]].reset_index()
 
@@ -242,8 +287,10 @@ def side_by_side(frame: pd.DataFrame) -> pd.DataFrame:
 def latency_plot(frame: pd.DataFrame) -> bytes:
     fig, ax = subplots(figsize=(8, 5))
     first = frame[(frame["batch"] == frame["batch"].min())]
-    first = first.assign(impl=first["implementation"].map(_impl_label),
-                         gmacs=[model_stats(m, r)["macs"] / 1e9 for m, r in zip(first["model"], first["resolution"], strict=True)])
+    first = first.assign(
+        impl=first["implementation"].map(_impl_label),
+        gmacs=[model_stats(m, r)["macs"] / 1e9 for m, r in zip(first["model"], first["resolution"], strict=True)],
+    )
     for impl, group in first.groupby("impl"):
         ax.scatter(group["gmacs"], group["median_ms"], label=impl, s=18)
     eager = first[first["impl"] == "ours"] if (first["impl"] == "ours").any() else first.drop_duplicates("model")
@@ -262,6 +309,7 @@ def latency_plot(frame: pd.DataFrame) -> bytes:
 def seed_benchmark_device() -> str:
     """Where seed 6.2's ``benchmark_model`` puts a model it is handed on the CPU, on a machine with CUDA
     (``torch.cuda.is_available`` patched to say so; the model records the move and stops the run)."""
+
     class Moved(Exception):
         pass
 
@@ -280,13 +328,21 @@ def seed_benchmark_errata() -> list[Erratum]:
     device = seed_benchmark_device()
     hardware = [line.strip() for line in lines_containing("i9-12900K") + lines_containing("RTX 3090")]
     return [
-        Erratum("6.2", "`run_benchmark`'s 'CPU延迟' column is CPU latency", device == "cpu",
-                f"`benchmark_model` moves every model to `cuda` when CUDA is available (run here with "
-                f"torch.cuda.is_available patched: `benchmark_model(model.cpu())` calls `model.to({device!r})`), so on "
-                "a GPU machine the 'CPU' column times the GPU; it is CPU latency only where there is no GPU",
-                note="torch.cuda.synchronize() is called only for CUDA, so the CPU branch is fine on a CPU-only machine"),
-        Erratum("6.2", "the benchmark reports the machine it ran on", not hardware,
-                "the hardware lines are constants printed whatever the machine: " + "; ".join(f"`{h}`" for h in hardware)),
+        Erratum(
+            "6.2",
+            "`run_benchmark`'s 'CPU延迟' column is CPU latency",
+            device == "cpu",
+            f"`benchmark_model` moves every model to `cuda` when CUDA is available (run here with "
+            f"torch.cuda.is_available patched: `benchmark_model(model.cpu())` calls `model.to({device!r})`), so on "
+            "a GPU machine the 'CPU' column times the GPU; it is CPU latency only where there is no GPU",
+            note="torch.cuda.synchronize() is called only for CUDA, so the CPU branch is fine on a CPU-only machine",
+        ),
+        Erratum(
+            "6.2",
+            "the benchmark reports the machine it ran on",
+            not hardware,
+            "the hardware lines are constants printed whatever the machine: " + "; ".join(f"`{h}`" for h in hardware),
+        ),
     ]
 
 
@@ -296,9 +352,12 @@ def build(options: Options) -> Page | None:
         return None
     n, seconds = rounds(options)
     threads = environment()["torch_threads"]
-    source = (f"merged from {len(options.from_json)} pytest-benchmark JSON file(s)" if options.from_json
-              else f"measured by this report run with torch.utils.benchmark: {n} rounds of at least {seconds} s per "
-                   f"implementation, eager PyTorch on {threads} threads unless the column says fused/frozen")
+    source = (
+        f"merged from {len(options.from_json)} pytest-benchmark JSON file(s)"
+        if options.from_json
+        else f"measured by this report run with torch.utils.benchmark: {n} rounds of at least {seconds} s per "
+        f"implementation, eager PyTorch on {threads} threads unless the column says fused/frozen"
+    )
     table = side_by_side(frame)
     raw = frame.drop(columns="round_medians_ms").sort_values(KEY + ["implementation"]).reset_index(drop=True)
     raw["images_per_s"] = (raw["batch"] * 1e3 / raw["median_ms"]).round(1)
@@ -308,17 +367,29 @@ def build(options: Options) -> Page | None:
         decided_slower = goals[goals["<= 1.00"].str.startswith("✗")]
         chance = sum(false_alarm_rate(int(k)) for k in goals["rounds"].dropna())
         counts = goals["<= 1.00"].str.split(" ").str[0].value_counts()
-        summary = ("Ratios are paired where the rounds were interleaved: the median of the per-round ratios (each round "
-                   "times both back to back, so load drift cancels), in this table and the next. A goal is ✓ or ✗ only "
-                   f"where a one-sided sign test over the rounds says so (p < {SIGNIFICANCE}; at least {min_rounds()} rounds). "
-                   f"ours / timm <= 1.00: " + ", ".join(f"{k} {v}" for k, v in counts.items())
-                   + (f"; slower: {', '.join(f'{r.model} b{r.batch}' for r in decided_slower.itertuples())}" if len(decided_slower) else "")
-                   + f". Were every pair equally fast, {chance:.2g} rows would be called slower by chance.")
+        summary = (
+            "Ratios are paired where the rounds were interleaved: the median of the per-round ratios (each round "
+            "times both back to back, so load drift cancels), in this table and the next. A goal is ✓ or ✗ only "
+            "where a one-sided sign test over the rounds says so (p "
+            f"< {SIGNIFICANCE}; at least {min_rounds()} rounds). "
+            f"ours / timm <= 1.00: "
+            + ", ".join(f"{k} {v}" for k, v in counts.items())
+            + (
+                f"; slower: {', '.join(f'{r.model} b{r.batch}' for r in decided_slower.itertuples())}"
+                if len(decided_slower)
+                else ""
+            )
+            + f". Were every pair equally fast, {chance:.2g} rows would be called slower by chance."
+        )
         findings = f"Findings ({source}): ours / timm <= 1.00: " + ", ".join(f"{k} {v}" for k, v in counts.items())
         if ">= 1.15x" in goals:
             applicable = goals[~goals[">= 1.15x"].str.startswith("n/a")]
             fused = applicable[">= 1.15x"].str.split(" ").str[0].value_counts()
-            summary += " Fused >= 1.15x faster than timm (CPU, batch 1, fp32): " + ", ".join(f"{k} {v}" for k, v in fused.items()) + "."
+            summary += (
+                " Fused >= 1.15x faster than timm (CPU, batch 1, fp32): "
+                + ", ".join(f"{k} {v}" for k, v in fused.items())
+                + "."
+            )
             findings += "; fused >= 1.15x faster than timm: " + ", ".join(f"{k} {v}" for k, v in fused.items())
         findings += "."
     intro = (
@@ -336,16 +407,78 @@ def build(options: Options) -> Page | None:
         "timm+channels_last` is the like-for-like ratio. Models larger than 224 px natively are timed at 224 on CPU. "
         "These are the latency page's numbers; the selection page times one thread at the weights' resolution."
     )
-    goal_columns = ("model", "batch", "device", "ours / timm", "per round", "<= 1.00", "rounds",
-                    "timm / fused (speed-up)", "speed-up per round", ">= 1.15x")
-    tables = [Table("latency_goals", "Speed goals, checked", goals, note=summary,
-                    page_columns=tuple(c for c in goal_columns if c in goals))] if not goals.empty else []
-    cells = [c for c in ("model", "batch", "ours", "ours+fused", "ours+frozen", "timm", "torchvision",
-                         "timm+channels_last", "ours+fused / ours", "ours+fused / ours per round") if c in table]
-    return Page("latency", "Latency, implementations side by side (seed 6.2)", intro,
-                tables + [Table("latency", "Median latency (ms), implementations side by side", table,
-                                "Every ratio and the machine columns are in the CSV.", page_columns=tuple(cells[:10])),
-                          Table("latency_raw", "Every measurement", raw,
-                                page_columns=("machine", "model", "batch", "resolution", "device", "implementation",
-                                              "median_ms", "iqr_ms", "runs", "images_per_s"))],
-                images=[("latency_vs_gmacs.png", latency_plot(frame))], errata=seed_benchmark_errata())
+    goal_columns = (
+        "model",
+        "batch",
+        "device",
+        "ours / timm",
+        "per round",
+        "<= 1.00",
+        "rounds",
+        "timm / fused (speed-up)",
+        "speed-up per round",
+        ">= 1.15x",
+    )
+    tables = (
+        [
+            Table(
+                "latency_goals",
+                "Speed goals, checked",
+                goals,
+                note=summary,
+                page_columns=tuple(c for c in goal_columns if c in goals),
+            )
+        ]
+        if not goals.empty
+        else []
+    )
+    cells = [
+        c
+        for c in (
+            "model",
+            "batch",
+            "ours",
+            "ours+fused",
+            "ours+frozen",
+            "timm",
+            "torchvision",
+            "timm+channels_last",
+            "ours+fused / ours",
+            "ours+fused / ours per round",
+        )
+        if c in table
+    ]
+    return Page(
+        "latency",
+        "Latency, implementations side by side (seed 6.2)",
+        intro,
+        tables
+        + [
+            Table(
+                "latency",
+                "Median latency (ms), implementations side by side",
+                table,
+                "Every ratio and the machine columns are in the CSV.",
+                page_columns=tuple(cells[:10]),
+            ),
+            Table(
+                "latency_raw",
+                "Every measurement",
+                raw,
+                page_columns=(
+                    "machine",
+                    "model",
+                    "batch",
+                    "resolution",
+                    "device",
+                    "implementation",
+                    "median_ms",
+                    "iqr_ms",
+                    "runs",
+                    "images_per_s",
+                ),
+            ),
+        ],
+        images=[("latency_vs_gmacs.png", latency_plot(frame))],
+        errata=seed_benchmark_errata(),
+    )

@@ -33,19 +33,25 @@ def family_table(names: list[str], full: bool) -> pd.DataFrame:
         refs = {e.source: e for e in references_for(name)}
         paper = PAPER.get(name)
         bottleneck = model.block is Bottleneck
-        rows.append({
-            "model": name,
-            "block": model.block.__name__ + ("" if model.shortcut else " (no shortcut)"),
-            "layers": "-".join(map(str, model.layers)),
-            "params (ours)": stats["params"],
-            "params (timm)": reference_params(refs["timm"].spec) if "timm" in refs else None,
-            "params (torchvision)": reference_params(refs["torchvision"].spec) if "torchvision" in refs else None,
-            "GMACs (counted, stride on 3x3: v1.5)": round(stats["macs"] / 1e9, 3),
-            "GMACs (counted, stride on 1x1: v1)": round(v1_macs(name) / 1e9, 3) if bottleneck else round(stats["macs"] / 1e9, 3),
-            "paper GFLOPs (Table 1, multiply-adds)": paper.gmacs if paper else None,
-            "output shape": "x".join(map(str, stats["output"])),
-            "max output diff after port": max((equivalence(e.spec, full).eval_output.max_abs for e in refs.values()), default=None),
-        })
+        rows.append(
+            {
+                "model": name,
+                "block": model.block.__name__ + ("" if model.shortcut else " (no shortcut)"),
+                "layers": "-".join(map(str, model.layers)),
+                "params (ours)": stats["params"],
+                "params (timm)": reference_params(refs["timm"].spec) if "timm" in refs else None,
+                "params (torchvision)": reference_params(refs["torchvision"].spec) if "torchvision" in refs else None,
+                "GMACs (counted, stride on 3x3: v1.5)": round(stats["macs"] / 1e9, 3),
+                "GMACs (counted, stride on 1x1: v1)": round(v1_macs(name) / 1e9, 3)
+                if bottleneck
+                else round(stats["macs"] / 1e9, 3),
+                "paper GFLOPs (Table 1, multiply-adds)": paper.gmacs if paper else None,
+                "output shape": "x".join(map(str, stats["output"])),
+                "max output diff after port": max(
+                    (equivalence(e.spec, full).eval_output.max_abs for e in refs.values()), default=None
+                ),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -59,16 +65,23 @@ def errata(frame: pd.DataFrame) -> list[Erratum]:
     v1 = "/".join(f"{by.loc[n, 'GMACs (counted, stride on 1x1: v1)']:.2f}" for n in deep)
     paper = "/".join(f"{by.loc[n, 'paper GFLOPs (Table 1, multiply-adds)']:g}" for n in deep)
     # Table 1 prints one decimal (3.8 for ResNet-50's 3.86: truncated), so agreement is within 0.1.
-    v1_matches = all(abs(by.loc[n, "GMACs (counted, stride on 1x1: v1)"] - by.loc[n, "paper GFLOPs (Table 1, multiply-adds)"]) < 0.1
-                     for n in deep)
-    return [Erratum(
-        "2.2", "the seed's `Bottleneck` ResNet-50/101/152 are the ResNet paper's networks",
-        Outcome.PARTLY if v1_matches else Outcome.FAILS,
-        f"same layers and parameters, but the seed strides the 3x3 (`conv2`, as torchvision's 'v1.5'); the paper "
-        f"strides the first 1x1. Counted GMACs of {', '.join(deep)}: seed's layout {v15}; paper's layout {v1}; "
-        f"paper Table 1: {paper} (x10^9 multiply-adds, one decimal){'' if v1_matches else ' (v1 does not match either)'}",
-        note="v1.5 is torchvision's choice and its pretrained weights' layout; it costs more and is slightly more "
-             "accurate. A 'ResNet-50' GMACs figure must say which layout it counts.")]
+    v1_matches = all(
+        abs(by.loc[n, "GMACs (counted, stride on 1x1: v1)"] - by.loc[n, "paper GFLOPs (Table 1, multiply-adds)"]) < 0.1
+        for n in deep
+    )
+    return [
+        Erratum(
+            "2.2",
+            "the seed's `Bottleneck` ResNet-50/101/152 are the ResNet paper's networks",
+            Outcome.PARTLY if v1_matches else Outcome.FAILS,
+            f"same layers and parameters, but the seed strides the 3x3 (`conv2`, as torchvision's 'v1.5'); the paper "
+            f"strides the first 1x1. Counted GMACs of {', '.join(deep)}: seed's layout {v15}; paper's layout {v1}; "
+            f"paper Table 1: {paper} (x10^9 multiply-adds, one "
+            f"decimal){'' if v1_matches else ' (v1 does not match either)'}",
+            note="v1.5 is torchvision's choice and its pretrained weights' layout; it costs more and is slightly more "
+            "accurate. A 'ResNet-50' GMACs figure must say which layout it counts.",
+        )
+    ]
 
 
 def build(options: Options) -> Page | None:
@@ -80,10 +93,12 @@ def build(options: Options) -> Page | None:
     findings = [f"the hand-written ResNets {'have' if same else 'do NOT all have'} the references' parameter counts"]
     if "resnet50" in names:
         r50 = frame.set_index("model").loc["resnet50"]
-        findings.append(f"the seed's `Bottleneck` (2.2) puts the stride on the 3x3 convolution (torchvision's 'v1.5'), "
-                        f"so its ResNet-50 counts {r50['GMACs (counted, stride on 3x3: v1.5)']:.2f} GMACs where the "
-                        f"paper's layout counts {r50['GMACs (counted, stride on 1x1: v1)']:.2f} (Table 1: "
-                        f"{r50['paper GFLOPs (Table 1, multiply-adds)']:g})")
+        findings.append(
+            f"the seed's `Bottleneck` (2.2) puts the stride on the 3x3 convolution (torchvision's 'v1.5'), "
+            f"so its ResNet-50 counts {r50['GMACs (counted, stride on 3x3: v1.5)']:.2f} GMACs where the "
+            f"paper's layout counts {r50['GMACs (counted, stride on 1x1: v1)']:.2f} (Table 1: "
+            f"{r50['paper GFLOPs (Table 1, multiply-adds)']:g})"
+        )
     intro = (
         "Findings: " + "; ".join(findings) + ".\n\n"
         "Seed section 2.2 builds ResNet-18 to 152 and prints their parameter counts. GMACs here are counted by "
@@ -92,8 +107,20 @@ def build(options: Options) -> Page | None:
         "absolute eval-output difference against timm and torchvision after porting randomized weights (see the "
         "equivalence page). `plain18/34` are the seed's PlainBlock networks: the same layers without shortcuts."
     )
-    table = Table("resnet_family", "ResNet-18 to 152 and plain baselines", frame,
-                  page_columns=("model", "block", "layers", "params (ours)", "params (torchvision)",
-                                "GMACs (counted, stride on 3x3: v1.5)", "GMACs (counted, stride on 1x1: v1)",
-                                "paper GFLOPs (Table 1, multiply-adds)", "max output diff after port"))
+    table = Table(
+        "resnet_family",
+        "ResNet-18 to 152 and plain baselines",
+        frame,
+        page_columns=(
+            "model",
+            "block",
+            "layers",
+            "params (ours)",
+            "params (torchvision)",
+            "GMACs (counted, stride on 3x3: v1.5)",
+            "GMACs (counted, stride on 1x1: v1)",
+            "paper GFLOPs (Table 1, multiply-adds)",
+            "max output diff after port",
+        ),
+    )
     return Page("resnet", "ResNet family (seed 2.2)", intro, [table], errata=errata(frame))

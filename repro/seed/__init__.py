@@ -35,8 +35,13 @@ SEED_MODELS: tuple[SeedModelClaim, ...] = (
     SeedModelClaim("ResNet-101", "resnet101", "resnet101", 44.5, 78),
 )
 # Seed section 3.2, compare_models(): reference_acc, the five models it builds with torchvision.
-SEED_TOP1_SECTION_3_2 = {"resnet18": 69.8, "resnet50": 76.1, "efficientnet_b0": 77.1, "efficientnet_b1": 79.1,
-                         "efficientnet_b2": 80.1}
+SEED_TOP1_SECTION_3_2 = {
+    "resnet18": 69.8,
+    "resnet50": 76.1,
+    "efficientnet_b0": 77.1,
+    "efficientnet_b1": 79.1,
+    "efficientnet_b2": 80.1,
+}
 SEED_LABELS = {c.model: c.label for c in SEED_MODELS}
 
 # Seed section 2.2: "ResNet各版本架构对比" lists these five, printing parameters computed at run time.
@@ -49,14 +54,32 @@ SEED_BENCHMARK_MODELS = ("resnet18", "resnet50", "efficientnet_b0", "mobilenetv3
 # whether the scenario is about GPUs (servers: "可以使用GPU"; real-time detection and segmentation
 # run on accelerators) so that a CPU measurement cannot decide it.
 SEED_SCENARIOS = (
-    ("mobile / edge devices", ("mobilenetv3_small_100", "mobilenetv3_large_100"), "latency-sensitive, little compute", False),
-    ("general image classification", ("efficientnet_b0", "efficientnet_b1"), "balance of accuracy and efficiency", False),
+    (
+        "mobile / edge devices",
+        ("mobilenetv3_small_100", "mobilenetv3_large_100"),
+        "latency-sensitive, little compute",
+        False,
+    ),
+    (
+        "general image classification",
+        ("efficientnet_b0", "efficientnet_b1"),
+        "balance of accuracy and efficiency",
+        False,
+    ),
     ("high accuracy", ("efficientnet_b5", "efficientnet_b7", "resnet152"), "highest accuracy", False),
-    ("real-time detection / segmentation", ("resnet18", "resnet34", "mobilenetv3_small_100", "mobilenetv3_large_100"),
-     "fast inference", True),
+    (
+        "real-time detection / segmentation",
+        ("resnet18", "resnet34", "mobilenetv3_small_100", "mobilenetv3_large_100"),
+        "fast inference",
+        True,
+    ),
     ("server deployment", ("efficientnet_b3", "efficientnet_b4", "resnet50"), "a GPU is available", True),
-    ("compression / distillation", ("mobilenetv3_small_100", "mobilenetv3_large_100", "efficientnet_b0"),
-     "as teacher or student", False),
+    (
+        "compression / distillation",
+        ("mobilenetv3_small_100", "mobilenetv3_large_100", "efficientnet_b0"),
+        "as teacher or student",
+        False,
+    ),
 )
 
 
@@ -142,4 +165,4 @@ def rounds_to(value: float, claim: float) -> bool:
     """The rounding rule: a claim printed with k decimals holds if ``value`` rounds to it at k decimals
     (79 holds for 78.64 and 79.1; 79.1 does not hold for 78.64)."""
     digits = len(repr(float(claim)).partition(".")[2].rstrip("0")) if float(claim) != int(claim) else 0
-    return abs(value - claim) <= 0.5 * 10 ** -digits + 1e-9
+    return abs(value - claim) <= 0.5 * 10**-digits + 1e-9

@@ -63,7 +63,7 @@ def definition_lines(name: str) -> list[str]:
     if len(starts) != 1:
         raise KeyError(f"the seed defines {name!r} {len(starts)} times")
     body, last = [], ""
-    for line in lines[starts[0]:]:
+    for line in lines[starts[0] :]:
         text = normalize(line)
         if not text or _is_docstring(line.strip()):
             continue
@@ -111,7 +111,9 @@ def imported_names(section: str) -> set[str]:
     return names
 
 
-def used_modules(section: str, candidates: tuple[str, ...] = ("F", "nn", "torch", "models", "time", "math")) -> set[str]:
+def used_modules(
+    section: str, candidates: tuple[str, ...] = ("F", "nn", "torch", "models", "time", "math")
+) -> set[str]:
     """Which of ``candidates`` the section's code uses as ``NAME.attribute``."""
     text = "\n".join(normalize(line) for line in section_lines(section))
     return {c for c in candidates if re.search(rf"(?<![\w.]){c}\.\w", text)}
@@ -120,12 +122,16 @@ def used_modules(section: str, candidates: tuple[str, ...] = ("F", "nn", "torch"
 def uncalled_functions() -> list[str]:
     """Module-level functions the seed defines and never calls (a call: ``name(`` outside its own ``def`` line)."""
     lines = seed_lines()
-    defined = [m.group(2) for line in lines if (m := _DEF.match(line)) and m.group(1) == "def"
-               and not m.group(3).startswith("self")]
-    calls = lambda name: [line for line in lines if re.search(rf"(?<![\w.]){name}\(", line)  # noqa: E731
-                          and not line.startswith(f"def {name}(")]
-    # Builders like resnet18() are called through a dict; anything with a call anywhere counts as called.
-    return [name for name in dict.fromkeys(defined) if not calls(name)]
+    defined = [
+        m.group(2)
+        for line in lines
+        if (m := _DEF.match(line)) and m.group(1) == "def" and not m.group(3).startswith("self")
+    ]
+
+    def called(name: str) -> bool:  # builders like resnet18() are called through a dict: any call counts
+        return any(re.search(rf"(?<![\w.]){name}\(", line) and not line.startswith(f"def {name}(") for line in lines)
+
+    return [name for name in dict.fromkeys(defined) if not called(name)]
 
 
 def lines_containing(text: str) -> list[str]:
