@@ -216,7 +216,7 @@ def test_from_json_merges_machines_side_by_side(tmp_path):
 
 
 def test_speed_goals_verdicts():
-    """ours / timm <= 1.00 and fused >= 1.15x on CPU b1 fp32, each decided only where a sign test over the rounds can."""
+    """ours / timm <= 1.00 and fused >= 1.15x on CPU b1 fp32, decided only where a sign test over the rounds can."""
     import pandas as pd
 
     from repro.report.latency import speed_goals

@@ -14,7 +14,7 @@ from repro.layers import make_divisible
 from repro.models.efficientnet import ALPHA, B0_HEAD_CHANNELS, B0_STAGES, BETA, GAMMA, SCALING, MBConv
 from repro.registry import MODELS
 from repro.report.base import Erratum, Options, Page, Table, findings
-from repro.report.measure import meta_model, model_stats, reference_params, torchvision_v1
+from repro.report.measure import meta_model, model_stats, reference_params, torchvision_builder, torchvision_v1
 from repro.seed import (
     PAPER,
     SEED_ALPHA_BETA_GAMMA,
@@ -229,7 +229,7 @@ def comparison_table(names: list[str]) -> pd.DataFrame:
     rows = []
     for model in (m for m in SEED_TOP1_SECTION_3_2 if m in names):
         stats = model_stats(model)
-        builder = model.replace("mobilenetv3_small_100", "mobilenet_v3_small")
+        builder = torchvision_builder(model)
         weights = torchvision_v1(builder)
         at_crop = model_stats(model, weights.crop) if weights else None
         paper = PAPER.get(model)

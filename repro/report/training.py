@@ -4,7 +4,8 @@ Quick mode reads the degradation results that ``python -m repro.training.degrada
 the directory ``--degradation DIR`` names (default ``reports/degradation/``, committed with the
 command, commit, device and date that produced them, in ``degradation_meta.json``); without them
 it runs a smoke-sized experiment and says that it proves nothing. ``--full`` runs the default
-experiment itself (about 10 minutes on two CPU cores). The identity test and the fine-tuning comparison run live in both modes (seconds).
+experiment itself (about 10 minutes on two CPU cores). The identity test and the fine-tuning comparison
+run live in both modes (seconds).
 """
 
 from __future__ import annotations
@@ -361,7 +362,8 @@ def build(options: Options) -> Page | None:
         "so its eval-mode features change; with frozen BatchNorm kept in eval mode (seed pitfall 3 applied to "
         "fine-tuning) the backbone is bit-for-bit what was loaded. Letting the statistics adapt can help (here, on a "
         "random backbone, it "
-        + ("lowered" if finetune["held-out error (%)"].iloc[0] < finetune["held-out error (%)"].iloc[1] else "did not lower")
+        + ("lowered" if finetune["held-out error (%)"].iloc[0] < finetune["held-out error (%)"].iloc[1]
+           else "did not lower")
         + " "
         "the held-out error); it is a choice to make knowingly, and not what freezing means."
     )
