@@ -442,13 +442,15 @@ def degradation_errata(curves: pd.DataFrame, final: pd.DataFrame, meta: dict) ->
     flat = all(m < PLATEAU_POINTS for m in moves.values())
     run = (
         f"{meta['data']}, {meta['recipe']['iterations']} iterations, {seeds} seed(s); in the last tenth of the run the "
-        "training error still moved " + ", ".join(f"{k} {m:.1f}" for k, m in moves.items()) + " points"
+        "training error moved " + ", ".join(f"{k} {m:.1f}" for k, m in moves.items())
+        + f" points ({'all' if flat else 'not all'} under the {PLATEAU_POINTS:g}-point plateau rule)"
     )
     decide = (
         f"runs trained to a plateau (the last tenth of training moves training error by under {PLATEAU_POINTS:g} "
         f"point) over at least {MIN_SEEDS} seeds, e.g. `python -m repro.training.degradation --data "
         "cifar-10-batches-py --iterations 64000 --seed S` for three seeds (the paper's budget; a GPU). "
-        "`python -m repro.report --full` re-runs the default one-seed, 640-iteration experiment, which does not"
+        f"`python -m repro.report --full` re-runs the default one-seed, {degradation.DEFAULT_ITERATIONS}-iteration "
+        "experiment, which does not"
     )
     decided = flat and seeds >= MIN_SEEDS
     resnet = (
@@ -462,8 +464,9 @@ def degradation_errata(curves: pd.DataFrame, final: pd.DataFrame, meta: dict) ->
             Outcome.of(v["plain_degrades"]),
             f"training error: plain-{d[0]} {err[f'plain{d[0]}']:.1f}%, "
             f"plain-{d[-1]} {err[f'plain{d[-1]}']:.1f}%; {run}",
-            note="shown at this budget only, as the paper's Figure 1 shows it throughout training; "
-            + ("the runs have plateaued" if decided else "at a plateau and over seeds it is not shown here"),
+            note="shown at this budget, as the paper's Figure 1 shows it throughout training; "
+            + ("plateaued runs over enough seeds" if decided else
+               ("not over " if flat else "not at a plateau nor over ") + f"{MIN_SEEDS} seeds: the caveat below"),
         ),
         Erratum(
             "2.1",
