@@ -335,6 +335,8 @@ def build(options: Options) -> Page | None:
                 "hand-written `efficientnet_b0` running one 224x224 "
                 "image; `stride` is input over output size. The seed's "
                 "own columns are beside them.",
+                page_columns=("stage", "operator", "resolution", "channels", "layers", "stride", "seed operator",
+                              "seed channels", "seed layers", "seed resolution"),
             )
         )
         rows += b0_errata(table) + mbconv_errata()
