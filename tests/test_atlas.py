@@ -6,7 +6,7 @@ import pytest
 import timm
 import torchvision
 
-from repro.report import Options
+from repro.report import DEFAULT_ATLAS_RESULTS, Options
 from repro.report import atlas
 
 
@@ -75,10 +75,10 @@ def test_a_pair_past_its_timeout_is_recorded_and_the_rest_still_run():
     assert records[0]["error"] == "no result within 0 s"
 
 
-@pytest.mark.skipif(not atlas.COMMITTED.is_file(), reason="no committed atlas results")
+@pytest.mark.skipif(not DEFAULT_ATLAS_RESULTS.is_file(), reason="no committed atlas results")
 def test_quick_mode_reads_the_committed_results():
-    committed = json.loads(atlas.COMMITTED.read_text())
-    page = atlas.atlas_page(Options())
+    committed = json.loads(DEFAULT_ATLAS_RESULTS.read_text())
+    page = atlas.build(Options())
     tables = {t.slug: t.frame for t in page.tables}
     assert len(tables["atlas"]) == sum(r["table"] == "torchvision" for r in committed["pairs"])
     assert len(tables["atlas_transformers"]) == sum(r["table"] == "transformers" for r in committed["pairs"])

@@ -9,7 +9,8 @@ from repro.equivalence import randomize_, train_step
 from repro.models.densenet import DenseLayer, DenseNet
 from repro.porting import PortError, port_weights
 from repro.report import Options
-from repro.report.densenet_mobilenet import SeedDenseNet, densenet_mobilenet_errata, memory_efficient_check
+from repro.report.densenet_mobilenet import densenet_mobilenet_errata, memory_efficient_check
+from repro.seed.code import SeedDenseNet
 
 SMALL = dict(growth_rate=8, block_config=(2, 3, 2, 2), num_init_features=16)  # a DenseNet-BC small enough to run often
 SIZE = (2, 3, 32, 32)

@@ -211,10 +211,10 @@ def test_counted_macs_match_torchvision_metadata():
 
 
 def test_errata_rows():
-    rows = page.efficientnet_errata(Options(models=("efficientnet_b0",)))
+    rows = page.build(Options(models=("efficientnet_b0",))).errata
     claims = {r.claim: r for r in rows}
-    assert len(rows) == 9
-    assert not claims["B0 table: every stage works at resolution 224"].holds
+    assert not claims["B0 table: stage resolutions 224/224/224/224/224/224/224/224/224"].holds
     assert [r.holds for r in rows if r.claim.startswith("B0 table: channels")] == [True]
-    assert sum(not r.holds for r in rows) == 7
-    assert page.efficientnet_scaling_errata(Options(models=("efficientnet_b0",))) == []
+    drop = [r for r in rows if "drop connect" in r.claim]
+    assert len(drop) == 1 and all(f"({i})" in drop[0].measured for i in (1, 2, 3, 4))  # one defect, four instances
+    assert not any(r.claim.startswith("calculate_efficientnet_params") for r in rows)  # needs all of B0-B7

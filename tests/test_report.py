@@ -18,7 +18,15 @@ def resnet18_report(tmp_path_factory):
 
 def test_report_files(resnet18_report):
     names = {p.name for p in resnet18_report.iterdir()}
-    assert {"index.md", "resnet.md", "resnet_family.csv", "equivalence.md", "equivalence.csv", "errata.md", "errata.csv"} <= names
+    assert {
+        "index.md",
+        "resnet.md",
+        "resnet_family.csv",
+        "equivalence.md",
+        "equivalence.csv",
+        "errata.md",
+        "errata.csv",
+    } <= names
     index = (resnet18_report / "index.md").read_text()
     assert "torch " in index and "timm " in index and "(resnet.md)" in index
 
@@ -27,8 +35,7 @@ def test_resnet_table_measures_beside_seed(resnet18_report):
     table = pd.read_csv(resnet18_report / "resnet_family.csv").set_index("model")
     row = table.loc["resnet18"]
     assert row["params (ours)"] == row["params (timm)"] == row["params (torchvision)"] == 11_689_512
-    assert abs(row["GMACs (counted)"] - 1.814) < 1e-3
-    assert row["seed params (M, 5.2)"] == 11.7
+    assert abs(row["GMACs (counted, stride on 3x3: v1.5)"] - 1.814) < 1e-3
     assert row["max output diff after port"] == 0.0
     assert table.loc["plain18", "params (ours)"] < row["params (ours)"]
 
@@ -38,9 +45,97 @@ def test_equivalence_and_errata(resnet18_report):
     assert set(eq["reference"]) == {"timm:resnet18", "torchvision:resnet18"}
     assert (eq["bit-identical"] == "yes").all()
     errata = pd.read_csv(resnet18_report / "errata.csv")
-    flops = errata[errata["claim"].str.contains("FLOPs are params x 2")]
-    assert len(flops) == 1 and (flops["verdict"] == "✗").all()
-    assert "1.81 GMACs" in flops["measured"].iloc[0]
+    flops = errata[errata["claim"].str.contains("gives each model's FLOPs")]
+    assert len(flops) == 1 and (flops["verdict"] == "✗").all()  # one row for the defect, its instances inside
+    assert "ResNet-18 0.023 vs 3.63" in flops["evidence"].iloc[0]
+    assert list(errata["seed section"]) == sorted(errata["seed section"], key=report.base.section_key)
+    assert set(errata["verdict"]) <= {o.value for o in report.Outcome}
+    undecided = errata[errata["verdict"] == report.Outcome.UNDECIDED.value]
+    assert undecided["evidence"].str.contains("Would decide it:").all()
+
+
+def _tables(text):
+    """Markdown tables of a page: lists of row lines, header first (separator line dropped)."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append([current[0]] + current[2:])
+            current = []
+    return tables
+
+
+def _cells(row):
+    import re
+
+    return len(re.findall(r"(?<!\\)\|", row)) - 1  # unescaped pipes delimit cells
+
+
+def test_generated_pages_render(resnet18_report):
+    """Every table row has its header's cell count (a '|' inside a cell is escaped), every table fits
+    a page (at most base.MAX_PAGE_COLUMNS columns), and every relative link and image resolves."""
+    import re
+
+    pages = sorted(resnet18_report.glob("*.md"))
+    assert len(pages) >= 5
+    for page in pages:
+        text = page.read_text()
+        for table in _tables(text):
+            header = _cells(table[0])
+            assert header <= report.base.MAX_PAGE_COLUMNS, (page.name, table[0][:80])
+            assert all(_cells(row) == header for row in table), (page.name, table[0][:80])
+        for target in re.findall(r"\]\(([^)]+)\)", text):
+            if not target.startswith(("http://", "https://")):
+                assert (resnet18_report / target).is_file(), (page.name, target)
+        assert text.split("\n\n")[2].startswith("Findings") or page.name in ("index.md", "errata.md"), page.name
+
+
+def test_cells_with_pipes_are_escaped():
+    frame = pd.DataFrame({"a": ["x | y", "z"], "b": [1.5, 2.0]})
+    rows = report.markdown_table(frame).splitlines()
+    assert {_cells(r) for r in rows[:1] + rows[2:]} == {2} and "x \\| y" in rows[2]
+
+
+def test_transcriptions_are_the_seeds_lines():
+    """Every transcribed class and function has exactly the seed's lines, in order (modulo whitespace,
+    comments, docstrings and the Seed prefix), and comes from the section it is listed under."""
+    from repro.seed import code, text
+
+    for obj, section in code.TRANSCRIBED.items():
+        assert text.transcription_mismatch(obj) is None, text.transcription_mismatch(obj)
+        first = text.definition_lines(obj.__name__.removeprefix("Seed").removeprefix("seed_"))[0]
+        assert first in [text.normalize(line) for line in text.section_lines(section)], (obj.__name__, section)
+
+
+def test_transcription_check_catches_a_line_too_many(tmp_path, monkeypatch):
+    """The MobileNetV1 once transcribed with five 512-channel blocks where the seed has four: caught."""
+    import importlib
+    import inspect
+
+    from repro.seed import code, text
+
+    source = inspect.getsource(code.SeedMobileNetV1).replace(
+        "SeedDepthwiseSeparableConv(512, 512, stride=1),",
+        "SeedDepthwiseSeparableConv(512, 512, stride=1),\n            SeedDepthwiseSeparableConv(512, 512, stride=1),",
+        1,
+    )
+    (tmp_path / "wrong_transcription.py").write_text("import torch.nn as nn\n\n\n" + source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    wrong = importlib.import_module("wrong_transcription").SeedMobileNetV1
+    assert "line" in text.transcription_mismatch(wrong)
+    source = inspect.getsource(code.SeedTransitionLayer)
+    dropped = source[: source.rindex("        return")]  # its last line left out
+    (tmp_path / "short_transcription.py").write_text("import torch.nn as nn\n\n\n" + dropped + "        x = x\n")
+    short = importlib.import_module("short_transcription").SeedTransitionLayer
+    assert "line 11" in text.transcription_mismatch(short)
+
+
+def test_seed_mobilenet_v1_is_the_seeds():
+    from repro.flops import count_params
+    from repro.seed.code import SeedMobileNetV1
+
+    assert count_params(SeedMobileNetV1()) == 3_963_176  # timm's mobilenetv1_100 (13 blocks): 4,231,976
 
 
 @pytest.mark.parametrize(
@@ -79,19 +174,37 @@ def test_interrupted_run_leaves_previous_report(tmp_path, monkeypatch):
 
 def _bench_json(path, device, medians):
     benchmarks = [
-        {"group": "resnet18 b1 224px", "stats": {"median": m, "iq": m / 10, "rounds": 7},
-         "extra_info": {"model": "resnet18", "implementation": impl, "batch": 1, "resolution": 224,
-                        "device": "cpu", "dtype": "fp32", "memory_format": "nchw"}}
+        {
+            "group": "resnet18 b1 224px",
+            "stats": {"median": m, "iq": m / 10, "rounds": 7},
+            "extra_info": {
+                "model": "resnet18",
+                "implementation": impl,
+                "batch": 1,
+                "resolution": 224,
+                "device": "cpu",
+                "dtype": "fp32",
+                "memory_format": "nchw",
+            },
+        }
         for impl, m in medians.items()
     ]
-    path.write_text(__import__("json").dumps({"machine_info": {"device": device, "torch": "2.x", "torch_threads": "2"}, "benchmarks": benchmarks}))
+    path.write_text(
+        __import__("json").dumps(
+            {"machine_info": {"device": device, "torch": "2.x", "torch_threads": "2"}, "benchmarks": benchmarks}
+        )
+    )
     return path
 
 
 def test_from_json_merges_machines_side_by_side(tmp_path):
     from repro.report.latency import load_benchmark_json, side_by_side
 
-    a = _bench_json(tmp_path / "a.json", "box A", {"ours": 0.010, "ours+fused": 0.008, "timm:resnet18": 0.011, "torchvision:resnet18": 0.0105})
+    a = _bench_json(
+        tmp_path / "a.json",
+        "box A",
+        {"ours": 0.010, "ours+fused": 0.008, "timm:resnet18": 0.011, "torchvision:resnet18": 0.0105},
+    )
     b = _bench_json(tmp_path / "b.json", "GPU B", {"ours": 0.002, "timm:resnet18": 0.004})
     table = side_by_side(load_benchmark_json([a, b]))
     assert len(table) == 2
@@ -103,38 +216,56 @@ def test_from_json_merges_machines_side_by_side(tmp_path):
 
 
 def test_speed_goals_verdicts():
-    """ours / timm <= 1.00 (slower only where a sign test over the rounds shows it) and fused >= 1.15x on CPU b1 fp32."""
+    """ours / timm <= 1.00 and fused >= 1.15x on CPU b1 fp32, decided only where a sign test over the rounds can."""
     import pandas as pd
 
     from repro.report.latency import speed_goals
 
     def rows(model, batch, ms):
-        return [{"machine": "m", "model": model, "batch": batch, "resolution": 224, "device": "cpu", "dtype": "fp32",
-                 "memory_format": "nchw", "implementation": impl, "median_ms": sum(r) / len(r), "iqr_ms": 0.1,
-                 "runs": 3, "round_medians_ms": r} for impl, r in ms.items()]
+        return [
+            {
+                "machine": "m",
+                "model": model,
+                "batch": batch,
+                "resolution": 224,
+                "device": "cpu",
+                "dtype": "fp32",
+                "memory_format": "nchw",
+                "implementation": impl,
+                "median_ms": sum(r) / len(r),
+                "iqr_ms": 0.1,
+                "runs": 3,
+                "round_medians_ms": r,
+            }
+            for impl, r in ms.items()
+        ]
 
     frame = pd.DataFrame(
-        rows("faster", 1, {"ours": [9, 9, 9], "ours+fused": [8, 8, 8], "timm:x": [10, 10, 10]})
-        + rows("noisy", 1, {"ours": [9, 12, 12], "ours+fused": [9, 9, 9], "timm:x": [10, 10, 10]})
+        rows("faster", 1, {"ours": [9] * 6, "ours+fused": [8] * 6, "timm:x": [10] * 6})
+        + rows("noisy", 1, {"ours": [9, 12, 12, 9, 12, 9], "ours+fused": [9] * 6, "timm:x": [10] * 6})
         + rows("three rounds", 8, {"ours": [11, 11, 11], "ours+fused": [5, 5, 5], "timm:x": [10, 10, 10]})
-        + rows("slower", 8, {"ours": [11] * 5, "ours+fused": [5] * 5, "timm:x": [10] * 5}))
+        + rows("slower", 8, {"ours": [11] * 5, "ours+fused": [5] * 5, "timm:x": [10] * 5})
+    )
     goals = speed_goals(frame).set_index("model")
-    assert goals.loc["faster", "<= 1.00"] == "✓" and goals.loc["faster", ">= 1.15x"] == "✓"
-    assert goals.loc["noisy", "<= 1.00"] == "≈ (noise: slower in 2 of 3 rounds, sign test p = 0.5)"
-    assert goals.loc["noisy", ">= 1.15x"] == "✗" and goals.loc["noisy", "per round"] == "0.900-1.200"
-    assert goals.loc["noisy", "ours / timm"] == 1.2  # paired: the median of the round ratios, not 11 / 10
-    # slower in all of 3 rounds happens by chance 1 time in 8: not evidence; in all of 5, 1 in 32: evidence
-    assert goals.loc["three rounds", "<= 1.00"] == "≈ (noise: slower in 3 of 3 rounds, sign test p = 0.125)"
-    assert goals.loc["slower", "<= 1.00"] == "✗ (slower in 5 of 5 rounds, sign test p = 0.0312)"
+    assert goals.loc["faster", "<= 1.00"].startswith("✓ (6 of 6") and goals.loc["faster", ">= 1.15x"].startswith("✓")
+    assert goals.loc["noisy", "<= 1.00"].startswith("undecided (3 of 6 rounds")
+    assert goals.loc["noisy", ">= 1.15x"].startswith("✗ (6 of 6 rounds the other way")  # 10 / 9 = 1.11 every round
+    assert goals.loc["noisy", "per round"] == "0.900-1.200"
+    assert goals.loc["noisy", "ours / timm"] == 1.05  # paired: the median of the round ratios
+    # slower in all of 3 rounds happens by chance 1 time in 8: no verdict is possible; in all of 5, 1 in 32: evidence
+    assert goals.loc["three rounds", "<= 1.00"] == "undecided with 3 rounds (a sign test needs 5)"
+    assert goals.loc["slower", "<= 1.00"].startswith("✗ (5 of 5 rounds the other way, p = 0.031")
     assert goals.loc["slower", ">= 1.15x"].startswith("n/a")
 
 
 def test_sign_test():
+    from repro.report import latency
     from repro.report.latency import false_alarm_rate, sign_test_p, slower_verdict
 
-    assert sign_test_p(0, 4) == 1.0 and sign_test_p(5, 5) == 1 / 32 and sign_test_p(12, 15) == 576 / 2 ** 15
-    assert false_alarm_rate(3) == 0.0 and false_alarm_rate(5) == 1 / 32 and false_alarm_rate(15) == 576 / 2 ** 15
-    assert slower_verdict(1.02, None).startswith("✗ (one median")
+    assert sign_test_p(0, 4) == 1.0 and sign_test_p(5, 5) == 1 / 32 and sign_test_p(12, 15) == 576 / 2**15
+    assert false_alarm_rate(3) == 0.0 and false_alarm_rate(5) == 1 / 32 and false_alarm_rate(15) == 576 / 2**15
+    assert slower_verdict(1.02, None).startswith("undecided (one median")
+    assert latency.min_rounds() == 5 and latency.rounds(report.Options())[0] >= latency.min_rounds()
 
 
 def test_from_json_bad_files(tmp_path, capsys):
@@ -165,7 +296,7 @@ def test_equivalence_checks_split_over_processes_agree():
 CALLS = []
 
 
-@report.computed(cost=lambda n: n)
+@report.computed(seconds=lambda n: n)
 def _square(n):
     CALLS.append(n)
     return n * n
@@ -205,7 +336,9 @@ def test_pages_builds_only_those(tmp_path, capsys, monkeypatch):
     out = tmp_path / "r"
     jobs = []
     run_jobs = report.run_jobs
-    monkeypatch.setattr(report, "run_jobs", lambda todo, *args, **kwargs: jobs.extend(todo) or run_jobs(todo, *args, **kwargs))
+    monkeypatch.setattr(
+        report, "run_jobs", lambda todo, *args, **kwargs: jobs.extend(todo) or run_jobs(todo, *args, **kwargs)
+    )
     assert report.main(["--from-json", str(a), "--pages", "latency", "--out", str(out)]) == 0
     names = {p.name for p in out.iterdir()}
     assert "latency.md" in names and "index.md" in names
@@ -216,15 +349,7 @@ def test_pages_builds_only_those(tmp_path, capsys, monkeypatch):
     assert "no page named latnecy" in capsys.readouterr().err
 
 
-def test_every_page_has_a_registered_builder():
-    import repro.report.atlas  # noqa: F401
-    import repro.report.densenet_mobilenet  # noqa: F401  (importing a page module registers its section)
-    import repro.report.efficientnet  # noqa: F401
-    import repro.report.equivalence  # noqa: F401
-    import repro.report.latency  # noqa: F401
-    import repro.report.resnet  # noqa: F401
-    import repro.report.resnet_variants  # noqa: F401
-    import repro.report.selection  # noqa: F401
-    import repro.report.training  # noqa: F401
-
-    assert set(report._SECTIONS) | {"errata"} == set(report.PAGE_ORDER)
+def test_pages_are_one_ordered_list():
+    slugs = [spec.slug for spec in report.PAGES]
+    assert len(set(slugs)) == len(slugs) and report.PAGE_SLUGS == (*slugs, "errata")
+    assert all(callable(spec.build) for spec in report.PAGES)

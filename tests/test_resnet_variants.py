@@ -18,15 +18,15 @@ from repro.porting import PortError, port_weights
 from repro.ports.resnet import TIMM_RESNET
 from repro.registry import REFERENCES
 from repro.report import Options
+from repro.report import Outcome
 from repro.report.resnet_variants import (
     SEED_SE_BLOCK_RULES,
-    SeedResNeXtBlock,
-    SeedSEResidualBlock,
-    cost,
+    build as resnet_variants_page,
     meta_model,
-    resnet_variants_page,
+    params_and_macs as cost,
     seed_variant_blocks,
 )
+from repro.seed.code import SeedResNeXtBlock, SeedSEResidualBlock
 
 from helpers import assert_state_unchanged, state_snapshot
 
@@ -230,8 +230,9 @@ def test_seed_resnext_block_forward_returns_none():
 def test_seed_errata():
     rows = {e.claim: e for e in seed_variant_blocks(Options())}
     assert len(rows) == 5
-    assert [e.holds for e in rows.values()] == [False, True, True, False, False], list(rows)
+    assert [e.holds for e in rows.values()] == [False, True, True, True, False], list(rows)  # SE // 16: SENet's rule
     preact = next(e for e in rows.values() if "PreActResidualBlock" in e.claim)
+    assert preact.outcome is Outcome.PARTLY  # v2 with identity shortcuts; the projection taps the raw input
     assert "max rel diff 0" in preact.measured  # identity-shortcut blocks agree exactly
     assert not seed_variant_blocks(Options(models=("resnet18",)))
 

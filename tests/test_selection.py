@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from repro.registry import MODELS
-from repro.report import Options
+from repro.report import Options, Outcome
 from repro.report import selection
 from repro.seed import SEED_MODELS
 
@@ -37,23 +37,38 @@ def test_pareto_and_budgets():
 
 
 def test_scenarios_decided_by_measurements():
-    frame = _frame([
-        ("mobilenetv3_small_100", 67.7, 2.0, 2.5), ("mobilenetv3_large_100", 74.0, 3.0, 5.5),
-        ("resnet18", 69.8, 5.0, 11.7), ("efficientnet_b0", 77.7, 6.0, 5.3), ("resnet50", 76.1, 20.0, 25.6),
-    ])
+    frame = _frame(
+        [
+            ("mobilenetv3_small_100", 67.7, 2.0, 2.5),
+            ("mobilenetv3_large_100", 74.0, 3.0, 5.5),
+            ("resnet18", 69.8, 5.0, 11.7),
+            ("efficientnet_b0", 77.7, 6.0, 5.3),
+            ("resnet50", 76.1, 20.0, 25.6),
+        ]
+    )
     table = selection.scenario_table(frame, "CPU (x86_64)").set_index("scenario (seed 5.1)")
     mobile = table.loc["mobile / edge devices"]
     assert mobile["verdict"] == "agrees"
     realtime = table.loc["real-time detection / segmentation"]
-    assert realtime["verdict"] == "partly" and "resnet18" in realtime["measured"] and "beaten by mobilenetv3_large_100" in realtime["measured"]
-    assert "not measured: resnet34" in realtime["measured"]
-    server = table.loc["server deployment"]
-    assert server["verdict"].startswith("disagrees") and "the seed means a GPU" in server["verdict"]
+    assert "resnet18" in realtime["measured"] and "beaten by mobilenetv3_large_100" in realtime["measured"]
+    assert "would read 'partly'" in realtime["measured"] and "not measured: resnet34" in realtime["measured"]
+    server = table.loc["server deployment"]  # a GPU claim: a CPU measurement does not decide it
+    assert server["verdict"].startswith("not decided here") and "would read 'disagrees'" in server["measured"]
+    assert table.loc["real-time detection / segmentation", "verdict"].startswith("not decided here")
+    errata = {e.claim.split(",")[0]: e for e in selection.scenario_errata(table.reset_index())}
+    assert (
+        errata["for server deployment"].outcome is Outcome.UNDECIDED and "GPU" in errata["for server deployment"].decide
+    )
+    assert errata["for mobile / edge devices"].outcome is Outcome.HOLDS
     assert table.loc["compression / distillation", "verdict"] == "not measurable here"
     assert table.loc["high accuracy", "verdict"] == "not measured"
     # high accuracy is decided on every model with a top-1, timed or not
-    accuracy = pd.DataFrame({"model": ["efficientnet_b7", "efficientnet_b6", "efficientnet_b5", "resnet152", "resnet50"],
-                             "top-1 (%)": [84.1, 84.0, 83.4, 78.3, 76.1]})
+    accuracy = pd.DataFrame(
+        {
+            "model": ["efficientnet_b7", "efficientnet_b6", "efficientnet_b5", "resnet152", "resnet50"],
+            "top-1 (%)": [84.1, 84.0, 83.4, 78.3, 76.1],
+        }
+    )
     high = selection.scenario_table(frame, "CPU", accuracy).set_index("scenario (seed 5.1)").loc["high accuracy"]
     assert high["verdict"] == "partly" and "resnet152: 78.3%" in high["measured"]
 
@@ -75,11 +90,34 @@ def test_quick_candidates_leave_large_models_for_full():
 
 
 def test_page_measures_selected_models():
-    page = selection.selection_page(Options(models=("resnet18", "resnet34")))
+    page = selection.build(Options(models=("resnet18", "resnet34")))
     tables = {t.slug: t.frame for t in page.tables}
     measured = tables["selection_measurements"]
     assert set(measured["model"]) == {"resnet18", "resnet34"}
-    assert (measured["latency (ms)"] > 0).all() and measured.set_index("model").loc["resnet18", "GMACs"] == pytest.approx(1.814, abs=1e-3)
-    assert {name for name, _ in page.images} == {"accuracy_vs_gmacs.png", "accuracy_vs_params.png", "accuracy_vs_latency.png"}
+    assert (measured["latency (ms)"] > 0).all() and measured.set_index("model").loc[
+        "resnet18", "GMACs"
+    ] == pytest.approx(1.814, abs=1e-3)
+    assert {name for name, _ in page.images} == {
+        "accuracy_vs_gmacs.png",
+        "accuracy_vs_params.png",
+        "accuracy_vs_latency.png",
+    }
     assert all(data[:4] == b"\x89PNG" for _, data in page.images)
-    assert selection.selection_page(Options(models=("plain20",))) is None
+    assert selection.build(Options(models=("plain20",))) is None
+    figures = {e.claim: e for e in page.errata if e.section == "5.2"}
+    assert figures["the parameter counts of the 2 models"].holds
+
+
+def test_figures_checked_against_their_own_source():
+    """A seed figure holds if the source it can come from rounds to it: the paper's (named table) or
+    torchvision's weights; the other source is a second fact beside it."""
+    table = selection.figures_table(Options(models=("efficientnet_b*", "mobilenetv3*", "resnet101"))).set_index(
+        "hand-written"
+    )
+    assert table.loc["efficientnet_b1", "top-1 matches"] == "paper/torchvision"  # 79 from 79.1 and 78.64
+    assert table.loc["efficientnet_b2", "params match"] == "paper"  # 9.2M (Table 2); the architecture counts 9.11M
+    assert table.loc["mobilenetv3_large_100", "params match"] == "paper"  # 5.4M (Table 3); counted 5.48M
+    assert table.loc["resnet101", "top-1 matches"] == "paper"  # 78: 10-crop 78.25; torchvision 77.37
+    assert table.loc["mobilenetv3_small_100", "top-1 matches"] == "neither"
+    rows = {e.claim: e for e in selection.figures_errata(table.reset_index())}
+    assert not rows["MobileNetV3-S top-1 is 56%"].holds and "MAdds" in rows["MobileNetV3-S top-1 is 56%"].note

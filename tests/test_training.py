@@ -21,6 +21,7 @@ from repro.training.loop import Recipe, train
 
 # --- the networks -------------------------------------------------------------------------------
 
+
 def test_cifar_nets_match_the_paper():
     # ResNet paper, Table 6: ResNet-20 0.27M, ResNet-56 0.85M parameters; option A adds none.
     assert count_params(repro.create_model("resnet20")) == count_params(repro.create_model("plain20")) == 269_722
@@ -63,12 +64,16 @@ def test_zero_init_residual_starts_as_identity_blocks():
 
 # --- data ----------------------------------------------------------------------------------------
 
+
 def _write_fake_cifar(root, per_batch=4):
     root.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": [int(v) for v in rng.integers(0, 10, per_batch)], b"batch_label": name.encode()}
+        batch = {
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": [int(v) for v in rng.integers(0, 10, per_batch)],
+            b"batch_label": name.encode(),
+        }
         with open(root / name, "wb") as f:
             pickle.dump(batch, f, protocol=2)
     return root
@@ -148,6 +153,7 @@ def test_augment_crops_and_flips():
 
 # --- the training loop and the degradation CLI ---------------------------------------------------
 
+
 def test_same_recipe_same_result():
     data = synthetic_shapes(n_train=64, n_test=16, resolution=16)
     recipe = Recipe(iterations=3, batch_size=16, eval_points=1)
@@ -162,14 +168,36 @@ def test_same_recipe_same_result():
 
 def test_degradation_cli_writes_curves(tmp_path, capsys):
     out = tmp_path / "deg"
-    argv = ["--iterations", "4", "--depths", "8", "14", "--train-size", "64", "--test-size", "32",
-            "--batch-size", "16", "--eval-points", "2", "--out", str(out)]
+    argv = [
+        "--iterations",
+        "4",
+        "--depths",
+        "8",
+        "14",
+        "--train-size",
+        "64",
+        "--test-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--eval-points",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert degradation.main(argv) == 0
-    assert {p.name for p in out.iterdir()} == {"degradation_curves.csv", "degradation_final.csv",
-                                                "degradation_curves.png", "degradation_meta.json"}
+    assert {p.name for p in out.iterdir()} == {
+        "degradation_curves.csv",
+        "degradation_final.csv",
+        "degradation_curves.png",
+        "degradation_meta.json",
+    }
     curves = pd.read_csv(out / "degradation_curves.csv")
     assert sorted(curves["model"].unique()) == ["plain14", "plain8", "resnet14", "resnet8"]
-    assert (curves.groupby("model")["iteration"].apply(list) == pd.Series([[2, 4]] * 4, index=sorted(curves["model"].unique()))).all()
+    assert (
+        curves.groupby("model")["iteration"].apply(list)
+        == pd.Series([[2, 4]] * 4, index=sorted(curves["model"].unique()))
+    ).all()
     assert curves[["train_error", "test_error"]].apply(lambda c: c.between(0, 1)).all().all()
     final = pd.read_csv(out / "degradation_final.csv")
     assert list(final["model"]) == ["plain8", "resnet8", "plain14", "resnet14"]
@@ -183,17 +211,38 @@ def test_degradation_cli_writes_curves(tmp_path, capsys):
 def test_degradation_cli_reads_cifar(tmp_path):
     _write_fake_cifar(tmp_path / "cifar")
     out = tmp_path / "deg"
-    assert degradation.main(["--data", str(tmp_path / "cifar"), "--iterations", "1", "--depths", "8", "14",
-                             "--batch-size", "8", "--eval-points", "1", "--out", str(out)]) == 0
+    assert (
+        degradation.main(
+            [
+                "--data",
+                str(tmp_path / "cifar"),
+                "--iterations",
+                "1",
+                "--depths",
+                "8",
+                "14",
+                "--batch-size",
+                "8",
+                "--eval-points",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     meta = json.loads((out / "degradation_meta.json").read_text())
     assert meta["data"].startswith("CIFAR-10") and meta["recipe"]["augment"] is True
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--data", "/no/such/dir"], "--data /no/such/dir: no such file or directory"),
-    (["--depths", "20", "21"], "21 is not 6n + 2"),
-    (["--iterations", "0"], "--iterations must be positive"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--data", "/no/such/dir"], "--data /no/such/dir: no such file or directory"),
+        (["--depths", "20", "21"], "21 is not 6n + 2"),
+        (["--iterations", "0"], "--iterations must be positive"),
+    ],
+)
 def test_degradation_cli_bad_arguments(argv, message, capsys):
     assert degradation.main(argv) == 2
     err = capsys.readouterr().err
@@ -201,13 +250,15 @@ def test_degradation_cli_bad_arguments(argv, message, capsys):
 
 
 def test_degradation_cli_bad_data_exit_2_one_line():
-    proc = subprocess.run([sys.executable, "-m", "repro.training.degradation", "--data", "/no/such/dir"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "repro.training.degradation", "--data", "/no/such/dir"], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: --data /no/such/dir: no such file or directory"]
 
 
 # --- the identity test ---------------------------------------------------------------------------
+
 
 def test_seed_identity_numbers_show_relu_floor():
     numbers = seed_identity_test()
@@ -228,15 +279,35 @@ def test_identity_fit():
 
 # --- the report page -----------------------------------------------------------------------------
 
+
 def test_training_page_reads_cli_results(tmp_path, monkeypatch):
     from repro.environment import cpu_threads
-    from repro.report import Options, render_page
+    from repro.report import Options, Outcome, render_page
     from repro.report import training as page
 
     out = tmp_path / "degradation"
-    assert degradation.main(["--iterations", "2", "--depths", "8", "14", "--train-size", "64", "--test-size", "32",
-                             "--batch-size", "16", "--eval-points", "1", "--out", str(out)]) == 0
-    monkeypatch.setattr(page, "RESULTS_DIR", out)
+    assert (
+        degradation.main(
+            [
+                "--iterations",
+                "2",
+                "--depths",
+                "8",
+                "14",
+                "--train-size",
+                "64",
+                "--test-size",
+                "32",
+                "--batch-size",
+                "16",
+                "--eval-points",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     monkeypatch.setattr(page, "IDENTITY_STEPS", 2)
     finetune = page.finetune_run
     monkeypatch.setattr(page, "finetune_run", lambda label: finetune(label, iterations=2, n_train=64, n_test=32))
@@ -244,23 +315,35 @@ def test_training_page_reads_cli_results(tmp_path, monkeypatch):
     page.experiment.results.clear()
     try:
         with cpu_threads(1):  # the experiments run here (not in workers, which would not see the patches)
-            result = page.training_page(Options(models=("plain20",)))
-            errata = page.training_errata(Options(models=("plain20",)))
+            result = page.build(Options(models=("plain20",), degradation_dir=out))
+            errata = result.errata
     finally:
         page.degradation_results.cache_clear()
         page.experiment.results.clear()
     tables = {t.slug: t for t in result.tables}
-    assert "read from `reports/degradation/`" in tables["degradation_curves"].note and "--depths 8 14" in tables["degradation_curves"].note
+    assert (
+        f"read from `{out}/`" in tables["degradation_curves"].note
+        and "--depths 8 14" in tables["degradation_curves"].note
+    )
     assert list(tables["degradation_final"].frame["model"]) == ["plain8", "resnet8", "plain14", "resnet14"]
     counts = tables["finetune_param_counts"].frame.set_index("freezing")
     assert counts.loc["freeze_all_but(['fc'])", "trainable"].tolist()[0] == 20_490
     frozen_bn = tables["finetune_frozen_batchnorm"].frame
     assert frozen_bn["max change, frozen weights"].tolist() == [0.0, 0.0]
-    assert frozen_bn["max change, frozen BN running statistics"].iloc[0] > 0 == frozen_bn["max change, frozen BN running statistics"].iloc[1]
+    assert (
+        frozen_bn["max change, frozen BN running statistics"].iloc[0]
+        > 0
+        == frozen_bn["max change, frozen BN running statistics"].iloc[1]
+    )
     assert {name for name, _ in result.images} == {"degradation_curves.png", "identity_test.png"}
     assert "20,490" in render_page(result, {"torch": "x"})
     claims = {e.claim: e for e in errata}
     assert claims["ResNet-50 with a 10-class fc and all else frozen has 20,490 trainable parameters"].holds
-    assert not any(e.holds for e in errata if "Printing |H(x) - x|" in e.claim or "pitfall" in e.section)
+    assert not any(e.holds for e in errata if "printing |H(x) - x|" in e.claim)
+    assert all(e.holds for e in errata if "pitfall 3" in e.section)  # the seed's pitfall 3 is right as written
+    freezing = next(e for e in errata if "requires_grad" in e.claim)
+    assert freezing.outcome is Outcome.PARTLY and "held-out error" in freezing.note  # BN statistics move
+    solves = next(e for e in errata if e.claim.startswith("Residual connections"))
+    assert solves.outcome is Outcome.UNDECIDED and "3 seeds" in solves.decide  # 2 iterations, one seed decide nothing
     assert any("degradation" in e.claim for e in errata)
-    assert page.training_page(Options(models=("resnet18",))) is None
+    assert page.build(Options(models=("resnet18",))) is None

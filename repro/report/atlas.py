@@ -49,7 +49,7 @@ import reference
 import repro
 from repro.environment import environment
 from repro.flops import build_on_meta
-from repro.report import Options, Page, Table, render_page, section
+from repro.report.base import Options, Page, Table, render_page
 
 RESOLUTIONS = (64, 128)  # tried in order before a model's native resolution: the smallest both models run at
 BATCH = 2  # the train step's BatchNorm needs two samples
@@ -57,7 +57,6 @@ TIMEOUT_S = 300.0  # per pair
 # Larger models are not verified here: the verification holds several copies of both models (float32
 # and float64), which for ViT-H/14 or RegNetY-128GF (over 600M parameters) is tens of GB.
 MAX_PARAMS = 200_000_000
-COMMITTED = Path(__file__).resolve().parents[2] / "reports" / "atlas.json"
 QUICK_SUBSET = ("torchvision:resnet18", "transformers:resnet18")  # quick mode without committed results
 
 
@@ -628,15 +627,14 @@ every eval check passed and a train-step check did not; `tool error` is an excep
     ], files=[("atlas.json", (json.dumps(results, indent=1) + "\n").encode())])
 
 
-@section
-def atlas_page(options: Options) -> Page:
+def build(options: Options) -> Page:
     """``--full`` verifies every pair; quick mode reads the committed results (or, without them, runs
     the pairs of ``QUICK_SUBSET``)."""
     if options.full:
         return build_page(run_atlas(progress=_stderr), "Run by `python -m repro.report --pages atlas --full`.")
-    if COMMITTED.is_file():
-        return build_page(json.loads(COMMITTED.read_text()),
-                          f"Read from the committed `reports/{COMMITTED.name}` (re-run: `--pages atlas --full`).")
+    if options.atlas_results.is_file():
+        return build_page(json.loads(options.atlas_results.read_text()),
+                          f"Read from `{options.atlas_results}` (re-run: `--pages atlas --full`).")
     results = run_atlas(QUICK_SUBSET, progress=_stderr)
     return build_page(results, "Quick mode without committed results: a subset only.")
 

@@ -6,7 +6,7 @@ import pandas as pd
 
 from repro.equivalence import EquivalenceResult, check_reference
 from repro.registry import REFERENCES
-from repro.report import Job, Options, Page, Table, computed, jobs, run_jobs, section
+from repro.report.base import Job, Options, Page, Table, computed, run_jobs
 
 
 @computed()
@@ -35,40 +35,71 @@ def selected_references(options: Options) -> list[str]:
     return sorted(s for s, e in REFERENCES.items() if e.model in models)
 
 
-@jobs
-def equivalence_jobs(options: Options) -> list[Job]:
+def jobs(options: Options) -> list[Job]:
     return equivalence_check.jobs((spec, options.full) for spec in selected_references(options))
 
 
-@section
-def equivalence_page(options: Options) -> Page | None:
+def build(options: Options) -> Page | None:
     specs = selected_references(options)
     if not specs:
         return None
     rows = []
     for spec, result in zip(specs, check_all(specs, options.full), strict=True):
         summary = result.summary()
-        rows.append({
-            "reference": spec,
-            "hand-written": result.model,
-            "input": "x".join(map(str, result.input_size)),
-            "params (reference)": summary["params_reference"],
-            "params (ours)": summary["params_ours"],
-            "eval max abs diff": summary["eval_max_abs"],
-            "eval max rel diff": summary["eval_max_rel"],
-            "checks": len(result.all_diffs()),
-            "worst check": f"{summary['worst_check']} ({summary['worst_max_rel']:.2g})",
-            "bit-identical": "yes" if result.bit_exact else "no",
-            "equivalent": (f"yes ({result.tolerance.dtype}, rtol {result.tolerance.rtol:.2g})" if not result.failures()
-                           else "NO: " + "; ".join(result.failures()[:2])),
-        })
-    what = ("eval outputs, train-mode outputs, input and parameter gradients, running statistics"
-            if options.full else "eval outputs (run with --full for gradients and running statistics)")
+        rows.append(
+            {
+                "reference": spec,
+                "hand-written": result.model,
+                "input": "x".join(map(str, result.input_size)),
+                "params (reference)": summary["params_reference"],
+                "params (ours)": summary["params_ours"],
+                "eval max abs diff": summary["eval_max_abs"],
+                "eval max rel diff": summary["eval_max_rel"],
+                "checks": len(result.all_diffs()),
+                "worst check": f"{summary['worst_check']} ({summary['worst_max_rel']:.2g})",
+                "bit-identical": "yes" if result.bit_exact else "no",
+                "equivalent": (
+                    f"yes ({result.tolerance.dtype}, rtol {result.tolerance.rtol:.2g})"
+                    if not result.failures()
+                    else "NO: " + "; ".join(result.failures()[:2])
+                ),
+            }
+        )
+    what = (
+        "eval outputs, train-mode outputs, input and parameter gradients, running statistics"
+        if options.full
+        else "eval outputs (run with --full for gradients and running statistics)"
+    )
+    exact = sum(r["bit-identical"] == "yes" for r in rows)
+    equal = sum(r["equivalent"].startswith("yes") for r in rows)
     intro = (
+        f"Findings: {equal} of {len(rows)} reference pairs are equivalent, {exact} of them bit-identical.\n\n"
         "Each reference is built by its own library, every parameter and buffer randomized (no zero "
         "BatchNorm gammas; running statistics calibrated then perturbed), its weights ported into the "
         f"hand-written model, and both run on the same input. Compared: parameter counts and {what}. "
         "`bit-identical` means every compared tensor is equal element for element."
     )
-    return Page("equivalence", "Equivalence with timm and torchvision", intro,
-                [Table("equivalence", "Every reference pair", pd.DataFrame(rows))])
+    return Page(
+        "equivalence",
+        "Equivalence with timm and torchvision",
+        intro,
+        [
+            Table(
+                "equivalence",
+                "Every reference pair",
+                pd.DataFrame(rows),
+                page_columns=(
+                    "reference",
+                    "hand-written",
+                    "input",
+                    "params (reference)",
+                    "params (ours)",
+                    "eval max abs diff",
+                    "checks",
+                    "worst check",
+                    "bit-identical",
+                    "equivalent (1e-5)",
+                ),
+            )
+        ],
+    )

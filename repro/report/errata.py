@@ -1,18 +1,70 @@
-"""Errata page: every checked claim of the seed, with a verdict and the measured value."""
+"""Errata page: every checked claim of the seed, in the seed's order, with its outcome, the evidence
+and a link to the page that shows it. The rows are the pages' own (``Page.errata``): nothing is
+recomputed here."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pandas as pd
 
-from repro.report import Erratum, ErratumFn, Options, Page, Table
+from repro.report.base import Erratum, Options, Outcome, Page, Table, section_key
+
+RULES = (
+    "How to read a verdict. ✓ holds; ✗ does not hold; partly: a claim with parts, some holding; "
+    "not decided here: the evidence this report can produce cannot decide it (the row says what would). "
+    "A number the seed quotes is checked against the source it can come from (the paper's table, or "
+    "torchvision's weight metadata, both named in the row); the other source's value is given beside it "
+    "as a different fact. Rounding: a figure printed with k decimals holds if its source rounds to it at "
+    "k decimals (79 holds for 79.1 and 78.64; 79.1 does not hold for 78.64). A claim is ✗ only where the "
+    "evidence can refute it; an experiment too small to refute a claim leaves it undecided."
+)
 
 
-def build(options: Options, checks: list[ErratumFn]) -> Page:
-    rows: list[Erratum] = [row for check in checks for row in check(options)]
+def _evidence(row: Erratum) -> str:
+    parts = [row.measured]
+    if row.note:
+        parts.append(f"Note: {row.note}")
+    if row.outcome is Outcome.UNDECIDED:
+        parts.append(f"Would decide it: {row.decide}")
+    return " ".join(parts)
+
+
+def build(options: Options, pages: list[Page], linked: set[str]) -> Page:
+    rows = sorted((row for page in pages for row in page.errata), key=lambda r: section_key(r.section))
     frame = pd.DataFrame(
-        [{"seed section": r.section, "claim": r.claim, "verdict": "✓" if r.holds else "✗", "measured": r.measured} for r in rows],
-        columns=["seed section", "claim", "verdict", "measured"],
+        [
+            {
+                "seed section": r.section,
+                "claim": r.claim,
+                "verdict": r.outcome.value,
+                "evidence": _evidence(r),
+                "page": f"[{r.page}]({r.page}.md)" if r.page in linked else r.page,
+            }
+            for r in rows
+        ],
+        columns=["seed section", "claim", "verdict", "evidence", "page"],
     )
-    wrong = sum(not r.holds for r in rows)
-    intro = f"{len(rows)} claims of the seed checked by running code; {wrong} do not hold (✗)."
-    return Page("errata", "Errata: the seed's claims, checked", intro, [Table("errata", "Claims", frame)])
+    counts = Counter(r.outcome for r in rows)
+    summary = ", ".join(
+        f"{counts[o]} {label}"
+        for o, label in (
+            (Outcome.HOLDS, "hold (✓)"),
+            (Outcome.FAILS, "do not hold (✗)"),
+            (Outcome.PARTLY, "partly hold"),
+            (Outcome.UNDECIDED, "not decided here"),
+        )
+    )
+    intro = (
+        f"{len(rows)} claims of the seed checked by running code: {summary}. One row per defect; where a "
+        f"defect recurs, its instances are listed in the row.\n\n{RULES}"
+    )
+    return Page(
+        ERRATA_SLUG,
+        "Errata: the seed's claims, checked",
+        intro,
+        [Table("errata", "Claims, in the seed's order", frame)],
+    )
+
+
+ERRATA_SLUG = "errata"

@@ -30,10 +30,11 @@ from tqdm import tqdm
 from repro.bench import BenchCase, measure_interleaved
 from repro.environment import environment
 from repro.registry import MODELS, references_for
-from repro.report import Options, Page, Table, section
-from repro.report.latency import SEED_BENCHMARK_MODELS, _round_ratios, _spread
-from repro.report.resnet import model_stats
-from repro.report.selection import candidates, pareto, scenario_table, torchvision_accuracy, torchvision_builder
+from repro.report.base import Options, Page, Table
+from repro.report.latency import _round_ratios, _spread
+from repro.report.measure import model_stats, torchvision_builder
+from repro.seed import SEED_BENCHMARK_MODELS
+from repro.report.selection import candidates, pareto, scenario_table, torchvision_accuracy
 
 # Runtime label -> the implementation timed for it ("{ref}" is the model's timm reference).
 RUNTIMES = {
@@ -183,8 +184,7 @@ def build_tables(frame: pd.DataFrame, device: str) -> list[Table]:
     return tables
 
 
-@section
-def runtimes_page(options: Options) -> Page | None:
+def build(options: Options) -> Page | None:
     if not options.full and "runtimes" not in options.pages:
         return None  # compile and export of every model: beyond the quick report's budget
     if options.from_json:

@@ -1,6 +1,7 @@
 """Selection page: seed section 5.1's scenario table and 5.2's accuracy-per-parameter table, from measurements.
 
-Top-1 is ImageNet-1K accuracy from torchvision's weight metadata (``IMAGENET1K_V1``, the original
+Findings and rules are on the page. Top-1 is ImageNet-1K accuracy from torchvision's weight metadata
+(``IMAGENET1K_V1``, the original
 papers' recipes, as the seed's figures are; the best torchvision weights beside it), for each
 registered hand-written model that has a torchvision reference (proven equivalent, so the
 accuracy of those weights is the accuracy of the hand-written model holding them). Parameters and
@@ -17,67 +18,57 @@ import pandas as pd
 import torch
 
 from repro.bench import BenchCase, measure_interleaved
-from repro.environment import environment
-from repro.registry import MODELS, references_for
-from repro.report import Erratum, Options, Page, Table, erratum, section
-from repro.report.resnet import model_stats
-from repro.seed import SEED_MODELS
-from repro.environment import cpu_threads
-from repro.plotting import png_bytes, subplots
+from repro.environment import cpu_threads, environment
+from repro.plotting import label_points, png_bytes, readable_log_axis, subplots
+from repro.registry import MODELS
+from repro.report.base import Erratum, Options, Outcome, Page, Table
+from repro.report.measure import best_torchvision, model_stats, torchvision_builder, torchvision_v1
+from repro.seed import PAPER, SEED_MODELS, SEED_SCENARIOS, rounds_to
+from repro.seed.text import uncalled_functions
 
-# Seed section 5.1, model_selection_guide(): scenario, recommended models, stated reason.
-SEED_SCENARIOS = (
-    ("mobile / edge devices", ("mobilenetv3_small_100", "mobilenetv3_large_100"), "latency-sensitive, little compute"),
-    ("general image classification", ("efficientnet_b0", "efficientnet_b1"), "balance of accuracy and efficiency"),
-    ("high accuracy", ("efficientnet_b5", "efficientnet_b7", "resnet152"), "highest accuracy"),
-    ("real-time detection / segmentation", ("resnet18", "resnet34", "mobilenetv3_small_100", "mobilenetv3_large_100"), "fast inference"),
-    ("server deployment", ("efficientnet_b3", "efficientnet_b4", "resnet50"), "a GPU is available"),
-    ("compression / distillation", ("mobilenetv3_small_100", "mobilenetv3_large_100", "efficientnet_b0"), "as teacher or student"),
+SEED_NAMED = tuple(
+    dict.fromkeys([c.model for c in SEED_MODELS] + [m for _, models, _, _ in SEED_SCENARIOS for m in models])
 )
-SEED_NAMED = tuple(dict.fromkeys([c.model for c in SEED_MODELS] + [m for _, models, _ in SEED_SCENARIOS for m in models]))
 QUICK_MAX_RESOLUTION = 300  # quick mode times the seed's models up to B3; B4-B7 (380-600 px) in --full
 PARAM_BUDGETS_M = (3, 6, 10, 15, 30, 50, 100)
 LATENCY_BUDGETS_X = (1.5, 2, 3, 5, 10, 20, 50)  # multiples of the fastest candidate's latency
 
 
-def torchvision_builder(name: str) -> str | None:
-    """The torchvision model this hand-written model is proven equal to (its torchvision reference)."""
-    specs = [e.name for e in references_for(name) if e.source == "torchvision"]
-    return specs[0] if specs else None
-
-
-@functools.lru_cache(maxsize=None)
-def torchvision_accuracy(builder: str) -> dict | None:
+def torchvision_accuracy(builder: str | None) -> dict | None:
     """Top-1 of IMAGENET1K_V1 and of the best torchvision weights, and the crop size they were measured at."""
-    from torchvision.models import get_model_weights
-
-    try:
-        enum = get_model_weights(builder)
-    except ValueError:
+    v1 = torchvision_v1(builder)
+    if v1 is None:
         return None
-    weights = {k: v for k, v in enum.__members__.items() if k != "DEFAULT" and "ImageNet-1K" in v.meta.get("_metrics", {})}
-    if "IMAGENET1K_V1" not in weights:
-        return None
-    best_key = max(weights, key=lambda k: weights[k].meta["_metrics"]["ImageNet-1K"]["acc@1"])
-    v1 = weights["IMAGENET1K_V1"]
+    best = best_torchvision(builder)
     return {
-        "top1": float(v1.meta["_metrics"]["ImageNet-1K"]["acc@1"]),
-        "resolution": int(v1.transforms().crop_size[0]),
-        "best_top1": float(weights[best_key].meta["_metrics"]["ImageNet-1K"]["acc@1"]),
-        "best_weights": best_key,
-        "source": f"torchvision {enum.__name__}.IMAGENET1K_V1 metadata",
+        "top1": v1.top1,
+        "resolution": v1.crop,
+        "best_top1": best.top1,
+        "best_weights": best.weights,
+        "source": v1.source,
     }
 
 
 def candidates(options: Options) -> tuple[list[str], list[str]]:
     """(models to measure, notes on what was left out and why)."""
     notes = []
-    names = [n for n in options.selected(sorted(MODELS)) if torchvision_builder(n) and torchvision_accuracy(torchvision_builder(n))]
+    names = [
+        n
+        for n in options.selected(sorted(MODELS))
+        if torchvision_builder(n) and torchvision_accuracy(torchvision_builder(n))
+    ]
     if not options.full:
-        quick = [n for n in names if n in SEED_NAMED and torchvision_accuracy(torchvision_builder(n))["resolution"] <= QUICK_MAX_RESOLUTION]
+        quick = [
+            n
+            for n in names
+            if n in SEED_NAMED and torchvision_accuracy(torchvision_builder(n))["resolution"] <= QUICK_MAX_RESOLUTION
+        ]
         skipped = [n for n in names if n in SEED_NAMED and n not in quick]
         if skipped:
-            notes.append(f"quick mode times only the seed's models up to {QUICK_MAX_RESOLUTION} px; left for --full: {', '.join(skipped)}")
+            notes.append(
+                "quick mode times only the seed's models up to "
+                f"{QUICK_MAX_RESOLUTION} px; left for --full: {', '.join(skipped)}"
+            )
         others = len([n for n in names if n not in SEED_NAMED])
         if others:
             notes.append(f"{others} further registered models with torchvision top-1 are timed in --full only")
@@ -95,17 +86,26 @@ def measurements(names: tuple[str, ...], full: bool) -> pd.DataFrame:
     for name in names:
         acc = torchvision_accuracy(torchvision_builder(name))
         stats = model_stats(name, acc["resolution"])
-        rows.append({"model": name, "torchvision": torchvision_builder(name), "resolution": acc["resolution"],
-                     "top-1 (%)": acc["top1"], "best torchvision top-1 (%)": acc["best_top1"], "best weights": acc["best_weights"],
-                     "params (M)": round(stats["params"] / 1e6, 2), "GMACs": round(stats["macs"] / 1e9, 3)})
+        rows.append(
+            {
+                "model": name,
+                "torchvision": torchvision_builder(name),
+                "resolution": acc["resolution"],
+                "top-1 (%)": acc["top1"],
+                "best torchvision top-1 (%)": acc["best_top1"],
+                "best weights": acc["best_weights"],
+                "params (M)": round(stats["params"] / 1e6, 2),
+                "GMACs": round(stats["macs"] / 1e9, 3),
+            }
+        )
     frame = pd.DataFrame(rows)
     cases = [BenchCase(r["model"], "ours", 1, r["resolution"], device) for r in rows]
-    rounds, min_run_time = (5, 0.1) if full else (3, 0.05)
+    rounds, min_run_time = (5, 0.1) if full else (3, 0.05)  # only ranks models; no verdict is a sign test
     stats = []
     chunk = 8  # models held in memory at once; each chunk is interleaved within itself
     with cpu_threads(1 if device == "cpu" else None):
         for start in range(0, len(cases), chunk):
-            stats += measure_interleaved(cases[start:start + chunk], rounds=rounds, min_run_time=min_run_time)
+            stats += measure_interleaved(cases[start : start + chunk], rounds=rounds, min_run_time=min_run_time)
     frame["latency (ms)"] = [round(s["median_ms"], 2) for s in stats]
     frame["latency IQR (ms)"] = [round(s["iqr_ms"], 2) for s in stats]
     frame["on latency frontier"] = pareto(frame, "latency (ms)")
@@ -115,19 +115,26 @@ def measurements(names: tuple[str, ...], full: bool) -> pd.DataFrame:
 
 def pareto(frame: pd.DataFrame, cost: str) -> list[bool]:
     """True where no other model is at most as costly and more accurate."""
-    return [not ((frame[cost] <= row[cost]) & (frame["top-1 (%)"] > row["top-1 (%)"])).any() for _, row in frame.iterrows()]
+    return [
+        not ((frame[cost] <= row[cost]) & (frame["top-1 (%)"] > row["top-1 (%)"])).any() for _, row in frame.iterrows()
+    ]
 
 
 def leaders(frame: pd.DataFrame, cost: str, budgets: list[float], label) -> pd.DataFrame:
     rows = []
     for budget in budgets:
         within = frame[frame[cost] <= budget].sort_values("top-1 (%)", ascending=False)
-        rows.append({"budget": label(budget), "models within": len(within),
-                     "leader": within["model"].iloc[0] if len(within) else "none",
-                     "leader top-1 (%)": within["top-1 (%)"].iloc[0] if len(within) else None,
-                     f"leader {cost}": within[cost].iloc[0] if len(within) else None,
-                     "runner-up": within["model"].iloc[1] if len(within) > 1 else "",
-                     "runner-up top-1 (%)": within["top-1 (%)"].iloc[1] if len(within) > 1 else None})
+        rows.append(
+            {
+                "budget": label(budget),
+                "models within": len(within),
+                "leader": within["model"].iloc[0] if len(within) else "none",
+                "leader top-1 (%)": within["top-1 (%)"].iloc[0] if len(within) else None,
+                f"leader {cost}": within[cost].iloc[0] if len(within) else None,
+                "runner-up": within["model"].iloc[1] if len(within) > 1 else "",
+                "runner-up top-1 (%)": within["top-1 (%)"].iloc[1] if len(within) > 1 else None,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -139,8 +146,11 @@ def _dominated_by(frame: pd.DataFrame, name: str, cost: str) -> list[str]:
 
 def accuracy_table(options: Options) -> pd.DataFrame:
     """Top-1 of every selected registered model with torchvision weights: metadata only, nothing timed."""
-    rows = [{"model": n, "top-1 (%)": torchvision_accuracy(torchvision_builder(n))["top1"]}
-            for n in options.selected(sorted(MODELS)) if torchvision_builder(n) and torchvision_accuracy(torchvision_builder(n))]
+    rows = [
+        {"model": n, "top-1 (%)": torchvision_accuracy(torchvision_builder(n))["top1"]}
+        for n in options.selected(sorted(MODELS))
+        if torchvision_builder(n) and torchvision_accuracy(torchvision_builder(n))
+    ]
     return pd.DataFrame(rows, columns=["model", "top-1 (%)"])
 
 
@@ -152,7 +162,7 @@ def scenario_table(frame: pd.DataFrame, device: str, accuracy: pd.DataFrame | No
     by = frame.set_index("model")
     fastest = frame["latency (ms)"].min()
     rows = []
-    for scenario, recommended, reason in SEED_SCENARIOS:
+    for scenario, recommended, reason, gpu in SEED_SCENARIOS:
         known = set(accuracy["model"]) if scenario == "high accuracy" else measured
         present = [m for m in recommended if m in known]
         absent = [m for m in recommended if m not in known]
@@ -167,37 +177,70 @@ def scenario_table(frame: pd.DataFrame, device: str, accuracy: pd.DataFrame | No
             criterion = f"on the latency frontier and within 3x the fastest ({budget:.1f} ms)"
             good = [m for m in present if by.loc[m, "on latency frontier"] and by.loc[m, "latency (ms)"] <= budget]
             bad = {m: _dominated_by(frame, m, "latency (ms)") for m in present if m not in good}
-            evidence = "; ".join([f"{m}: {by.loc[m, 'latency (ms)']:.1f} ms, {by.loc[m, 'top-1 (%)']:.1f}%, on frontier" for m in good]
-                                 + [f"{m}: {by.loc[m, 'latency (ms)']:.1f} ms, {by.loc[m, 'top-1 (%)']:.1f}%, "
-                                    + (f"beaten by {', '.join(b[:3])}" if b else "too slow for the budget") for m, b in bad.items()])
+            evidence = "; ".join(
+                [f"{m}: {by.loc[m, 'latency (ms)']:.1f} ms, {by.loc[m, 'top-1 (%)']:.1f}%, on frontier" for m in good]
+                + [
+                    f"{m}: {by.loc[m, 'latency (ms)']:.1f} ms, {by.loc[m, 'top-1 (%)']:.1f}%, "
+                    + (f"beaten by {', '.join(b[:3])}" if b else "too slow for the budget")
+                    for m, b in bad.items()
+                ]
+            )
             verdict = "agrees" if not bad else ("disagrees" if not good else "partly")
         elif scenario == "general image classification":
             criterion = "on the latency frontier and the parameter frontier"
             good = [m for m in present if by.loc[m, "on latency frontier"] and by.loc[m, "on params frontier"]]
-            evidence = "; ".join(f"{m}: latency frontier {'yes' if by.loc[m, 'on latency frontier'] else 'no (beaten by ' + ', '.join(_dominated_by(frame, m, 'latency (ms)')[:3]) + ')'}, "
-                                 f"params frontier {'yes' if by.loc[m, 'on params frontier'] else 'no'}" for m in present)
+            evidence = "; ".join(
+                f"{m}: latency frontier "
+                + ("yes" if by.loc[m, "on latency frontier"]
+                   else "no (beaten by " + ", ".join(_dominated_by(frame, m, "latency (ms)")[:3]) + ")")
+                + ", "
+                f"params frontier {'yes' if by.loc[m, 'on params frontier'] else 'no'}"
+                for m in present
+            )
             verdict = "agrees" if len(good) == len(present) else ("disagrees" if not good else "partly")
         elif scenario == "high accuracy":
             top = accuracy.sort_values("top-1 (%)", ascending=False)["model"].head(3).tolist()
-            criterion = f"among the three most accurate of the {len(accuracy)} registered models with torchvision weights"
+            criterion = (
+                f"among the three most accurate of the {len(accuracy)} registered models with torchvision weights"
+            )
             top1 = accuracy.set_index("model")["top-1 (%)"]
-            evidence = "most accurate: " + ", ".join(f"{m} {top1[m]:.1f}%" for m in top) + "; " + \
-                "; ".join(f"{m}: {top1[m]:.1f}%" for m in present if m not in top)
+            evidence = (
+                "most accurate: "
+                + ", ".join(f"{m} {top1[m]:.1f}%" for m in top)
+                + "; "
+                + "; ".join(f"{m}: {top1[m]:.1f}%" for m in present if m not in top)
+            )
             hits = [m for m in present if m in top]
             verdict = "agrees" if len(hits) == len(present) else ("disagrees" if not hits else "partly")
         else:  # server deployment
             criterion = f"on the latency frontier ({device})"
             good = [m for m in present if by.loc[m, "on latency frontier"]]
-            evidence = "; ".join(f"{m}: {by.loc[m, 'latency (ms)']:.1f} ms, {by.loc[m, 'top-1 (%)']:.1f}%, "
-                                 + ("on frontier" if m in good else "beaten by " + ", ".join(_dominated_by(frame, m, "latency (ms)")[:3])) for m in present)
+            evidence = "; ".join(
+                f"{m}: {by.loc[m, 'latency (ms)']:.1f} ms, {by.loc[m, 'top-1 (%)']:.1f}%, "
+                + (
+                    "on frontier"
+                    if m in good
+                    else "beaten by " + ", ".join(_dominated_by(frame, m, "latency (ms)")[:3])
+                )
+                for m in present
+            )
             verdict = "agrees" if len(good) == len(present) else ("disagrees" if not good else "partly")
-            if not device.startswith("cuda"):
-                verdict += " (on CPU; the seed means a GPU)"
+        if gpu and not device.startswith("cuda") and verdict in ("agrees", "partly", "disagrees"):
+            evidence = f"on this CPU (not the claim's GPU) it would read '{verdict}': {evidence}"
+            verdict = "not decided here (a GPU claim; measured on CPU)"
         if absent:
             evidence += ("; " if evidence else "") + f"not measured: {', '.join(absent)}"
         evidence = evidence.rstrip("; ")
-        rows.append({"scenario (seed 5.1)": scenario, "seed recommends": ", ".join(recommended), "seed's reason": reason,
-                     "criterion": criterion, "measured": evidence, "verdict": verdict})
+        rows.append(
+            {
+                "scenario (seed 5.1)": scenario,
+                "seed recommends": ", ".join(recommended),
+                "seed's reason": reason,
+                "criterion": criterion,
+                "measured": evidence,
+                "verdict": verdict,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -209,14 +252,23 @@ def efficiency_table(frame: pd.DataFrame) -> pd.DataFrame:
         acc = torchvision_accuracy(claim.torchvision) if claim.torchvision else None
         params = None
         if claim.model in MODELS:
-            params = measured.loc[claim.model, "params (M)"] if claim.model in measured.index else round(model_stats(claim.model)["params"] / 1e6, 2)
+            params = (
+                measured.loc[claim.model, "params (M)"]
+                if claim.model in measured.index
+                else round(model_stats(claim.model)["params"] / 1e6, 2)
+            )
         top1 = acc["top1"] if acc else None
-        rows.append({
-            "model": claim.label, "seed params (M)": claim.params_m, "seed top-1 (%)": claim.top1,
-            "seed acc / MParam": round(claim.top1 / claim.params_m, 2),
-            "params (M), counted": params, "top-1 (%), torchvision V1": top1,
-            "acc / MParam, recomputed": round(top1 / params, 2) if top1 is not None and params else None,
-        })
+        rows.append(
+            {
+                "model": claim.label,
+                "seed params (M)": claim.params_m,
+                "seed top-1 (%)": claim.top1,
+                "seed acc / MParam": round(claim.top1 / claim.params_m, 2),
+                "params (M), counted": params,
+                "top-1 (%), torchvision V1": top1,
+                "acc / MParam, recomputed": round(top1 / params, 2) if top1 is not None and params else None,
+            }
+        )
     table = pd.DataFrame(rows)
     table["seed rank"] = table["seed acc / MParam"].rank(ascending=False).astype(int)
     table["recomputed rank"] = table["acc / MParam, recomputed"].rank(ascending=False).astype("Int64")
@@ -224,25 +276,25 @@ def efficiency_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _scatter(frame: pd.DataFrame, x: str, title: str) -> bytes:
-    fig, ax = subplots(figsize=(7.5, 5))
-    for family, marker in (("resnet", "o"), ("efficientnet", "s"), ("mobilenet", "^"), ("densenet", "D")):
-        part = frame[frame["model"].map(lambda m: MODELS[m].family).str.startswith(family)]
+    fig, ax = subplots(figsize=(8, 5.5))
+    family = frame["model"].map(lambda m: MODELS[m].family)
+    for prefix, marker in (("resnet", "o"), ("efficientnet", "s"), ("mobilenet", "^"), ("densenet", "D")):
+        part = frame[family.str.startswith(prefix)]
         if len(part):
-            ax.scatter(part[x], part["top-1 (%)"], marker=marker, label=family)
-    rest = frame[~frame["model"].map(lambda m: MODELS[m].family).str.startswith(("resnet", "efficientnet", "mobilenet", "densenet"))]
+            ax.scatter(part[x], part["top-1 (%)"], marker=marker, label=prefix)
+    rest = frame[~family.str.startswith(("resnet", "efficientnet", "mobilenet", "densenet"))]
     if len(rest):
         ax.scatter(rest[x], rest["top-1 (%)"], marker="x", label="other")
-    for _, row in frame.iterrows():
-        ax.annotate(row["model"], (row[x], row["top-1 (%)"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     frontier = frame.sort_values(x)
     frontier = frontier[frontier["top-1 (%)"] >= frontier["top-1 (%)"].cummax()]
     ax.step(frontier[x], frontier["top-1 (%)"], where="post", color="grey", alpha=0.5, label="frontier")
-    ax.set_xscale("log")
-    ax.set_xlabel(x)
+    readable_log_axis(ax, frame[x])
+    label_points(ax, frame[x].tolist(), frame["top-1 (%)"].tolist(), frame["model"].tolist())
+    ax.set_xlabel(x + " (log scale)")
     ax.set_ylabel("ImageNet top-1 (%), torchvision IMAGENET1K_V1")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     return png_bytes(fig)
 
 
@@ -259,74 +311,325 @@ def _rank_note(table: pd.DataFrame) -> str:
     ranked = table.dropna(subset=["recomputed rank"])
     moved = ranked[ranked["seed rank"] != ranked["recomputed rank"]]
     if moved.empty:
-        return (f"The ranking is the same for all {len(ranked)} models with a recomputed value: the seed's wrong top-1 "
-                "figures (compare the two top-1 columns) change the ratios but not the order.")
-    return "Ranks that move: " + ", ".join(f"{r['model']} {r['seed rank']} -> {r['recomputed rank']}" for _, r in moved.iterrows()) + "."
+        return (
+            f"The ranking is the same for all {len(ranked)} models with a recomputed value: the seed's wrong top-1 "
+            "figures (compare the two top-1 columns) change the ratios but not the order."
+        )
+    return (
+        "Ranks that move: "
+        + ", ".join(f"{r['model']} {r['seed rank']} -> {r['recomputed rank']}" for _, r in moved.iterrows())
+        + "."
+    )
 
 
-@section
-def selection_page(options: Options) -> Page | None:
+# ---- seed 5.2's figures against their sources -------------------------------------------------------
+
+
+def figures_table(options: Options) -> pd.DataFrame:
+    """Each 5.2 figure beside the paper's (named table), torchvision's V1 metadata and the count."""
+    rows = []
+    for claim in SEED_MODELS:
+        if claim.model not in MODELS or not options.selected([claim.model]):
+            continue
+        paper, tv = PAPER.get(claim.model), torchvision_v1(claim.torchvision)
+        params = model_stats(claim.model)["params"] / 1e6
+        top1_sources = [
+            name
+            for name, value in (("paper", paper.top1 if paper else None), ("torchvision", tv.top1 if tv else None))
+            if value is not None and rounds_to(value, claim.top1)
+        ]
+        paper_params_ok = paper is not None and paper.params_m is not None and rounds_to(claim.params_m, paper.params_m)
+        params_sources = [
+            name for name, ok in (("paper", paper_params_ok), ("count", rounds_to(params, claim.params_m))) if ok
+        ]
+        rows.append(
+            {
+                "model": claim.label,
+                "hand-written": claim.model,
+                "seed params (M)": claim.params_m,
+                "paper params (M)": paper.params_m if paper else None,
+                "counted params (M)": round(params, 3),
+                "params match": "/".join(params_sources) or "neither",
+                "seed top-1 (%)": claim.top1,
+                "paper top-1 (%)": paper.top1 if paper else None,
+                "torchvision V1 top-1 (%)": tv.top1 if tv else None,
+                "top-1 matches": "/".join(top1_sources) or "neither",
+                "paper source": paper.source if paper else "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def figures_errata(frame: pd.DataFrame) -> list[Erratum]:
+    """The rule: a figure holds if a source it can come from rounds to it (``rounds_to``); the table above."""
+    if frame.empty:
+        return []
+    rows = []
+    bad_params = frame[frame["params match"] == "neither"]
+    notes = [
+        f"{r['model']} {r['seed params (M)']}M: the paper's {r['paper params (M)']:g}M, the released architecture "
+        f"counts {r['counted params (M)']:.2f}M"
+        for _, r in frame.iterrows()
+        if r["params match"] == "paper"
+    ]
+    rows.append(
+        Erratum(
+            "5.2",
+            f"the parameter counts of the {len(frame)} models",
+            bad_params.empty,
+            "each rounds to the count of the architecture or to the paper's figure: "
+            + "; ".join(f"{r['model']} {r['seed params (M)']} ({r['params match']})" for _, r in frame.iterrows()),
+            note="; ".join(notes),
+        )
+    )
+    for _, r in frame[frame["top-1 matches"] == "neither"].iterrows():
+        paper = f"{r['paper top-1 (%)']:g}% ({r['paper source']})" if pd.notna(r["paper top-1 (%)"]) else "none"
+        madds = PAPER.get(r["hand-written"])
+        rows.append(
+            Erratum(
+                "5.2",
+                f"{r['model']} top-1 is {r['seed top-1 (%)']:g}%",
+                False,
+                f"paper {paper}; torchvision V1 {r['torchvision V1 top-1 (%)']:.2f}%",
+                note=(
+                    f"{r['seed top-1 (%)']:g} is MobileNetV3-Small's MAdds in millions in the same Table 3 "
+                    f"({PAPER['mobilenetv3_small_100'].gmacs * 1000:g}M)"
+                    if madds
+                    and madds.gmacs
+                    and "mobilenetv3" in r["hand-written"]
+                    and round(PAPER["mobilenetv3_small_100"].gmacs * 1000) == r["seed top-1 (%)"]
+                    else ""
+                ),
+            )
+        )
+    good = frame[frame["top-1 matches"] != "neither"]
+    if len(good):
+        rows.append(
+            Erratum(
+                "5.2",
+                f"the top-1 figures of {', '.join(good['model'])}",
+                True,
+                "; ".join(
+                    f"{r['model']} {r['seed top-1 (%)']:g}: {r['top-1 matches']} (paper "
+                    f"{r['paper top-1 (%)'] if pd.notna(r['paper top-1 (%)']) else '-'}, torchvision "
+                    f"{r['torchvision V1 top-1 (%)']:.2f})"
+                    for _, r in good.iterrows()
+                ),
+                note="the ResNet figures are torchvision's single-crop ones, except ResNet-101's 78, which only the "
+                "paper's 10-crop figure gives"
+                if "ResNet-101" in set(good["model"])
+                and good.set_index("model").loc["ResNet-101", "top-1 matches"] == "paper"
+                else "",
+            )
+        )
+    return rows
+
+
+def insight_4_erratum(frame: pd.DataFrame) -> Erratum | None:
+    """Seed 3.2's key insight 4 against the measurements and against the seed's own 5.1."""
+    by = frame.set_index("model")
+    effs = [m for m in ("efficientnet_b0", "efficientnet_b1", "efficientnet_b2") if m in by.index]
+    resnets = [m for m in ("resnet18", "resnet50") if m in by.index]
+    mobile = next(s for s in SEED_SCENARIOS if s[0] == "mobile / edge devices")[1]
+    if not effs or not resnets:
+        return None
+    beats = [
+        (e, r)
+        for e in effs
+        for r in resnets
+        if by.loc[e, "latency (ms)"] <= by.loc[r, "latency (ms)"] and by.loc[e, "top-1 (%)"] > by.loc[r, "top-1 (%)"]
+    ]
+    fmt = lambda m: f"{m} {by.loc[m, 'latency (ms)']:.1f} ms, {by.loc[m, 'top-1 (%)']:.1f}%"  # noqa: E731
+    return Erratum(
+        "3.2",
+        "for mobile / edge devices EfficientNet is the better choice (key insight 4)",
+        Outcome.PARTLY,
+        f"better than the ResNets it is compared with, on this CPU at batch 1 and one thread (faster and more "
+        f"accurate in {len(beats)} of {len(effs) * len(resnets)} pairs): "
+        + "; ".join(fmt(m) for m in effs + resnets)
+        + f"; but 5.1 recommends {', '.join(mobile)} for the same devices"
+        + "".join(f" ({fmt(m)})" for m in mobile if m in by.index),
+        note="no mobile or edge device was measured: the CPU here stands in for one",
+    )
+
+
+def uncalled_erratum() -> Erratum:
+    names = uncalled_functions()
+    return Erratum(
+        "5.1, 6.1",
+        "the functions the seed defines produce its printed output",
+        not names,
+        f"{len(names)} are defined and never called, so their output is never printed: {', '.join(names)}",
+    )
+
+
+def build(options: Options) -> Page | None:
     results = _results(options.models, options.full)
     if results is None:
         return None
     frame, accuracy, notes = results
     env = environment()
     device = env["device"]
+    cpu = device.startswith("CPU")
     fastest = frame["latency (ms)"].min()
     latency_budgets = [round(fastest * k, 2) for k in LATENCY_BUDGETS_X]
-    by_latency = leaders(frame, "latency (ms)", latency_budgets, lambda b: f"<= {b:.1f} ms ({b / fastest:.3g}x fastest)")
-    by_params = leaders(frame, "params (M)", [b for b in PARAM_BUDGETS_M if b <= 2 * frame["params (M)"].max()], lambda b: f"<= {b}M")
-    intro = (
-        "Seed section 5.1 recommends models per scenario without a number; section 5.2 ranks accuracy per million "
-        "parameters from its own (partly wrong) figures. Here both are recomputed from this suite's measurements on "
-        f"{device} ({'one thread: on a CPU shared with other work, multi-threaded batch-1 inference measures the contention, not the model' if device.startswith('CPU') else 'GPU'}): "
-        "top-1 from torchvision's weight metadata for the torchvision "
-        "model each hand-written one is proven equal to, parameters and GMACs counted on the hand-written model at "
-        "the weights' evaluation resolution, batch-1 latency measured now (median over interleaved rounds; absolute "
-        "times on a shared machine move, rankings of well-separated models less). "
-        + (" ".join(n + "." for n in notes))
+    by_latency = leaders(
+        frame, "latency (ms)", latency_budgets, lambda b: f"<= {b:.1f} ms ({b / fastest:.3g}x fastest)"
     )
+    by_params = leaders(
+        frame, "params (M)", [b for b in PARAM_BUDGETS_M if b <= 2 * frame["params (M)"].max()], lambda b: f"<= {b}M"
+    )
+    scenarios = scenario_table(frame, device, accuracy)
+    figures = figures_table(options)
     efficiency = efficiency_table(frame)
-    measured_note = ("Frontier: no other measured model is at most as slow (or as large) and more accurate. "
-                     "'best torchvision top-1' is the most accurate torchvision weights for the same architecture "
-                     "(newer training recipes, e.g. ResNet-50 IMAGENET1K_V2): the ranking by architecture depends on the recipe.")
+    errata = scenario_errata(scenarios) + figures_errata(figures) + efficiency_errata(efficiency)
+    errata += [e for e in (insight_4_erratum(frame), uncalled_erratum()) if e is not None]
+    verdicts = scenarios["verdict"].value_counts()
+    intro = (
+        "Findings: of the seed's 5.1 scenarios, "
+        + ", ".join(f"{n} {v}" for v, n in verdicts.items())
+        + "; the GPU scenarios cannot be decided on a CPU. The seed's 5.2 figures: "
+        + f"{int((figures['top-1 matches'] == 'neither').sum())} of {len(figures)} top-1 values match no source "
+        + "(MobileNetV3's 56%).\n\n"
+        "Seed section 5.1 recommends models per scenario without a number; section 5.2 ranks accuracy per million "
+        "parameters from its own figures. Here both are recomputed from this suite's measurements on "
+        f"{device}: top-1 from torchvision's weight metadata for the torchvision model each hand-written one is "
+        "proven equal to, parameters and GMACs counted on the hand-written model at the weights' evaluation "
+        "resolution, batch-1 latency of eager PyTorch (the hand-written model) measured now, median over "
+        "interleaved rounds"
+        + (
+            f", on 1 thread (on a CPU shared with other work, multi-threaded batch-1 inference measures the "
+            f"contention): these latencies differ from the latency page's, which are {torch.get_num_threads()}-thread "
+            "and at 224 px"
+            if cpu
+            else ""
+        )
+        + ". "
+        + " ".join(n + "." for n in notes)
+    )
+    measured_note = (
+        "Frontier: no other measured model is at most as slow (or as large) and more accurate. "
+        "'best torchvision top-1' is the most accurate torchvision weights for the same architecture "
+        "(newer training recipes, e.g. ResNet-50 IMAGENET1K_V2): the ranking by architecture depends on the recipe. "
+        "GMACs are at the 'resolution' column, the crop the top-1 was measured at (EfficientNet-B2: 288)."
+    )
     tables = [
-        Table("selection_scenarios", "The seed's scenarios (5.1), checked", scenario_table(frame, device, accuracy),
-              "Each recommendation turned into a criterion the measurements can decide. 'beaten by' lists models at "
-              "most as slow and more accurate."),
-        Table("selection_by_latency", "Best top-1 within a latency budget (batch 1, this device)", by_latency,
-              "Budgets are multiples of the fastest measured model's latency, so they carry to other devices."),
+        Table(
+            "selection_scenarios",
+            "The seed's scenarios (5.1), checked",
+            scenarios,
+            "Each recommendation turned into a criterion the measurements can decide. 'beaten by' lists models at "
+            "most as slow and more accurate. Server deployment and real-time detection / segmentation are GPU "
+            "scenarios: a CPU measurement does not decide them.",
+        ),
+        Table(
+            "selection_figures",
+            "The seed's 5.2 figures against their sources",
+            figures,
+            "A figure matches a source when the source rounds to it at the figure's precision. Paper figures: "
+            "EfficientNet Table 2, MobileNetV3 Table 3, ResNet Tables 2-3 (10-crop; the ResNet paper gives no "
+            "parameter counts). Counted: the hand-written model, equal to timm's and torchvision's.",
+            page_columns=(
+                "model",
+                "seed params (M)",
+                "paper params (M)",
+                "counted params (M)",
+                "params match",
+                "seed top-1 (%)",
+                "paper top-1 (%)",
+                "torchvision V1 top-1 (%)",
+                "top-1 matches",
+            ),
+        ),
+        Table(
+            "selection_by_latency",
+            "Best top-1 within a latency budget (batch 1, this device)",
+            by_latency,
+            "Budgets are multiples of the fastest measured model's latency on this device. Relative latency "
+            "depends on the device (a GPU favours wide, regular convolutions; a CPU at batch 1 favours few MACs), "
+            "so on another device the leaders may differ.",
+        ),
         Table("selection_by_params", "Best top-1 within a parameter budget", by_params),
-        Table("selection_efficiency", "Accuracy per million parameters (seed 5.2), the seed's figures and recomputed",
-              efficiency, "The seed divides its own top-1 by its own parameter counts. Rank 1 = most accurate per "
-              "parameter. " + _rank_note(efficiency)),
-        Table("selection_measurements", "Every measured model", frame, measured_note),
+        Table(
+            "selection_efficiency",
+            "Accuracy per million parameters (seed 5.2), the seed's figures and recomputed",
+            efficiency,
+            "The seed divides its own top-1 by its own parameter counts. Rank 1 = most accurate per "
+            "parameter. " + _rank_note(efficiency),
+        ),
+        Table(
+            "selection_measurements",
+            "Every measured model",
+            frame,
+            measured_note,
+            page_columns=(
+                "model",
+                "resolution",
+                "top-1 (%)",
+                "best torchvision top-1 (%)",
+                "params (M)",
+                "GMACs",
+                "latency (ms)",
+                "latency IQR (ms)",
+                "on latency frontier",
+                "on params frontier",
+            ),
+        ),
     ]
-    images = [("accuracy_vs_gmacs.png", _scatter(frame, "GMACs", "ImageNet top-1 vs GMACs (at the weights' resolution)")),
-              ("accuracy_vs_params.png", _scatter(frame, "params (M)", "ImageNet top-1 vs parameters")),
-              ("accuracy_vs_latency.png", _scatter(frame, "latency (ms)", f"ImageNet top-1 vs batch-1 latency, {device}"
-                                                   + (", 1 thread" if device.startswith("CPU") else "")))]
-    return Page("selection", "Model selection from measurements (seed 5.1, 5.2)", intro, tables, images)
+    images = [
+        ("accuracy_vs_gmacs.png", _scatter(frame, "GMACs", "ImageNet top-1 vs GMACs (at the weights' resolution)")),
+        ("accuracy_vs_params.png", _scatter(frame, "params (M)", "ImageNet top-1 vs parameters")),
+        (
+            "accuracy_vs_latency.png",
+            _scatter(
+                frame,
+                "latency (ms)",
+                f"ImageNet top-1 vs batch-1 latency, {device}"
+                + (", 1 thread, eager PyTorch" if cpu else ", eager PyTorch"),
+            ),
+        ),
+    ]
+    return Page("selection", "Model selection from measurements (seed 5.1, 5.2)", intro, tables, images, errata)
 
 
-@erratum
-def selection_errata(options: Options) -> list[Erratum]:
-    results = _results(options.models, options.full)
-    if results is None:
-        return []
-    frame, accuracy, _ = results
-    table = efficiency_table(frame).dropna(subset=["acc / MParam, recomputed"])
+_SCENARIO_OUTCOME = {"agrees": Outcome.HOLDS, "partly": Outcome.PARTLY, "disagrees": Outcome.FAILS}
+
+
+def scenario_errata(scenarios: pd.DataFrame) -> list[Erratum]:
+    """One row per decidable scenario, its outcome the scenario table's verdict (one source for both)."""
+    rows = []
+    for _, row in scenarios.iterrows():
+        verdict = row["verdict"]
+        scenario, recommended, reason = row["scenario (seed 5.1)"], row["seed recommends"], row["seed's reason"]
+        claim = f"for {scenario}, use {recommended} ({reason})"
+        if verdict in _SCENARIO_OUTCOME:
+            rows.append(Erratum("5.1", claim, _SCENARIO_OUTCOME[verdict], f"{row['criterion']}: {row['measured']}"))
+        elif verdict.startswith("not decided here"):
+            rows.append(
+                Erratum(
+                    "5.1",
+                    claim,
+                    Outcome.UNDECIDED,
+                    row["measured"],
+                    decide="batch-1 and batched latency on a GPU (this page measures on CUDA when "
+                    "one is present: `python -m repro.report --pages selection` there)",
+                )
+            )
+    return rows
+
+
+def efficiency_errata(table: pd.DataFrame) -> list[Erratum]:
+    table = table.dropna(subset=["acc / MParam, recomputed"])
     eff = table[table["model"].str.startswith("EfficientNet")]["acc / MParam, recomputed"]
     res = table[table["model"].str.startswith("ResNet")]["acc / MParam, recomputed"]
-    rows = []
-    if len(eff) and len(res):
-        rows.append(Erratum("5.2", "EfficientNets are generally more accurate per parameter than ResNets (key insight 1)",
-                            bool(eff.min() > res.max()),
-                            f"top-1 per M params: EfficientNets {eff.min():.2f}-{eff.max():.2f}, ResNets {res.min():.2f}-{res.max():.2f}"))
-    scenarios = scenario_table(frame, environment()["device"], accuracy)
-    for _, row in scenarios.iterrows():
-        if row["verdict"].startswith(("agrees", "partly", "disagrees")):
-            scenario, recommended, reason = row["scenario (seed 5.1)"], row["seed recommends"], row["seed's reason"]
-            rows.append(Erratum("5.1", f"for {scenario}, use {recommended} ({reason})",
-                                row["verdict"].startswith("agrees"), f"{row['criterion']}: {row['measured']}"))
-    return rows
+    if not (len(eff) and len(res)):
+        return []
+    return [
+        Erratum(
+            "5.2",
+            "EfficientNets are generally more accurate per parameter than ResNets (key insight 1)",
+            bool(eff.min() > res.max()),
+            f"top-1 per M params: EfficientNets {eff.min():.2f}-{eff.max():.2f}, "
+            f"ResNets {res.min():.2f}-{res.max():.2f}",
+        )
+    ]

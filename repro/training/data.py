@@ -43,7 +43,9 @@ class ImageData:
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
             if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
-                raise DataError(f"{self.name}: {split} images must be N x 3 x H x W uint8, got {x.dtype} {tuple(x.shape)}")
+                raise DataError(
+                    f"{self.name}: {split} images must be N x 3 x H x W uint8, got {x.dtype} {tuple(x.shape)}"
+                )
             if len(x) != len(y) or len(x) == 0:
                 raise DataError(f"{self.name}: {split} split has {len(x)} images and {len(y)} labels")
             if int(y.min()) < 0 or int(y.max()) >= len(self.classes):
@@ -59,11 +61,19 @@ class ImageData:
 
     def subset(self, train: int | None = None, test: int | None = None) -> "ImageData":
         """The first ``train`` / ``test`` images of each split (for quick runs)."""
-        return ImageData(self.name, self.train_x[:train], self.train_y[:train], self.test_x[:test], self.test_y[:test],
-                         self.classes, self.description)
+        return ImageData(
+            self.name,
+            self.train_x[:train],
+            self.train_y[:train],
+            self.test_x[:test],
+            self.test_y[:test],
+            self.classes,
+            self.description,
+        )
 
 
 # --- CIFAR-10, the data set's own format ---------------------------------------------------------
+
 
 def _cifar_dir(path: Path) -> Path | None:
     for candidate in (path, path / "cifar-10-batches-py"):
@@ -90,24 +100,38 @@ def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 def load_cifar10(path: str | Path) -> ImageData:
     root = _cifar_dir(Path(path))
     if root is None:
-        raise DataError(f"{path}: no CIFAR-10 python batches (data_batch_1 .. 5, test_batch) here or in cifar-10-batches-py/")
+        raise DataError(
+            f"{path}: no CIFAR-10 python batches (data_batch_1 .. 5, test_batch) here or in cifar-10-batches-py/"
+        )
     missing = [name for name in (*CIFAR_TRAIN_FILES, CIFAR_TEST_FILE) if not (root / name).is_file()]
     if missing:
         raise DataError(f"{root}: CIFAR-10 is incomplete, missing {', '.join(missing)}")
     parts = [_read_cifar_batch(root / name) for name in CIFAR_TRAIN_FILES]
     test_x, test_y = _read_cifar_batch(root / CIFAR_TEST_FILE)
-    return ImageData("CIFAR-10", torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts]), test_x, test_y,
-                     CIFAR_CLASSES, f"CIFAR-10 from {root} (python format)")
+    return ImageData(
+        "CIFAR-10",
+        torch.cat([x for x, _ in parts]),
+        torch.cat([y for _, y in parts]),
+        test_x,
+        test_y,
+        CIFAR_CLASSES,
+        f"CIFAR-10 from {root} (python format)",
+    )
 
 
 # --- ImageFolder -----------------------------------------------------------------------------------
 
+
 def _read_folder(root: Path, resolution: int) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
     from torchvision import datasets, transforms
 
-    transform = transforms.Compose([transforms.Resize(resolution), transforms.CenterCrop(resolution), transforms.PILToTensor()])
+    transform = transforms.Compose(
+        [transforms.Resize(resolution), transforms.CenterCrop(resolution), transforms.PILToTensor()]
+    )
     try:
-        folder = datasets.ImageFolder(str(root), transform=transform, loader=lambda p: datasets.folder.default_loader(p).convert("RGB"))
+        folder = datasets.ImageFolder(
+            str(root), transform=transform, loader=lambda p: datasets.folder.default_loader(p).convert("RGB")
+        )
     except (FileNotFoundError, OSError) as err:  # torchvision: no class folders or no images in them
         raise DataError(f"{root}: not an image folder ({err})") from None
     images, labels = [], []
@@ -139,8 +163,15 @@ def load_image_folder(path: str | Path, resolution: int = 32, seed: int = 0) -> 
         test_idx, train_idx = order[:held_out], order[held_out:]
         train_x, train_y, test_x, test_y = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
         how = f"one folder, {held_out} of {len(x)} images held out (seed {seed})"
-    return ImageData(f"ImageFolder {root.name}", train_x, train_y, test_x, test_y, classes,
-                     f"ImageFolder {root} ({how}), resized to {resolution}x{resolution}")
+    return ImageData(
+        f"ImageFolder {root.name}",
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        classes,
+        f"ImageFolder {root} ({how}), resized to {resolution}x{resolution}",
+    )
 
 
 def load_data(path: str | Path | None, resolution: int = 32, seed: int = 0) -> ImageData:
@@ -165,18 +196,24 @@ SYNTHETIC_NAME = "generated shapes"
 SYNTHETIC_CLASSES = tuple(f"{shape}, {stripes}" for stripes in STRIPES for shape in SHAPES)
 
 
-def _shape_masks(kind: torch.Tensor, u: torch.Tensor, v: torch.Tensor, radius: torch.Tensor, pixel: float) -> torch.Tensor:
+def _shape_masks(
+    kind: torch.Tensor, u: torch.Tensor, v: torch.Tensor, radius: torch.Tensor, pixel: float
+) -> torch.Tensor:
     """Masks (N x H x W) of each image's shape, in its own rotated coordinates ``u, v``, anti-aliased
     over about one pixel (``pixel``: its width in those coordinates)."""
     r = torch.sqrt(u**2 + v**2)
-    inside = torch.stack([
-        r - radius,                                                        # disk
-        torch.maximum(u.abs(), v.abs()) - 0.8 * radius,                    # square
-        torch.maximum(v - 0.5 * radius, (math.sqrt(3) * u.abs() - v) / 2 - 0.5 * radius),  # triangle
-        torch.minimum(torch.maximum(u.abs() - 0.3 * radius, v.abs() - radius),  # cross
-                      torch.maximum(v.abs() - 0.3 * radius, u.abs() - radius)),
-        (r - 0.75 * radius).abs() - 0.25 * radius,                         # ring
-    ])  # signed: negative inside
+    inside = torch.stack(
+        [
+            r - radius,  # disk
+            torch.maximum(u.abs(), v.abs()) - 0.8 * radius,  # square
+            torch.maximum(v - 0.5 * radius, (math.sqrt(3) * u.abs() - v) / 2 - 0.5 * radius),  # triangle
+            torch.minimum(
+                torch.maximum(u.abs() - 0.3 * radius, v.abs() - radius),  # cross
+                torch.maximum(v.abs() - 0.3 * radius, u.abs() - radius),
+            ),
+            (r - 0.75 * radius).abs() - 0.25 * radius,  # ring
+        ]
+    )  # signed: negative inside
     chosen = inside.gather(0, kind.view(1, -1, 1, 1).expand(1, *inside.shape[1:]))[0]
     return torch.sigmoid(-chosen / (0.5 * pixel))
 
@@ -187,8 +224,14 @@ def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tens
     return v.view(-1, 1) - v.view(-1, 1) * s.view(-1, 1) * (torch.minimum(k, 4 - k).clamp(0, 1))
 
 
-def synthetic_shapes(n_train: int = 10_000, n_test: int = 2_000, resolution: int = 32, seed: int = 0,
-                     noise: float = 0.1, distractor: float = 0.5) -> ImageData:
+def synthetic_shapes(
+    n_train: int = 10_000,
+    n_test: int = 2_000,
+    resolution: int = 32,
+    seed: int = 0,
+    noise: float = 0.1,
+    distractor: float = 0.5,
+) -> ImageData:
     """Ten classes of generated images: a shape (disk, square, triangle, cross, ring) filled with
     stripes that run near-horizontal or near-vertical, on a cluttered background.
 
@@ -248,12 +291,18 @@ def synthetic_shapes(n_train: int = 10_000, n_test: int = 2_000, resolution: int
     images = background * (1 - mask) + foreground * mask + noise * torch.randn(n, 3, s, s, generator=generator)
     images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
     return ImageData(
-        SYNTHETIC_NAME, images[:n_train], labels[:n_train], images[n_train:], labels[n_train:], SYNTHETIC_CLASSES,
+        SYNTHETIC_NAME,
+        images[:n_train],
+        labels[:n_train],
+        images[n_train:],
+        labels[n_train:],
+        SYNTHETIC_CLASSES,
         f"generated shapes-and-stripes, {n_train} train / {n_test} held-out images at {s}x{s}, seed {seed}",
     )
 
 
 # --- batches -----------------------------------------------------------------------------------------
+
 
 def normalizer(data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and standard deviation of the training images (in [0, 1] units)."""

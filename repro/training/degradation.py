@@ -38,7 +38,13 @@ from repro.plotting import png_bytes, subplots
 # The ResNet paper, Table 6: CIFAR-10 test error (%) of the residual nets (option A, best of 5 runs;
 # ResNet-110 is "6.43 (6.61 +- 0.16)"). The plain nets have no table, only curves: Fig. 6 (left)
 # and Fig. 1 show plain-56 above plain-20 in training and test error throughout.
-PAPER_TEST_ERROR = {("resnet", 20): 8.75, ("resnet", 32): 7.51, ("resnet", 44): 7.17, ("resnet", 56): 6.97, ("resnet", 110): 6.43}
+PAPER_TEST_ERROR = {
+    ("resnet", 20): 8.75,
+    ("resnet", 32): 7.51,
+    ("resnet", 44): 7.17,
+    ("resnet", 56): 6.97,
+    ("resnet", 110): 6.43,
+}
 PAPER_PLAIN = "no number; Fig. 1/6: deeper plain net has higher training and test error"
 
 # The default run (no --data): generated data, small enough for 10 minutes on two CPU cores.
@@ -70,8 +76,14 @@ def default_recipe(iterations: int, data: ImageData, augment: bool | None = None
     return Recipe(iterations=iterations, augment=augment, eval_size=min(2_000, len(data.test_x)), **fields)
 
 
-def run(data: ImageData, depths: tuple[int, ...], recipe: Recipe, device: str | None = None,
-        log=sys.stderr, init_seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run(
+    data: ImageData,
+    depths: tuple[int, ...],
+    recipe: Recipe,
+    device: str | None = None,
+    log=sys.stderr,
+    init_seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train plain and residual nets of each depth; return (curves, final errors)."""
     curves, finals = [], []
     for depth in depths:
@@ -82,14 +94,21 @@ def run(data: ImageData, depths: tuple[int, ...], recipe: Recipe, device: str | 
             result: TrainResult = train(model, data, recipe, name=net.name, device=device, log=log)
             curves += [{**row, "kind": kind, "depth": depth} for row in result.curve]
             paper = PAPER_TEST_ERROR.get((kind, depth)) if data.name == "CIFAR-10" else None
-            finals.append({
-                "model": net.name, "kind": kind, "depth": depth, "params": count_params(model),
-                "train error (%)": round(100 * result.final_train_error, 2),
-                "test error (%)": round(100 * result.final_test_error, 2),
-                "paper test error (%), CIFAR-10": PAPER_TEST_ERROR.get((kind, depth), PAPER_PLAIN if kind == "plain" else None),
-                "comparable to paper": "yes" if paper is not None and recipe.iterations >= 64_000 else "no",
-                "seconds": round(result.seconds, 1),
-            })
+            finals.append(
+                {
+                    "model": net.name,
+                    "kind": kind,
+                    "depth": depth,
+                    "params": count_params(model),
+                    "train error (%)": round(100 * result.final_train_error, 2),
+                    "test error (%)": round(100 * result.final_test_error, 2),
+                    "paper test error (%), CIFAR-10": PAPER_TEST_ERROR.get(
+                        (kind, depth), PAPER_PLAIN if kind == "plain" else None
+                    ),
+                    "comparable to paper": "yes" if paper is not None and recipe.iterations >= 64_000 else "no",
+                    "seconds": round(result.seconds, 1),
+                }
+            )
     return pd.DataFrame(curves), pd.DataFrame(finals)
 
 
@@ -108,11 +127,29 @@ def degradation_verdict(final: pd.DataFrame) -> dict[str, bool]:
 def plot_curves(curves: pd.DataFrame, title: str) -> bytes:
     """Fig. 6 of the paper, redrawn: plain nets left, residual right; dashed training, solid held-out."""
     fig, axes = subplots(1, 2, figsize=(10, 4), sharey=True)
-    colours = dict(zip(sorted(curves["depth"].unique()), ("tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple"), strict=False))
+    colours = dict(
+        zip(
+            sorted(curves["depth"].unique()),
+            ("tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple"),
+            strict=False,
+        )
+    )
     for ax, kind in zip(axes, ("plain", "resnet"), strict=True):
         for depth, group in curves[curves["kind"] == kind].groupby("depth"):
-            ax.plot(group["iteration"], 100 * group["train_error"], "--", color=colours[depth], label=f"{kind}-{depth} train")
-            ax.plot(group["iteration"], 100 * group["test_error"], "-", color=colours[depth], label=f"{kind}-{depth} held-out")
+            ax.plot(
+                group["iteration"],
+                100 * group["train_error"],
+                "--",
+                color=colours[depth],
+                label=f"{kind}-{depth} train",
+            )
+            ax.plot(
+                group["iteration"],
+                100 * group["test_error"],
+                "-",
+                color=colours[depth],
+                label=f"{kind}-{depth} held-out",
+            )
         ax.set_title({"plain": "plain networks", "resnet": "ResNets (option A shortcuts)"}[kind])
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
@@ -126,9 +163,16 @@ def git_commit() -> str:
     """HEAD of the checkout this code runs from, marked when the code under repro/training differs from it."""
     root = Path(__file__).resolve().parents[2]
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10, cwd=root)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "repro/training", "repro/models/cifar_resnet.py"],
-                               capture_output=True, text=True, timeout=10, cwd=root)
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10, cwd=root
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "repro/training", "repro/models/cifar_resnet.py"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=root,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     if head.returncode != 0:
@@ -160,34 +204,71 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = _Parser(prog="python -m repro.training.degradation", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=None,
-                        help="CIFAR-10 python-format directory or an image folder; default: generated shapes (no download)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="CIFAR-10 python-format directory or an image folder; default: generated shapes (no download)",
+    )
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--iterations", type=int, default=None,
-                        help=f"training iterations per net (default: {DEFAULT_ITERATIONS} on generated data, 64000 with --data)")
-    length.add_argument("--epochs", type=float, default=None, help="training length in epochs of the training split instead")
-    parser.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="depths 6n+2 to compare (default 20 56)")
+    length.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help=f"training iterations per net (default: {DEFAULT_ITERATIONS} on generated data, 64000 with --data)",
+    )
+    length.add_argument(
+        "--epochs", type=float, default=None, help="training length in epochs of the training split instead"
+    )
+    parser.add_argument(
+        "--depths", type=int, nargs="+", default=[20, 56], help="depths 6n+2 to compare (default 20 56)"
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                        help="the paper's pad-and-crop and flip augmentation (default: on with --data, off for generated data)")
-    parser.add_argument("--resolution", type=int, default=None,
-                        help=f"image size for generated data and image folders (default {DEFAULT_RESOLUTION} generated, 32 otherwise)")
+    parser.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the paper's pad-and-crop and flip augmentation (default: on with --data, off for generated data)",
+    )
+    parser.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help=f"image size for generated data and image folders (default {DEFAULT_RESOLUTION} generated, 32 otherwise)",
+    )
     parser.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
     parser.add_argument("--test-size", type=int, default=None, help="use only the first N held-out images")
     parser.add_argument("--eval-points", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0, help="data generation, batch order, augmentation and initial weights")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="data generation, batch order, augmentation and initial weights"
+    )
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads (default: torch's); 1 is robust when other work shares the cores")
-    parser.add_argument("--out", type=Path, default=Path("reports/degradation"), help="output directory (default reports/degradation)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: torch's); 1 is robust when other work shares the cores",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("reports/degradation"), help="output directory (default reports/degradation)"
+    )
     args = parser.parse_args(argv)
     for depth in args.depths:
         if depth < 8 or (depth - 2) % 6:
             parser.error(f"--depths: {depth} is not 6n + 2 (8, 14, 20, 32, 44, 56, 110, ...)")
     if len(set(args.depths)) < 2:
         parser.error("--depths needs at least two different depths to compare")
-    for flag in ("iterations", "epochs", "batch_size", "train_size", "test_size", "eval_points", "resolution", "threads"):
+    for flag in (
+        "iterations",
+        "epochs",
+        "batch_size",
+        "train_size",
+        "test_size",
+        "eval_points",
+        "resolution",
+        "threads",
+    ):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive, got {value}")
@@ -202,8 +283,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load(args: argparse.Namespace) -> ImageData:
     if args.data is None:
-        data = synthetic_shapes(n_train=args.train_size or DEFAULT_TRAIN_SIZE, n_test=args.test_size or DEFAULT_TEST_SIZE,
-                                resolution=args.resolution or DEFAULT_RESOLUTION, seed=args.seed)
+        data = synthetic_shapes(
+            n_train=args.train_size or DEFAULT_TRAIN_SIZE,
+            n_test=args.test_size or DEFAULT_TEST_SIZE,
+            resolution=args.resolution or DEFAULT_RESOLUTION,
+            seed=args.seed,
+        )
     else:
         data = load_data(args.data, resolution=args.resolution or 32, seed=args.seed)
     return data.subset(args.train_size, args.test_size)
@@ -221,10 +306,19 @@ def main(argv: list[str] | None = None) -> int:
         iterations = max(1, round(args.epochs * len(data.train_x) / args.batch_size))
     else:
         iterations = args.iterations or (DEFAULT_ITERATIONS if args.data is None else 64_000)
-    recipe = default_recipe(iterations, data, augment=args.augment, batch_size=args.batch_size, lr=args.lr,
-                            eval_points=args.eval_points, seed=args.seed)
+    recipe = default_recipe(
+        iterations,
+        data,
+        augment=args.augment,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        eval_points=args.eval_points,
+        seed=args.seed,
+    )
     device = args.device or default_device()
-    print(f"{data.description}; {iterations} iterations of batch {args.batch_size} per net on {device}", file=sys.stderr)
+    print(
+        f"{data.description}; {iterations} iterations of batch {args.batch_size} per net on {device}", file=sys.stderr
+    )
     start = time.perf_counter()
     try:
         with cpu_threads(args.threads):
@@ -234,12 +328,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     wall = time.perf_counter() - start
     meta = {
-        "command": command, "data": data.description, "classes": list(data.classes),
-        "train_images": len(data.train_x), "held_out_images": len(data.test_x), "recipe": recipe.as_dict(),
-        "device": torch.cuda.get_device_name() if device == "cuda" else f"CPU ({platform.machine()}, {args.threads or torch.get_num_threads()} threads)",
-        "torch": torch.__version__, "commit": git_commit(),
+        "command": command,
+        "data": data.description,
+        "classes": list(data.classes),
+        "train_images": len(data.train_x),
+        "held_out_images": len(data.test_x),
+        "recipe": recipe.as_dict(),
+        "device": torch.cuda.get_device_name()
+        if device == "cuda"
+        else f"CPU ({platform.machine()}, {args.threads or torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "wall_seconds": round(wall, 1), "verdict": degradation_verdict(final),
+        "wall_seconds": round(wall, 1),
+        "verdict": degradation_verdict(final),
     }
     title = f"{data.description}; {iterations} iterations, batch {args.batch_size}"
     written = write_outputs(args.out, curves, final, meta, title)

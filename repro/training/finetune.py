@@ -33,6 +33,7 @@ CLASSIFIER_NAMES = ("fc", "classifier", "head.fc", "last_linear")
 
 # --- the classifier --------------------------------------------------------------------------------
 
+
 def _submodule(model: nn.Module, name: str) -> nn.Module | None:
     try:
         return model.get_submodule(name)
@@ -73,6 +74,7 @@ def replace_classifier(model: nn.Module, num_classes: int) -> nn.Module:
 
 # --- freezing --------------------------------------------------------------------------------------
 
+
 class _EvalOnly:
     """Mixin for a frozen BatchNorm: ``train()`` leaves it in eval mode (running statistics used, never updated)."""
 
@@ -86,8 +88,11 @@ _FROZEN_CLASSES: dict[type, type] = {}
 def _frozen_class(cls: type) -> type:
     if cls not in _FROZEN_CLASSES:
         name = f"EvalOnly{cls.__name__}"
-        frozen = type(name, (_EvalOnly, cls), {"__module__": __name__, "_unfrozen_class": cls,
-                                               "__doc__": f"{cls.__name__} kept in eval mode (frozen)."})
+        frozen = type(
+            name,
+            (_EvalOnly, cls),
+            {"__module__": __name__, "_unfrozen_class": cls, "__doc__": f"{cls.__name__} kept in eval mode (frozen)."},
+        )
         _FROZEN_CLASSES[cls] = frozen
         globals()[name] = frozen  # so that pickling a whole model finds the class
     return _FROZEN_CLASSES[cls]
@@ -129,8 +134,10 @@ def _check_patterns(model: nn.Module, patterns: Sequence[str]) -> None:
     names = [n for n, _ in model.named_parameters()]
     unmatched = [p for p in patterns if not any(_matches(n, [p]) for n in names)]
     if unmatched:
-        raise ValueError(f"{', '.join(map(repr, unmatched))} match no parameter of {type(model).__name__} "
-                         f"(names look like {', '.join(names[:3])}, ...)")
+        raise ValueError(
+            f"{', '.join(map(repr, unmatched))} match no parameter of {type(model).__name__} "
+            f"(names look like {', '.join(names[:3])}, ...)"
+        )
 
 
 def freeze(model: nn.Module, patterns: Sequence[str]) -> nn.Module:
@@ -158,8 +165,10 @@ def freeze_up_to(model: nn.Module, stage: str) -> nn.Module:
     names = [n for n, _ in model.named_parameters()]
     inside = [i for i, n in enumerate(names) if n.startswith(stage + ".")]
     if not inside:
-        raise ValueError(f"{stage!r} is no module with parameters in {type(model).__name__}; "
-                         f"top-level ones: {', '.join(n for n, m in model.named_children() if any(True for _ in m.parameters()))}")
+        raise ValueError(
+            f"{stage!r} is no module with parameters in {type(model).__name__}; "
+            f"top-level ones: {', '.join(n for n, m in model.named_children() if any(True for _ in m.parameters()))}"
+        )
     for index, (_, param) in enumerate(model.named_parameters()):
         if index <= inside[-1]:
             param.requires_grad_(False)
@@ -176,6 +185,7 @@ def unfreeze(model: nn.Module) -> nn.Module:
 
 # --- counting ----------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ParamCounts:
     trainable: int
@@ -187,8 +197,10 @@ class ParamCounts:
 
     def __str__(self) -> str:
         """As the seed prints them (section 6.1), in English."""
-        return (f"trainable parameters: {self.trainable:,} ({self.trainable / self.total * 100:.2f}%)\n"
-                f"frozen parameters: {self.frozen:,}")
+        return (
+            f"trainable parameters: {self.trainable:,} ({self.trainable / self.total * 100:.2f}%)\n"
+            f"frozen parameters: {self.frozen:,}"
+        )
 
 
 def count_trainable(model: nn.Module) -> ParamCounts:
@@ -197,6 +209,7 @@ def count_trainable(model: nn.Module) -> ParamCounts:
 
 
 # --- a fine-tuning run -------------------------------------------------------------------------------
+
 
 def ported_model(spec: str, weights: str | Path | None = None) -> nn.Module:
     """The hand-written model matching reference ``spec`` (e.g. ``torchvision:resnet18``), holding the
@@ -239,6 +252,7 @@ def seed_freeze(model: nn.Module) -> nn.Module:
 
 # --- command line --------------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m repro.training.finetune``: port a reference model, replace its head, freeze, train briefly."""
     import argparse
@@ -256,14 +270,28 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(message)
 
     parser = Parser(prog="python -m repro.training.finetune", description=main.__doc__.split(": ", 1)[1])
-    parser.add_argument("--spec", default="torchvision:resnet18", help="reference whose hand-written port is fine-tuned")
-    parser.add_argument("--weights", type=Path, default=None, help="the reference's state dict (.safetensors or torch file)")
-    parser.add_argument("--data", type=Path, default=None, help="CIFAR-10 python format or an image folder; default: generated shapes")
+    parser.add_argument(
+        "--spec", default="torchvision:resnet18", help="reference whose hand-written port is fine-tuned"
+    )
+    parser.add_argument(
+        "--weights", type=Path, default=None, help="the reference's state dict (.safetensors or torch file)"
+    )
+    parser.add_argument(
+        "--data", type=Path, default=None, help="CIFAR-10 python format or an image folder; default: generated shapes"
+    )
     parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--train-size", type=int, default=5_000, help="generated training images (or the first N of --data)")
-    parser.add_argument("--test-size", type=int, default=1_000, help="generated held-out images (or the first N of --data)")
-    parser.add_argument("--trainable", nargs="+", default=None, help="module paths / patterns left trainable (default: the classifier)")
-    parser.add_argument("--freeze-up-to", default=None, help="instead: freeze the stem and stages up to this module (e.g. layer2)")
+    parser.add_argument(
+        "--train-size", type=int, default=5_000, help="generated training images (or the first N of --data)"
+    )
+    parser.add_argument(
+        "--test-size", type=int, default=1_000, help="generated held-out images (or the first N of --data)"
+    )
+    parser.add_argument(
+        "--trainable", nargs="+", default=None, help="module paths / patterns left trainable (default: the classifier)"
+    )
+    parser.add_argument(
+        "--freeze-up-to", default=None, help="instead: freeze the stem and stages up to this module (e.g. layer2)"
+    )
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.01)
@@ -272,8 +300,11 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.trainable is not None and args.freeze_up_to is not None:
             parser.error("--trainable and --freeze-up-to are alternatives")
-        data = synthetic_shapes(n_train=args.train_size, n_test=args.test_size, resolution=args.resolution) if args.data is None \
+        data = (
+            synthetic_shapes(n_train=args.train_size, n_test=args.test_size, resolution=args.resolution)
+            if args.data is None
             else load_data(args.data, resolution=args.resolution).subset(args.train_size, args.test_size)
+        )
         model = ported_model(args.spec, args.weights)
         head = classifier_name(model)
         replace_classifier(model, data.num_classes)
@@ -288,16 +319,32 @@ def main(argv: list[str] | None = None) -> int:
     print(counts, file=sys.stderr)
     from repro.training.loop import train
 
-    recipe = Recipe(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, augment=args.data is not None,
-                    eval_points=5, eval_size=min(2_000, len(data.test_x)))
+    recipe = Recipe(
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        augment=args.data is not None,
+        eval_points=5,
+        eval_size=min(2_000, len(data.test_x)),
+    )
     result = train(model, data, recipe, name=args.spec, device=default_device())
-    print(f"final: train error {result.final_train_error:.3f}, held-out error {result.final_test_error:.3f}", file=sys.stderr)
+    print(
+        f"final: train error {result.final_train_error:.3f}, held-out error {result.final_test_error:.3f}",
+        file=sys.stderr,
+    )
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(result.curve).to_csv(args.out / "finetune_curve.csv", index=False)
-        meta = {"spec": args.spec, "weights": str(args.weights) if args.weights else None, "data": data.description,
-                "trainable": counts.trainable, "frozen": counts.frozen, "recipe": recipe.as_dict(),
-                "final_train_error": result.final_train_error, "final_test_error": result.final_test_error}
+        meta = {
+            "spec": args.spec,
+            "weights": str(args.weights) if args.weights else None,
+            "data": data.description,
+            "trainable": counts.trainable,
+            "frozen": counts.frozen,
+            "recipe": recipe.as_dict(),
+            "final_train_error": result.final_train_error,
+            "final_test_error": result.final_test_error,
+        }
         (args.out / "finetune_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return 0
 

@@ -32,7 +32,9 @@ VARIANTS = ("plain", "residual", "residual, gamma 0")
 def make_blocks(variant: str, channels: int, blocks: int) -> nn.Sequential:
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    stack = nn.Sequential(*[CifarBlock(channels, channels, shortcut=None if variant == "plain" else "A") for _ in range(blocks)])
+    stack = nn.Sequential(
+        *[CifarBlock(channels, channels, shortcut=None if variant == "plain" else "A") for _ in range(blocks)]
+    )
     for m in stack.modules():  # the networks' initialization (He, fan-out; BatchNorm 1 and 0)
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -60,8 +62,16 @@ def seed_identity_test(seed: int = 0) -> dict[str, float]:
     }
 
 
-def identity_fit(variant: str, blocks: int = 1, steps: int = 200, channels: int = 16, size: int = 8,
-                 batch: int = 16, lr: float = 1e-2, seed: int = 0) -> pd.DataFrame:
+def identity_fit(
+    variant: str,
+    blocks: int = 1,
+    steps: int = 200,
+    channels: int = 16,
+    size: int = 8,
+    batch: int = 16,
+    lr: float = 1e-2,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Train ``blocks`` stacked blocks of ``variant`` to output their input (MSE, Adam), on fresh
     non-negative inputs ``relu(N(0, 1))`` each step. Returns the loss per step, relative to the
     input's mean square (1.0 = no better than outputting zeros), in train mode (what is optimized)
@@ -75,7 +85,12 @@ def identity_fit(variant: str, blocks: int = 1, steps: int = 200, channels: int 
     for step in range(steps + 1):
         x = torch.randn(batch, channels, size, size, generator=data).clamp(min=0)
         loss = F.mse_loss(stack(x), x)
-        row = {"variant": variant, "blocks": blocks, "step": step, "relative_mse": float(loss.detach() / x.pow(2).mean())}
+        row = {
+            "variant": variant,
+            "blocks": blocks,
+            "step": step,
+            "relative_mse": float(loss.detach() / x.pow(2).mean()),
+        }
         if step % 10 == 0 or step == steps:
             stack.eval()
             with torch.no_grad():
@@ -95,8 +110,9 @@ def steps_to(curve: pd.DataFrame, threshold: float) -> int | None:
     return int(hit["step"].iloc[0]) if len(hit) else None
 
 
-def identity_experiment(depths: tuple[int, ...] = (1, 8), steps: int = 200, threshold: float = 0.01,
-                        **kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
+def identity_experiment(
+    depths: tuple[int, ...] = (1, 8), steps: int = 200, threshold: float = 0.01, **kwargs
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary per variant and depth, all curves)."""
     curves, rows = [], []
     for blocks in depths:
@@ -104,14 +120,19 @@ def identity_experiment(depths: tuple[int, ...] = (1, 8), steps: int = 200, thre
             curve = identity_fit(variant, blocks, steps, **kwargs)
             curves.append(curve)
             evals = curve.dropna(subset=["relative_mse_eval"])
-            rows.append({
-                "blocks": blocks, "variant": variant,
-                "relative MSE at start": round(curve["relative_mse"].iloc[0], 4),
-                f"relative MSE after {steps // 10} steps": round(curve["relative_mse"].iloc[steps // 10], 4),
-                f"relative MSE after {steps} steps (train mode)": round(curve["relative_mse"].iloc[-1], 5),
-                f"after {steps} steps, eval mode, held-out": round(evals["relative_mse_eval"].iloc[-1], 5),
-                f"steps to relative MSE <= {threshold}": steps_to(curve, threshold) if steps_to(curve, threshold) is not None else f"> {steps}",
-            })
+            rows.append(
+                {
+                    "blocks": blocks,
+                    "variant": variant,
+                    "relative MSE at start": round(curve["relative_mse"].iloc[0], 4),
+                    f"relative MSE after {steps // 10} steps": round(curve["relative_mse"].iloc[steps // 10], 4),
+                    f"relative MSE after {steps} steps (train mode)": round(curve["relative_mse"].iloc[-1], 5),
+                    f"after {steps} steps, eval mode, held-out": round(evals["relative_mse_eval"].iloc[-1], 5),
+                    f"steps to relative MSE <= {threshold}": steps_to(curve, threshold)
+                    if steps_to(curve, threshold) is not None
+                    else f"> {steps}",
+                }
+            )
     return pd.DataFrame(rows), pd.concat(curves, ignore_index=True)
 
 
@@ -122,7 +143,9 @@ def plot_identity(curves: pd.DataFrame) -> bytes:
         for variant, group in curves[curves["blocks"] == blocks].groupby("variant", sort=False):
             # gamma-0 starts at exactly 0: a log axis needs a floor
             exact = (group["relative_mse"] == 0).all()
-            ax.plot(group["step"], group["relative_mse"].clip(lower=1e-6), label=variant + (" (exactly 0)" if exact else ""))
+            ax.plot(
+                group["step"], group["relative_mse"].clip(lower=1e-6), label=variant + (" (exactly 0)" if exact else "")
+            )
         ax.set_yscale("log")
         ax.set_title(f"{blocks} stacked block{'s' if blocks > 1 else ''} trained to reproduce the input")
         ax.set_xlabel("Adam step")

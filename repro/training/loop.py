@@ -61,16 +61,17 @@ class TrainResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-             batch_size: int = 500) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, batch_size: int = 500
+) -> tuple[float, float]:
     """(error, mean loss) of ``model`` in eval mode; the model's mode is restored afterwards."""
     was_training = model.training
     model.eval()
     wrong, loss = 0, 0.0
     for start in range(0, len(x), batch_size):
-        xb = (x[start:start + batch_size].float() / 255 - mean) / std
+        xb = (x[start : start + batch_size].float() / 255 - mean) / std
         logits = model(xb)
-        yb = y[start:start + batch_size]
+        yb = y[start : start + batch_size]
         wrong += int((logits.argmax(1) != yb).sum())
         loss += float(F.cross_entropy(logits, yb, reduction="sum"))
     model.train(was_training)
@@ -114,7 +115,7 @@ def train(
     for iteration in range(1, recipe.iterations + 1):
         if position + recipe.batch_size > len(order):
             order, position = torch.randperm(len(train_x), generator=stream), 0
-        index = order[position:position + recipe.batch_size].to(device)
+        index = order[position : position + recipe.batch_size].to(device)
         position += recipe.batch_size
         xb = train_x[index].float() / 255
         if recipe.augment:
@@ -135,18 +136,27 @@ def train(
         if on_step is not None:
             on_step(iteration)
         if iteration in eval_at:
-            test_error, test_loss = evaluate(model, test_x[:recipe.eval_size], test_y[:recipe.eval_size], mean, std)
+            test_error, test_loss = evaluate(model, test_x[: recipe.eval_size], test_y[: recipe.eval_size], mean, std)
             row = {
-                "model": name, "iteration": iteration, "epoch": round(iteration / per_epoch, 3),
+                "model": name,
+                "iteration": iteration,
+                "epoch": round(iteration / per_epoch, 3),
                 "lr": optimizer.param_groups[0]["lr"],
-                "train_error": interval_wrong / interval_seen, "train_loss": interval_loss / interval_seen,
-                "test_error": test_error, "test_loss": test_loss, "seconds": round(time.perf_counter() - start, 2),
+                "train_error": interval_wrong / interval_seen,
+                "train_loss": interval_loss / interval_seen,
+                "test_error": test_error,
+                "test_loss": test_loss,
+                "seconds": round(time.perf_counter() - start, 2),
             }
             curve.append(row)
             interval_wrong, interval_seen, interval_loss = 0, 0, 0.0
             if log is not None:
-                print(f"{name:>10} it {iteration:>6}/{recipe.iterations} train err {row['train_error']:.3f} "
-                      f"test err {test_error:.3f} ({row['seconds']:.0f}s)", file=log, flush=True)
-    final_train_error, _ = evaluate(model, train_x[:recipe.eval_size], train_y[:recipe.eval_size], mean, std)
+                print(
+                    f"{name:>10} it {iteration:>6}/{recipe.iterations} train err {row['train_error']:.3f} "
+                    f"test err {test_error:.3f} ({row['seconds']:.0f}s)",
+                    file=log,
+                    flush=True,
+                )
+    final_train_error, _ = evaluate(model, train_x[: recipe.eval_size], train_y[: recipe.eval_size], mean, std)
     final_test_error, _ = evaluate(model, test_x, test_y, mean, std)
     return TrainResult(name, curve, final_train_error, final_test_error, time.perf_counter() - start)

@@ -1,0 +1,238 @@
+"""What every report page is made of: tables, pages, errata rows with their outcome, options, and
+the jobs (one-core computations) pages declare. Page modules import this module, never the
+``repro.report`` package (which imports them to list them)."""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import functools
+import importlib
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from repro.environment import in_processes
+
+MAX_PAGE_COLUMNS = 10  # a wider table shows only its page_columns on the page; its CSV keeps every column
+DEFAULT_DEGRADATION_DIR = Path("reports/degradation")
+DEFAULT_ATLAS_RESULTS = Path("reports/atlas.json")
+
+
+class ReportError(Exception):
+    """Bad arguments or an unusable output directory: printed as one line, exit code 2."""
+
+
+@dataclass
+class Table:
+    slug: str  # file stem of its CSV
+    title: str
+    frame: pd.DataFrame
+    note: str = ""
+    page_columns: tuple[str, ...] = ()  # the columns shown on the page (default: all); the CSV has all
+
+    def shown(self) -> pd.DataFrame:
+        columns = list(self.page_columns) or list(self.frame.columns)
+        if len(columns) > MAX_PAGE_COLUMNS:
+            raise ValueError(
+                f"table {self.slug}: {len(columns)} columns on the page (at most {MAX_PAGE_COLUMNS}); "
+                "name the page_columns to show (the CSV keeps all)"
+            )
+        missing = [c for c in columns if c not in self.frame.columns]
+        if missing:
+            raise ValueError(f"table {self.slug}: page_columns not in the frame: {missing}")
+        return self.frame[columns]
+
+
+class Outcome(enum.Enum):
+    """A verdict on one claim of the seed."""
+
+    HOLDS = "✓"
+    FAILS = "✗"
+    PARTLY = "partly"  # a claim with parts, some holding and some not
+    UNDECIDED = "not decided here"  # the evidence available here cannot decide it (the row says what would)
+
+    @classmethod
+    def of(cls, holds: bool) -> "Outcome":
+        return cls.HOLDS if holds else cls.FAILS
+
+
+@dataclass(frozen=True)
+class Erratum:
+    section: str  # seed section, e.g. "3.2" or "7, pitfall 3"
+    claim: str
+    outcome: Outcome | bool  # a bool means HOLDS or FAILS
+    measured: str  # the evidence, with its source
+    page: str = ""  # slug of the page that shows the evidence
+    decide: str = ""  # UNDECIDED: what would decide it
+    note: str = ""  # a caveat, or a second fact beside the verdict (e.g. torchvision's value beside the paper's)
+
+    def __post_init__(self):
+        if isinstance(self.outcome, bool):
+            object.__setattr__(self, "outcome", Outcome.of(self.outcome))
+        if self.outcome is Outcome.UNDECIDED and not self.decide:
+            raise ValueError(f"{self.claim!r}: an undecided claim must say what would decide it")
+
+    @property
+    def holds(self) -> bool:
+        return self.outcome is Outcome.HOLDS
+
+
+def section_key(section: str) -> tuple[int, ...]:
+    """Sort key of a seed section label: '2.1' -> (2, 1); '7, pitfall 3' -> (7, 0, 3)."""
+    numbers = [int(n) for n in re.findall(r"\d+", section)]
+    major, *rest = numbers
+    minor = rest.pop(0) if "." in section.split(",")[0] and rest else 0
+    return (major, minor, *rest)
+
+
+@dataclass
+class Page:
+    slug: str
+    title: str
+    intro: str = ""  # opens with the page's findings in a few lines
+    tables: list[Table] = field(default_factory=list)
+    images: list[tuple[str, bytes]] = field(default_factory=list)  # (file name, PNG bytes)
+    files: list[tuple[str, bytes]] = field(default_factory=list)  # other files it writes (name, bytes), e.g. JSON
+    errata: list[Erratum] = field(default_factory=list)  # the seed's claims this page's tables decide
+    seconds: float = 0.0  # wall time spent building it (set by build_pages)
+
+    def __post_init__(self):
+        self.errata = [
+            e if e.page else Erratum(e.section, e.claim, e.outcome, e.measured, self.slug, e.decide, e.note)
+            for e in self.errata
+        ]
+
+
+@dataclass
+class Options:
+    full: bool = False
+    models: tuple[str, ...] = ()  # fnmatch patterns over hand-written model names; empty: all
+    from_json: tuple[Path, ...] = ()  # pytest-benchmark JSON files to merge into the latency tables
+    pages: tuple[str, ...] = ()  # page slugs to build; empty: all
+    degradation_dir: Path = DEFAULT_DEGRADATION_DIR  # the degradation CLI's output, read in quick mode
+    atlas_results: Path = DEFAULT_ATLAS_RESULTS  # a full atlas run's JSON, read in quick mode
+
+    def selected(self, names: Iterable[str]) -> list[str]:
+        names = list(names)
+        if not self.models:
+            return names
+        return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in self.models)]
+
+
+class Computed:
+    """A page's one-core computation of one (hashable) argument, made once per report run: by a
+    call, here, or for many arguments at once by ``run_jobs(f.jobs(args))`` in worker processes.
+    ``seconds(arg)``: rough seconds on one core, only to start the longest first."""
+
+    def __init__(self, fn: Callable[[Any], Any], seconds: Callable[[Any], float] | None = None):
+        functools.update_wrapper(self, fn)
+        if "<locals>" in fn.__qualname__:
+            raise TypeError(f"{fn.__qualname__}: a computation must be defined at module level (workers import it)")
+        self.fn, self.seconds, self.results = fn, seconds or (lambda arg: 1.0), {}
+
+    def __call__(self, arg: Any) -> Any:
+        if arg not in self.results:
+            self.results[arg] = self.fn(arg)
+        return self.results[arg]
+
+    def jobs(self, args: Iterable[Any]) -> list["Job"]:
+        """The arguments not yet computed, as jobs for ``run_jobs``."""
+        return [Job(self, arg) for arg in dict.fromkeys(args) if arg not in self.results]
+
+
+def computed(seconds: Callable[[Any], float] | None = None) -> Callable[[Callable[[Any], Any]], Computed]:
+    return lambda fn: Computed(fn, seconds)
+
+
+@dataclass(frozen=True)
+class Job:
+    computation: Computed
+    arg: Any
+
+
+MAX_WORKERS = 4
+
+
+def _run_job(item: tuple[int, str, str, Any]) -> Any:
+    """In a worker: compute one job (its computation found by name, so only the argument travels)."""
+    _, module, name, arg = item
+    return getattr(importlib.import_module(module), name).fn(arg)
+
+
+def run_jobs(todo: list[Job], workers: int | None = None, desc: str = "checks and experiments") -> float:
+    """Run ``todo`` longest first in ``workers`` processes (default: one per intra-op thread, at most
+    MAX_WORKERS; see ``repro.environment.in_processes``), storing each result as it arrives.
+    Returns the seconds it took."""
+    start = time.perf_counter()
+    workers = workers or min(torch.get_num_threads(), MAX_WORKERS)
+    order = sorted(range(len(todo)), key=lambda i: -todo[i].computation.seconds(todo[i].arg))
+    items = [(i, todo[i].computation.__module__, todo[i].computation.__qualname__, todo[i].arg) for i in order]
+    with tqdm(total=len(todo), desc=desc, unit="job", disable=not todo) as progress:
+        for (index, *_), result in in_processes(_run_job, items, workers):
+            todo[index].computation.results[todo[index].arg] = result
+            progress.update()
+    return time.perf_counter() - start
+
+
+# ---- markdown -------------------------------------------------------------------------------------
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    frame = frame.copy()
+    for column in frame.columns:
+        values = frame[column]
+        whole = values.dtype.kind in "iu" or (
+            values.dtype.kind == "f"
+            and values.notna().any()
+            and (values.dropna() % 1 == 0).all()
+            and values.abs().max() >= 1000
+        )
+        if whole:  # counts as 11,689,512 (tabulate would print a float column's 1.16895e+07); gaps stay empty
+            frame[column] = [f"{int(v):,}" if pd.notna(v) else "" for v in values]
+        elif values.dtype.kind not in "biufcmM":  # text: a '|' inside a cell would end the cell
+            frame[column] = [v.replace("|", "\\|") if isinstance(v, str) else v for v in values]
+    frame = frame.astype(object).where(frame.notna(), None)  # a gap prints empty, not "nan"
+    frame.columns = [str(c).replace("|", "\\|") for c in frame.columns]
+    return frame.to_markdown(index=False, floatfmt=".6g", missingval="")
+
+
+def environment_line(env: dict[str, str]) -> str:
+    return "_Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + "_"
+
+
+def render_page(page: Page, env: dict[str, str]) -> str:
+    lines = [f"# {page.title}", "", environment_line(env), ""]
+    if page.intro:
+        lines += [page.intro.strip(), ""]
+    for table in page.tables:
+        lines += [f"## {table.title}", ""]
+        if table.note:
+            lines += [table.note.strip(), ""]
+        hidden = len(table.frame.columns) - len(table.shown().columns)
+        csv = f"CSV: [{table.slug}.csv]({table.slug}.csv)" + (f" ({hidden} more columns)" if hidden else "")
+        lines += [markdown_table(table.shown()), "", csv, ""]
+    for name, _ in page.images:
+        lines += [f"![{name}]({name})", ""]
+    return "\n".join(lines)
+
+
+def findings(errata: list[Erratum], lead: str = "") -> str:
+    """A page's opening lines, read off its errata rows: which claims fail, partly hold, are undecided, hold."""
+    parts = [lead] if lead else []
+    for outcome, label in (
+        (Outcome.FAILS, "does not hold"),
+        (Outcome.PARTLY, "partly holds"),
+        (Outcome.UNDECIDED, "not decided here"),
+        (Outcome.HOLDS, "holds"),
+    ):
+        claims = [f"{e.claim} ({e.section})" for e in errata if e.outcome is outcome]
+        if claims:
+            parts.append(f"{label}: " + "; ".join(claims))
+    return "Findings. " + ". ".join(parts) + "." if parts else ""
