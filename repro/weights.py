@@ -34,7 +34,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         state = _read_torch(path)
     if not isinstance(state, Mapping):
         raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
-    bad = {str(k): type(v).__name__ for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)}
+    bad = {
+        str(k): type(v).__name__
+        for k, v in state.items()
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor)
+    }
     if bad:
         shown = ", ".join(f"{k!r} ({t})" for k, t in list(bad.items())[:5])
         raise WeightsError(
@@ -58,7 +62,9 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 # What torch.load's unpickler raises on damaged bytes, beyond its own UnpicklingError.
-_CORRUPTION_ERRORS = (RuntimeError, EOFError, zipfile.BadZipFile, OSError, IndexError, KeyError, ValueError, struct.error)
+_CORRUPTION_ERRORS = (
+    RuntimeError, EOFError, zipfile.BadZipFile, OSError, IndexError, KeyError, ValueError, struct.error
+)
 
 
 def _read_torch(path: Path) -> object:

@@ -19,13 +19,15 @@ def pytest_addoption(parser):
     group.addoption("--bench-resolution", type=int, default=None,
                     help="input resolution (default: each model's native one, capped by --bench-max-resolution)")
     group.addoption("--bench-max-resolution", type=int, default=None,
-                    help="cap on the native resolution (default: 224 on CPU, none on CUDA); the group name states the size used")
+                    help="cap on the native resolution (default: 224 on CPU, none on CUDA); "
+                         "the group name states the size used")
     group.addoption("--bench-device", default="cpu", help="comma-separated: cpu, cuda (cuda cases skip without a GPU)")
     group.addoption("--bench-dtype", default="fp32", help="comma-separated: fp32, bf16 (autocast)")
     group.addoption("--bench-format", default="nchw", help="comma-separated: nchw, channels_last")
     group.addoption("--bench-modes", default="eager,fused,frozen,channels_last",
                     help="comma-separated: eager, fused (ours, BN folded, NHWC inside), frozen (ours, folded + "
-                         "TorchScript-frozen, CPU), channels_last (ours and references in NHWC), compile (all but frozen)")
+                         "TorchScript-frozen, CPU), channels_last (ours and references in NHWC), "
+                         "compile (all but frozen)")
 
 
 def pytest_collection_modifyitems(config, items):

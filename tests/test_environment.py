@@ -22,7 +22,8 @@ def test_deterministic_kernels_sets_and_restores():
     torch.set_num_threads(2)
     try:
         with deterministic_kernels():
-            assert torch.get_num_threads() == 1 and torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+            assert torch.get_num_threads() == 1
+            assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
         assert torch.get_num_threads() == 2 and not torch.backends.cudnn.deterministic
     finally:
         torch.set_num_threads(before)

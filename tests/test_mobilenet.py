@@ -19,7 +19,9 @@ from repro.report import Options
 from repro.report.densenet_mobilenet import SeedMobileNetV1, densenet_mobilenet_errata, separable_cost, separable_layers
 
 
-@pytest.mark.parametrize("kernel_size, m, n, size", [(3, 64, 64, 14), (3, 32, 64, 112), (5, 96, 40, 14), (3, 512, 1024, 7), (7, 8, 24, 9)])
+@pytest.mark.parametrize(
+    "kernel_size, m, n, size", [(3, 64, 64, 14), (3, 32, 64, 112), (5, 96, 40, 14), (3, 512, 1024, 7), (7, 8, 24, 9)]
+)
 def test_separable_formula_equals_counted_macs(kernel_size, m, n, size):
     standard, separable = separable_layers(kernel_size, m, n)
     formula_standard, formula_separable = separable_conv_macs(kernel_size, m, n, size)
@@ -95,7 +97,9 @@ def test_drop_path_only_in_training():
 
 
 def test_timm_stage_layout():
-    assert timm_positions([64, 128, 128, 256, 256, 512, 512]) == [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
+    assert timm_positions([64, 128, 128, 256, 256, 512, 512]) == [
+        (0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)
+    ]
     timm_small = reference.create("timm:mobilenetv3_small_100")
     stage_lengths = [len(stage) for stage in timm_small.blocks]
     assert stage_lengths == [1, 2, 3, 2, 3, 1]
@@ -154,6 +158,7 @@ def test_seed_table_claims_on_mobilenetv3_are_computed():
 
     rows = {r.claim: r for r in resnet_errata(Options(models=("mobilenetv3_small_100", "mobilenetv3_large_100")))}
     assert rows["MobileNetV3-S has 2.5M parameters"].holds  # 2,542,856
-    assert not rows["MobileNetV3-L has 5.4M parameters"].holds and "5,483,032" in rows["MobileNetV3-L has 5.4M parameters"].measured
+    large_params = rows["MobileNetV3-L has 5.4M parameters"]
+    assert not large_params.holds and "5,483,032" in large_params.measured
     large_top1 = rows["MobileNetV3-L top-1 is 56%"]
     assert not large_top1.holds and large_top1.measured.startswith("74.04%")
