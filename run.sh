@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole set-up, on a fresh machine or an old one:
 #   bash run.sh report [ARGS...]   python -m repro.report (defaults: --quick, reports/)
-#   bash run.sh test   [ARGS...]   the test suite (pytest -n auto), then the benchmarks' code once
+#   bash run.sh test   [ARGS...]   ruff check ., the test suite (pytest -n auto), then the benchmarks' code once
 #   bash run.sh bench  [ARGS...]   pytest --benchmark-only (serial)
 # Each creates or reuses the virtual environment $VENV (default .venv) and installs what it needs.
 set -euo pipefail
@@ -26,6 +26,8 @@ shift || true
 case "$cmd" in
     report) exec "$VENV/bin/python" -m repro.report "$@" ;;
     test)
+        # Lint first (configuration: pyproject.toml's [tool.ruff]): an unused import or an undefined name fails CI.
+        "$VENV/bin/python" -m ruff check .
         "$VENV/bin/python" -m pytest -n auto "$@"
         # Benchmarks are skipped by plain pytest; run their code once, untimed, so it cannot rot.
         exec "$VENV/bin/python" -m pytest tests/benchmarks --benchmark-disable -q

@@ -22,7 +22,10 @@ def test_equivalence_on_gpu(spec):
     torch.backends.cudnn.benchmark = False
     result = check_reference(spec, device="cuda")
     result.assert_equivalent(rtol=1e-4)
-    print(spec, "bit-identical on CUDA" if result.bit_exact else f"max rel {Diff.worst(result.all_diffs())[1].max_rel:.3g}")
+    if result.bit_exact:
+        print(spec, "bit-identical on CUDA")
+    else:
+        print(spec, f"max rel {Diff.worst(result.all_diffs())[1].max_rel:.3g}")
 
 
 @pytest.mark.parametrize("name", ["resnet50", "efficientnet_b0", "mobilenetv3_small_100"])

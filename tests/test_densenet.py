@@ -107,7 +107,8 @@ def _seed_to_ours(key: str) -> str:
             return new + key[len(old):]
     if key.startswith("dense_blocks."):
         _, block, _, layer, index, rest = key.split(".", 5)
-        return f"features.denseblock{int(block) + 1}.denselayer{int(layer) + 1}.{ {'0': 'norm2', '2': 'conv2'}[index]}.{rest}"
+        module = {'0': 'norm2', '2': 'conv2'}[index]
+        return f"features.denseblock{int(block) + 1}.denselayer{int(layer) + 1}.{module}.{rest}"
     if key.startswith("transitions."):
         _, block, _, index, rest = key.split(".", 4)
         return f"features.transition{int(block) + 1}.{ {'0': 'norm', '2': 'conv'}[index]}.{rest}"

@@ -140,7 +140,8 @@ def test_bn_settings_per_reference():
         m = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
         return m.eps, m.momentum
 
-    assert bn(repro.create_model("tf_efficientnet_b0")) == bn(reference.create("timm:tf_efficientnet_b0")) == (1e-3, 0.1)
+    ours, theirs = repro.create_model("tf_efficientnet_b0"), reference.create("timm:tf_efficientnet_b0")
+    assert bn(ours) == bn(theirs) == (1e-3, 0.1)
     assert bn(repro.create_model("efficientnet_b0")) == bn(reference.create("timm:efficientnet_b0")) == (1e-5, 0.1)
     tv_b5 = REFERENCES["torchvision:efficientnet_b5"]
     assert bn(repro.registry.create_model_from_entry(tv_b5)) == bn(reference.create(tv_b5.spec)) == (1e-3, 0.01)

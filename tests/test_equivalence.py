@@ -30,7 +30,8 @@ def test_reference_is_equivalent(spec):
 
 def test_resnet_references_are_bit_identical():
     """Recorded fact: every ResNet pair is bit-identical (eval, train outputs, grads, running stats)."""
-    resnets = [s for s in ALL_REFERENCES if REFERENCES[s].model in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")]
+    depths = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+    resnets = [s for s in ALL_REFERENCES if REFERENCES[s].model in depths]
     assert len(resnets) == 10
     assert all(REFERENCES[s].expect_bit_exact for s in resnets)
 
@@ -55,7 +56,8 @@ def test_uninitialized_build_hides_nothing():
     one that randomize_ or the port misses poisons the outputs instead of passing unseen."""
     ref = build_uninitialized(lambda: reference.create("timm:resnet18"))
     assert all(torch.isnan(p).all() for p in ref.parameters())
-    assert all((m.running_mean == 0).all() and (m.running_var == 1).all() for m in ref.modules() if isinstance(m, nn.BatchNorm2d))
+    bns = [m for m in ref.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all((m.running_mean == 0).all() and (m.running_var == 1).all() for m in bns)
     randomize_(ref, (2, 3, 64, 64))
     assert all(torch.isfinite(p).all() for p in ref.parameters())
     ours = build_uninitialized(lambda: repro.create_model("resnet18"))
@@ -68,8 +70,11 @@ def test_uninitialized_build_hides_nothing():
     assert any("non-finite" in f for f in _compare(ref, ours, report).failures())
 
 
-@pytest.mark.parametrize("build", [lambda: repro.create_model("efficientnet_b0"), lambda: reference.create("timm:resnet50"),
-                                   lambda: reference.create("torchvision:densenet121")], ids=["ours", "timm", "torchvision"])
+@pytest.mark.parametrize("build", [
+    lambda: repro.create_model("efficientnet_b0"),
+    lambda: reference.create("timm:resnet50"),
+    lambda: reference.create("torchvision:densenet121"),
+], ids=["ours", "timm", "torchvision"])
 def test_build_on_meta_is_a_meta_build_without_the_random_draws(build):
     """build_on_meta skips only the random fills of meta tensors (which write nothing): the model
     has exactly the parameters and buffers of a plain meta-device build."""

@@ -20,7 +20,9 @@ from repro.report.densenet_mobilenet import build_depthwise, densenet_mobilenet_
 from repro.seed.code import SeedMobileNetV1
 
 
-@pytest.mark.parametrize("kernel_size, m, n, size", [(3, 64, 64, 14), (3, 32, 64, 112), (5, 96, 40, 14), (3, 512, 1024, 7), (7, 8, 24, 9)])
+@pytest.mark.parametrize(
+    "kernel_size, m, n, size", [(3, 64, 64, 14), (3, 32, 64, 112), (5, 96, 40, 14), (3, 512, 1024, 7), (7, 8, 24, 9)]
+)
 def test_separable_formula_equals_counted_macs(kernel_size, m, n, size):
     standard, separable = separable_layers(kernel_size, m, n)
     formula_standard, formula_separable = separable_conv_macs(kernel_size, m, n, size)
@@ -102,7 +104,9 @@ def test_drop_path_only_in_training():
 
 
 def test_timm_stage_layout():
-    assert timm_positions([64, 128, 128, 256, 256, 512, 512]) == [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
+    assert timm_positions([64, 128, 128, 256, 256, 512, 512]) == [
+        (0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)
+    ]
     timm_small = reference.create("timm:mobilenetv3_small_100")
     stage_lengths = [len(stage) for stage in timm_small.blocks]
     assert stage_lengths == [1, 2, 3, 2, 3, 1]
@@ -147,7 +151,8 @@ def test_harness_catches_a_sigmoid_gate():
 
 
 def test_mobilenet_errata_are_measured():
-    rows = densenet_mobilenet_errata(Options(models=("mobilenetv1_100",))) + build_depthwise(Options(models=("mobilenetv1_100",))).errata
+    options = Options(models=("mobilenetv1_100",))
+    rows = densenet_mobilenet_errata(options) + build_depthwise(options).errata
     by_start = {r.claim.split(" (")[0].split(":")[0]: r for r in rows}
     assert all(r.section == "4.2" for r in rows) and len(rows) == 4
     assert by_start["a 3x3 convolution, M=N=64, D_F=14"].holds  # the formula is right, and counted

@@ -69,7 +69,8 @@ def test_efficientnet_multipliers(width, depth, resolution, batch):
 
 
 @PROPERTY_SETTINGS
-@given(arch=st.sampled_from(["small", "large"]), width=st.sampled_from([0.5, 0.75, 1.0, 1.25]), resolution=resolutions, batch=batches)
+@given(arch=st.sampled_from(["small", "large"]), width=st.sampled_from([0.5, 0.75, 1.0, 1.25]),
+       resolution=resolutions, batch=batches)
 def test_mobilenetv3_width_multipliers(arch, width, resolution, batch):
     from timm.models.mobilenetv3 import _gen_mobilenet_v3
 

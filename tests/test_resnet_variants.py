@@ -33,11 +33,14 @@ from helpers import assert_state_unchanged, state_snapshot
 DEPTHS = (18, 34, 50, 101, 152)
 VARIANT_MODELS = (
     [f"resnetv2_{d}" for d in DEPTHS] + [f"seresnet{d}" for d in DEPTHS] + [f"legacy_seresnet{d}" for d in DEPTHS]
-    + ["resnext50_32x4d", "resnext101_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"]
+    + ["resnext50_32x4d", "resnext101_32x4d", "resnext101_32x8d", "resnext101_64x4d"]
+    + ["wide_resnet50_2", "wide_resnet101_2"]
 )
 VARIANT_REFERENCES = (
     [f"timm:{m}" for m in VARIANT_MODELS if not m.startswith("wide")]
-    + [f"torchvision:{m}" for m in ("resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")]
+    + [f"torchvision:{m}" for m in (
+        "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"
+    )]
 )
 
 
@@ -51,7 +54,8 @@ def test_every_variant_and_reference_is_registered_and_expected_bit_identical():
 
 
 def test_variants_are_options_of_one_class():
-    assert {type(repro.create_model(n)).__name__ for n in ("resnetv2_18", "seresnet18", "legacy_seresnet50", "resnext50_32x4d")} == {"ResNet"}
+    names = ("resnetv2_18", "seresnet18", "legacy_seresnet50", "resnext50_32x4d")
+    assert {type(repro.create_model(n)).__name__ for n in names} == {"ResNet"}
 
 
 # ---- what each option builds -----------------------------------------------------------------
@@ -158,7 +162,9 @@ def test_preact_shortcut_must_take_the_preactivation():
     report = port_weights(ref, ours)
     block = ours.layer2[0]
     # The seed's PreActResidualBlock: the projection reads the raw input instead.
-    block.forward = lambda x: block.conv2(block.relu(block.bn2(block.conv1(block.relu(block.bn1(x)))))) + block.downsample(x)
+    block.forward = lambda x: (
+        block.conv2(block.relu(block.bn2(block.conv1(block.relu(block.bn1(x)))))) + block.downsample(x)
+    )
     assert not compare_ported(ref, ours, report.target_to_source, size, train=False).eval_output.ok(1e-5)
 
 
@@ -170,9 +176,11 @@ def test_preact_shortcut_must_take_the_preactivation():
     [
         ("timm:seresnet18", "resnet18", r"layer1\.0\.se\.conv_reduce\.weight .*no such tensor in target"),
         ("timm:resnet50", "seresnet50", r"target tensors nothing maps to:\s+layer1\.0\.se\.conv_reduce"),
-        ("timm:resnext50_32x4d", "resnet50", r"layer1\.0\.conv1\.weight \[128, 64, 1, 1\] -> layer1\.0\.conv1\.weight \[64, 64, 1, 1\]"),
+        ("timm:resnext50_32x4d", "resnet50",
+         r"layer1\.0\.conv1\.weight \[128, 64, 1, 1\] -> layer1\.0\.conv1\.weight \[64, 64, 1, 1\]"),
         ("torchvision:wide_resnet50_2", "resnext50_32x4d", r"shape mismatches"),
-        ("timm:legacy_seresnet18", "seresnet18", r"fc1\.weight \[4, 64, 1, 1\] -> layer1\.0\.se\.conv_reduce\.weight \[8, 64, 1, 1\]"),
+        ("timm:legacy_seresnet18", "seresnet18",
+         r"fc1\.weight \[4, 64, 1, 1\] -> layer1\.0\.se\.conv_reduce\.weight \[8, 64, 1, 1\]"),
         ("timm:resnetv2_50", "resnet50", r"final_bn\.weight .*no such tensor in target"),
         ("timm:resnet50", "resnetv2_50", r"\n\s+bn1\.weight \[64\] -> bn1\.weight \(no such tensor in target\)"),
     ],
@@ -210,7 +218,9 @@ def test_seed_linear_se_block_ports_into_conv_se():
 def test_linear_form_se_checkpoint_ports_with_the_registered_rules():
     """A whole SE-ResNet checkpoint whose SE layers are Linear ([out, in]) loads like the conv form."""
     src = reference.create("timm:seresnet18")
-    linear_form = {k: (v.flatten(1) if ".se.fc" in k and k.endswith("weight") else v) for k, v in src.state_dict().items()}
+    linear_form = {
+        k: (v.flatten(1) if ".se.fc" in k and k.endswith("weight") else v) for k, v in src.state_dict().items()
+    }
     assert linear_form["layer1.0.se.fc1.weight"].shape == (8, 64)
     ours = repro.create_model("seresnet18")
     report = port_weights(linear_form, ours, rules=TIMM_RESNET)
@@ -275,7 +285,8 @@ def test_se_resnext_configurations(layers, bottleneck, se, width, resolution):
 
     groups, base_width = width if bottleneck else (1, 64)
     ref = timm_resnet.ResNet(block=timm_resnet.Bottleneck if bottleneck else timm_resnet.BasicBlock, layers=layers,
-                             cardinality=groups, base_width=base_width, block_args=dict(attn_layer="se") if se else None)
+                             cardinality=groups, base_width=base_width,
+                             block_args=dict(attn_layer="se") if se else None)
     block = resnet.Bottleneck if bottleneck else resnet.BasicBlock
     ours = resnet.ResNet(block, layers, groups=groups, base_width=base_width, se_reduction=16 if se else None)
     assert_ported_equivalent(ref, ours, resolution)

@@ -99,7 +99,8 @@ def test_wrong_shapes_are_refused(tmp_path, trained_state):
 def test_non_tensor_entries(tmp_path, trained_state):
     path = tmp_path / "ckpt.pth"
     torch.save({"state_dict": trained_state, "epoch": 3}, path)
-    with pytest.raises(WeightsError, match=r"ckpt\.pth: 2 entries are not tensors: 'state_dict' \(dict\), 'epoch' \(int\)"):
+    message = r"ckpt\.pth: 2 entries are not tensors: 'state_dict' \(dict\), 'epoch' \(int\)"
+    with pytest.raises(WeightsError, match=message):
         reference.create(SPEC, weights=path)
 
 

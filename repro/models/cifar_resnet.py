@@ -69,7 +69,10 @@ class CifarBlock(nn.Module):
         self.has_shortcut = shortcut is not None
         self.downsample: nn.Module | None = None
         if shortcut is not None and (stride != 1 or in_channels != channels):
-            self.downsample = PadShortcut(in_channels, channels, stride) if shortcut == "A" else conv_bn(in_channels, channels, 1, stride)
+            if shortcut == "A":
+                self.downsample = PadShortcut(in_channels, channels, stride)
+            else:
+                self.downsample = conv_bn(in_channels, channels, 1, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))

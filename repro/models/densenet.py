@@ -165,7 +165,9 @@ class DenseNet(nn.Module):
             ("pool0", nn.MaxPool2d(3, stride=2, padding=1)),
         ]))
         channels = num_init_features
-        layer_args = dict(bn_size=bn_size, bottleneck=bottleneck, drop_rate=drop_rate, memory_efficient=memory_efficient)
+        layer_args = dict(
+            bn_size=bn_size, bottleneck=bottleneck, drop_rate=drop_rate, memory_efficient=memory_efficient
+        )
         for i, num_layers in enumerate(self.block_config):
             block = DenseBlock(num_layers, channels, growth_rate, **layer_args)
             self.features.add_module(f"denseblock{i + 1}", block)

@@ -54,9 +54,13 @@ def _init_weights(model: nn.Module) -> None:
 class DepthwiseSeparable(nn.Module):
     """MobileNetV1's block (paper Figure 3): 3x3 depthwise conv, BN, act; 1x1 pointwise conv, BN, act."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, act_layer: type[nn.Module], norm_layer: NormLayer) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int, act_layer: type[nn.Module], norm_layer: NormLayer
+    ) -> None:
         super().__init__()
-        self.depthwise = ConvBnAct(in_channels, in_channels, 3, stride, groups=in_channels, act_layer=act_layer, norm_layer=norm_layer)
+        self.depthwise = ConvBnAct(
+            in_channels, in_channels, 3, stride, groups=in_channels, act_layer=act_layer, norm_layer=norm_layer
+        )
         self.pointwise = ConvBnAct(in_channels, out_channels, 1, act_layer=act_layer, norm_layer=norm_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -197,7 +201,9 @@ class InvertedResidual(nn.Module):
         self.expand = conv(in_channels, mid_channels, 1) if mid_channels != in_channels else None
         self.depthwise = conv(mid_channels, mid_channels, kernel_size, stride, groups=mid_channels)
         # The SE's inner activation is ReLU in every block, its gate hard-sigmoid (paper section 5).
-        self.se = None if se_channels is None else SqueezeExcite(mid_channels, se_channels, act_layer=nn.ReLU, gate_layer=nn.Hardsigmoid)
+        self.se = None
+        if se_channels is not None:
+            self.se = SqueezeExcite(mid_channels, se_channels, act_layer=nn.ReLU, gate_layer=nn.Hardsigmoid)
         self.project = ConvBnAct(mid_channels, out_channels, 1, act_layer=None, norm_layer=norm_layer)
         self.use_residual = stride == 1 and in_channels == out_channels
         self.drop_path = DropPath(drop_path_rate)

@@ -29,6 +29,7 @@ _REDUCED = {"densenet161": 128, "densenet169": 128, "densenet201": 128}
 for _name in ("densenet121", "densenet161", "densenet169", "densenet201"):
     _fields = {}
     if _name in _REDUCED:
-        _fields = dict(input_size=_REDUCED[_name], note=f"compared at {_REDUCED[_name]}x{_REDUCED[_name]} to keep the sweep fast")
+        _fields = dict(input_size=_REDUCED[_name],
+                       note=f"compared at {_REDUCED[_name]}x{_REDUCED[_name]} to keep the sweep fast")
     register_reference(f"timm:{_name}", _name, TIMM_DENSENET, **_fields)
     register_reference(f"torchvision:{_name}", _name, TORCHVISION_DENSENET, **_fields)

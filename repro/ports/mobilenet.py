@@ -35,8 +35,10 @@ def _block_rules(stage: int, index: int, feature: int, parts: tuple[tuple[str, s
 
 
 _TIMM_STEM = ((r"conv_stem\.(.*)", r"features.0.conv.\1"), (r"bn1\.(.*)", r"features.0.bn.\1"))
-_TIMM_DS_V1 = (("conv_dw", "depthwise.conv"), ("bn1", "depthwise.bn"), ("conv_pw", "pointwise.conv"), ("bn2", "pointwise.bn"))
-_TIMM_DS_V3 = (("conv_dw", "depthwise.conv"), ("bn1", "depthwise.bn"), ("se", "se"), ("conv_pw", "project.conv"), ("bn2", "project.bn"))
+_TIMM_DS_V1 = (("conv_dw", "depthwise.conv"), ("bn1", "depthwise.bn"),
+               ("conv_pw", "pointwise.conv"), ("bn2", "pointwise.bn"))
+_TIMM_DS_V3 = (("conv_dw", "depthwise.conv"), ("bn1", "depthwise.bn"), ("se", "se"),
+               ("conv_pw", "project.conv"), ("bn2", "project.bn"))
 _TIMM_IR = (("conv_pw", "expand.conv"), ("bn1", "expand.bn"), ("conv_dw", "depthwise.conv"), ("bn2", "depthwise.bn"),
             ("se", "se"), ("conv_pwl", "project.conv"), ("bn3", "project.bn"))
 _TIMM_CONV = (("conv", "conv"), ("bn1", "bn"))
@@ -109,9 +111,11 @@ _TIMM_DETERMINISTIC = dict(drop_rate=0.0, drop_path_rate=0.0)
 
 for _name in ("mobilenetv1_100", "mobilenetv1_125"):
     register_reference(f"timm:{_name}", _name, TIMM_MOBILENETV1,
-                       deterministic_reference_kwargs=dict(drop_rate=0.0), deterministic_model_kwargs=dict(drop_rate=0.0))
+                       deterministic_reference_kwargs=dict(drop_rate=0.0),
+                       deterministic_model_kwargs=dict(drop_rate=0.0))
 
-for _name in ("mobilenetv3_small_050", "mobilenetv3_small_075", "mobilenetv3_small_100", "mobilenetv3_large_075", "mobilenetv3_large_100"):
+for _name in ("mobilenetv3_small_050", "mobilenetv3_small_075", "mobilenetv3_small_100",
+              "mobilenetv3_large_075", "mobilenetv3_large_100"):
     register_reference(
         f"timm:{_name}", _name, TIMM_MOBILENETV3_SMALL if "small" in _name else TIMM_MOBILENETV3_LARGE,
         model_kwargs=dict(head="conv", bn_eps=1e-5, bn_momentum=0.1, drop_rate=0.0),  # timm's defaults

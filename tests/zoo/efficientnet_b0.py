@@ -54,7 +54,9 @@ class MBConv(nn.Module):
         self.se = SE(mid, int(mid * 0.25) if se_from_expanded else int(c_in * 0.25), se_pool)
         self.depthwise = nn.Sequential(nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False),
                                        norm(mid), nn.SiLU())
-        self.inflate = nn.Sequential(nn.Conv2d(c_in, mid, 1, bias=False), norm(mid), nn.SiLU()) if expansion != 1 else None
+        self.inflate = None
+        if expansion != 1:
+            self.inflate = nn.Sequential(nn.Conv2d(c_in, mid, 1, bias=False), norm(mid), nn.SiLU())
         self.residual = stride == 1 and c_in == c_out
         self.drop_connect = drop_connect
 

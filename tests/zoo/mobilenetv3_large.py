@@ -91,7 +91,9 @@ class MobileNetV3Large(nn.Module):
                  linear_head: bool = True) -> None:
         super().__init__()
         self.head = nn.Linear(1280, num_classes)
-        self.pre_logits = nn.Sequential(nn.Linear(960, 1280) if linear_head else nn.Conv2d(960, 1280, 1), nn.Hardswish())
+        self.pre_logits = nn.Sequential(
+            nn.Linear(960, 1280) if linear_head else nn.Conv2d(960, 1280, 1), nn.Hardswish()
+        )
         self.linear_head = linear_head
         self.first = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.Hardswish())
         blocks, c_in = [], 16

@@ -57,9 +57,9 @@ class Unit(nn.Module):
 
 
 class ResNet50(nn.Module):
-    def __init__(self, num_classes: int = 1000, *, eps: float = 1e-5, momentum: float = 0.1, eps_stage: int | None = None,
-                 stride_in_reduce: bool = False, relu_after_add: bool = True, bypass_norm: bool = True,
-                 head_pool: str = "avg") -> None:
+    def __init__(self, num_classes: int = 1000, *, eps: float = 1e-5, momentum: float = 0.1,
+                 eps_stage: int | None = None, stride_in_reduce: bool = False, relu_after_add: bool = True,
+                 bypass_norm: bool = True, head_pool: str = "avg") -> None:
         super().__init__()
         self.logits = nn.Linear(WIDTHS[-1] * EXPANSION, num_classes)
         default = dict(eps=1e-5, momentum=momentum)
