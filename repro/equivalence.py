@@ -192,7 +192,13 @@ def copy_model(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` that runs on its own tensors only: a ``forward`` set on an
     instance (``net.forward = lambda x: net.head(...)``) is rebuilt with its closure copied
     along, so that it calls the copy's modules, not the original's."""
-    memo: dict[int, Any] = {}
+    # A scripted function held as an attribute is stateless and cannot be deep-copied: share it.
+    memo: dict[int, Any] = {
+        id(value): value
+        for module in model.modules()
+        for value in module.__dict__.values()
+        if isinstance(value, torch.jit.ScriptFunction)
+    }
     clone = copy.deepcopy(model, memo)
     for name, module in model.named_modules():
         fn = module.__dict__.get("forward")

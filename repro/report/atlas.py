@@ -30,6 +30,7 @@ import inspect
 import json
 import multiprocessing
 import re
+import subprocess
 import sys
 import time
 import traceback
@@ -476,6 +477,7 @@ def run_atlas(patterns: tuple[str, ...] = ("*",), workers: int = 2, timeout_s: f
     records = run_pairs(pairs, workers, timeout_s, max_params, progress)
     return {
         "environment": environment(),
+        "repro_commit": _repro_commit(),
         "transformers": _transformers_version(),
         "patterns": list(patterns),
         "workers": workers,
@@ -486,6 +488,16 @@ def run_atlas(patterns: tuple[str, ...] = ("*",), workers: int = 2, timeout_s: f
         "without_counterpart": found.without_counterpart,
         "pairs": records,
     }
+
+
+def _repro_commit() -> str | None:
+    """The commit of this checkout the atlas ran on (None outside a git checkout)."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                              capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.strip()
 
 
 def _transformers_version() -> str:
@@ -588,13 +600,23 @@ def _rows(records: list[dict[str, Any]], table: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _page_columns(table: str) -> tuple[str, ...]:
+    return (table, "timm", "input", "options", "outcome", "levels", "first divergence", "cause", "tensors ported")
+
+
 def build_page(results: dict[str, Any], source: str) -> Page:
     records = results["pairs"]
     counts = pd.Series([outcome(r) for r in records]).value_counts()
     summary = pd.DataFrame({"outcome": [o for o in OUTCOMES if o in counts],
                             "pairs": [int(counts[o]) for o in OUTCOMES if o in counts]})
     env = results["environment"]
-    intro = f"""
+    tv = [r for r in records if r["table"] == "torchvision" and r.get("timm_tags")]
+    tv_same = sum(outcome(r) in ("bit-identical", "equivalent") for r in tv)
+    findings = (f"Findings: of {len(records)} pairs, " + ", ".join(f"{n} {o}" for o, n in zip(summary["outcome"],
+                summary["pairs"])) + f". Of the {len(tv)} pairs timm tags as torchvision's weights, {tv_same} come out "
+                "the same function.")
+    intro = f"""{findings}
+
 Every torchvision classification model that timm also ships, verified against it with
 `repro.verify(torchvision_model, "timm:<name>", input_size=...)` at reduced resolution (the smallest of
 {", ".join(map(str, RESOLUTIONS))} px that both models run at, else timm's native size), random init, no downloads;
@@ -617,11 +639,17 @@ Outcomes: `bit-identical` and `equivalent` are verify's verdicts; `eval equivale
 every eval check passed and a train-step check did not; `tool error` is an exception from the build or from
 `repro.verify` (its message in `cause`).
 """
+    if results.get("repro_commit"):
+        intro += f"\nRun on this repository at commit `{results['repro_commit']}`.\n"
+    if results.get("note"):
+        intro += f"\n**Note on these results:** {results['note']}\n"
     alone = pd.DataFrame({"torchvision model": results["without_counterpart"]})
     return Page("atlas", "Ecosystem atlas: torchvision, timm and transformers, verified", intro, [
         Table("atlas_summary", "Outcomes", summary),
-        Table("atlas", "torchvision models against timm", _rows(records, "torchvision")),
-        Table("atlas_transformers", "Hugging Face transformers CNNs against timm", _rows(records, "transformers")),
+        Table("atlas", "torchvision models against timm", _rows(records, "torchvision"),
+              "How each pair was found and the seconds it took: in the CSV.", _page_columns("torchvision")),
+        Table("atlas_transformers", "Hugging Face transformers CNNs against timm", _rows(records, "transformers"),
+              "How each pair was found and the seconds it took: in the CSV.", _page_columns("transformers")),
         Table("atlas_without_counterpart", "torchvision classification models without a timm counterpart", alone,
               "No timm name matches by the name rule above."),
     ], files=[("atlas.json", (json.dumps(results, indent=1) + "\n").encode())])

@@ -99,9 +99,9 @@ class Page:
     intro: str = ""  # opens with the page's findings in a few lines
     tables: list[Table] = field(default_factory=list)
     images: list[tuple[str, bytes]] = field(default_factory=list)  # (file name, PNG bytes)
-    files: list[tuple[str, bytes]] = field(default_factory=list)  # other files it writes (name, bytes), e.g. JSON
     errata: list[Erratum] = field(default_factory=list)  # the seed's claims this page's tables decide
     seconds: float = 0.0  # wall time spent building it (set by build_pages)
+    files: list[tuple[str, bytes]] = field(default_factory=list)  # other files it writes (name, bytes), e.g. JSON
 
     def __post_init__(self):
         self.errata = [

@@ -98,7 +98,7 @@ def build(options: Options) -> Page | None:
                     "checks",
                     "worst check",
                     "bit-identical",
-                    "equivalent (1e-5)",
+                    "equivalent",
                 ),
             )
         ],
