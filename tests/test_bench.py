@@ -174,6 +174,7 @@ def test_runtimes_page_tables_from_measurements():
     speed-ups paired per round, and the selection page's frontier and scenarios re-decided on them."""
     import pandas as pd
 
+    from repro.report.base import MAX_PAGE_COLUMNS
     from repro.report.runtimes import RUNTIMES, build_tables
 
     rounds = {  # per-round medians (ms): resnet18 fastest in ONNX Runtime, mobilenet fastest fused
@@ -186,7 +187,9 @@ def test_runtimes_page_tables_from_measurements():
              "median_ms": float(sorted(v)[1]), "iqr_ms": 0.5, "runs": 3, "round_medians_ms": [float(x) for x in v],
              "setup_s": {"build": 0.1, "export": 2.0, "session": 0.3, "warmup": 0.2}}
             for m, per in rounds.items() for r, v in per.items()]
-    tables = {t.slug: t.frame for t in build_tables(pd.DataFrame(rows), "CPU (x86_64)")}
+    built = build_tables(pd.DataFrame(rows), "CPU (x86_64)")
+    assert all(len(t.shown().columns) <= MAX_PAGE_COLUMNS for t in built)  # each table fits a page
+    tables = {t.slug: t.frame for t in built}
     best = tables["runtimes_best"].set_index("model")
     assert best.loc["resnet18", "best runtime"] == "timm onnxruntime"
     assert best.loc["mobilenetv3_small_100", "best runtime"] == "ours fused"
