@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import importlib.metadata
 import multiprocessing
 import os
 import platform
+import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Iterator, Sequence, TypeVar
 
@@ -92,3 +94,18 @@ def in_processes(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iter
         futures = {pool.submit(fn, item): item for item in items}
         for future in as_completed(futures):
             yield futures[future], future.result()
+
+
+def declared_floor(dependency: str, distribution: str = "cnn-repro") -> str | None:
+    """The lowest version of ``dependency`` this project declares (its ``>=`` in pyproject.toml, as
+    installed), or None where the project is not installed or declares no floor. ``tox -e lowest``
+    runs the suite at exactly these floors (constraints/lowest.txt)."""
+    try:
+        requirements = importlib.metadata.requires(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for requirement in requirements:
+        found = re.fullmatch(rf"{re.escape(dependency)}\s*>=\s*([0-9][\w.]*)", requirement.split(";")[0].strip())
+        if found:
+            return found.group(1)
+    return None

@@ -13,6 +13,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from repro.environment import declared_floor
+
 ROOT = Path(__file__).resolve().parent.parent
 LOWEST = ROOT / "constraints" / "lowest.txt"
 
@@ -100,3 +102,11 @@ def test_in_processes_returns_every_item_and_raises_what_fn_raises():
     assert dict(in_processes(abs, [-1, -2, 3], workers=2)) == {-1: 1, -2: 2, 3: 3}
     with pytest.raises(ValueError, match="invalid literal"):
         list(in_processes(int, ["1", "x"], workers=2))
+
+
+def test_declared_floor_reads_the_installed_requirements():
+    """The equivalence page names timm's declared floor from the installed package's metadata: the same
+    number pyproject.toml declares (and constraints/lowest.txt pins); None for what is not declared."""
+    assert declared_floor("timm") == str(_pins(LOWEST)["timm"])
+    assert declared_floor("no-such-dependency") is None
+    assert declared_floor("timm", distribution="no-such-distribution") is None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pandas as pd
+import timm
 
+from repro.environment import declared_floor
 from repro.equivalence import EquivalenceResult, check_reference
 from repro.registry import REFERENCES
 from repro.report.base import Job, Options, Page, Table, computed, run_jobs
@@ -37,6 +39,21 @@ def selected_references(options: Options) -> list[str]:
 
 def jobs(options: Options) -> list[Job]:
     return equivalence_check.jobs((spec, options.full) for spec in selected_references(options))
+
+
+def timm_versions() -> str:
+    """Which timm the verdicts are for: this run's, and the range the test suite proves them on."""
+    floor = declared_floor("timm")
+    text = f"These verdicts are for timm {timm.__version__}, the version this page ran on."
+    if floor:
+        text += (
+            f" The test suite proves the same pairs (tests/test_equivalence.py) at the declared floor, timm {floor}"
+            " (`tox -e lowest`), and at the newest release (`tox -e newest`)."
+        )
+    return text + (
+        " No porting rule in `reference/` depends on the timm version: a rule that stops holding in a new timm"
+        " release fails its pair in the test suite, it does not pass silently."
+    )
 
 
 def build(options: Options) -> Page | None:
@@ -77,7 +94,8 @@ def build(options: Options) -> Page | None:
         "Each reference is built by its own library, every parameter and buffer randomized (no zero "
         "BatchNorm gammas; running statistics calibrated then perturbed), its weights ported into the "
         f"hand-written model, and both run on the same input. Compared: parameter counts and {what}. "
-        "`bit-identical` means every compared tensor is equal element for element."
+        "`bit-identical` means every compared tensor is equal element for element.\n\n"
+        + timm_versions()
     )
     return Page(
         "equivalence",
