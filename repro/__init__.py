@@ -6,7 +6,9 @@ from repro.fuse import FuseError, fuse
 from repro.port_rules import PortRules
 from repro.porting import PortError, PortReport, from_reference, port_weights
 from repro.registry import MODELS, REFERENCES, UnknownNameError, create_model, list_models, list_references
-from repro.verify import PairingError, VerifyError, VerifyReport  # repro.verify(...) itself calls verify
+# ``repro.verify`` is the function: binding it here shadows the package's attribute on ``repro``, while the
+# package itself stays importable by its name (``python -m repro.verify``, ``import repro.verify._run``).
+from repro.verify import PairingError, VerifyError, VerifyReport, verify
 
 __all__ = [
     "MODELS",

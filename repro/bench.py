@@ -19,7 +19,13 @@ warm-up incl. compilation), which the sweep and the benchmarks report apart from
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import fnmatch
+import json
+import os
+import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,6 +34,13 @@ from typing import Callable
 
 import torch
 from torch import nn
+from tqdm import tqdm
+
+import reference
+from repro import export as onnx_export
+from repro.environment import environment
+from repro.fuse import fuse
+from repro.registry import MODELS, create_model, references_for
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -83,8 +96,6 @@ def implementations(model: str, modes: tuple[str, ...] = ("eager", "fused", "fro
     reference, then (mode ``channels_last``) ours and the references in NHWC, then (mode
     ``compile``) compiled versions of all but the frozen one, then (mode ``onnxruntime``) ours and
     the references in ONNX Runtime."""
-    from repro.registry import references_for
-
     unknown = set(modes) - set(MODES)
     if unknown:
         raise BenchmarkConfigError(f"unknown benchmark modes {sorted(unknown)}; choose from {', '.join(MODES)}")
@@ -141,10 +152,6 @@ def example_input(case: BenchCase) -> torch.Tensor:
 
 def build(case: BenchCase) -> nn.Module:
     """The case's PyTorch model (every implementation but ``+onnxruntime``)."""
-    import reference
-    from repro.fuse import fuse
-    from repro.registry import create_model
-
     base, suffixes = parse_implementation(case.implementation)
     if "+onnxruntime" in suffixes:
         raise BenchmarkConfigError(f"{case.implementation} is not a PyTorch model: prepare() builds its session")
@@ -172,10 +179,6 @@ class Prepared:
 
 
 def _onnxruntime_run(case: BenchCase, setup: dict[str, float]) -> Callable[[], torch.Tensor]:
-    import reference
-    from repro import export as onnx_export
-    from repro.registry import create_model
-
     base = parse_implementation(case.implementation)[0]
     start = time.perf_counter()
     model = create_model(case.model) if base == "ours" else reference.create(base)
@@ -236,8 +239,8 @@ def measure_interleaved(cases: list[BenchCase], rounds: int = 5, min_run_time: f
     interquartile range (ms) over every timed run of every round, each round's median (so a
     ratio between two cases can be given per round: its spread says how much the ratio is noise),
     and what preparing it cost (``setup_s``, outside the timings)."""
-    import statistics
-
+    # Imported here: importing torch.utils.benchmark loads torch's C++-extension machinery, which prints a
+    # CUDA warning on CPU-only machines into every program that merely imports this module (the report).
     from torch.utils.benchmark import Timer
 
     if rounds < 1 or min_run_time <= 0:
@@ -266,8 +269,6 @@ def measure_interleaved(cases: list[BenchCase], rounds: int = 5, min_run_time: f
 # -- command line: an interleaved sweep written as pytest-benchmark-style JSON --------------------
 
 def _parse_args(argv: list[str] | None):
-    import argparse
-
     class Parser(argparse.ArgumentParser):
         def error(self, message: str):  # one line, exit 2, no usage dump
             raise BenchmarkConfigError(message)
@@ -301,10 +302,6 @@ def _parse_args(argv: list[str] | None):
 
 
 def sweep_cases(args) -> list[list[BenchCase]]:
-    import fnmatch
-
-    from repro.registry import MODELS
-
     models = [m for m in sorted(MODELS) if any(fnmatch.fnmatchcase(m, p) for p in args.models)]
     if not models:
         raise BenchmarkConfigError(f"--models {' '.join(args.models)} matches no hand-written model")
@@ -322,15 +319,6 @@ def sweep_cases(args) -> list[list[BenchCase]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import json
-    import os
-    import sys
-    from pathlib import Path
-
-    from tqdm import tqdm
-
-    from repro.environment import environment
-
     try:
         args = _parse_args(argv)
         groups = sweep_cases(args)

@@ -35,8 +35,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+import reference
 from repro.environment import deterministic_kernels
 from repro.flops import build_on_meta
+from repro.porting import port_weights
+from repro.registry import MODELS, create_model_from_entry, reference_entry
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
@@ -473,8 +476,6 @@ DEFAULT_MIN_RESOLUTION = 32
 
 def validate_input_size(input_size: tuple[int, ...], model: str, *, train: bool = True) -> None:
     """Refuse inputs a comparison cannot mean anything on, naming what is wrong."""
-    from repro.registry import MODELS
-
     if len(input_size) != 4 or any(not isinstance(n, int) for n in input_size):
         raise ValueError(f"input size must be four integers (batch, channels, height, width), got {tuple(input_size)}")
     batch, channels, height, width = input_size
@@ -505,11 +506,6 @@ def check_reference(
     device: str | torch.device = "cpu",
 ) -> EquivalenceResult:
     """Build ``spec``'s reference and our matching model, randomize, port, and compare (on ``device``)."""
-    import reference
-
-    from repro.porting import port_weights
-    from repro.registry import create_model_from_entry, reference_entry
-
     entry = reference_entry(spec)
     resolution = resolution or entry.resolution
     input_size = (batch, 3, resolution, resolution)

@@ -33,6 +33,7 @@ Command line: ``python -m repro.export MODEL --out FILE [--opset N] [--dynamic-b
 
 from __future__ import annotations
 
+import argparse
 import ast
 import contextlib
 import copy
@@ -41,6 +42,7 @@ import logging
 import math
 import os
 import re
+import sys
 import tempfile
 import time
 import warnings
@@ -51,6 +53,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
+
+import reference
+from repro.registry import MODELS, REFERENCES, UnknownNameError, create_model
+from repro.weights import WeightsError, load_weights_file
 
 # ONNX Runtime may be this many times PyTorch's own float32 error away from float64. Measured ratios
 # (randomized weights, 64 px): 0.8-1.5 for ResNet-18, DenseNet-121 and CIFAR ResNet-20, up to 3.7 for
@@ -84,10 +90,6 @@ def max_opset() -> int:
 
 def create(name: str, weights: str | Path | None = None) -> nn.Module:
     """A registered model: a hand-written name (``resnet50``) or a reference spec (``timm:resnet50``)."""
-    import reference
-    from repro.registry import UnknownNameError, create_model
-    from repro.weights import WeightsError, load_weights_file
-
     try:
         model = reference.create(name) if ":" in name else create_model(name)
     except UnknownNameError as err:
@@ -491,9 +493,6 @@ def locate(model: nn.Module, proto, x: torch.Tensor, *, factor: float = FACTOR,
 # -- command line ----------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
     class Parser(argparse.ArgumentParser):
         def error(self, message: str):  # one line, exit 2, no usage dump
             raise ExportError(message)
@@ -528,8 +527,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _native_resolution(name: str) -> int:
-    from repro.registry import MODELS, REFERENCES
-
     if name in REFERENCES:
         return REFERENCES[name].resolution
     return MODELS[name].input_size if name in MODELS else 224

@@ -19,7 +19,7 @@ def assert_equivalent(candidate: nn.Module, reference: str | nn.Module, *, bit_e
                       **verify_kwargs: Any) -> VerifyReport:
     """Fail (``AssertionError`` with the full report as its message) unless ``candidate``
     verifies as equivalent to ``reference`` (bit-identical too with ``bit_exact=True``).
-    Keyword arguments go to ``repro.verify.verify``; returns the report."""
+    Keyword arguments go to ``repro.verify``; returns the report."""
     report = verify(candidate, reference, **verify_kwargs)
     if not report.equivalent:
         raise AssertionError(f"{report.candidate} is not equivalent to {report.reference}\n{report}")

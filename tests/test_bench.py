@@ -69,10 +69,11 @@ def test_onnxruntime_implementation_is_the_same_function_and_reports_its_setup(m
     """``+onnxruntime``: the model exported and run in ONNX Runtime, its export and session build
     timed apart from latency (a tiny randomized model stands behind the name)."""
     pytest.importorskip("onnxruntime")
+    import repro.bench
     import repro.registry
 
     model = randomize_(repro.registry.create_model("resnet20"), (2, 3, 32, 32)).eval()
-    monkeypatch.setattr(repro.registry, "create_model", lambda name: copy.deepcopy(model))
+    monkeypatch.setattr(repro.bench, "create_model", lambda name: copy.deepcopy(model))  # the name bench builds with
     expected = prepare(BenchCase("resnet20", "ours", batch=2, resolution=32))()
     prepared = prepare_with_setup(BenchCase("resnet20", "ours+onnxruntime", batch=2, resolution=32))
     out = prepared.run()
@@ -95,11 +96,12 @@ def test_channels_last_suffix_converts_model_and_input():
 def test_every_implementation_of_ours_computes_the_same_function(impl, monkeypatch):
     """The timed callables are the same network on the same input: one randomized model behind
     every implementation, logits equal to float32 rounding (BN folding, NHWC kernels)."""
+    import repro.bench
     import repro.registry
 
     torch.manual_seed(0)
     model = randomize_(repro.registry.create_model("resnet18"), (2, 3, 64, 64)).eval()
-    monkeypatch.setattr(repro.registry, "create_model", lambda name: copy.deepcopy(model))
+    monkeypatch.setattr(repro.bench, "create_model", lambda name: copy.deepcopy(model))  # the name bench builds with
     expected = prepare(BenchCase("resnet18", "ours", batch=2, resolution=64))()
     out = prepare(BenchCase("resnet18", impl, batch=2, resolution=64))()
     assert out.shape == (2, 1000)

@@ -143,10 +143,9 @@ def test_layers_import_only_layers_below_them(layer):
                 assert imported.split(".")[0] == "reference", f"{_module_name(path)} imports {imported}"
 
 
-@pytest.mark.parametrize("layer", LAYERED + ["repro.ports", "repro"])
-def test_no_function_local_imports_of_project_modules(layer):
-    files = [PACKAGE / "__init__.py"] if layer == "repro" else _module_files(layer)
-    for path in files:
+@pytest.mark.parametrize("package", PROJECT_ROOTS)
+def test_no_function_local_imports_of_project_modules(package):
+    for path in _module_files(package):
         local = [imported for imported, inside in _imports(path) if inside]
         assert not local, f"{_module_name(path)} imports {local} inside a function (a cycle dodged?)"
 

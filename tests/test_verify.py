@@ -328,7 +328,8 @@ def test_report_serializes():
 def test_repro_verify_is_callable():
     report = repro.verify(ForkRenamed(), Fork(), input_size=(2, 3, 8, 8))
     assert isinstance(report, repro.VerifyReport) and report.equivalent
-    assert repro.verify.verify is verify and "verify" in repro.__all__
+    assert repro.verify is verify and "verify" in repro.__all__
+    assert sys.modules["repro.verify"].verify is verify  # the package stays importable (python -m repro.verify)
 
 
 # -- repro.testing -------------------------------------------------------------------------------

@@ -10,8 +10,10 @@ import functools
 import pandas as pd
 import torch
 from torch import nn
+from torchvision.models.densenet import DenseNet as TorchvisionDenseNet
 
 from repro.equivalence import randomize_, train_step
+from repro.models.densenet import CONFIGS, DenseNet
 from repro.flops import build_on_meta, count_macs, count_params, meta_params, separable_conv_macs
 from repro.registry import MODELS, create_model, references_for
 from repro.report.base import Erratum, Job, Options, Outcome, Page, Table, computed, findings
@@ -98,8 +100,6 @@ def separable_cost(kernel_size: int, in_channels: int, out_channels: int, featur
 @functools.lru_cache(maxsize=None)
 def seed_densenet_stats(name: str) -> dict:
     """Parameters of the seed's DenseNet, of ours without bottleneck, and of DenseNet-BC, for one config."""
-    from repro.models.densenet import CONFIGS
-
     config = CONFIGS[name]
     seed_args = (config.growth_rate, config.block_config, config.num_init_features)
     seed = build_on_meta(lambda: SeedDenseNet(*seed_args))
@@ -116,8 +116,6 @@ def seed_densenet_stats(name: str) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def seed_densenet_macs(name: str) -> int:
-    from repro.models.densenet import CONFIGS
-
     config = CONFIGS[name]
     size = MODELS[name].input_size
     seed = build_on_meta(lambda: SeedDenseNet(config.growth_rate, config.block_config, config.num_init_features))
@@ -132,10 +130,6 @@ def memory_efficient_check(
     size: int = 32,
 ) -> dict:
     """One train step of a DenseNet-BC (default: DenseNet-121) with and without checkpointing, same weights, input."""
-    from torchvision.models.densenet import DenseNet as TorchvisionDenseNet
-
-    from repro.models.densenet import DenseNet
-
     build = DenseNet if source == "ours" else TorchvisionDenseNet
     config = dict(growth_rate=growth_rate, block_config=block_config, num_init_features=num_init_features)
     plain, efficient = build(**config), build(**config, memory_efficient=True)

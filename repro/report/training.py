@@ -18,8 +18,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+import reference
 from repro.environment import cpu_threads
-from repro.registry import MODELS
+from repro.registry import MODELS, create_model
 from repro.report.base import Erratum, Job, Options, Outcome, Page, Table, computed, findings, run_jobs
 from repro.training import degradation
 from repro.training.data import synthetic_shapes
@@ -153,8 +154,6 @@ def identity_results(runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]]) -> tupl
 @functools.lru_cache(maxsize=None)
 def seed_param_counts() -> pd.DataFrame:
     """Seed 6.1's count, reproduced on our ResNet-50 and on torchvision's with the seed's own code."""
-    import reference
-
     rows = []
     ours = repro_resnet50_ten_classes()
     rows.append({"model": "ours resnet50, 10-class head", "freezing": "freeze_all_but(['fc'])", **_counts(ours)})
@@ -187,8 +186,6 @@ def seed_param_counts() -> pd.DataFrame:
 
 
 def repro_resnet50_ten_classes() -> torch.nn.Module:
-    from repro.registry import create_model
-
     model = create_model("resnet50")
     replace_classifier(model, 10)
     return freeze_all_but(model, ["fc"])

@@ -15,18 +15,24 @@ does not contain ``'fc'``. Two things that leaves out, done here:
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import Iterable, Sequence
 
+import pandas as pd
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-if TYPE_CHECKING:
-    from repro.training.data import ImageData
-    from repro.training.loop import Recipe, TrainResult
+import reference
+from repro.porting import from_reference
+from repro.registry import UnknownNameError
+from repro.training.data import DataError, ImageData, load_data, synthetic_shapes
+from repro.training.loop import Recipe, TrainResult, default_device, train
+from repro.weights import WeightsError
 
 CLASSIFIER_NAMES = ("fc", "classifier", "head.fc", "last_linear")
 
@@ -215,25 +221,20 @@ def ported_model(spec: str, weights: str | Path | None = None) -> nn.Module:
     """The hand-written model matching reference ``spec`` (e.g. ``torchvision:resnet18``), holding the
     reference's weights: read from ``weights`` (a state dict of the reference, .safetensors or torch
     file) when given, else the reference's random initialization."""
-    import reference
-    from repro.porting import from_reference
-
     return from_reference(spec, source=reference.create(spec, weights=weights))
 
 
 def fine_tune(
     spec: str,
-    data: "ImageData",
-    recipe: "Recipe",
+    data: ImageData,
+    recipe: Recipe,
     weights: str | Path | None = None,
     trainable: Sequence[str] = ("fc",),
     device: str | None = None,
     log=sys.stderr,
-) -> tuple[nn.Module, "TrainResult", ParamCounts]:
+) -> tuple[nn.Module, TrainResult, ParamCounts]:
     """Port ``spec`` (weights from ``weights`` if given), give it a classifier for ``data``'s classes,
     freeze all but ``trainable`` (frozen BatchNorm kept in eval mode), train; returns (model, result, counts)."""
-    from repro.training.loop import train
-
     model = ported_model(spec, weights)
     replace_classifier(model, data.num_classes)
     freeze_all_but(model, trainable)
@@ -255,16 +256,6 @@ def seed_freeze(model: nn.Module) -> nn.Module:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m repro.training.finetune``: port a reference model, replace its head, freeze, train briefly."""
-    import argparse
-    import json
-
-    import pandas as pd
-
-    from repro.registry import UnknownNameError
-    from repro.training.data import DataError, load_data, synthetic_shapes
-    from repro.training.loop import Recipe, default_device
-    from repro.weights import WeightsError
-
     class Parser(argparse.ArgumentParser):
         def error(self, message: str):
             raise DataError(message)
@@ -317,8 +308,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     counts = count_trainable(model)
     print(counts, file=sys.stderr)
-    from repro.training.loop import train
-
     recipe = Recipe(
         iterations=args.iterations,
         batch_size=args.batch_size,

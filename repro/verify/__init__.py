@@ -27,22 +27,8 @@ liked, and, on copies of both models (what the user hands in is never changed):
 ``repro.testing.assert_equivalent`` inside a test suite.
 """
 
-import sys
-import types
-
 from repro.verify._pairing import PairingError
 from repro.verify._report import VerifyReport
 from repro.verify._run import VerifyError, verify
 
 __all__ = ["PairingError", "VerifyError", "VerifyReport", "verify"]
-
-
-class _CallableModule(types.ModuleType):
-    """``repro.verify(candidate, reference)`` calls ``verify`` while ``repro.verify`` stays this
-    package: ``python -m repro.verify`` and ``import repro.verify._run`` keep working."""
-
-    def __call__(self, *args, **kwargs) -> VerifyReport:
-        return verify(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -11,11 +11,14 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+import reference as reference_library
+
 from repro.equivalence import (
     FLOAT64, FLOAT64_RTOL, Diff, Tolerance, calibrated_tolerance, copy_model, float64_copy, gradient_diffs,
     randomize_,
 )
 from repro.porting import PortError, port_weights
+from repro.registry import REFERENCES
 from repro.verify._compare import (
     MISMATCH, CandidateCapture, Divergence, ReferenceCapture, StaleCaptureError, compare, locate,
 )
@@ -41,9 +44,6 @@ def _resolve_reference(reference: str | nn.Module, reference_kwargs: Mapping[str
     if not isinstance(reference, str):
         raise TypeError("reference must be a spec such as 'timm:resnet50' or an nn.Module, "
                         f"got {type(reference).__name__}")
-    import reference as reference_library
-    from repro.registry import REFERENCES
-
     if reference_kwargs is None:  # a spec the suite covers: its settings without dropout and drop-path
         entry = REFERENCES.get(reference)
         reference_kwargs = dict(entry.deterministic_reference_kwargs) if entry is not None else {}
