@@ -143,6 +143,31 @@ def test_stochastic_layers_are_found_compared_side_by_side_and_turned_off(make):
     assert data["stochastic"]["candidate"][0]["rate"] == 0.2
 
 
+class HandsItsRateDown(Net):
+    """Keeps ``drop_rate`` as a setting for its head's ``Dropout`` module and draws nothing itself (as timm's VGG)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__(drop=nn.Dropout(p))
+        self.drop_rate = p
+
+    def forward(self, x):
+        y = self.act(self.bn(self.conv(x)))
+        y = y + self.drop(self.mix(y))
+        return self.fc(y.mean((2, 3)))
+
+
+def test_a_rate_a_container_never_applies_is_not_a_stochastic_layer():
+    report = verify(HandsItsRateDown(0.3), Net(drop=nn.Dropout(0.3)), input_size=SIZE)
+    assert report.equivalent and report.levels["stochastic configuration"].holds, str(report)
+    idle = [layer for layer in report.stochastic_candidate if not layer.acts]
+    assert [(layer.module, layer.attribute) for layer in idle] == [("", "drop_rate")]
+    assert any("draws no random numbers itself" in note for note in report.notes)
+    # The same rate applied by the container itself (Net's functional dropout) is a stochastic layer of its own.
+    applied = verify(Net(drop=nn.Dropout(0.3), drop_rate=0.3), Net(drop=nn.Dropout(0.3)), input_size=SIZE)
+    assert applied.verdict == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION", str(applied)
+    assert "Dropout.p 0.3" in applied.levels["stochastic configuration"].detail
+
+
 def test_a_real_mistake_behind_dropout_is_still_the_verdict():
     report = verify(Net(drop=nn.Dropout(0.2), eps=1e-3), Net(drop=nn.Dropout(0.2)), input_size=SIZE)
     assert report.verdict == "NOT EQUIVALENT" and report.first_divergence == "bn"

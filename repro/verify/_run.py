@@ -24,7 +24,7 @@ from repro.verify._compare import (
 )
 from repro.verify._pairing import pair_nodes, pair_state, reshaped_state
 from repro.verify._report import Level, VerifyReport, layers_frame, unpaired_tensors
-from repro.verify._stochastic import rates_match, stochastic_layers, turn_off
+from repro.verify._stochastic import acting, rates_match, stochastic_layers, summary, turn_off
 from repro.verify._trace import INPUT, Graph, PointKey, Recorder, trace
 
 WIDE_INPUT_SCALE = 8.0
@@ -227,13 +227,17 @@ def verify(
     report = VerifyReport(_type_name(candidate), ref_name, input_size, FLOAT64_RTOL if rtol is None else rtol)
     report.frozen_candidate, report.frozen_reference = _unfreeze(cand32), _unfreeze(ref32)
     report.outputs = [_select_output(cand32, output, "candidate"), _select_output(ref32, output, "reference")]
-    report.stochastic_candidate, report.stochastic_reference = stochastic_layers(cand32), stochastic_layers(ref32)
+    x = torch.randn(input_size, generator=torch.Generator().manual_seed(seed + 1))
+    report.stochastic_candidate = _run("candidate", stochastic_layers, cand32, x)
+    report.stochastic_reference = _run("reference", stochastic_layers, ref32, x)
+    for side, layers in (("candidate", report.stochastic_candidate), ("reference", report.stochastic_reference)):
+        report.notes += [f"the {side}'s {layer} is kept on a module that draws no random numbers itself: a setting "
+                         f"for its children, not a stochastic layer" for layer in layers if not layer.acts]
     turn_off(cand32, report.stochastic_candidate)
     turn_off(ref32, report.stochastic_reference)
     if port:
         _run("reference", randomize_, ref32, input_size, seed)
 
-    x = torch.randn(input_size, generator=torch.Generator().manual_seed(seed + 1))
     cand64, ref64 = float64_copy(cand32), float64_copy(ref32)
     try:
         run = _Verification(cand64, ref64, report, x.double(), seed, train, wide_input_scale)
@@ -567,14 +571,15 @@ class _Verification:
         left = {side: sorted({where for where, _ in calls})
                 for side, calls in (("candidate", self.captures["train"].random if "train" in self.captures else []),
                                     ("reference", self.reference_random.get("train", [])))}
-        side_by_side = (f"candidate: {', '.join(map(str, cand)) or 'none'}; "
-                        f"reference: {', '.join(map(str, ref)) or 'none'}")
+        cand, ref = acting(cand), acting(ref)
+        side_by_side = f"candidate: {summary(cand)}; reference: {summary(ref)}"
         if not rates_match(cand, ref):
             at = next((i for i, (a, b) in enumerate(zip(cand, ref)) if a.rate != b.rate), min(len(cand), len(ref)))
             where = cand[at].module or "(root)" if at < len(cand) else None
+            first = " vs ".join(str(side[at]) if at < len(side) else "none" for side in (cand, ref))
             return Level("stochastic configuration", False, False, where,
-                         f"stochastic configuration: the rates differ ({side_by_side}); turned off in both copies "
-                         f"for the train step")
+                         f"stochastic configuration: the rates differ ({side_by_side}; the first that differs: "
+                         f"{first}); turned off in both copies for the train step")
         if any(left.values()):
             still = "; ".join(f"the {side} in {', '.join(places)}" for side, places in left.items() if places)
             return Level("stochastic configuration", None, False, None,

@@ -8,13 +8,25 @@ torchvision's ``StochasticDepth``, ``drop_rate`` as on a timm model that calls `
 before its classifier). It is turned off by setting that attribute to zero in a copy of the
 model, never by swapping its class; what still draws random numbers after that is seen while
 tracing the train step and reported as not turned off.
+
+A rate kept on a module with child modules (a model's ``drop_rate``) may be a setting that module
+hands to its children rather than one it applies: timm's EfficientNet calls ``F.dropout`` with its
+``drop_rate`` before the classifier, timm's VGG keeps ``drop_rate`` beside the ``Dropout`` modules of
+its head, which draw the random numbers themselves. Such a rate counts as a stochastic layer only
+where the module itself draws random numbers in a train-mode pass (observed once, on the model's own
+weights, its buffers given back afterwards); otherwise it is listed as idle, and reported, not
+compared.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import groupby
 
+import torch
 from torch import nn
+
+from repro.verify._trace import Recorder, Sink
 
 # The attributes a stochastic layer keeps its rate in. A module's "p" counts only where the
 # module is a torch dropout module or has another sign of being a drop layer (a "mode").
@@ -27,6 +39,7 @@ class StochasticLayer:
     kind: str  # the module's class name
     attribute: str  # where the rate is kept
     rate: float
+    acts: bool = True  # False: a container's rate that the container itself never applies (see above)
 
     def __str__(self) -> str:
         return f"{self.module or '(root)'} ({self.kind}.{self.attribute}={self.rate:g})"
@@ -40,20 +53,68 @@ def _rate_attributes(module: nn.Module) -> list[str]:
     return names
 
 
-def stochastic_layers(model: nn.Module) -> list[StochasticLayer]:
-    """Every rate above zero, in the model's module order."""
-    return [StochasticLayer(name, type(module).__name__, attr, getattr(module, attr))
-            for name, module in model.named_modules()
-            for attr in _rate_attributes(module) if getattr(module, attr) > 0.0]
+def stochastic_layers(model: nn.Module, x: torch.Tensor | None = None) -> list[StochasticLayer]:
+    """Every rate above zero, in the model's module order. With an input ``x``, a rate kept on a
+    module with child modules is marked idle (``acts=False``) unless that module draws random
+    numbers itself in a train-mode pass on ``x``."""
+    layers = [StochasticLayer(name, type(module).__name__, attr, getattr(module, attr))
+              for name, module in model.named_modules()
+              for attr in _rate_attributes(module) if getattr(module, attr) > 0.0]
+    containers = {layer.module for layer in layers if next(model.get_submodule(layer.module).children(), None)}
+    if not containers or x is None:
+        return layers
+    drawing = _drawing_modules(model, x)
+    return [StochasticLayer(layer.module, layer.kind, layer.attribute, layer.rate, acts=False)
+            if layer.module in containers and layer.module not in drawing else layer for layer in layers]
+
+
+class _RandomCalls(Sink):
+    def __init__(self) -> None:
+        self.where: set[str] = set()
+
+    def random_op(self, where: str, function: str) -> None:
+        self.where.add("" if where == "(root)" else where)
+
+
+@torch.no_grad()
+def _drawing_modules(model: nn.Module, x: torch.Tensor) -> set[str]:
+    """The modules that draw random numbers in their own code during one train-mode pass on ``x``;
+    the model's mode, buffers and the global random state are left as they were."""
+    was_training = model.training
+    buffers = [(b, b.clone()) for b in model.buffers()]
+    sink = _RandomCalls()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            Recorder(model.train(), sink).run(x)
+    finally:
+        for b, saved in buffers:
+            b.copy_(saved)
+        model.train(was_training)
+    return sink.where
+
+
+def acting(layers: list[StochasticLayer]) -> list[StochasticLayer]:
+    return [layer for layer in layers if layer.acts]
+
+
+def summary(layers: list[StochasticLayer]) -> str:
+    """The acting rates in a few words: ``Dropout.p 0.5 x2``, ``StochasticDepth.p x16 (0.00588 to 0.0941)``."""
+    parts = []
+    for (kind, attribute), group in groupby(acting(layers), key=lambda layer: (layer.kind, layer.attribute)):
+        rates = [layer.rate for layer in group]
+        low, high = min(rates), max(rates)
+        spread = f"{low:g}" if low == high else f"{low:g} to {high:g}"
+        parts.append(f"{kind}.{attribute} {spread}" + (f" x{len(rates)}" if len(rates) > 1 else ""))
+    return ", ".join(parts) or "none"
 
 
 def turn_off(model: nn.Module, layers: list[StochasticLayer]) -> None:
-    """Set each layer's rate to zero (in place: call it on a copy)."""
+    """Set each layer's rate to zero (in place: call it on a copy); idle rates too, which changes nothing."""
     for layer in layers:
         setattr(model.get_submodule(layer.module), layer.attribute, 0.0)
 
 
 def rates_match(candidate: list[StochasticLayer], reference: list[StochasticLayer]) -> bool:
-    """The same rates, in the same order: the train-mode distributions can then be the same
+    """The same acting rates, in the same order: the train-mode distributions can then be the same
     (where each layer sits is checked by the deterministic train step)."""
-    return [layer.rate for layer in candidate] == [layer.rate for layer in reference]
+    return [layer.rate for layer in acting(candidate)] == [layer.rate for layer in acting(reference)]
