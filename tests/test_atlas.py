@@ -4,8 +4,11 @@ import json
 
 import pytest
 import timm
+import torch
 import torchvision
+from torch import nn
 
+import repro
 from repro.report import DEFAULT_ATLAS_RESULTS, Options
 from repro.report import atlas
 
@@ -66,6 +69,34 @@ def test_one_pair_end_to_end_and_a_failing_pair_is_recorded_not_raised():
     assert list(tv_table["outcome"]) == ["bit-identical"] and list(hf_table["outcome"]) == ["tool error"]
     assert "KeyError" in hf_table["cause"][0] and list(alone["torchvision model"]) == ["alexnet"]
     assert dict(page.files)["atlas.json"]
+
+
+class Tiny(nn.Module):
+    def __init__(self, p: float = 0.0, eps: float = 1e-5, momentum: float = 0.1, extra: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4, eps=eps, momentum=momentum)
+        self.extra = nn.Conv2d(4, 4, 1) if extra else nn.Identity()
+        self.drop = nn.Dropout(p)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.drop(self.extra(torch.relu(self.bn(self.conv(x)))).mean((2, 3))))
+
+
+@pytest.mark.parametrize("candidate, expected, cause", [
+    (Tiny(), "bit-identical", ""),
+    (Tiny(p=0.2), atlas.SAME_FUNCTION, "Dropout.p 0.2"),
+    (Tiny(momentum=0.01), "eval equivalent, train step differs", "momentum 0.01 vs 0.1"),
+    (Tiny(eps=1e-3), "not equivalent", "eps 0.001 vs 1e-05"),
+    (Tiny(extra=True), "structures differ", "extra"),
+], ids=["same", "dropout", "momentum", "eps", "extra-module"])
+def test_outcomes_read_verify_levels(candidate, expected, cause):
+    report = repro.verify(candidate, Tiny(), input_size=(2, 3, 8, 8))
+    record = {"table": "torchvision", "outcome": "ran", "report": json.loads(json.dumps(report.to_dict()))}
+    assert atlas.outcome(record) == expected, str(report)
+    assert cause in atlas.cause(record)
+    assert set(atlas.levels(record)) == {"eval", "train step", "stochastic configuration"}
 
 
 def test_a_pair_past_its_timeout_is_recorded_and_the_rest_still_run():

@@ -172,6 +172,7 @@ def test_a_real_mistake_behind_dropout_is_still_the_verdict():
     report = verify(Net(drop=nn.Dropout(0.2), eps=1e-3), Net(drop=nn.Dropout(0.2)), input_size=SIZE)
     assert report.verdict == "NOT EQUIVALENT" and report.first_divergence == "bn"
     assert report.levels["eval"].holds is False and report.levels["eval"].first_divergence == "bn"
+    assert "eps 0.001 vs 1e-05" in report.divergence_detail  # the cause, in the paired modules' settings
     assert report.levels["stochastic configuration"].holds
 
 

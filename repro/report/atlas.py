@@ -11,8 +11,8 @@ Pairs come from the libraries:
   those with torchvision's parameter count, or the closest (counted on the meta device).
 * The torchvision models with no timm counterpart are listed.
 * **transformers**: ``HF_PAIRS``, each a config of the Hugging Face model set to match a timm model
-  where a config option exists. A Hugging Face model returns an output object; until ``repro.verify``
-  picks an output field itself, the atlas wraps it in ``Logits`` (returns ``.logits``).
+  where a config option exists. A Hugging Face model returns an output object: ``repro.verify`` compares
+  its ``logits``.
 
 Every pair runs in a worker process (``run_pairs``) with a per-pair timeout; an error, a timeout or a
 dead worker is recorded in that pair's row and never stops the others. Results are one JSON
@@ -190,17 +190,6 @@ def name_matched_pairs(exclude: set[str]) -> tuple[list[Pair], list[str]]:
     return pairs, alone
 
 
-class Logits(nn.Module):
-    """A Hugging Face model that returns its output object's ``.logits`` (until verify picks the field)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).logits
-
-
 @dataclass(frozen=True)
 class HFPair:
     """A transformers model class, its config set to match ``reference`` where an option exists."""
@@ -229,8 +218,11 @@ HF_PAIRS: dict[str, HFPair] = {
     "tf_efficientnet_b0": HFPair("EfficientNetForImageClassification", "EfficientNetConfig",
                                  "timm:tf_efficientnet_b0",
                                  (("width_coefficient", 1.0), ("depth_coefficient", 1.0), ("image_size", 224),
-                                  ("hidden_dim", 1280), ("dropout_rate", 0.0), ("drop_connect_rate", 0.0)),
-                                 f"B0 width, depth and head width, {NO_DROPOUT} and drop-path off"),
+                                  ("hidden_dim", 1280), ("dropout_rate", 0.0), ("drop_connect_rate", 0.0),
+                                  ("batch_norm_momentum", 0.1)),
+                                 f"B0 width, depth and head width, {NO_DROPOUT} and drop-path off, BN momentum 0.1 "
+                                 "(the default 0.99 is TensorFlow's decay, which torch's BatchNorm takes as its "
+                                 "momentum: running statistics 99% replaced each step)"),
 }
 
 
@@ -256,27 +248,6 @@ def discover() -> Discovery:
 
 
 # -- one pair, in a worker ----------------------------------------------------------------------
-def _stochastic(model: nn.Module) -> dict[str, float]:
-    """The nonzero rates of dropout and drop-path layers (torch's dropout modules, torchvision's
-    ``StochasticDepth``, timm's ``DropPath``): ``{"dropout": largest p, "drop-path": largest p}``."""
-    from timm.layers import DropPath
-    from torchvision.ops import StochasticDepth
-
-    rates: dict[str, float] = {}
-    for module in model.modules():
-        if isinstance(module, nn.modules.dropout._DropoutNd):
-            kind, rate = "dropout", float(module.p)
-        elif isinstance(module, StochasticDepth):
-            kind, rate = "drop-path", float(module.p)
-        elif isinstance(module, DropPath):
-            kind, rate = "drop-path", float(module.drop_prob)
-        else:
-            continue
-        if rate > 0:
-            rates[kind] = max(rates.get(kind, 0.0), rate)
-    return rates
-
-
 def _init_parameters(cls: type) -> set[str]:
     return set(inspect.signature(cls.__init__).parameters)
 
@@ -288,7 +259,7 @@ def _build_candidate(pair: Pair, image_size: int | None) -> nn.Module:
 
         spec = HF_PAIRS[pair.name]
         config = getattr(transformers, spec.config_class)(**kwargs)
-        return Logits(getattr(transformers, spec.model_class)(config))
+        return getattr(transformers, spec.model_class)(config)  # verify compares its output object's .logits
     if image_size is not None:
         kwargs["image_size"] = image_size
     return torchvision.models.get_model(pair.name, weights=None, **kwargs)
@@ -305,20 +276,14 @@ def _for_inspection(build: Callable[[], nn.Module]) -> nn.Module:
 
 def _matching_options(pair: Pair, tv: nn.Module) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """Options that make the two models comparable, read from the torchvision model ``tv``: its own
-    (``aux_logits=False`` where it has an auxiliary head timm lacks) and timm's (its dropout and
-    drop-path set to torchvision's defaults); whether both take an image size (then built at the
-    reduced resolution)."""
+    (``aux_logits=False`` where it has an auxiliary head timm lacks) and timm's (none); whether both take
+    an image size (then built at the reduced resolution). Dropout and drop-path stay at each library's
+    defaults: where those differ, verify's stochastic-configuration level says how."""
     if pair.table != "torchvision":
         return {}, {}, False
     params = _init_parameters(type(tv))
     candidate = {"aux_logits": False} if "aux_logits" in params and getattr(tv, "aux_logits", False) else {}
-    rates = _stochastic(tv)
-    ref = {}
-    if "dropout" in rates:
-        ref["drop_rate"] = rates["dropout"]
-    if "drop-path" in rates:
-        ref["drop_path_rate"] = rates["drop-path"]
-    return candidate, ref, "image_size" in params
+    return candidate, {}, "image_size" in params
 
 
 def _native(reference_spec: str) -> int:
@@ -366,7 +331,6 @@ def verify_pair(pair: Pair, max_params: int = MAX_PARAMS) -> dict[str, Any]:
         "reference_kwargs": reference_kwargs,
         "input_size": [BATCH, 3, size, size],
     }
-    record["stochastic"] = {"candidate": _stochastic(candidate), "reference": _stochastic(ref)}
     del ref
     report = repro.verify(candidate, pair.reference, input_size=(BATCH, 3, size, size),
                           reference_kwargs=reference_kwargs)
@@ -507,31 +471,15 @@ def _transformers_version() -> str:
 
 
 # -- the page -----------------------------------------------------------------------------------
-OUTCOMES = ("bit-identical", "equivalent", "eval equivalent, train step differs", "not equivalent",
+SAME_FUNCTION = "same function, stochastic configuration differs"
+OUTCOMES = ("bit-identical", "equivalent", SAME_FUNCTION, "eval equivalent, train step differs", "not equivalent",
             "structures differ", "tool error", "timeout", "crashed", "not run")
-
-
-def _ok(check: dict[str, Any], rtol: float) -> bool:
-    return check["max_rel"] is not None and check["max_rel"] <= rtol
+SAME_EVAL = ("bit-identical", "equivalent", SAME_FUNCTION, "eval equivalent, train step differs")
 
 
 def levels(record: dict[str, Any]) -> dict[str, str]:
-    """The verdict per level: verify's own levels where its report gives them, else read from its
-    checks (eval: every eval check; train: the train-step checks)."""
-    report = record["report"]
-    if "levels" in report:
-        return {name: (level.get("verdict") if isinstance(level, dict) else str(level))
-                for name, level in report["levels"].items()}
-    if report["structure"] or report["unpaired"]["candidate"] or report["unpaired"]["reference"]:
-        return {"structure": "differs"}
-    out = {}
-    for level, checks in (("eval", [c for k, c in report["checks"].items() if k.startswith("eval")]),
-                          ("train", [c for k, c in report["checks"].items() if not k.startswith("eval")])):
-        if checks:
-            exact = all(c["bit_exact"] for c in checks)
-            out[level] = "bit-identical" if exact else ("equivalent" if all(_ok(c, report["rtol"]) for c in checks)
-                                                        else "differs")
-    return out
+    """The verdict per level (eval, train step, stochastic configuration), as verify states it."""
+    return {name: level["state"] for name, level in record["report"]["levels"].items()}
 
 
 def outcome(record: dict[str, Any]) -> str:
@@ -544,8 +492,10 @@ def outcome(record: dict[str, Any]) -> str:
         return "bit-identical"
     if report["equivalent"]:
         return "equivalent"
+    if report.get("verdict") == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION":
+        return SAME_FUNCTION
     by_level = levels(record)
-    if "structure" in by_level:
+    if "structure" in by_level or report["structure"] or any(report["unpaired"].values()):
         return "structures differ"
     if by_level.get("eval") in ("bit-identical", "equivalent"):
         return "eval equivalent, train step differs"
@@ -611,10 +561,14 @@ def build_page(results: dict[str, Any], source: str) -> Page:
                             "pairs": [int(counts[o]) for o in OUTCOMES if o in counts]})
     env = results["environment"]
     tv = [r for r in records if r["table"] == "torchvision" and r.get("timm_tags")]
-    tv_same = sum(outcome(r) in ("bit-identical", "equivalent") for r in tv)
+    tv_outcomes = pd.Series([outcome(r) for r in tv]).value_counts()
+    tv_same = sum(int(tv_outcomes.get(o, 0)) for o in SAME_EVAL)
+    tv_other = [f"{r['candidate'].split(':', 1)[1]} ({outcome(r)})" for r in tv if outcome(r) not in SAME_EVAL]
     findings = (f"Findings: of {len(records)} pairs, " + ", ".join(f"{n} {o}" for o, n in zip(summary["outcome"],
-                summary["pairs"])) + f". Of the {len(tv)} pairs timm tags as torchvision's weights, {tv_same} come out "
-                "the same function.")
+                summary["pairs"])) + f". Of the {len(tv)} pairs timm tags as loading torchvision's weights, {tv_same} "
+                f"compute the same function in eval (" + ", ".join(f"{int(tv_outcomes[o])} {o}" for o in SAME_EVAL
+                                                                  if o in tv_outcomes) + ")"
+                + (f"; not the same function in eval: {', '.join(tv_other)}" if tv_other else "") + ".")
     intro = f"""{findings}
 
 Every torchvision classification model that timm also ships, verified against it with
@@ -627,17 +581,23 @@ checkpoint they load (its `url` is one of torchvision's weight URLs, or the weig
 architecture's own name); the other torchvision models are matched by a stated name rule
 (`normalized_names`); of several matches, those with torchvision's parameter count (or the closest).
 Options passed to match the models are in
-`options` (timm's dropout and drop-path set to torchvision's defaults; `aux_logits=False` where torchvision
-has an auxiliary head). Hugging Face models return output objects: each is wrapped in a module returning
-`.logits` until `repro.verify` picks the field itself.
+`options` (`aux_logits=False` where torchvision has an auxiliary head timm lacks); dropout and drop-path stay
+at each library's defaults, so that where those differ the row says so (verify's stochastic-configuration
+level, with the rates side by side). Hugging Face models return output objects: `repro.verify` compares their
+`logits`.
 
 Results of {env["date"]} (torch {env["torch"]}, torchvision {env["torchvision"]}, timm {env["timm"]},
 transformers {results["transformers"]}): {len(records)} pairs in {results["seconds"]:.0f} s on
 {results["workers"]} worker processes (discovering the pairs: {results["discovery_seconds"]:.0f} s), per-pair
 timeout {results["timeout_s"]:.0f} s; models over {results["max_params"]:,} parameters are not run here (memory).
-Outcomes: `bit-identical` and `equivalent` are verify's verdicts; `eval equivalent, train step differs` means
-every eval check passed and a train-step check did not; `tool error` is an exception from the build or from
-`repro.verify` (its message in `cause`).
+Outcomes: `bit-identical` and `equivalent` are verify's verdicts (the same function in eval and in a train step,
+decided in float64; bit-identical: float32 too); `same function, stochastic configuration differs`: both of those
+hold and the libraries' default dropout or drop-path rates differ; `eval equivalent, train step differs`: every
+eval check passed and a train-step check did not (a BatchNorm momentum, say); `not equivalent`: the eval function
+differs; `structures differ`: the modules do not pair one to one (the first place is named); `tool error` is an
+exception from the build or from `repro.verify` (its message in `cause`). Where a divergence sits at a paired
+module, `cause` also lists the settings in which it differs from its partner (`eps`, `momentum`, `padding`, ...):
+a reading aid, not part of the verdict.
 """
     if results.get("repro_commit"):
         intro += f"\nRun on this repository at commit `{results['repro_commit']}`.\n"

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from repro.equivalence import Diff
 from repro.verify._trace import INPUT_POINT, Call, PointKey, Sink
@@ -29,6 +30,29 @@ def compare(actual: torch.Tensor, expected: torch.Tensor) -> Diff | None:
 
 
 MISMATCH = Diff(math.inf, math.inf, False, True)
+
+_SETTING_TYPES = (bool, int, float, str)
+
+
+def _settings(module: nn.Module) -> dict[str, object]:
+    """A module's plain settings: its public attributes holding numbers, strings or tuples of them
+    (``eps``, ``momentum``, ``stride``, ``padding``, ``groups``, ``approximate``, ...)."""
+    return {k: v for k, v in vars(module).items()
+            if not k.startswith("_") and k != "training" and (isinstance(v, _SETTING_TYPES) or (
+                isinstance(v, tuple) and all(isinstance(e, _SETTING_TYPES) for e in v)))}
+
+
+def settings_difference(candidate: nn.Module, reference: nn.Module) -> str:
+    """What differs between two paired modules' settings, in words (empty when nothing visible does):
+    their classes where those differ, then every setting both have with another value, candidate's first.
+    A cause to read beside a numerical divergence, never a verdict: settings are named differently
+    across libraries, and a setting may not matter (or be applied elsewhere, as TF "same" padding is)."""
+    words = []
+    if type(candidate).__name__ != type(reference).__name__:
+        words.append(f"{type(candidate).__name__} vs {type(reference).__name__}")
+    ours, theirs = _settings(candidate), _settings(reference)
+    words += [f"{k} {ours[k]!r} vs {theirs[k]!r}" for k in ours if k in theirs and ours[k] != theirs[k]]
+    return "; ".join(words)
 
 
 def _squeezed(t: torch.Tensor) -> tuple[int, ...]:

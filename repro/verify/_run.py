@@ -12,7 +12,6 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 import reference as reference_library
-
 from repro.equivalence import (
     FLOAT64, FLOAT64_RTOL, Diff, Tolerance, calibrated_tolerance, copy_model, float64_copy, gradient_diffs,
     randomize_,
@@ -21,6 +20,7 @@ from repro.porting import PortError, port_weights
 from repro.registry import REFERENCES
 from repro.verify._compare import (
     MISMATCH, CandidateCapture, Divergence, ReferenceCapture, StaleCaptureError, compare, locate,
+    settings_difference,
 )
 from repro.verify._pairing import pair_nodes, pair_state, reshaped_state
 from repro.verify._report import Level, VerifyReport, layers_frame, unpaired_tensors
@@ -526,12 +526,28 @@ class _Verification:
         report.equivalent = (self.compared and not report.structure and levels[0].holds is True
                              and all(level.holds is not False for level in levels))
         report.bit_exact = report.equivalent and all(level.bit_exact for level in levels[:2] if level.holds)
+        for level in levels:
+            if level.holds is False:
+                level.detail += self._settings_note(level.first_divergence)
         failing = next((level for level in levels if level.holds is False), None)
         if self.compared and not report.equivalent:
             if failing is None:  # only the structure (gradients on one side only, say)
                 report.first_divergence, report.divergence_detail = self._structure_divergence()
             else:
                 report.first_divergence, report.divergence_detail = failing.first_divergence, failing.detail
+
+    def _settings_note(self, module: str | None) -> str:
+        """Where a divergence is located at a paired module: how its settings differ from its partner's."""
+        if module is None or not hasattr(self, "pairing"):
+            return ""
+        name = "" if module == "(root)" else module
+        for node in self.cand_graph.called():
+            partner = self.pairing.nodes.get(node.id)
+            if node.name == name and partner is not None:
+                words = settings_difference(node.module, self.ref_graph.nodes[partner].module)
+                partner_name = self.ref_graph.name(partner)
+                return f" [settings of {module} vs the reference's {partner_name}: {words}]" if words else ""
+        return ""
 
     def _float32_exact(self, prefix: str) -> bool:
         diffs = [d for k, d in self.report.float32.items() if k.startswith(prefix)]
