@@ -172,6 +172,51 @@ def test_scale_in_the_wrong_place_is_caught_at_its_block():
     assert report.first_divergence == "blocks.0", str(report)
 
 
+class ChannelsLastBlock(nn.Module):
+    """A ConvNeXt-like block: depthwise conv, then a Linear in channels-last layout and a bare ``[C]`` layer scale,
+    applied before permuting back (as Hugging Face's ConvNeXt does) or after (as timm's does)."""
+
+    def __init__(self, channels: int, scale_channels_last: bool, scale: bool = True) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+        self.fc = nn.Linear(channels, channels)
+        self.gamma = nn.Parameter(torch.full((channels,), 0.5))
+        self.scale_channels_last, self.scale = scale_channels_last, scale
+
+    def forward(self, x):
+        y = self.fc(self.dw(x).permute(0, 2, 3, 1))
+        if self.scale and self.scale_channels_last:
+            y = self.gamma * y
+        y = y.permute(0, 3, 1, 2)
+        if self.scale and not self.scale_channels_last:
+            y = y.mul(self.gamma.reshape(1, -1, 1, 1))
+        return x + y
+
+
+class ChannelsLastNet(nn.Module):
+    def __init__(self, scale_channels_last: bool, scale: bool = True) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.block = ChannelsLastBlock(4, scale_channels_last, scale)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.block(self.stem(x)).mean((2, 3)))
+
+
+def test_a_layer_scale_applied_in_another_layout_is_compared_in_the_matching_order():
+    report = verify(ChannelsLastNet(scale_channels_last=True), ChannelsLastNet(scale_channels_last=False),
+                    input_size=SMALL)
+    assert report.bit_exact, str(report)
+
+
+def test_a_missing_layer_scale_is_still_caught_across_layouts():
+    report = verify(ChannelsLastNet(scale_channels_last=True, scale=False), ChannelsLastNet(scale_channels_last=False),
+                    input_size=SMALL)
+    assert not report.equivalent and report.first_divergence == "block.fc", str(report)
+    assert "the reference's block (ChannelsLastBlock: gamma [4]) has no counterpart" in report.divergence_detail
+
+
 # -- ties the dataflow decides -------------------------------------------------------------------
 
 class ConvBN(nn.Sequential):

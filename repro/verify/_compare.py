@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -15,11 +16,20 @@ from repro.verify._trace import INPUT_POINT, Call, PointKey, Sink
 def compare(actual: torch.Tensor, expected: torch.Tensor) -> Diff | None:
     """``Diff`` of two tensors, reshaping when they hold as many numbers (a Linear's ``[N, C]`` against a 1x1
     convolution's ``[N, C, 1, 1]``, a Linear on a flattened map against a KxK convolution's weight, a ``[C]``
-    scale against a ``[C, 1, 1]`` one); ``None`` when the sizes differ."""
+    scale against a ``[C, 1, 1]`` one) and, when the shapes are a permutation of each other, also trying each
+    order of the dimensions that fits (a channels-last ``[N, H, W, C]`` map against ``[N, C, H, W]``: where one
+    implementation applies a layer scale before permuting back and another after); the closest of these counts.
+    ``None`` when the sizes differ."""
     actual, expected = actual.detach(), expected.detach()
     if actual.shape != expected.shape:
         if actual.numel() != expected.numel():
             return None
+        if sorted(actual.shape) == sorted(expected.shape) and actual.dim() <= 5:
+            arranged = [actual.reshape(expected.shape)] + [
+                actual.permute(order) for order in itertools.permutations(range(actual.dim()))
+                if tuple(actual.shape[i] for i in order) == tuple(expected.shape) and list(order) != sorted(order)]
+            return min((compare(a.contiguous(), expected) for a in arranged),
+                       key=lambda d: (not d.finite, not d.bit_exact, d.max_rel, d.max_abs))
         actual = actual.reshape(expected.shape)
     if actual.dtype == expected.dtype and torch.equal(actual, expected):  # the common case, without float64 copies
         # Equal tensors hold no NaN (NaN != NaN); a finite sum rules out infinities cheaply.
