@@ -99,6 +99,14 @@ def test_outcomes_read_verify_levels(candidate, expected, cause):
     assert set(atlas.levels(record)) == {"eval", "train step", "stochastic configuration"}
 
 
+def test_pairs_start_in_order_while_their_parameters_fit_in_memory_together():
+    load = [150, 150, 20, 300]
+    assert atlas.next_pair([0, 1, 2, 3], [], load, 250) == 0
+    assert atlas.next_pair([1, 2, 3], [0], load, 250) == 2  # 1 waits: 300 together would not fit
+    assert atlas.next_pair([1, 3], [0], load, 250) is None
+    assert atlas.next_pair([3], [], load, 250) == 3  # larger than the budget: it runs alone
+
+
 def test_a_pair_past_its_timeout_is_recorded_and_the_rest_still_run():
     pair = atlas.Pair("torchvision", "torchvision:resnet18", "timm:resnet18", "test")
     records = atlas.run_pairs([pair, pair], workers=1, timeout_s=0.01)

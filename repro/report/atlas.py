@@ -58,6 +58,10 @@ TIMEOUT_S = 300.0  # per pair
 # Larger models are not verified here: the verification holds several copies of both models (float32
 # and float64), which for ViT-H/14 or RegNetY-128GF (over 600M parameters) is tens of GB.
 MAX_PARAMS = 200_000_000
+# Verifying a model holds about 64 bytes per parameter at its peak (VGG-16-BN, 138M parameters: 8.9 GB, measured
+# with /usr/bin/time), so the workers together take on at most this many candidate parameters at once (a pair
+# larger than that runs alone): two VGGs side by side would need most of this machine's 23 GB.
+MEMORY_PARAMS = 250_000_000
 QUICK_SUBSET = ("torchvision:resnet18", "transformers:resnet18")  # quick mode without committed results
 
 
@@ -301,17 +305,35 @@ def _runs(model: nn.Module, size: int) -> bool:
     return True
 
 
-def verify_pair(pair: Pair, max_params: int = MAX_PARAMS) -> dict[str, Any]:
-    """Verify one pair and return its record. Raises what the build or ``repro.verify`` raises."""
+def candidate_params(pair: Pair) -> int:
+    """The candidate's parameter count, from a build on the meta device where its constructor allows."""
+    return sum(p.numel() for p in _for_inspection(lambda: _build_candidate(pair, None)).parameters())
+
+
+# What building a model that cannot be built raises (an unknown name, an option it does not take, ...).
+_BUILD_FAILURES = (KeyError, ValueError, TypeError, RuntimeError, ImportError, AttributeError, NotImplementedError)
+
+
+def _counted(pair: Pair) -> int | None:
+    """``candidate_params``, or ``None`` where the candidate cannot be built: its worker then raises the same
+    error, which becomes that pair's row."""
+    try:
+        return candidate_params(pair)
+    except _BUILD_FAILURES:
+        return None
+
+
+def verify_pair(pair: Pair, max_params: int = MAX_PARAMS, count: int | None = None) -> dict[str, Any]:
+    """Verify one pair (its candidate has ``count`` parameters, counted here if not given) and return its
+    record. Raises what the build or ``repro.verify`` raises."""
     start = time.perf_counter()
-    inspected = _for_inspection(lambda: _build_candidate(pair, None))
-    count = sum(p.numel() for p in inspected.parameters())
+    count = candidate_params(pair) if count is None else count
     if count > max_params:
         return {"outcome": "not run", "seconds": round(time.perf_counter() - start, 1),
                 "error": f"{count:,} parameters, over this run's limit of {max_params:,} (memory); "
                          f"decided by a run with a higher limit (--max-params) on a machine with more memory"}
-    candidate_kwargs, reference_kwargs, sized = _matching_options(pair, inspected)
-    del inspected
+    candidate_kwargs, reference_kwargs, sized = _matching_options(pair, _for_inspection(
+        lambda: _build_candidate(pair, None)))
     pair = dataclasses.replace(pair, candidate_kwargs=pair.candidate_kwargs + tuple(candidate_kwargs.items()))
     size, candidate, ref = None, None, None
     for s in RESOLUTIONS + (_native(pair.reference),):
@@ -347,10 +369,10 @@ def _worker(conn) -> None:
     """Verify the pairs sent over ``conn`` one at a time; answer each with its record or its error."""
     torch.set_num_threads(1)
     while (task := conn.recv()) is not None:
-        pair, max_params = task
+        pair, max_params, count = task
         start = time.perf_counter()
         try:
-            answer = verify_pair(pair, max_params)
+            answer = verify_pair(pair, max_params, count)
         # The boundary between pairs: whatever one pair raises is that pair's result, recorded with
         # its type and message (and where it was raised), so that the other pairs still run.
         except Exception as err:  # noqa: BLE001
@@ -369,13 +391,26 @@ class _Slot:
     started: float = 0.0
 
 
+def next_pair(todo: list[int], busy: list[int], load: list[int], memory_params: int) -> int | None:
+    """The first pair of ``todo`` that fits beside the ``busy`` ones (their ``load`` together at most
+    ``memory_params``); with none busy, the first pair, however large; ``None``: wait."""
+    held = sum(load[i] for i in busy)
+    return next((i for i in todo if not busy or held + load[i] <= memory_params), None)
+
+
 def run_pairs(pairs: list[Pair], workers: int = 2, timeout_s: float = TIMEOUT_S, max_params: int = MAX_PARAMS,
-              progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Every pair's record, each verified in a worker process (spawned; one thread each). A pair
-    that runs past ``timeout_s`` or kills its worker is recorded as such and its worker replaced."""
+              progress: Callable[[str], None] | None = None,
+              memory_params: int = MEMORY_PARAMS) -> list[dict[str, Any]]:
+    """Every pair's record, each verified in a worker process (spawned; one thread each), in order, as long as
+    the candidates being verified hold at most ``memory_params`` parameters together (a larger pair waits until it
+    can run alone). A pair that runs past ``timeout_s`` or kills its worker is recorded as such and its worker
+    replaced."""
     context = multiprocessing.get_context("spawn")
     results: list[dict[str, Any] | None] = [None] * len(pairs)
-    todo = list(range(len(pairs)))[::-1]
+    counts = [_counted(p) for p in pairs]
+    # A pair over max_params is not run, and one that cannot be built fails at once: neither holds memory.
+    load = [c if c is not None and c <= max_params else 0 for c in counts]
+    todo = list(range(len(pairs)))
 
     def start_worker() -> _Slot:
         parent, child = context.Pipe()
@@ -396,9 +431,11 @@ def run_pairs(pairs: list[Pair], workers: int = 2, timeout_s: float = TIMEOUT_S,
     try:
         while todo or any(s.index is not None for s in slots):
             for slot in slots:
-                if slot.index is None and todo:
-                    slot.index, slot.started = todo.pop(), time.perf_counter()
-                    slot.conn.send((pairs[slot.index], max_params))
+                busy = [s.index for s in slots if s.index is not None]
+                if slot.index is None and (index := next_pair(todo, busy, load, memory_params)) is not None:
+                    todo.remove(index)
+                    slot.index, slot.started = index, time.perf_counter()
+                    slot.conn.send((pairs[index], max_params, counts[index]))
             wait([s.conn for s in slots if s.index is not None], timeout=1.0)
             for i, slot in enumerate(slots):
                 if slot.index is None:
