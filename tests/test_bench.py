@@ -203,3 +203,43 @@ def test_runtimes_page_tables_from_measurements():
     assert list(frontier["runtime best"]) == ["timm onnxruntime", "ours fused"]
     scenarios = tables["runtimes_scenarios"]
     assert {"verdict, ours eager", "verdict, best runtime", "changes"} <= set(scenarios.columns)
+
+
+def test_runtimes_page_opens_with_findings_checks_its_goals_and_is_rebuilt_from_its_json(tmp_path):
+    """The page's goals decided by a sign test over the rounds, its findings read off its tables, and quick mode
+    rebuilding the same page from the measurements it wrote (nothing timed here)."""
+    from repro.report.base import Options, render_page
+    from repro.report.runtimes import RUNTIMES, build, build_page
+
+    rounds = {  # per-round medians (ms), 6 rounds: fused beats compile in every round for resnet18, never for mnv3
+        "resnet18": {"timm eager": [10] * 6, "ours eager": [10] * 6, "ours fused": [8] * 6,
+                     "timm compile": [9] * 6, "timm onnxruntime": [5] * 6},
+        "mobilenetv3_small_100": {"timm eager": [6] * 6, "ours eager": [6] * 6, "ours fused": [4] * 6,
+                                  "timm compile": [3] * 6, "timm onnxruntime": [2] * 6},
+    }
+    setup = {"resnet18": {"build": 0.1, "export": 2.0, "session": 0.3, "warmup": 0.2},
+             "mobilenetv3_small_100": {"build": 0.1, "export": 70.0, "session": 0.3, "warmup": 0.2}}
+    results = {"environment": {"date": "2026-12-07 00:00 UTC", "device": "CPU (x86_64)"}, "threads": 2, "rounds": 6,
+               "min_run_time": 0.1,
+               "measurements": [{"model": m, "resolution": 224, "runtime": r, "implementation": RUNTIMES[r],
+                                 "median_ms": float(v[0]), "iqr_ms": 0.0, "runs": 6,
+                                 "round_medians_ms": [float(x) for x in v], "setup_s": setup[m]}
+                                for m, per in rounds.items() for r, v in per.items()]}
+    page = build_page(results, "test")
+    goals = {t.slug: t.frame for t in page.tables}["runtimes_goals"].set_index(["model", "goal"])["verdict"]
+    assert goals[("resnet18", "ours fused faster than timm compile")].startswith("✓ (6 of 6")
+    assert goals[("mobilenetv3_small_100", "ours fused faster than timm compile")].startswith("✗")
+    assert goals[("mobilenetv3_small_100", "ONNX export + session build < 60 s")] == "✗"
+    assert page.intro.startswith("Findings: timm onnxruntime is the fastest runtime for 2 of 2 models")
+    assert "ours fused beats timm compile for 1 of 2 models (resnet18); compile is faster for mobilenetv3_small_100" \
+        in page.intro
+    assert "under a minute for 1 of 2 models (not mobilenetv3_small_100)" in page.intro
+    render_page(page, results["environment"] | {"torch": "t"})  # renders
+
+    saved = tmp_path / "runtimes.json"
+    saved.write_bytes(dict(page.files)["runtimes.json"])
+    again = build(Options(runtimes_results=saved))
+    assert [t.frame.to_csv() for t in again.tables] == [t.frame.to_csv() for t in page.tables]
+    only = build(Options(runtimes_results=saved, models=("resnet*",)))
+    assert set({t.slug: t.frame for t in only.tables}["runtimes_best"]["model"]) == {"resnet18"}
+    assert build(Options(runtimes_results=tmp_path / "missing.json")) is None

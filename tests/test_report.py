@@ -144,6 +144,8 @@ def test_seed_mobilenet_v1_is_the_seeds():
         (["--models", "nosuchnet"], "matches no hand-written model"),
         (["--frobnicate"], "unrecognized arguments"),
         (["--quick", "--full"], "not allowed with"),
+        (["--atlas-results", "no/such/atlas.json"], "--atlas-results: no such file: no/such/atlas.json"),
+        (["--runtimes-results", "no/such/runtimes.json"], "--runtimes-results: no such file"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, message):

@@ -25,6 +25,7 @@ from repro.environment import environment
 from repro.registry import MODELS
 from repro.report.base import (  # noqa: F401  (re-exported: the names pages and callers use)
     DEFAULT_ATLAS_RESULTS,
+    DEFAULT_RUNTIMES_RESULTS,
     DEFAULT_DEGRADATION_DIR,
     Computed,
     Erratum,
@@ -71,7 +72,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("depthwise", densenet_mobilenet.build_depthwise),
     PageSpec("selection", selection.build),
     PageSpec("latency", latency.build),
-    PageSpec("runtimes", runtimes.build),  # only under --full or --pages runtimes
+    PageSpec("runtimes", runtimes.build),  # measured under --full or --pages runtimes; else read from its JSON
     PageSpec("training", training.build, training.jobs),
     PageSpec("equivalence", equivalence.build, equivalence.jobs),
     PageSpec("atlas", atlas.build),
@@ -202,6 +203,14 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
         type=Path,
         help=f"a full atlas run's JSON, read in quick mode (default: {DEFAULT_ATLAS_RESULTS}, the committed run)",
     )
+    parser.add_argument(
+        "--runtimes-results",
+        default=str(DEFAULT_RUNTIMES_RESULTS),
+        metavar="FILE",
+        type=Path,
+        help="the runtimes page's measurements (runtimes.json of a `--pages runtimes` run), read in quick mode "
+        f"(default: {DEFAULT_RUNTIMES_RESULTS}, the committed run)",
+    )
     args = parser.parse_args(argv)
     options = Options(
         full=args.full,
@@ -210,7 +219,12 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
         pages=tuple(args.pages),
         degradation_dir=args.degradation,
         atlas_results=args.atlas_results,
+        runtimes_results=args.runtimes_results,
     )
+    for option, given, default in (("--atlas-results", args.atlas_results, DEFAULT_ATLAS_RESULTS),
+                                   ("--runtimes-results", args.runtimes_results, DEFAULT_RUNTIMES_RESULTS)):
+        if given != default and not given.is_file():
+            raise ReportError(f"{option}: no such file: {given}")
     unknown = [p for p in options.pages if p not in PAGE_SLUGS]
     if unknown:
         raise ReportError(f"--pages: no page named {', '.join(unknown)}; pages: {', '.join(PAGE_SLUGS)}")

@@ -23,6 +23,7 @@ from repro.environment import in_processes
 MAX_PAGE_COLUMNS = 10  # a wider table shows only its page_columns on the page; its CSV keeps every column
 DEFAULT_DEGRADATION_DIR = Path("reports/degradation")
 DEFAULT_ATLAS_RESULTS = Path("reports/atlas.json")
+DEFAULT_RUNTIMES_RESULTS = Path("reports/runtimes.json")
 
 
 class ReportError(Exception):
@@ -118,6 +119,7 @@ class Options:
     pages: tuple[str, ...] = ()  # page slugs to build; empty: all
     degradation_dir: Path = DEFAULT_DEGRADATION_DIR  # the degradation CLI's output, read in quick mode
     atlas_results: Path = DEFAULT_ATLAS_RESULTS  # a full atlas run's JSON, read in quick mode
+    runtimes_results: Path = DEFAULT_RUNTIMES_RESULTS  # a runtimes page's measurements, read in quick mode
 
     def selected(self, names: Iterable[str]) -> list[str]:
         names = list(names)

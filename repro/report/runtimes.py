@@ -14,13 +14,21 @@ recommendations (5.1) and the accuracy-per-latency frontier change when each mod
 best runtime is decided by the selection page's own code (``scenario_table``, ``pareto``), fed the
 eager latencies and then the best-runtime latencies of the same run.
 
+Goals (issue 16), checked on the page with a sign test over the interleaved rounds (the latency
+page's ``goal_verdict``): ``repro.fuse`` beats ``timm+compile`` at batch 1 (else the page and the
+README say which path is fastest and by how much), and ONNX export plus session build take under a
+minute per model.
+
 Cost: every model is compiled and exported (tens of seconds each on 2 cores), beyond the quick
-report's 3-minute budget: the page is built under ``--full`` (selection's candidate models) or
-``--pages runtimes`` (the latency page's seed models), never in the default quick report.
+report's 3-minute budget: the page is measured under ``--full`` (selection's candidate models) or
+``--pages runtimes`` (the latency page's seed models) and writes its measurements to
+``runtimes.json``; the default quick report rebuilds the page from the committed one
+(``--runtimes-results``), saying when and where it was measured.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 
 import pandas as pd
@@ -31,7 +39,7 @@ from repro.bench import BenchCase, measure_interleaved
 from repro.environment import environment
 from repro.registry import MODELS, references_for
 from repro.report.base import MAX_PAGE_COLUMNS, Options, Page, Table
-from repro.report.latency import _round_ratios, _spread
+from repro.report.latency import _round_ratios, _spread, goal_verdict
 from repro.report.measure import model_stats, torchvision_builder
 from repro.seed import SEED_BENCHMARK_MODELS
 from repro.report.selection import candidates, pareto, scenario_table, torchvision_accuracy
@@ -45,6 +53,10 @@ RUNTIMES = {
     "timm onnxruntime": "{ref}+onnxruntime",
 }
 BASELINE = "timm eager"
+FUSED, COMPILED, ONNX = "ours fused", "timm compile", "timm onnxruntime"
+SETUP_BUDGET_S = 60.0  # ONNX export + session build per model (issue 16)
+ROUNDS = 9  # a one-sided sign test over 9 rounds decides at 8 of 9 (p = 0.02)
+MIN_RUN_TIME = 0.1
 
 
 def baseline_reference(model: str) -> str | None:
@@ -190,28 +202,101 @@ def build_tables(frame: pd.DataFrame, device: str) -> list[Table]:
     return tables
 
 
-def build(options: Options) -> Page | None:
-    if not options.full and "runtimes" not in options.pages:
-        return None  # compile and export of every model: beyond the quick report's budget
-    if options.from_json:
-        return None  # measured here only: runtimes are timed side by side in one run
-    models = page_models(options)
-    rounds, min_run_time = (5, 0.1) if options.full else (3, 0.1)
+def goals_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per model: is the fused model faster than timm + torch.compile (paired per round, sign test), and do
+    ONNX export and session build fit in ``SETUP_BUDGET_S``?"""
+    rows = []
+    for model, group in frame.groupby("model", sort=False):
+        by = group.set_index("runtime")
+        if FUSED in by.index and COMPILED in by.index:
+            ratios = _round_ratios(by.loc[COMPILED, "round_medians_ms"], by.loc[FUSED, "round_medians_ms"])
+            rows.append({"model": model, "goal": "ours fused faster than timm compile",
+                         "measured": f"timm compile / ours fused = {statistics.median(ratios):.3f}",
+                         "per round": _spread(ratios), "verdict": goal_verdict(ratios, 1.0, "above")})
+        if ONNX in by.index:
+            setup = by.loc[ONNX, "setup_s"]
+            seconds = setup.get("export", 0.0) + setup.get("session", 0.0)
+            rows.append({"model": model, "goal": f"ONNX export + session build < {SETUP_BUDGET_S:.0f} s",
+                         "measured": f"{seconds:.1f} s", "per round": "",
+                         "verdict": "✓" if seconds < SETUP_BUDGET_S else "✗"})
+    return pd.DataFrame(rows, columns=["model", "goal", "measured", "per round", "verdict"])
+
+
+def findings(frame: pd.DataFrame, goals: pd.DataFrame, scenarios: pd.DataFrame | None) -> str:
+    """The page's opening, read off its tables."""
+    best = best_table(frame)
+    lines = []
+    for runtime, group in best.groupby("best runtime", sort=False):
+        speedups = group["speed-up over timm eager"]
+        lines.append(f"{runtime} is the fastest runtime for {len(group)} of {len(best)} models "
+                     f"({', '.join(group['model'])}; {speedups.min():.2f}x to {speedups.max():.2f}x timm eager)")
+    fused = goals[goals["goal"].str.startswith("ours fused")]
+    if len(fused):
+        won = fused[fused["verdict"].str.startswith("✓")]["model"].tolist()
+        lost = fused[fused["verdict"].str.startswith("✗")]["model"].tolist()
+        lines.append(f"ours fused beats timm compile for {len(won)} of {len(fused)} models"
+                     + (f" ({', '.join(won)})" if won else "") + (f"; compile is faster for {', '.join(lost)}"
+                                                                  if lost else "")
+                     + (f"; undecided for {len(fused) - len(won) - len(lost)}"
+                        if len(fused) - len(won) - len(lost) else ""))
+    setup = goals[goals["goal"].str.startswith("ONNX")]
+    if len(setup):
+        over = setup[setup["verdict"] == "✗"]["model"].tolist()
+        lines.append(f"ONNX export and session build take under a minute for {len(setup) - len(over)} of "
+                     f"{len(setup)} models" + (f" (not {', '.join(over)})" if over else ""))
+    if scenarios is not None:
+        changed = scenarios[scenarios["changes"]]["scenario (seed 5.1)"].tolist()
+        lines.append("with each model on its best runtime, " + (f"the verdicts of {', '.join(changed)} change"
+                     if changed else "no scenario verdict of seed 5.1 changes"))
+    return "Findings: " + "; ".join(lines) + "."
+
+
+def measure_results(models: list[str], rounds: int, min_run_time: float) -> dict:
+    """The page's measurements with how they were made: what ``runtimes.json`` holds."""
     frame = measure(models, rounds, min_run_time)
+    return {"environment": environment(), "threads": torch.get_num_threads(), "rounds": rounds,
+            "min_run_time": min_run_time, "measurements": json.loads(frame.to_json(orient="records"))}
+
+
+def build_page(results: dict, source: str) -> Page | None:
+    frame = pd.DataFrame(results["measurements"])
     if frame.empty:
         return None
-    env = environment()
+    env = results["environment"]
+    goals = goals_table(frame)
+    tables = build_tables(frame, env["device"])
+    scenarios = next((t.frame for t in tables if t.slug == "runtimes_scenarios"), None)
     intro = (
-        f"Where users deploy a model: batch 1, fp32, on {env['device']} with {torch.get_num_threads()} threads "
+        f"{findings(frame, goals, scenarios)}\n\n"
+        f"Where users deploy a model: batch 1, fp32, on {env['device']} with {results['threads']} threads "
         "(ONNX Runtime's intra-op threads set to the same), each model's runtimes timed side by side in one process, "
-        f"interleaved round-robin ({rounds} rounds of at least {min_run_time} s each). Runtimes: `timm eager` "
-        "(the baseline), `ours eager`, `ours fused` (`repro.fuse`), `timm compile` (`torch.compile`), `timm "
-        "onnxruntime` (exported by `repro.export`, ONNX Runtime CPU execution provider). Every number names its "
-        "runtime; absolute times on a shared machine move, the paired ratios less."
+        f"interleaved round-robin ({results['rounds']} rounds of at least {results['min_run_time']} s each). "
+        "Runtimes: `timm eager` (the baseline), `ours eager`, `ours fused` (`repro.fuse`), `timm compile` "
+        "(`torch.compile`), `timm onnxruntime` (exported by `repro.export`, ONNX Runtime CPU execution provider). "
+        "Every number names its runtime; absolute times on a shared machine move, the paired ratios less. "
+        f"Measured {env['date']} ({source})."
     )
     raw = frame.drop(columns=["round_medians_ms", "setup_s"]).assign(
         setup=[", ".join(f"{k} {v:.1f} s" for k, v in s.items()) for s in frame["setup_s"]])
     raw_table = Table("runtimes_raw", "Every measurement", raw, "Every column is in the CSV.",
                       tuple(raw.columns[:MAX_PAGE_COLUMNS]))
-    tables = build_tables(frame, env["device"]) + [raw_table]
-    return Page("runtimes", "Runtimes side by side: eager, fused, torch.compile, ONNX Runtime", intro, tables)
+    goals_note = ("Speed-ups are paired per round; a goal is ✓ or ✗ only where a one-sided sign test over the rounds "
+                  "says so (p < 0.05), else undecided.")
+    tables = tables[:2] + [Table("runtimes_goals", "Speed goals, checked", goals, goals_note)] + tables[2:]
+    return Page("runtimes", "Runtimes side by side: eager, fused, torch.compile, ONNX Runtime", intro,
+                tables + [raw_table], files=[("runtimes.json", (json.dumps(results, indent=1) + "\n").encode())])
+
+
+def build(options: Options) -> Page | None:
+    """Measured under ``--full`` or ``--pages runtimes``; otherwise rebuilt from the committed measurements."""
+    if options.from_json:
+        return None  # measured here only: runtimes are timed side by side in one run
+    if options.full or "runtimes" in options.pages:
+        return build_page(measure_results(page_models(options), ROUNDS, MIN_RUN_TIME),
+                          "by `python -m repro.report --pages runtimes`")
+    if not options.runtimes_results.is_file():
+        return None
+    results = json.loads(options.runtimes_results.read_text())
+    models = set(options.selected(m["model"] for m in results["measurements"]))
+    results["measurements"] = [m for m in results["measurements"] if m["model"] in models]
+    return build_page(results, f"read from `{options.runtimes_results}`; re-measure with `--pages runtimes`")
