@@ -1,7 +1,14 @@
-"""Capturing both models at the shared points, comparing them, and locating the first divergence."""
+"""Capturing both models at the shared points, comparing them, and locating the first divergence.
+
+Points of two shapes are compared as the same numbers reshaped, and where both end in the same
+dimension (the features a Linear acts on) but hold their rows in another arrangement (an attention
+computed sequence-first against one computed batch-first), in the closest order of those rows: a
+row-wise operation computes the same rows whichever order they come in, and where the order matters
+the next point or the model output, compared as it is, tells. The report names such points."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -11,15 +18,53 @@ from repro.equivalence import Diff
 from repro.verify._trace import INPUT_POINT, Call, PointKey, Sink
 
 
+MAX_ROW_ORDERS = 24  # the orders of at most four leading dimensions
+
+
+def _row_orders(actual: torch.Tensor, expected: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``actual`` and ``expected`` in one shape, each way they may hold the same rows: reshaped; and where both end
+    in the same dimension (the features a Linear acts on) but their leading dimensions differ (sequence-first
+    against batch-first, ``[L, N, E]`` or ``[L * N, E]`` against ``[N, L, E]``), with the rows of the side that has
+    more leading dimensions taken in each order of those dimensions. Only where the shapes differ: a tensor of
+    the reference's shape is compared as it is."""
+    pairs = [(actual.reshape(expected.shape), expected)]
+    if not in_rows(tuple(actual.shape), tuple(expected.shape)):
+        return pairs
+    lead = [[d for d in t.shape[:-1] if d != 1] for t in (actual, expected)]
+    finer = 0 if len(lead[0]) >= len(lead[1]) else 1
+    dims = lead[finer]
+    rows = (actual, expected)[finer].reshape(*dims, actual.shape[-1])
+    other = (actual, expected)[1 - finer]
+    for order in itertools.permutations(range(len(dims))):
+        if list(order) != sorted(order):
+            arranged = rows.permute(*order, len(dims)).reshape(other.shape)
+            pairs.append((other, arranged) if finer else (arranged, other))
+    return pairs
+
+
+def in_rows(actual: tuple[int, ...], expected: tuple[int, ...]) -> bool:
+    """Whether tensors of these shapes are compared row by row in each order of their leading dimensions."""
+    lead = [[d for d in shape[:-1] if d != 1] for shape in (actual, expected)]
+    return (len(actual) >= 2 and len(expected) >= 2 and actual[-1] == expected[-1] and lead[0] != lead[1]
+            and math.prod(actual) == math.prod(expected)
+            and math.factorial(max(len(lead[0]), len(lead[1]))) <= MAX_ROW_ORDERS)
+
+
 def compare(actual: torch.Tensor, expected: torch.Tensor) -> Diff | None:
     """``Diff`` of two tensors, reshaping when they hold as many numbers (a Linear's ``[N, C]`` against a 1x1
     convolution's ``[N, C, 1, 1]``, a Linear on a flattened map against a KxK convolution's weight, a ``[C]``
-    scale against a ``[C, 1, 1]`` one); ``None`` when the sizes differ."""
+    scale against a ``[C, 1, 1]`` one), and where they hold rows of one length in another order, the closest
+    of those orders (``_row_orders``); ``None`` when the sizes differ."""
     actual, expected = actual.detach(), expected.detach()
     if actual.shape != expected.shape:
         if actual.numel() != expected.numel():
             return None
-        actual = actual.reshape(expected.shape)
+        diffs = [_compare_same_shape(a, e) for a, e in _row_orders(actual, expected)]
+        return min(diffs, key=lambda d: (not d.finite, d.max_rel, d.max_abs))
+    return _compare_same_shape(actual, expected)
+
+
+def _compare_same_shape(actual: torch.Tensor, expected: torch.Tensor) -> Diff:
     if actual.dtype == expected.dtype and torch.equal(actual, expected):  # the common case, without float64 copies
         # Equal tensors hold no NaN (NaN != NaN); a finite sum rules out infinities cheaply.
         finite = (not actual.is_floating_point() or bool(torch.isfinite(actual.sum()))
@@ -143,7 +188,7 @@ class ReferenceCapture(Sink):
         self._hold(("in", call.node, call.k), tensor)
         self._fingerprint(tensor, key)
 
-    def core(self, call: Call, tensor, upstream, seq) -> None:
+    def core(self, call: Call, tensor, upstream, seq, key) -> None:
         self._hold(("core", call.node, call.k), tensor)
 
     def op_output(self, tensor, key) -> None:
@@ -167,7 +212,7 @@ class PointResult:
     diff: Diff
     shapes: tuple[tuple[int, ...], tuple[int, ...]]  # candidate, reference
     upstream: frozenset
-    tensor_key: tuple[int, int] | None  # (id, version) of the candidate tensor, for inputs and outputs
+    tensor_key: tuple[int, int] | None  # (id, version) of the candidate tensor
     call: int  # the call it belongs to (for a core) or the innermost call that produced it
 
     def ok(self, rtol: float) -> bool:
@@ -185,7 +230,7 @@ class CandidateCapture(Sink):
     points: list[PointResult] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     random: list[tuple[str, str]] = field(default_factory=list)
-    _cores: dict[tuple[int, int], tuple[torch.Tensor, int, frozenset, int, int]] = field(default_factory=dict)
+    _cores: dict[tuple[int, int], tuple[torch.Tensor, int, frozenset, int, int, tuple]] = field(default_factory=dict)
 
     def _result(self, key: PointKey, ref_key: PointKey, tensor, upstream, seq, tensor_key, call) -> None:
         expected = self.reference.get(ref_key)
@@ -202,20 +247,20 @@ class CandidateCapture(Sink):
         ref_key = ("in", self.node_map[call.node], call.k)
         self._result(("in", call.node, call.k), ref_key, tensor, upstream, seq, key, producer)
 
-    def core(self, call: Call, tensor, upstream, seq) -> None:
+    def core(self, call: Call, tensor, upstream, seq, key) -> None:
         # Compared when the node ends, or just before an in-place operation inside it (an
         # activation fused into a BatchNorm module) changes it.
         if self.eager:
             tensor = tensor.detach().clone()
-        self._cores[(call.node, call.k)] = (tensor, tensor._version, upstream, seq, call.index)
+        self._cores[(call.node, call.k)] = (tensor, tensor._version, upstream, seq, call.index, key)
 
     def _finish_core(self, node_call: tuple[int, int]) -> None:
-        tensor, version, upstream, seq, index = self._cores.pop(node_call)
+        tensor, version, upstream, seq, index, key = self._cores.pop(node_call)
         if tensor._version != version:
             raise StaleCaptureError(f"the candidate's core {node_call} changed in place before it was compared")
         if node_call[0] in self.node_map:
             ref_key = ("core", self.node_map[node_call[0]], node_call[1])
-            self._result(("core", *node_call), ref_key, tensor, upstream, seq, None, index)
+            self._result(("core", *node_call), ref_key, tensor, upstream, seq, key, index)
 
     def before_write(self, tensor: torch.Tensor) -> None:
         target = id(tensor)
@@ -310,3 +355,15 @@ def _describe(point: PointResult, names: dict[PointKey, str], rtol: float) -> tu
     finite = "" if point.diff.finite else ", non-finite values"
     return where, (f"differs from the reference's (max abs {point.diff.max_abs:.3g}, "
                    f"max rel {point.diff.max_rel:.3g} > {rtol:g}{finite})")
+
+
+def compared_in_rows(capture: CandidateCapture, names: dict[PointKey, str]) -> list[str]:
+    """A note naming the points compared row by row (``_row_orders``), if any."""
+    points = [f"{names.get(p.key, str(p.key))} {list(p.shapes[0])} against {list(p.shapes[1])}"
+              for p in capture.points if p.key[0] != "out" and in_rows(*p.shapes)]
+    if not points:
+        return []
+    more = f"; ... and {len(points) - 3} more" if len(points) > 3 else ""
+    return [f"{len(points)} points hold their rows in another order of their leading dimensions than the reference's "
+            f"(sequence-first against batch-first, say) and are compared in the closest of those orders: "
+            f"{'; '.join(points[:3])}{more}"]
