@@ -13,7 +13,9 @@ import warnings
 
 import pytest
 import torch
+import timm
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 from repro.verify import PairingError, VerifyError, verify
@@ -514,10 +516,11 @@ def test_attention_in_one_functional_call_is_traced_through(candidate, reference
     # out-projection a call of its child out_proj, whose own forward never runs.
     assert {("blocks.0.attn.attention", "blocks.0.attn.qkv"),
             ("blocks.0.attn.attention.out_proj", "blocks.0.attn.proj")} <= pairs
-    assert any("multi_head_attention_forward in blocks.0.attn.attention uses the tensors of blocks.0.attn.attention,"
-               " blocks.0.attn.attention.out_proj at once: traced through its Python body" in n for n in report.notes)
+    assert any("multi_head_attention_forward uses the tensors of several modules at once, traced through its Python "
+               "body: blocks.0.attn.attention, blocks.0.attn.attention.out_proj; blocks.1.attn.attention, "
+               "blocks.1.attn.attention.out_proj" in n for n in report.notes), report.notes
     # Inside the call the tokens are sequence-first: compared row by row against the batch-first reference.
-    assert any("in another order of their leading dimensions" in n for n in report.notes), report.notes
+    assert any("points hold their rows in another order than the reference's" in n for n in report.notes), report.notes
 
 
 @pytest.mark.parametrize("candidate, where", [
@@ -674,3 +677,31 @@ def test_tie_with_too_many_ways_to_try_is_refused_with_the_candidates():
     with pytest.raises(PairingError, match="more than 24 ways to pair them") as err:
         verify(Branches(*[F.relu] * 5), Branches(*[F.relu] * 5), input_size=SMALL)
     assert "candidate branches.0, branches.1, branches.2, branches.3, branches.4 <-> reference" in str(err.value)
+
+
+# -- the libraries' own transformers, in tiny configurations ---------------------------------------
+
+def test_torchvision_vit_is_timm_vit():
+    """torchvision's ViT calls ``nn.MultiheadAttention``; timm's a qkv Linear and ``F.scaled_dot_product_attention``."""
+    candidate = torchvision.models.VisionTransformer(image_size=16, patch_size=8, num_layers=2, num_heads=2,
+                                                     hidden_dim=8, mlp_dim=16, num_classes=3)
+    reference = timm.models.vision_transformer.VisionTransformer(img_size=16, patch_size=8, embed_dim=8, depth=2,
+                                                                 num_heads=2, mlp_ratio=2, num_classes=3,
+                                                                 global_pool="token")
+    report = verify(candidate, reference, input_size=(2, 3, 16, 16))
+    assert report.equivalent and report.structure_matches, str(report)
+    pairs = dict(zip(report.layers["candidate"], report.layers["reference"], strict=True))
+    assert pairs["encoder.layers.encoder_layer_1.self_attention"] == "blocks.1.attn.qkv"
+    assert pairs["encoder.layers.encoder_layer_1.self_attention.out_proj"] == "blocks.1.attn.proj"
+
+
+def test_torchvision_swin_is_timm_swin_though_only_torchvision_stores_its_index_tables():
+    candidate = torchvision.models.SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[1, 1], num_heads=[1, 2],
+                                                   window_size=[2, 2], stochastic_depth_prob=0.0, num_classes=3)
+    reference = timm.models.swin_transformer.SwinTransformer(img_size=16, patch_size=4, embed_dim=8, depths=(1, 1),
+                                                             num_heads=(1, 2), window_size=2, num_classes=3,
+                                                             drop_path_rate=0.0)
+    report = verify(candidate, reference, input_size=(2, 3, 16, 16))
+    assert report.equivalent and report.structure_matches, str(report)
+    assert "2 constants only the candidate stores" in str(report)
+    assert report.port.kept == tuple(f"features.{i}.0.attn.relative_position_index" for i in (1, 3))

@@ -1,10 +1,11 @@
 """Capturing both models at the shared points, comparing them, and locating the first divergence.
 
-Points of two shapes are compared as the same numbers reshaped, and where both end in the same
-dimension (the features a Linear acts on) but hold their rows in another arrangement (an attention
-computed sequence-first against one computed batch-first), in the closest order of those rows: a
-row-wise operation computes the same rows whichever order they come in, and where the order matters
-the next point or the model output, compared as it is, tells. The report names such points."""
+Points of two shapes are compared as the same numbers reshaped; where that differs and both end in
+the same dimension (the features a Linear acts on), also with their rows in each other order of
+their leading dimensions (an attention computed sequence-first against one computed batch-first),
+keeping the closest: a row-wise operation computes the same rows whichever order they come in, and
+where the order matters the next point or the model output, compared as it is, tells. The report
+names the points compared in another order."""
 
 from __future__ import annotations
 
@@ -22,19 +23,20 @@ MAX_ROW_ORDERS = 24  # the orders of at most four leading dimensions
 
 
 def _row_orders(actual: torch.Tensor, expected: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``actual`` and ``expected`` in one shape, each way they may hold the same rows: reshaped; and where both end
-    in the same dimension (the features a Linear acts on) but their leading dimensions differ (sequence-first
-    against batch-first, ``[L, N, E]`` or ``[L * N, E]`` against ``[N, L, E]``), with the rows of the side that has
-    more leading dimensions taken in each order of those dimensions. Only where the shapes differ: a tensor of
-    the reference's shape is compared as it is."""
-    pairs = [(actual.reshape(expected.shape), expected)]
-    if not in_rows(tuple(actual.shape), tuple(expected.shape)):
-        return pairs
+    """``actual`` and ``expected`` in one shape, with the rows of the side that has more leading dimensions taken
+    in each other order of those dimensions, where both end in the same dimension (the features a Linear acts on)
+    and hold as many numbers (sequence-first against batch-first: ``[L, N, E]`` or ``[L * N, E]`` against
+    ``[N, L, E]``); none otherwise."""
     lead = [[d for d in t.shape[:-1] if d != 1] for t in (actual, expected)]
+    if actual.ndim < 2 or expected.ndim < 2 or actual.shape[-1] != expected.shape[-1] or lead[0] == lead[1]:
+        return []
     finer = 0 if len(lead[0]) >= len(lead[1]) else 1
     dims = lead[finer]
+    if math.factorial(len(dims)) > MAX_ROW_ORDERS:
+        return []
     rows = (actual, expected)[finer].reshape(*dims, actual.shape[-1])
     other = (actual, expected)[1 - finer]
+    pairs = []
     for order in itertools.permutations(range(len(dims))):
         if list(order) != sorted(order):
             arranged = rows.permute(*order, len(dims)).reshape(other.shape)
@@ -42,26 +44,30 @@ def _row_orders(actual: torch.Tensor, expected: torch.Tensor) -> list[tuple[torc
     return pairs
 
 
-def in_rows(actual: tuple[int, ...], expected: tuple[int, ...]) -> bool:
-    """Whether tensors of these shapes are compared row by row in each order of their leading dimensions."""
-    lead = [[d for d in shape[:-1] if d != 1] for shape in (actual, expected)]
-    return (len(actual) >= 2 and len(expected) >= 2 and actual[-1] == expected[-1] and lead[0] != lead[1]
-            and math.prod(actual) == math.prod(expected)
-            and math.factorial(max(len(lead[0]), len(lead[1]))) <= MAX_ROW_ORDERS)
-
-
 def compare(actual: torch.Tensor, expected: torch.Tensor) -> Diff | None:
     """``Diff`` of two tensors, reshaping when they hold as many numbers (a Linear's ``[N, C]`` against a 1x1
     convolution's ``[N, C, 1, 1]``, a Linear on a flattened map against a KxK convolution's weight, a ``[C]``
-    scale against a ``[C, 1, 1]`` one), and where they hold rows of one length in another order, the closest
-    of those orders (``_row_orders``); ``None`` when the sizes differ."""
+    scale against a ``[C, 1, 1]`` one); ``None`` when the sizes differ. See ``compare_rows``."""
+    found = compare_rows(actual, expected)
+    return None if found is None else found[0]
+
+
+def compare_rows(actual: torch.Tensor, expected: torch.Tensor) -> tuple[Diff, bool] | None:
+    """``compare``, where the reshaped tensors differ also with their rows in each other order
+    (``_row_orders``), keeping the closest; and whether that was another order of rows."""
     actual, expected = actual.detach(), expected.detach()
-    if actual.shape != expected.shape:
-        if actual.numel() != expected.numel():
-            return None
-        diffs = [_compare_same_shape(a, e) for a, e in _row_orders(actual, expected)]
-        return min(diffs, key=lambda d: (not d.finite, d.max_rel, d.max_abs))
-    return _compare_same_shape(actual, expected)
+    if actual.shape == expected.shape:
+        return _compare_same_shape(actual, expected), False
+    if actual.numel() != expected.numel():
+        return None
+    plain = _compare_same_shape(actual.reshape(expected.shape), expected)
+    if plain.bit_exact:
+        return plain, False
+    distance = lambda d: (not d.finite, d.max_rel, d.max_abs)  # noqa: E731
+    closest = min((_compare_same_shape(a, e) for a, e in _row_orders(actual, expected)), key=distance, default=None)
+    if closest is None or distance(plain) <= distance(closest):
+        return plain, False
+    return closest, True
 
 
 def _compare_same_shape(actual: torch.Tensor, expected: torch.Tensor) -> Diff:
@@ -214,6 +220,7 @@ class PointResult:
     upstream: frozenset
     tensor_key: tuple[int, int] | None  # (id, version) of the candidate tensor
     call: int  # the call it belongs to (for a core) or the innermost call that produced it
+    reordered: bool = False  # compared with its rows in another order than the reference's (``compare_rows``)
 
     def ok(self, rtol: float) -> bool:
         return self.diff.ok(rtol)
@@ -234,12 +241,11 @@ class CandidateCapture(Sink):
 
     def _result(self, key: PointKey, ref_key: PointKey, tensor, upstream, seq, tensor_key, call) -> None:
         expected = self.reference.get(ref_key)
-        if expected is None:
-            diff, ref_shape = MISMATCH, ()
-        else:
-            diff = compare(tensor, expected) or MISMATCH
-            ref_shape = tuple(expected.shape)
-        self.points.append(PointResult(key, seq, diff, (tuple(tensor.shape), ref_shape), upstream, tensor_key, call))
+        found = None if expected is None else compare_rows(tensor, expected)
+        diff, reordered = found or (MISMATCH, False)
+        ref_shape = () if expected is None else tuple(expected.shape)
+        self.points.append(PointResult(key, seq, diff, (tuple(tensor.shape), ref_shape), upstream, tensor_key, call,
+                                       reordered))
 
     def node_input(self, call: Call, tensor, upstream, seq, producer, key) -> None:
         if call.node not in self.node_map:
@@ -358,12 +364,12 @@ def _describe(point: PointResult, names: dict[PointKey, str], rtol: float) -> tu
 
 
 def compared_in_rows(capture: CandidateCapture, names: dict[PointKey, str]) -> list[str]:
-    """A note naming the points compared row by row (``_row_orders``), if any."""
+    """A note naming the points compared with their rows in another order (``compare_rows``), if any."""
     points = [f"{names.get(p.key, str(p.key))} {list(p.shapes[0])} against {list(p.shapes[1])}"
-              for p in capture.points if p.key[0] != "out" and in_rows(*p.shapes)]
+              for p in capture.points if p.reordered]
     if not points:
         return []
     more = f"; ... and {len(points) - 3} more" if len(points) > 3 else ""
-    return [f"{len(points)} points hold their rows in another order of their leading dimensions than the reference's "
-            f"(sequence-first against batch-first, say) and are compared in the closest of those orders: "
+    return [f"{len(points)} points hold their rows in another order than the reference's (sequence-first against "
+            f"batch-first, say) and are compared in the closest order of their leading dimensions: "
             f"{'; '.join(points[:3])}{more}"]

@@ -460,11 +460,12 @@ def _note_fused(cand: Graph, ref: Graph, pairing: Pairing, m: dict[int, int]) ->
             continue
         line = (f"the candidate's {', '.join(names[0])} and the reference's {', '.join(names[1])} ({kind}) hold "
                 f"as many values ({values[0]:,}) and feed the same modules "
-                f"({', '.join(sorted(ref.name(r) for r in place))}), in {len(names[0])} modules against "
-                f"{len(names[1])}: the same numbers held in one fused module by one model and split over several "
-                f"by the other, it seems; a port copies tensors one to one, so they stay unpaired")
+                f"({', '.join(sorted(ref.name(r) for r in place))}), in {len(names[0])} "
+                f"module{'s' if len(names[0]) > 1 else ''} against {len(names[1])}: the same numbers held in one "
+                f"fused module by one model and split over several by the other, it seems; a port copies tensors "
+                f"one to one, so they stay unpaired")
         pairing.wiring.append(line)
-        if pairing.divergence in c_group or (pairing.divergence is not None and not c_group):
+        if pairing.divergence in c_group:
             pairing.divergence_reason += f"; {line}"
 
 

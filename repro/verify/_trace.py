@@ -373,6 +373,7 @@ class Recorder(TorchFunctionMode):
         self.first_calls = 0
         self._busy = False
         self._through: list[Callable] = []  # the torch functions whose Python bodies are running
+        self.traced: dict[str, list[str]] = {}  # torch function traced through -> the modules it used, each call
         self.notes: list[str] = []  # what the trace could not see, or saw only by a detour
 
     # -- running ---------------------------------------------------------------------------
@@ -474,7 +475,12 @@ class Recorder(TorchFunctionMode):
         return source[0]
 
     def graph(self) -> Graph:
-        return Graph(self.nodes, self.output_preds, {k: frozenset(v) for k, v in self.edge_slots.items()}, self.notes)
+        notes = list(self.notes)
+        for function, places in self.traced.items():
+            more = f"; ... ({len(places)} places in all)" if len(places) > 2 else ""
+            notes.append(f"{function} uses the tensors of several modules at once, traced through its Python body: "
+                         f"{'; '.join(places[:2])}{more}")
+        return Graph(self.nodes, self.output_preds, {k: frozenset(v) for k, v in self.edge_slots.items()}, notes)
 
     # -- hooks -----------------------------------------------------------------------------
     def _pre_hook(self, name: str):
@@ -594,11 +600,10 @@ class Recorder(TorchFunctionMode):
             return None
         body = python_body(func)
         if body is not None:
-            names = sorted({n.name or "(root)" for n in used})
-            note = (f"{function_name(func)} in {self._where() or '(root)'} uses the tensors of {', '.join(names)} "
-                    f"at once: traced through its Python body")
-            if note not in self.notes:
-                self.notes.append(note)
+            names = ", ".join(sorted({n.name or "(root)" for n in used}))
+            places = self.traced.setdefault(function_name(func), [])
+            if names not in places:
+                places.append(names)
         return body
 
     def _use(self, node: Node, inputs: list[torch.Tensor], outs: list[torch.Tensor],
