@@ -563,6 +563,35 @@ def test_fused_qkv_against_separate_projections_is_reported_as_such():
             "against 1") in report.divergence_detail
 
 
+class CrossAttention(nn.Module):
+    """Tokens attending to a 6-wide context computed from them: ``nn.MultiheadAttention`` with ``kdim=6`` keeps
+    separate q, k and v projection weights and one bias for the three; or separate Linears, each with its bias."""
+
+    def __init__(self, torch_attention: bool) -> None:
+        super().__init__()
+        self.patch, self.context, self.head = nn.Conv2d(3, 8, 2, stride=2), nn.Linear(8, 6), nn.Linear(8, 3)
+        if torch_attention:
+            self.attn = nn.MultiheadAttention(8, 2, kdim=6, vdim=6, batch_first=True)
+        else:
+            self.q, self.k, self.v, self.o = nn.Linear(8, 8), nn.Linear(6, 8), nn.Linear(6, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        c = self.context(x)
+        if hasattr(self, "attn"):
+            return self.head((x + self.attn(x, c, c, need_weights=False)[0]).mean(1))
+        q, k, v = (t.reshape(x.shape[0], -1, 2, 4).transpose(1, 2) for t in (self.q(x), self.k(c), self.v(c)))
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(x.shape)
+        return self.head((x + self.o(y)).mean(1))
+
+
+def test_attention_with_separate_projection_weights_is_traced_through():
+    assert verify(CrossAttention(True), CrossAttention(True), input_size=SMALL).bit_exact
+    report = verify(CrossAttention(True), CrossAttention(False), input_size=SMALL)
+    assert not report.equivalent and report.first_divergence == "attn", str(report)
+    assert "the candidate's attn and the reference's q, k, v (affine) hold as many values (184)" in str(report)
+
+
 # -- architecture constants: index tables one model stores and the other only holds ----------------
 
 class RelativeBias(nn.Module):
