@@ -5,14 +5,16 @@ reference's tensor names to ours, first full match wins), or a plain mapping of 
 target key, or a callable ``source_key -> target_key | None``. Every source tensor must map to
 exactly one target tensor and every target tensor must be hit; shapes must agree, except a
 Linear weight ``[out, in]`` and a 1x1 convolution weight ``[out, in, 1, 1]``, which are the same
-numbers and are reshaped (recorded as a transform). Any violation raises ``PortError``
+numbers and are reshaped (recorded as a transform). Target tensors named in ``keep`` (a model's
+own architecture constants, which ``repro.verify`` compares rather than copies) are accounted for
+by being left as they are; nothing may map to them. Any violation raises ``PortError``
 naming the tensors on both sides, before anything is written.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Collection, Mapping, Union
 
 import pandas as pd
 import torch
@@ -54,6 +56,7 @@ class PortReport:
     target: str
     rules: str
     pairs: list[PortedTensor]
+    kept: tuple[str, ...] = ()  # target tensors left as they were (``keep``)
 
     @property
     def target_to_source(self) -> dict[str, str]:
@@ -77,7 +80,8 @@ class PortReport:
         numel = sum(_numel(p.shape) for p in self.pairs)
         lines = [
             f"ported {len(self.pairs)} tensors ({numel:,} values) from {self.source} into {self.target} "
-            f"with rules {self.rules!r}: {len(self.renamed)} renamed, {len(self.transformed)} reshaped",
+            f"with rules {self.rules!r}: {len(self.renamed)} renamed, {len(self.transformed)} reshaped"
+            + (f"; {len(self.kept)} target tensors kept as they were" if self.kept else ""),
         ]
         lines += [f"  {p.source_key} -> {p.target_key} {list(p.shape)} ({p.transform})" for p in self.renamed[:20]]
         if len(self.renamed) > 20:
@@ -116,8 +120,10 @@ def plan_port(
     rules: Rules,
     source_name: str = "source",
     target_name: str = "target",
+    keep: Collection[str] = (),
 ) -> list[PortedTensor]:
-    """Pair every source tensor with a target tensor, or raise ``PortError`` listing every problem."""
+    """Pair every source tensor with a target tensor (every target tensor but those in ``keep``), or raise
+    ``PortError`` listing every problem."""
     target_key_of, rules_name = _as_target_key(rules)
     pairs: list[PortedTensor] = []
     unmatched_source, unknown_target, bad_shape, bad_dtype = [], [], [], []
@@ -148,12 +154,15 @@ def plan_port(
         unmatched_source += [f"{key} (named by the mapping; no such tensor in source)"
                              for key in rules if key not in source_state]
     duplicated = [f"{t} <- {', '.join(s)}" for t, s in claimed.items() if len(s) > 1]
-    unfilled = [f"{k} {list(v.shape)}" for k, v in target_state.items() if k not in claimed]
+    unfilled = [f"{k} {list(v.shape)}" for k, v in target_state.items() if k not in claimed and k not in keep]
+    overwritten = [f"{t} <- {', '.join(s)}" for t, s in claimed.items() if t in keep]
     problems = []
     if unmatched_source or unknown_target:
         problems.append(f"source tensors without a partner:{_listing(unmatched_source + unknown_target)}")
     if unfilled:
         problems.append(f"target tensors nothing maps to:{_listing(unfilled)}")
+    if overwritten:
+        problems.append(f"target tensors to keep as they are, yet mapped to:{_listing(overwritten)}")
     if duplicated:
         problems.append(f"target tensors claimed by several source tensors:{_listing(duplicated)}")
     if bad_shape:
@@ -201,12 +210,13 @@ def port_weights(
     source: nn.Module | Mapping[str, torch.Tensor],
     target: nn.Module,
     rules: Rules | None = None,
+    keep: Collection[str] = (),
 ) -> PortReport:
     """Copy every tensor of ``source`` into ``target`` and report what went where.
 
     ``rules`` is ``PortRules``, a mapping ``{source key: target key}`` or a callable
     ``source_key -> target_key | None``; it defaults to the registered rules for the two module
-    types. Raises ``PortError``
+    types. ``keep`` names target tensors to leave as they are. Raises ``PortError``
     (target untouched) unless every tensor on both sides is accounted for with a fitting shape.
     """
     if isinstance(source, nn.Module):
@@ -222,7 +232,10 @@ def port_weights(
     if not isinstance(target, nn.Module):
         raise TypeError(f"target must be an nn.Module, got {type(target).__name__}")
     target_state = target.state_dict()
-    pairs = plan_port(source_state, target_state, rules, source_name, _type_name(target))
+    unknown = sorted(set(keep) - set(target_state))
+    if unknown:
+        raise PortError(f"keep names tensors {target.__class__.__name__} does not have: {', '.join(unknown[:5])}")
+    pairs = plan_port(source_state, target_state, rules, source_name, _type_name(target), keep)
     rules_name = _as_target_key(rules)[1]
 
     backup = {k: v.detach().clone() for k, v in target_state.items()}
@@ -235,7 +248,7 @@ def port_weights(
             for key, tensor in target_state.items():
                 tensor.copy_(backup[key])
         raise
-    return PortReport(source_name, _type_name(target), rules_name, pairs)
+    return PortReport(source_name, _type_name(target), rules_name, pairs, tuple(sorted(keep)))
 
 
 def from_reference(

@@ -149,3 +149,20 @@ def test_a_mapping_that_misses_or_invents_a_key_changes_nothing():
     with pytest.raises(TypeError, match="str -> str"):
         port_weights(src, dst, {"weight": 0})
     assert_state_unchanged(dst, before)
+
+
+def test_tensors_to_keep_are_accounted_for_by_staying_as_they_are():
+    src, dst = nn.Linear(3, 2), nn.Linear(3, 2)
+    dst.register_buffer("index", torch.arange(4))
+    report = port_weights(src, dst, {"weight": "weight", "bias": "bias"}, keep={"index"})
+    assert report.kept == ("index",) and torch.equal(dst.index, torch.arange(4))
+    assert "1 target tensors kept as they were" in str(report)
+    before = state_snapshot(dst)
+    with pytest.raises(PortError, match="target tensors nothing maps to"):
+        port_weights(src, dst, {"weight": "weight", "bias": "bias"})
+    src.register_buffer("index", torch.arange(4).flip(0))
+    with pytest.raises(PortError, match=r"to keep as they are, yet mapped to:\n    index <- index"):
+        port_weights(src, dst, {"weight": "weight", "bias": "bias", "index": "index"}, keep={"index"})
+    with pytest.raises(PortError, match="keep names tensors Linear does not have: gamma"):
+        port_weights(src, dst, {"weight": "weight", "bias": "bias"}, keep={"gamma"})
+    assert_state_unchanged(dst, before)

@@ -259,19 +259,24 @@ def test_pairs_by_dataflow_not_names_order_or_branch_order():
 
 
 class Twins(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, right=torch.sigmoid) -> None:
         super().__init__()
         self.left = nn.Conv2d(3, 4, 3, padding=1)
         self.right = nn.Conv2d(3, 4, 3, padding=1)
         self.fc = nn.Linear(4, 2)
+        self.act = right
 
     def forward(self, x):
-        return self.fc((torch.relu(self.left(x)) + torch.sigmoid(self.right(x))).mean((2, 3)))
+        return self.fc((torch.relu(self.left(x)) + self.act(self.right(x))).mean((2, 3)))
 
 
-def test_undecidable_pairing_is_refused_with_the_candidates():
+def test_tie_the_dataflow_cannot_break_is_settled_by_trying_or_refused_with_the_candidates():
+    # Only the activations after them tell the twins apart: of the two ways to pair them, one verifies.
+    report = verify(Twins(), Twins(), input_size=(2, 3, 8, 8))
+    assert report.bit_exact and "tie settled by trying 2 assignments" in str(report), str(report)
+    # With the same activation on both, both ways verify: which is which cannot be decided.
     with pytest.raises(PairingError, match="refusing to guess") as err:
-        verify(Twins(), Twins(), input_size=(2, 3, 8, 8))
+        verify(Twins(torch.relu), Twins(torch.relu), input_size=(2, 3, 8, 8))
     assert "candidate left, right <-> reference left, right" in str(err.value)
 
 

@@ -13,10 +13,13 @@ import warnings
 
 import pytest
 import torch
+import timm
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
-from repro.verify import verify
+from repro.verify import PairingError, VerifyError, verify
+from repro.verify._trace import python_body
 
 SMALL = (2, 3, 8, 8)
 
@@ -471,3 +474,308 @@ def test_missing_stem_norm_is_named_in_the_reference():
     report = verify(PreActNet(), PreActNet(stem_norm=True), input_size=SMALL)
     assert not report.equivalent and report.unpaired_candidate == []
     assert report.unpaired_reference[0].startswith("stem.norm.weight")
+
+
+# -- attention written as one functional call ------------------------------------------------------
+
+class FusedAttention(nn.Module):
+    """A qkv Linear, ``F.scaled_dot_product_attention`` and a proj Linear (timm's ViT attention)."""
+
+    def __init__(self, dim: int, heads: int, scale: float | None = None, interleave_heads: bool = False) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.heads, self.scale, self.interleave_heads = heads, scale, interleave_heads
+
+    def forward(self, x):
+        b, n, c = x.shape
+        if self.interleave_heads:  # head h takes channels h, h + heads, ...: another function
+            qkv = self.qkv(x).reshape(b, n, 3, c // self.heads, self.heads).permute(2, 0, 4, 1, 3)
+        else:
+            qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        return self.proj(y.transpose(1, 2).reshape(b, n, c))
+
+
+class TorchAttention(nn.Module):
+    """``nn.MultiheadAttention`` (torchvision's ViT): one call of ``F.multi_head_attention_forward``, which uses
+    the in-projection of the module and the out-projection of its child ``out_proj`` at once."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def forward(self, x):
+        return self.attention(x, x, x, need_weights=False)[0]
+
+
+class SeparateAttention(nn.Module):
+    """Separate q, k and v Linears (Hugging Face's ViT attention)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.heads = heads
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = (t.reshape(b, n, self.heads, c // self.heads).transpose(1, 2) for t in (self.q(x), self.k(x),
+                                                                                        self.v(x)))
+        return self.o(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c))
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, attention: nn.Module, dim: int) -> None:
+        super().__init__()
+        self.norm1, self.attn, self.norm2 = nn.LayerNorm(dim), attention, nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyViT(nn.Module):
+    """Patches of 2x2 pixels as 16 tokens of width 8, two encoder blocks of two heads, a mean-pooled head."""
+
+    def __init__(self, attention=TorchAttention, dim: int = 8, heads: int = 2) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 2, stride=2)
+        self.blocks = nn.Sequential(*[EncoderBlock(attention(dim, heads), dim) for _ in range(2)])
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.patch(x).flatten(2).transpose(1, 2)).mean(1))
+
+
+@pytest.mark.parametrize("candidate, reference", [
+    pytest.param(TorchAttention, FusedAttention, id="multihead-attention-against-qkv-and-sdpa"),
+    pytest.param(FusedAttention, TorchAttention, id="qkv-and-sdpa-against-multihead-attention"),
+])
+def test_attention_in_one_functional_call_is_traced_through(candidate, reference):
+    report = verify(TinyViT(candidate), TinyViT(reference), input_size=SMALL)
+    assert report.equivalent and report.structure_matches, str(report)
+    pairs = {(c, r) if candidate is TorchAttention else (r, c)
+             for c, r in zip(report.layers["candidate"], report.layers["reference"], strict=True)}
+    # The in-projection is a call of the MultiheadAttention module ([3E, E] like the qkv Linear), the
+    # out-projection a call of its child out_proj, whose own forward never runs.
+    assert {("blocks.0.attn.attention", "blocks.0.attn.qkv"),
+            ("blocks.0.attn.attention.out_proj", "blocks.0.attn.proj")} <= pairs
+    assert any("multi_head_attention_forward uses the tensors of several modules at once, traced through its Python "
+               "body: blocks.0.attn.attention, blocks.0.attn.attention.out_proj; blocks.1.attn.attention, "
+               "blocks.1.attn.attention.out_proj" in n for n in report.notes), report.notes
+    # Inside the call the tokens are sequence-first: compared row by row against the batch-first reference.
+    assert any("points hold their rows in another order than the reference's" in n for n in report.notes), report.notes
+
+
+@pytest.mark.parametrize("candidate, where", [
+    pytest.param(lambda d, h: FusedAttention(d, h, scale=0.3), "blocks.0.attn", id="scale"),
+    pytest.param(lambda d, h: FusedAttention(d, h, interleave_heads=True), "blocks.0.attn", id="head-split-order"),
+    pytest.param(lambda d, h: TorchAttention(d, 2 * h), "blocks.0.attn.attention", id="number-of-heads"),
+])
+def test_mistake_inside_attention_is_caught_at_the_attention(candidate, where):
+    reference = TinyViT(TorchAttention if isinstance(candidate(8, 2), FusedAttention) else FusedAttention)
+    report = verify(TinyViT(candidate), reference, input_size=SMALL)
+    assert not report.equivalent and report.structure_matches
+    assert report.first_divergence == where, str(report)
+    assert "attn" in report.divergence_detail and "from tensors that agree" in report.divergence_detail
+
+
+def test_tracing_through_a_torch_function_computes_what_it_computes_and_changes_nothing():
+    attention = nn.MultiheadAttention(8, 2).double()
+    x = torch.randn(5, 2, 8, dtype=torch.float64)
+    args = (x, x, x, 8, 2, attention.in_proj_weight, attention.in_proj_bias, None, None, False, 0.0,
+            attention.out_proj.weight, attention.out_proj.bias)
+    body = python_body(F.multi_head_attention_forward)
+    assert body is not F.multi_head_attention_forward
+    assert torch.equal(body(*args)[0], F.multi_head_attention_forward(*args)[0])
+    assert python_body(F.linear) is None  # implemented in C++: one operation
+    assert F.multi_head_attention_forward.__globals__["has_torch_function"] is torch.overrides.has_torch_function
+    # A model that fails inside the traced body leaves no recorder behind.
+    broken = TinyViT()
+    broken.blocks[0].attn.attention.num_heads = 3  # 8 channels cannot split into 3 heads
+    with pytest.raises(VerifyError, match="fails on the verification input"):
+        verify(broken, TinyViT(), input_size=SMALL)
+    assert not torch.overrides.has_torch_function((x,))  # no torch function mode left active
+
+
+def test_fused_qkv_against_separate_projections_is_reported_as_such():
+    report = verify(TinyViT(SeparateAttention), TinyViT(FusedAttention), input_size=SMALL)
+    assert not report.equivalent
+    assert report.first_divergence == "blocks.0.attn.q", str(report)
+    assert ("the candidate's blocks.0.attn.q, blocks.0.attn.k, blocks.0.attn.v and the reference's blocks.0.attn.qkv "
+            "(affine) hold as many values (216) and feed the same modules (blocks.0.attn.proj), in 3 modules "
+            "against 1") in report.divergence_detail
+
+
+class CrossAttention(nn.Module):
+    """Tokens attending to a 6-wide context computed from them: ``nn.MultiheadAttention`` with ``kdim=6`` keeps
+    separate q, k and v projection weights and one bias for the three; or separate Linears, each with its bias."""
+
+    def __init__(self, torch_attention: bool) -> None:
+        super().__init__()
+        self.patch, self.context, self.head = nn.Conv2d(3, 8, 2, stride=2), nn.Linear(8, 6), nn.Linear(8, 3)
+        if torch_attention:
+            self.attn = nn.MultiheadAttention(8, 2, kdim=6, vdim=6, batch_first=True)
+        else:
+            self.q, self.k, self.v, self.o = nn.Linear(8, 8), nn.Linear(6, 8), nn.Linear(6, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        c = self.context(x)
+        if hasattr(self, "attn"):
+            return self.head((x + self.attn(x, c, c, need_weights=False)[0]).mean(1))
+        q, k, v = (t.reshape(x.shape[0], -1, 2, 4).transpose(1, 2) for t in (self.q(x), self.k(c), self.v(c)))
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(x.shape)
+        return self.head((x + self.o(y)).mean(1))
+
+
+def test_attention_with_separate_projection_weights_is_traced_through():
+    assert verify(CrossAttention(True), CrossAttention(True), input_size=SMALL).bit_exact
+    report = verify(CrossAttention(True), CrossAttention(False), input_size=SMALL)
+    assert not report.equivalent and report.first_divergence == "attn", str(report)
+    assert "the candidate's attn and the reference's q, k, v (affine) hold as many values (184)" in str(report)
+
+
+# -- architecture constants: index tables one model stores and the other only holds ----------------
+
+class RelativeBias(nn.Module):
+    """Attention over 4 tokens with a learned bias per relative position, looked up through an index table (a
+    Swin window's): stored flat and persistent (torchvision), or square and non-persistent (timm)."""
+
+    def __init__(self, persistent: bool, transposed: bool = False) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.table = nn.Parameter(torch.randn(7))
+        index = torch.arange(4)[:, None] - torch.arange(4)[None, :] + 3
+        index = index.t() if transposed else index  # relative positions counted the other way: another function
+        self.register_buffer("index", index.flatten() if persistent else index, persistent=persistent)
+
+    def forward(self, x):
+        bias = self.table[self.index.reshape(-1)].reshape(4, 4)
+        return self.proj(torch.softmax(x @ x.transpose(1, 2) + bias, dim=-1) @ x)
+
+
+class BiasNet(nn.Module):
+    def __init__(self, persistent: bool, transposed: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 4, stride=4)  # 2x2 tokens
+        self.attn = RelativeBias(persistent, transposed)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.attn(self.stem(x).flatten(2).transpose(1, 2)).mean(1))
+
+
+@pytest.mark.parametrize("candidate_stores", [True, False])
+def test_index_table_only_one_model_stores_is_compared_not_ported(candidate_stores):
+    report = verify(BiasNet(persistent=candidate_stores), BiasNet(persistent=not candidate_stores), input_size=SMALL)
+    assert report.bit_exact and report.structure_matches, str(report)
+    side, other = ("candidate", "reference") if candidate_stores else ("reference", "candidate")
+    assert f"1 constant only the {side} stores" in str(report)
+    assert f"attn.index [16] (compared with the {other}'s attn.index, which it holds without storing)" in str(report)
+    assert report.port.kept == (("attn.index",) if candidate_stores else ())
+    assert "attn.index" not in {p.source_key for p in report.port.pairs}
+
+
+@pytest.mark.parametrize("reference_stores", [True, False])
+def test_wrong_index_table_is_caught_and_not_overwritten_by_the_port(reference_stores):
+    report = verify(BiasNet(persistent=True, transposed=True), BiasNet(persistent=reference_stores),
+                    input_size=SMALL)
+    assert not report.equivalent
+    assert report.first_divergence == "attn", str(report)
+    assert "the candidate's constant attn.index [16] differs from the reference's attn.index" in str(report)
+
+
+class ScaledByBuffer(nn.Module):
+    def __init__(self, buffer: bool) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 2)
+        if buffer:
+            self.register_buffer("scale", torch.tensor([0.5]))
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.fc((y * (self.scale if hasattr(self, "scale") else 0.5)).mean((2, 3)))
+
+
+def test_floating_buffer_only_one_model_holds_is_a_structure_difference():
+    report = verify(ScaledByBuffer(buffer=True), ScaledByBuffer(buffer=False), input_size=SMALL)
+    assert not report.equivalent and not report.structure_matches
+    assert report.unpaired_candidate == ["scale [1] (ScaledByBuffer)"], str(report)
+
+
+# -- ties the dataflow cannot break are settled by trying ------------------------------------------
+
+class Branches(nn.Module):
+    """Convolutions of one shape on the input, each through its own parameter-free activation, then summed: only
+    the activations tell the branches apart, and the dataflow does not see them."""
+
+    def __init__(self, *activations) -> None:
+        super().__init__()
+        self.activations = activations or (F.relu, F.gelu)
+        self.branches = nn.ModuleList(nn.Conv2d(3, 4, 3, padding=1) for _ in self.activations)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = sum(act(branch(x)) for act, branch in zip(self.activations, self.branches, strict=True))
+        return self.fc(y.mean((2, 3)))
+
+
+def test_tie_the_dataflow_cannot_break_is_settled_by_trying_each_way():
+    report = verify(Branches(), Branches(), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    assert ("tie settled by trying 2 assignments (candidate <-> reference): branches.0 <-> branches.0, "
+            "branches.1 <-> branches.1, the only one under which every paired module agrees") in str(report)
+
+
+def test_branches_defined_the_other_way_round_are_the_same_function():
+    report = verify(Branches(F.gelu, F.relu), Branches(F.relu, F.gelu), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    assert "branches.0 <-> branches.1, branches.1 <-> branches.0, the only one" in str(report)
+
+
+def test_wrong_activation_in_a_tied_branch_is_refused_whichever_way_they_pair():
+    with pytest.raises(PairingError, match="under none of them does every paired module agree") as err:
+        verify(Branches(F.relu, torch.tanh), Branches(F.relu, F.gelu), input_size=SMALL)
+    assert "branches.0 <-> branches.0, branches.1 <-> branches.1: the input of fc differs" in str(err.value)
+    assert "branches.0 <-> branches.1, branches.1 <-> branches.0: the input of fc differs" in str(err.value)
+
+
+def test_tie_under_which_either_way_agrees_is_refused():
+    with pytest.raises(PairingError, match="every paired module agrees under 2 of them"):
+        verify(Branches(F.relu, F.relu), Branches(F.relu, F.relu), input_size=SMALL)
+
+
+def test_tie_with_too_many_ways_to_try_is_refused_with_the_candidates():
+    with pytest.raises(PairingError, match="more than 24 ways to pair them") as err:
+        verify(Branches(*[F.relu] * 5), Branches(*[F.relu] * 5), input_size=SMALL)
+    assert "candidate branches.0, branches.1, branches.2, branches.3, branches.4 <-> reference" in str(err.value)
+
+
+# -- the libraries' own transformers, in tiny configurations ---------------------------------------
+
+def test_torchvision_vit_is_timm_vit():
+    """torchvision's ViT calls ``nn.MultiheadAttention``; timm's a qkv Linear and ``F.scaled_dot_product_attention``."""
+    candidate = torchvision.models.VisionTransformer(image_size=16, patch_size=8, num_layers=2, num_heads=2,
+                                                     hidden_dim=8, mlp_dim=16, num_classes=3)
+    reference = timm.models.vision_transformer.VisionTransformer(img_size=16, patch_size=8, embed_dim=8, depth=2,
+                                                                 num_heads=2, mlp_ratio=2, num_classes=3,
+                                                                 global_pool="token")
+    report = verify(candidate, reference, input_size=(2, 3, 16, 16))
+    assert report.equivalent and report.structure_matches, str(report)
+    pairs = dict(zip(report.layers["candidate"], report.layers["reference"], strict=True))
+    assert pairs["encoder.layers.encoder_layer_1.self_attention"] == "blocks.1.attn.qkv"
+    assert pairs["encoder.layers.encoder_layer_1.self_attention.out_proj"] == "blocks.1.attn.proj"
+
+
+def test_torchvision_swin_is_timm_swin_though_only_torchvision_stores_its_index_tables():
+    candidate = torchvision.models.SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[1, 1], num_heads=[1, 2],
+                                                   window_size=[2, 2], stochastic_depth_prob=0.0, num_classes=3)
+    reference = timm.models.swin_transformer.SwinTransformer(img_size=16, patch_size=4, embed_dim=8, depths=(1, 1),
+                                                             num_heads=(1, 2), window_size=2, num_classes=3,
+                                                             drop_path_rate=0.0)
+    report = verify(candidate, reference, input_size=(2, 3, 16, 16))
+    assert report.equivalent and report.structure_matches, str(report)
+    assert "2 constants only the candidate stores" in str(report)
+    assert report.port.kept == tuple(f"features.{i}.0.attn.relative_position_index" for i in (1, 3))

@@ -10,9 +10,11 @@ liked, and, on copies of both models (what the user hands in is never changed):
 2. runs both models and pairs their parametrized modules by the network's dataflow (which
    module consumes which module's output), never by names, definition order or the order
    independent branches run in; a Linear pairs with a 1x1 convolution. Where the dataflow does
-   not decide, it refuses (``PairingError``, listing the candidates); where the structures
+   not decide, each way of pairing the tied modules is tried (at most 24) and the one under which
+   every module agrees kept; else it refuses (``PairingError``, listing the candidates); where the structures
    differ, the report names every unpaired tensor of both models and where the structures part;
-3. copies the reference's weights into the candidate's copy through that pairing (all or nothing);
+3. copies the reference's weights into the candidate's copy through that pairing (all or nothing;
+   architecture constants such as index tables are compared, not copied);
 4. on float64 copies (``repro.equivalence``'s one definition of equivalence; float32 with a
    calibrated tolerance where a model cannot run in float64), compares every paired module (its
    input and its own result) and the outputs: in eval mode, in eval mode on one sample scaled up

@@ -1,4 +1,12 @@
-"""Capturing both models at the shared points, comparing them, and locating the first divergence."""
+"""Capturing both models at the shared points, comparing them, and locating the first divergence.
+
+Points of two shapes are compared as the same numbers reshaped; where that differs and both end in
+the same dimension (the features a Linear acts on), also with their rows in each other order of
+their leading dimensions (an attention computed sequence-first against one computed batch-first),
+keeping the closest: a row-wise operation computes the same rows whichever order they come in, and
+where the order matters the next point or the model output, compared as it is, tells. Shapes that are a
+permutation of each other (channels-last against channels-first) are also compared in each order of
+dimensions that fits. The report names the points compared in another order."""
 
 from __future__ import annotations
 
@@ -13,24 +21,69 @@ from repro.equivalence import Diff
 from repro.verify._trace import INPUT_POINT, Call, PointKey, Sink
 
 
+MAX_ROW_ORDERS = 24  # the orders of at most four leading dimensions
+
+
+def _row_orders(actual: torch.Tensor, expected: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``actual`` and ``expected`` in one shape, with the rows of the side that has more leading dimensions taken
+    in each other order of those dimensions, where both end in the same dimension (the features a Linear acts on)
+    and hold as many numbers (sequence-first against batch-first: ``[L, N, E]`` or ``[L * N, E]`` against
+    ``[N, L, E]``); none otherwise."""
+    lead = [[d for d in t.shape[:-1] if d != 1] for t in (actual, expected)]
+    if actual.ndim < 2 or expected.ndim < 2 or actual.shape[-1] != expected.shape[-1] or lead[0] == lead[1]:
+        return []
+    finer = 0 if len(lead[0]) >= len(lead[1]) else 1
+    dims = lead[finer]
+    if math.factorial(len(dims)) > MAX_ROW_ORDERS:
+        return []
+    rows = (actual, expected)[finer].reshape(*dims, actual.shape[-1])
+    other = (actual, expected)[1 - finer]
+    pairs = []
+    for order in itertools.permutations(range(len(dims))):
+        if list(order) != sorted(order):
+            arranged = rows.permute(*order, len(dims)).reshape(other.shape)
+            pairs.append((other, arranged) if finer else (arranged, other))
+    return pairs
+
+
+def _dimension_orders(actual: torch.Tensor, expected: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``actual`` with its dimensions in each other order that gives ``expected``'s shape, where the shapes are
+    a permutation of each other (a channels-last ``[N, H, W, C]`` map against ``[N, C, H, W]``: a layer scale
+    applied before permuting back, as Hugging Face's ConvNeXt does, against after, as timm's does)."""
+    if sorted(actual.shape) != sorted(expected.shape) or actual.ndim > 5:
+        return []
+    return [(actual.permute(order).contiguous(), expected) for order in itertools.permutations(range(actual.ndim))
+            if list(order) != sorted(order) and tuple(actual.shape[i] for i in order) == tuple(expected.shape)]
+
+
 def compare(actual: torch.Tensor, expected: torch.Tensor) -> Diff | None:
     """``Diff`` of two tensors, reshaping when they hold as many numbers (a Linear's ``[N, C]`` against a 1x1
     convolution's ``[N, C, 1, 1]``, a Linear on a flattened map against a KxK convolution's weight, a ``[C]``
-    scale against a ``[C, 1, 1]`` one) and, when the shapes are a permutation of each other, also trying each
-    order of the dimensions that fits (a channels-last ``[N, H, W, C]`` map against ``[N, C, H, W]``: where one
-    implementation applies a layer scale before permuting back and another after); the closest of these counts.
-    ``None`` when the sizes differ."""
+    scale against a ``[C, 1, 1]`` one); ``None`` when the sizes differ. See ``compare_rows``."""
+    found = compare_rows(actual, expected)
+    return None if found is None else found[0]
+
+
+def compare_rows(actual: torch.Tensor, expected: torch.Tensor) -> tuple[Diff, bool] | None:
+    """``compare``, where the reshaped tensors differ also with their rows in each other order
+    (``_row_orders``), keeping the closest; and whether that was another order of rows."""
     actual, expected = actual.detach(), expected.detach()
-    if actual.shape != expected.shape:
-        if actual.numel() != expected.numel():
-            return None
-        if sorted(actual.shape) == sorted(expected.shape) and actual.dim() <= 5:
-            arranged = [actual.reshape(expected.shape)] + [
-                actual.permute(order) for order in itertools.permutations(range(actual.dim()))
-                if tuple(actual.shape[i] for i in order) == tuple(expected.shape) and list(order) != sorted(order)]
-            return min((compare(a.contiguous(), expected) for a in arranged),
-                       key=lambda d: (not d.finite, not d.bit_exact, d.max_rel, d.max_abs))
-        actual = actual.reshape(expected.shape)
+    if actual.shape == expected.shape:
+        return _compare_same_shape(actual, expected), False
+    if actual.numel() != expected.numel():
+        return None
+    plain = _compare_same_shape(actual.reshape(expected.shape), expected)
+    if plain.bit_exact:
+        return plain, False
+    distance = lambda d: (not d.finite, d.max_rel, d.max_abs)  # noqa: E731
+    orders = _row_orders(actual, expected) + _dimension_orders(actual, expected)
+    closest = min((_compare_same_shape(a, e) for a, e in orders), key=distance, default=None)
+    if closest is None or distance(plain) <= distance(closest):
+        return plain, False
+    return closest, True
+
+
+def _compare_same_shape(actual: torch.Tensor, expected: torch.Tensor) -> Diff:
     if actual.dtype == expected.dtype and torch.equal(actual, expected):  # the common case, without float64 copies
         # Equal tensors hold no NaN (NaN != NaN); a finite sum rules out infinities cheaply.
         finite = (not actual.is_floating_point() or bool(torch.isfinite(actual.sum()))
@@ -177,7 +230,7 @@ class ReferenceCapture(Sink):
         self._hold(("in", call.node, call.k), tensor)
         self._fingerprint(tensor, key)
 
-    def core(self, call: Call, tensor, upstream, seq) -> None:
+    def core(self, call: Call, tensor, upstream, seq, key) -> None:
         self._hold(("core", call.node, call.k), tensor)
 
     def op_output(self, tensor, key) -> None:
@@ -201,8 +254,9 @@ class PointResult:
     diff: Diff
     shapes: tuple[tuple[int, ...], tuple[int, ...]]  # candidate, reference
     upstream: frozenset
-    tensor_key: tuple[int, int] | None  # (id, version) of the candidate tensor, for inputs and outputs
+    tensor_key: tuple[int, int] | None  # (id, version) of the candidate tensor
     call: int  # the call it belongs to (for a core) or the innermost call that produced it
+    reordered: bool = False  # compared with its rows in another order than the reference's (``compare_rows``)
 
     def ok(self, rtol: float) -> bool:
         return self.diff.ok(rtol)
@@ -219,16 +273,15 @@ class CandidateCapture(Sink):
     points: list[PointResult] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     random: list[tuple[str, str]] = field(default_factory=list)
-    _cores: dict[tuple[int, int], tuple[torch.Tensor, int, frozenset, int, int]] = field(default_factory=dict)
+    _cores: dict[tuple[int, int], tuple[torch.Tensor, int, frozenset, int, int, tuple]] = field(default_factory=dict)
 
     def _result(self, key: PointKey, ref_key: PointKey, tensor, upstream, seq, tensor_key, call) -> None:
         expected = self.reference.get(ref_key)
-        if expected is None:
-            diff, ref_shape = MISMATCH, ()
-        else:
-            diff = compare(tensor, expected) or MISMATCH
-            ref_shape = tuple(expected.shape)
-        self.points.append(PointResult(key, seq, diff, (tuple(tensor.shape), ref_shape), upstream, tensor_key, call))
+        found = None if expected is None else compare_rows(tensor, expected)
+        diff, reordered = found or (MISMATCH, False)
+        ref_shape = () if expected is None else tuple(expected.shape)
+        self.points.append(PointResult(key, seq, diff, (tuple(tensor.shape), ref_shape), upstream, tensor_key, call,
+                                       reordered))
 
     def node_input(self, call: Call, tensor, upstream, seq, producer, key) -> None:
         if call.node not in self.node_map:
@@ -236,20 +289,20 @@ class CandidateCapture(Sink):
         ref_key = ("in", self.node_map[call.node], call.k)
         self._result(("in", call.node, call.k), ref_key, tensor, upstream, seq, key, producer)
 
-    def core(self, call: Call, tensor, upstream, seq) -> None:
+    def core(self, call: Call, tensor, upstream, seq, key) -> None:
         # Compared when the node ends, or just before an in-place operation inside it (an
         # activation fused into a BatchNorm module) changes it.
         if self.eager:
             tensor = tensor.detach().clone()
-        self._cores[(call.node, call.k)] = (tensor, tensor._version, upstream, seq, call.index)
+        self._cores[(call.node, call.k)] = (tensor, tensor._version, upstream, seq, call.index, key)
 
     def _finish_core(self, node_call: tuple[int, int]) -> None:
-        tensor, version, upstream, seq, index = self._cores.pop(node_call)
+        tensor, version, upstream, seq, index, key = self._cores.pop(node_call)
         if tensor._version != version:
             raise StaleCaptureError(f"the candidate's core {node_call} changed in place before it was compared")
         if node_call[0] in self.node_map:
             ref_key = ("core", self.node_map[node_call[0]], node_call[1])
-            self._result(("core", *node_call), ref_key, tensor, upstream, seq, None, index)
+            self._result(("core", *node_call), ref_key, tensor, upstream, seq, key, index)
 
     def before_write(self, tensor: torch.Tensor) -> None:
         target = id(tensor)
@@ -344,3 +397,15 @@ def _describe(point: PointResult, names: dict[PointKey, str], rtol: float) -> tu
     finite = "" if point.diff.finite else ", non-finite values"
     return where, (f"differs from the reference's (max abs {point.diff.max_abs:.3g}, "
                    f"max rel {point.diff.max_rel:.3g} > {rtol:g}{finite})")
+
+
+def compared_in_rows(capture: CandidateCapture, names: dict[PointKey, str]) -> list[str]:
+    """A note naming the points compared with their rows in another order (``compare_rows``), if any."""
+    points = [f"{names.get(p.key, str(p.key))} {list(p.shapes[0])} against {list(p.shapes[1])}"
+              for p in capture.points if p.reordered]
+    if not points:
+        return []
+    more = f"; ... and {len(points) - 3} more" if len(points) > 3 else ""
+    return [f"{len(points)} points hold their rows in another order than the reference's (sequence-first against "
+            f"batch-first, say) and are compared in the closest order of their leading dimensions: "
+            f"{'; '.join(points[:3])}{more}"]

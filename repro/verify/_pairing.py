@@ -13,7 +13,10 @@ dataflow decides: colour refinement over both graphs (a node coloured by its lab
 colours of its neighbours, each edge labelled with the concatenation slots it passes through, at
 most ``MAX_ROUNDS`` rounds) pairs the nodes whose colour is unique on both sides, and the report
 notes each tie settled so. What even that leaves (two branches that differ only by a
-parameter-free activation) is refused: ``PairingError`` lists the candidates.
+parameter-free activation) is a tie the numbers must settle: ``UndecidedTie`` carries every
+complete pairing that pairing the tied modules one way or another gives (at most
+``MAX_ASSIGNMENTS``; more are refused), for ``repro.verify`` to try; ``PairingError`` lists the
+candidates where nothing can be tried.
 
 Where the labels of the two models differ, the structures may still be the same numbers arranged
 otherwise: what shapes leave unpaired pairs by element counts (a Linear on a flattened CxKxK map
@@ -23,7 +26,13 @@ also sit in the same place of the module hierarchy (so that an extra module is t
 over), then looks through unpaired modules (a node's predecessors are taken to be the paired
 modules that reach it through unpaired ones), so that the report can name every unpaired module
 on both sides and the place where the structures part: the first module, in execution order, that
-takes other inputs or has no counterpart.
+takes other inputs or has no counterpart. Unpaired modules that hold as many values together as
+the other side's at the same place, in another number of modules (a fused ``[3E, E]`` qkv
+projection against separate q, k, v ones), are named as such: a port copies tensors one to one.
+
+Architecture constants (index tables, masks) of paired modules are compared, whether each model
+stores them or only holds them; one stored by one model only is named in the notes, one that
+differs is a structure difference.
 
 Within a pair of nodes, tensors pair by local name (``weight``, ``running_mean``); where the
 local names differ, by the argument of the function that consumed them (the second argument
@@ -32,6 +41,9 @@ of a convolution is its weight), then by shape, then by element count, when that
 
 from __future__ import annotations
 
+import copy
+import itertools
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -42,10 +54,21 @@ from repro.verify._trace import INPUT, OUTPUT, Graph, Node
 
 
 MAX_ROUNDS = 12  # colour refinement: how far (in modules) the dataflow is looked at to break a tie
+MAX_ASSIGNMENTS = 24  # a tie the dataflow cannot break is settled by trying at most this many ways of pairing it
 
 
 class PairingError(ValueError):
     """The dataflow does not decide which module of one model is which of the other."""
+
+
+class UndecidedTie(PairingError):
+    """A tie the dataflow cannot break (``message`` lists it), with each complete pairing that settling it one way
+    or another gives, and those ways in words: ``repro.verify`` tries them and keeps the one under which the
+    models agree."""
+
+    def __init__(self, message: str, assignments: list[tuple["Pairing", str]]) -> None:
+        super().__init__(message)
+        self.assignments = assignments
 
 
 @dataclass
@@ -60,7 +83,12 @@ class Pairing:
     divergence_reason: str = ""
     reshapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # reference key -> candidate shape
     settled: list[str] = field(default_factory=list)  # ties the wider dataflow broke
+    tried: str = ""  # a tie settled by trying each way of settling it (``UndecidedTie``), in words
     trace_notes: list[str] = field(default_factory=list)  # what the trace of either model could not see into
+    # Architecture constants (``is_constant``) of paired modules: those stored on one side only, and those that
+    # differ from their counterpart (a structure difference).
+    stored_once: dict[str, list[str]] = field(default_factory=dict)  # "candidate" / "reference" -> entries
+    constant_differences: list[str] = field(default_factory=list)
 
     def notes(self, ref: Graph) -> list[str]:
         """What the report says about the pairing: what the traces could not see, the ties the wider dataflow
@@ -68,9 +96,16 @@ class Pairing:
         shapes = {k: list(t.shape) for n in ref.nodes for k, t in zip(n.state_keys(), n.tensors.values(), strict=True)}
         to_cand = dict(self.tensors)
         notes = list(self.trace_notes)
+        for side, entries in self.stored_once.items():
+            more = f"; ... and {len(entries) - 3} more" if len(entries) > 3 else ""
+            notes.append(f"{len(entries)} constant{'s' if len(entries) > 1 else ''} only the {side} stores "
+                         f"(architecture constants: compared where both models hold them, never ported): "
+                         f"{'; '.join(entries[:3])}{more}")
         if self.settled:
             more = f"; ... and {len(self.settled) - 3} more" if len(self.settled) > 3 else ""
             notes.append(f"{len(self.settled)} ties settled by the dataflow: {'; '.join(self.settled[:3])}{more}")
+        if self.tried:
+            notes.append(self.tried)
         if not self.reshapes:
             return notes
         pairs = [f"{to_cand[k]} {list(shape)} <- {k} {shapes[k]}" for k, shape in self.reshapes.items()]
@@ -102,6 +137,12 @@ class _Matcher:
         self.hierarchy = False
         self._colors: dict[bool, list[tuple[dict[int, int], dict[int, int]]]] = {}
         self.settled: list[str] = []  # ties the wider dataflow broke, in words
+
+    def fork(self) -> _Matcher:
+        """A copy to pair further on its own (the colours, which depend only on the graphs, are shared)."""
+        other = copy.copy(self)
+        other.m, other.inv, other.settled = dict(self.m), dict(self.inv), list(self.settled)
+        return other
 
     def label(self, graph: Graph, node: int) -> tuple:
         return graph.nodes[node].loose_label if self.loose else graph.nodes[node].label
@@ -241,6 +282,36 @@ def _describe_ties(cand: Graph, ref: Graph, ties: list[tuple[list[int], list[int
     return lines
 
 
+def _settlements(matcher: _Matcher, ties: list[tuple[list[int], list[int]]]) -> list[tuple[_Matcher, str]] | None:
+    """Every complete pairing that settling the ties one way or another gives (a tie of n modules each way: n!
+    of them; the pairing that follows may meet further ties), each with its choices in words; ``None`` when there
+    are more than ``MAX_ASSIGNMENTS``."""
+    found: list[tuple[_Matcher, str]] = []
+
+    def search(m: _Matcher, ties: list[tuple[list[int], list[int]]], chosen: list[str]) -> bool:
+        if m.complete:
+            found.append((m, "; ".join(chosen)))
+            return len(found) <= MAX_ASSIGNMENTS
+        open_ties = [(c, r) for c, r in ties if len(c) == len(r) > 1 and not any(n in m.m for n in c)
+                     and not any(n in m.inv for n in r)]
+        if not open_ties:
+            return True  # this way leaves modules unpaired: it settles nothing
+        c_group, r_group = (sorted(g, key=lambda n, g_=graph: g_.nodes[n].order)
+                            for g, graph in zip(open_ties[0], (m.cand, m.ref), strict=True))
+        if math.factorial(len(c_group)) > MAX_ASSIGNMENTS:
+            return False
+        for order in itertools.permutations(r_group):
+            branch = m.fork()
+            for c, r in zip(c_group, order, strict=True):
+                branch.m[c], branch.inv[r] = r, c
+            words = ", ".join(f"{m.cand.name(c)} <-> {m.ref.name(r)}" for c, r in zip(c_group, order, strict=True))
+            if not search(branch, branch.run(relaxed=False), [*chosen, words]):
+                return False
+        return True
+
+    return found if search(matcher, ties, []) else None
+
+
 def pair_nodes(cand: Graph, ref: Graph) -> Pairing:
     matcher = _Matcher(cand, ref)
     same_labels = Counter(n.label for n in cand.called()) == Counter(n.label for n in ref.called())
@@ -254,13 +325,23 @@ def pair_nodes(cand: Graph, ref: Graph) -> Pairing:
         matcher.loose = True
         ties = matcher.run(relaxed=False)
         same_labels = Counter(n.loose_label for n in cand.called()) == Counter(n.loose_label for n in ref.called())
+    if not matcher.complete and same_labels and ties:
+        message = ("the dataflow does not decide which module of the candidate is which of the reference: "
+                   "several modules of the same kind and shapes sit at the same place on both sides:"
+                   + _listing(_describe_ties(cand, ref, ties)))
+        settlements = _settlements(matcher, ties)
+        if settlements is None:
+            raise PairingError(f"{message}\n  more than {MAX_ASSIGNMENTS} ways to pair them: too many to try "
+                               "(refusing to guess)")
+        if not settlements:
+            raise PairingError(f"{message}\n  no way of pairing them pairs every module (refusing to guess)")
+        raise UndecidedTie(message, [(_pairing(cand, ref, m), words) for m, words in settlements])
+    return _pairing(cand, ref, matcher)
+
+
+def _pairing(cand: Graph, ref: Graph, matcher: _Matcher) -> Pairing:
+    """The pairing the matcher found, with what is left over, where the structures part and the constants."""
     complete = matcher.complete
-    if not complete and same_labels and ties:
-        raise PairingError(
-            "the dataflow does not decide which module of the candidate is which of the reference: "
-            "several modules of the same kind and shapes sit at the same place on both sides "
-            "(refusing to guess):" + _listing(_describe_ties(cand, ref, ties))
-        )
     undecided: list[str] = []
     if not complete:
         undecided = _describe_ties(cand, ref, matcher.run(relaxed=True))
@@ -274,6 +355,8 @@ def pair_nodes(cand: Graph, ref: Graph) -> Pairing:
         trace_notes=[f"the candidate: {n}" for n in cand.notes] + [f"the reference: {n}" for n in ref.notes],
     )
     _find_structure_divergence(cand, ref, pairing, matcher.m)
+    _note_fused(cand, ref, pairing, matcher.m)
+    compare_constants(cand, ref, pairing)
     never_called = any(n.order < 0 for n in cand.nodes + ref.nodes)
     if pairing.trace_notes and (not pairing.complete or never_called):
         # Say why the structures may look different: what the trace could not see.
@@ -352,6 +435,40 @@ def _find_structure_divergence(cand: Graph, ref: Graph, pairing: Pairing, m: dic
         _, pairing.divergence, pairing.divergence_reason = min(places, key=lambda p: p[0])
 
 
+def _note_fused(cand: Graph, ref: Graph, pairing: Pairing, m: dict[int, int]) -> None:
+    """Name the modules that hold the same numbers in another number of modules: unpaired modules of one kind on
+    both sides that feed the same paired modules, as many values together on each side, but not as many modules
+    (a fused ``[3E, E]`` qkv projection against three ``[E, E]`` ones). A port copies tensors one to one, so
+    they stay unpaired; the report says what they seem to be."""
+    inv = {r: c for c, r in m.items()}
+    succs = lambda g, n: g.succs(n)  # noqa: E731
+    groups: dict[tuple, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+    for side, graph, unpaired, paired in ((0, cand, pairing.unpaired_candidate, m),
+                                          (1, ref, pairing.unpaired_reference, inv)):
+        for n in unpaired:
+            after = _through(graph, n, succs, paired)
+            place = frozenset(m[p] for p in after) if side == 0 else frozenset(after)
+            groups[(graph.nodes[n].kind, place)][side].append(n)
+    for (kind, place), (c_group, r_group) in groups.items():
+        values = [sum(t.numel() for n in group for t in graph.nodes[n].tensors.values())
+                  for group, graph in ((c_group, cand), (r_group, ref))]
+        if not c_group or not r_group or values[0] != values[1]:
+            continue
+        names = [list(dict.fromkeys(graph.name(n) for n in sorted(group, key=lambda n, g=graph: g.nodes[n].order)))
+                 for group, graph in ((c_group, cand), (r_group, ref))]
+        if len(names[0]) == len(names[1]):
+            continue
+        line = (f"the candidate's {', '.join(names[0])} and the reference's {', '.join(names[1])} ({kind}) hold "
+                f"as many values ({values[0]:,}) and feed the same modules "
+                f"({', '.join(sorted(ref.name(r) for r in place))}), in {len(names[0])} "
+                f"module{'s' if len(names[0]) > 1 else ''} against {len(names[1])}: the same numbers held in one "
+                f"fused module by one model and split over several by the other, it seems; a port copies tensors "
+                f"one to one, so they stay unpaired")
+        pairing.wiring.append(line)
+        if pairing.divergence in c_group:
+            pairing.divergence_reason += f"; {line}"
+
+
 def _numel(node: Node) -> Callable[[str], int]:
     return lambda local: node.tensors[local].numel()
 
@@ -383,7 +500,51 @@ def pair_tensors(cand: Node, ref: Node) -> list[tuple[str, str]]:
     )
 
 
+def _pair_constants(cand: Node, ref: Node) -> list[tuple[str, str]]:
+    """Pairs (reference local name, candidate local name) of two paired nodes' constants: by local name where
+    both hold as many entries, then by a number of entries only one constant on each side has."""
+    pairs = [(n, n) for n in ref.constants if n in cand.constants and
+             ref.constants[n].numel() == cand.constants[n].numel()]
+    c_left = [n for n in cand.constants if n not in {c for _, c in pairs}]
+    r_left = [n for n in ref.constants if n not in {r for r, _ in pairs}]
+    c_sizes = Counter(cand.constants[n].numel() for n in c_left)
+    r_sizes = Counter(ref.constants[n].numel() for n in r_left)
+    by_size = {cand.constants[n].numel(): n for n in c_left if c_sizes[cand.constants[n].numel()] == 1}
+    return pairs + [(n, by_size[ref.constants[n].numel()]) for n in r_left
+                    if r_sizes[ref.constants[n].numel()] == 1 and ref.constants[n].numel() in by_size]
+
+
+def compare_constants(cand: Graph, ref: Graph, pairing: Pairing) -> None:
+    """Compare the architecture constants of paired modules, persistent or not (an index table one model stores
+    and the other computes without storing); name those stored on one side only and those that differ."""
+    def key(node: Node, local: str) -> str:
+        return f"{node.name}.{local}" if node.name else local
+
+    for c, r in pairing.nodes.items():
+        c_node, r_node = cand.nodes[c], ref.nodes[r]
+        pairs = _pair_constants(c_node, r_node)
+        for r_local, c_local in pairs:
+            ct, rt = c_node.constants[c_local], r_node.constants[r_local]
+            differ = int((ct.reshape(rt.shape).long() != rt.long()).sum())
+            if differ:
+                pairing.constant_differences.append(
+                    f"the candidate's constant {key(c_node, c_local)} {list(ct.shape)} differs from the reference's "
+                    f"{key(r_node, r_local)} {list(rt.shape)} in {differ} of {rt.numel()} entries")
+        partner = {c_local: r_local for r_local, c_local in pairs}
+        r_partner = {r_local: c_local for r_local, c_local in pairs}
+        for side, node, other, mapped in (("candidate", c_node, r_node, partner), ("reference", r_node, c_node,
+                                                                                      r_partner)):
+            for local in sorted(node.stored - {n for n in mapped if mapped[n] in other.stored}):
+                entry = f"{key(node, local)} {list(node.constants[local].shape)}"
+                if local in mapped:
+                    entry += (f" (compared with the {'reference' if side == 'candidate' else 'candidate'}'s "
+                              f"{key(other, mapped[local])}, which it holds without storing)")
+                pairing.stored_once.setdefault(side, []).append(entry)
+
+
 def pair_state(cand: Graph, ref: Graph, pairing: Pairing) -> None:
+    """Fill in (anew) which tensor of the reference is which of the candidate, and the reshapes."""
+    pairing.tensors, pairing.reshapes = [], {}
     for c, r in pairing.nodes.items():
         c_node, r_node = cand.nodes[c], ref.nodes[r]
         c_prefix = f"{c_node.name}." if c_node.name else ""

@@ -1,4 +1,5 @@
-"""``verify``: trace, pair, port, compare, and name the first divergence."""
+"""``verify``: trace, pair (a tie the dataflow cannot break settled by trying each way of pairing it), port,
+compare, and name the first divergence."""
 
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ from repro.equivalence import (
 from repro.porting import PortError, port_weights
 from repro.registry import REFERENCES
 from repro.verify._compare import (
-    MISMATCH, CandidateCapture, Divergence, ReferenceCapture, StaleCaptureError, compare, locate,
+    MISMATCH, CandidateCapture, Divergence, ReferenceCapture, StaleCaptureError, compare, compared_in_rows, locate,
     settings_difference,
 )
-from repro.verify._pairing import pair_nodes, pair_state, reshaped_state
+from repro.verify._pairing import Pairing, PairingError, UndecidedTie, pair_nodes, pair_state, reshaped_state
 from repro.verify._report import Level, VerifyReport, layers_frame, unpaired_tensors
 from repro.verify._stochastic import acting, rates_match, stochastic_layers, summary, turn_off
-from repro.verify._trace import INPUT, Graph, PointKey, Recorder, trace
+from repro.verify._trace import INPUT, Graph, PointKey, Recorder, stored_constants, trace
 
 WIDE_INPUT_SCALE = 8.0
 
@@ -212,7 +213,8 @@ def verify(
     scaled-up sample. Frozen parameters (``requires_grad=False``) are compared like the others
     and named in the report.
 
-    Raises ``PairingError`` when the dataflow cannot decide which module is which, and
+    Raises ``PairingError`` when neither the dataflow nor trying each way of pairing a tie (the one
+    way under which every paired module agrees) decides which module is which, and
     ``VerifyError`` when a model cannot run on the input.
     """
     if not isinstance(candidate, nn.Module):
@@ -334,9 +336,11 @@ class _Verification:
         self.buffers: dict[str, Diff] = {}
 
     def port(self, source: nn.Module, target: nn.Module):
-        """Copy ``source``'s tensors into ``target`` through the dataflow pairing (reshaped where it says)."""
-        state = reshaped_state(source.state_dict(), self.pairing) if self.pairing.reshapes else source
-        return port_weights(state, target, self.rules)
+        """Copy ``source``'s tensors into ``target`` through the dataflow pairing (reshaped where it says); the
+        architecture constants of both stay as they are (the pairing compares them)."""
+        constants = stored_constants(source)
+        state = reshaped_state({k: t for k, t in source.state_dict().items() if k not in constants}, self.pairing)
+        return port_weights(state, target, self.rules, keep=stored_constants(target))
 
     def run(self, port: bool) -> VerifyReport:
         report = self.report
@@ -346,7 +350,10 @@ class _Verification:
                               seed=self.seed).recorder.graph()
         with torch.no_grad():
             self.cand_graph, _ = _run("candidate", trace, self.candidate.eval(), self.x[:1].clone())
-        self.pairing = pair_nodes(self.cand_graph, self.ref_graph)
+        try:
+            self.pairing = pair_nodes(self.cand_graph, self.ref_graph)
+        except UndecidedTie as tie:
+            self.pairing = self._settle(tie, ref_eval, port)
         if not self._structure_matches():
             return report
         pair_state(self.cand_graph, self.ref_graph, self.pairing)
@@ -364,6 +371,7 @@ class _Verification:
         self._compare_pass("eval", self.x, training=False, ref_capture=ref_eval)
         del ref_eval
         report.checks["eval output"] = self.captures["eval"].output_diff()
+        report.notes += compared_in_rows(self.captures["eval"], self.names)
         if self.wide_input_scale:
             title = f"eval, first sample x{self.wide_input_scale:g}"
             self._compare_pass(title, self.x[:1] * self.wide_input_scale, training=False)
@@ -373,6 +381,41 @@ class _Verification:
             self._train_step(self.output_weights)
         self._note_random_numbers()
         return report
+
+    def _settle(self, tie: UndecidedTie, ref_eval: ReferenceCapture, port: bool) -> Pairing:
+        """Settle a tie the dataflow cannot break by trying each way of pairing it: port through it and compare
+        one eval pass; keep the one way under which every paired module agrees. The comparisons that follow
+        decide the verdict as for any pairing."""
+        agreeing, outcomes = [], []
+        names = _point_names(self.cand_graph)
+        for pairing, words in tie.assignments:
+            self.pairing = pairing
+            pair_state(self.cand_graph, self.ref_graph, pairing)
+            self.rules = dict(pairing.tensors)
+            try:
+                if port:
+                    self.port(self.ref_model, self.candidate)
+            except PortError as err:
+                outcomes.append(f"{words}: cannot be ported ({str(err).splitlines()[0]})")
+                continue
+            _, capture, _ = self._run_pair(self.x, False, ref_eval, None)
+            bad = sorted((p for p in capture.points if not p.ok(self.rtol)), key=lambda p: p.seq)
+            if not bad:
+                agreeing.append((pairing, words))
+            where = names.get(bad[0].key, "the model output") if bad else ""
+            outcomes.append(f"{words}: " + (f"{where} differs" if bad else "every paired module agrees"))
+        tried = f"tried the {len(tie.assignments)} ways of pairing them (candidate <-> reference)"
+        if not agreeing:
+            raise PairingError(f"{tie}\n  {tried}: under none of them does every paired module agree, so the "
+                               "candidate computes something else whichever way they are paired (refusing to name "
+                               "a first divergence):" + "".join(f"\n    {o}" for o in outcomes))
+        if len(agreeing) > 1:
+            raise PairingError(f"{tie}\n  {tried}: every paired module agrees under {len(agreeing)} of them "
+                               "(refusing to guess):" + "".join(f"\n    {o}" for o in outcomes))
+        pairing, words = agreeing[0]
+        pairing.tried = (f"tie settled by trying {len(tie.assignments)} assignments (candidate <-> reference): "
+                         f"{words}, the only one under which every paired module agrees in eval mode")
+        return pairing
 
     def _note_random_numbers(self) -> None:
         """Dropout, drop-path or a stray ``torch.rand`` explain differences that the numbers alone do not."""
@@ -399,7 +442,8 @@ class _Verification:
         never_r = [n.id for n in ref.nodes if n.order < 0]
         report.unpaired_candidate = unpaired_tensors(cand, pairing.unpaired_candidate, never_c)
         report.unpaired_reference = unpaired_tensors(ref, pairing.unpaired_reference, never_r)
-        report.structure = list(pairing.wiring) + [f"could not be paired unambiguously: {u}" for u in pairing.undecided]
+        report.structure = list(pairing.wiring) + pairing.constant_differences + [
+            f"could not be paired unambiguously: {u}" for u in pairing.undecided]
         report.layers = layers_frame(cand, ref, pairing, {}, {}, {}, self.rtol)
         if pairing.complete and not never_c and not never_r:
             return True

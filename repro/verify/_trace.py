@@ -15,8 +15,19 @@ data is then a call of that node, and a container's tensors used in different pl
 of their own. Padding done by a separate op or module (``F.pad``, ``nn.ZeroPad2d``) belongs to the
 node it feeds: that node's input is the unpadded tensor. A ``torch.jit.script`` function runs as
 its Python source so that its operations are seen; a scripted module is one operation (hooks
-cannot see inside it) and is named in ``Graph.notes``, as is an operation that uses several
-modules' tensors at once (``F.multi_head_attention_forward``).
+cannot see inside it) and is named in ``Graph.notes``.
+
+A torch function implemented in Python that uses several modules' tensors at once
+(``F.multi_head_attention_forward``: the in-projection of an ``nn.MultiheadAttention`` and the
+out-projection of its child ``out_proj``, whose own forward never runs) is traced through: its
+body runs with the recorder on (``python_body``: the same code with its override checks answering
+as they would without the recorder; nothing of torch is changed), so that each operation inside
+is a call of the module whose tensors it uses, and ``Graph.notes`` says so. Any other operation
+that uses several modules' tensors at once is one step, named in ``Graph.notes``.
+
+Architecture constants (``is_constant``: index tables and masks, not floating, not a scalar count)
+are not a node's tensors, persistent or not: they neither pair nodes nor are ported; the pairing
+compares them (``Node.constants``).
 
 The same recorder, with a *sink* attached, captures what the comparison needs at *points*
 every implementation of the same network shares:
@@ -35,13 +46,15 @@ that explains it.
 
 from __future__ import annotations
 
+import dis
 import itertools
+import types
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
+from torch.overrides import TorchFunctionMode, has_torch_function, has_torch_function_unary, has_torch_function_variadic
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
@@ -111,6 +124,8 @@ def _writes_in_place(func: Callable, kwargs: dict) -> bool:
 def _is_random(name: str, args: tuple, kwargs: dict) -> bool:
     if name in _RANDOM_FUNCTIONS:
         return True
+    if name == "scaled_dot_product_attention":
+        return float(kwargs.get("dropout_p", args[4] if len(args) > 4 else 0.0)) > 0.0
     if name in _DROPOUT_FUNCTIONS:
         p = kwargs.get("p", args[1] if len(args) > 1 else 0.5)
         training = kwargs.get("training", kwargs.get("train", args[2] if len(args) > 2 else True))
@@ -120,9 +135,23 @@ def _is_random(name: str, args: tuple, kwargs: dict) -> bool:
     return False
 
 
+def is_constant(tensor: torch.Tensor) -> bool:
+    """Whether a buffer is an architecture constant, computed from the module's configuration rather than learned
+    or accumulated: an index table or a mask, not floating and not a scalar. A scalar count (a BatchNorm's
+    ``num_batches_tracked``) is state the module keeps, like its running mean."""
+    return not tensor.is_floating_point() and tensor.ndim > 0
+
+
+def stored_constants(model: nn.Module) -> set[str]:
+    """The state-dict keys of ``model``'s architecture constants (persistent buffers only)."""
+    return {f"{name}.{n}" if name else n for name, module in model.named_modules(remove_duplicate=False)
+            for n, b in module._buffers.items()
+            if b is not None and is_constant(b) and n not in module._non_persistent_buffers_set}
+
+
 @dataclass
 class Node:
-    """A module holding parameters or persistent buffers of its own."""
+    """A module holding parameters or persistent buffers of its own (architecture constants aside)."""
 
     id: int
     name: str
@@ -139,6 +168,9 @@ class Node:
     # place in the dataflow is where its tensors are used, each use a call of its own, not its whole forward.
     container: bool = False
     parent: int = -1  # the module call its first call ran inside (-1: none): its place in the module hierarchy
+    # Its architecture constants, persistent or not (local name -> buffer): compared, never ported or paired by.
+    constants: dict[str, torch.Tensor] = field(default_factory=dict)
+    stored: frozenset[str] = frozenset()  # the constants in its state dict (persistent)
 
     @property
     def kind(self) -> str:
@@ -189,13 +221,14 @@ def model_nodes(model: nn.Module) -> list[Node]:
     for name, module in model.named_modules():
         tensors = {n: p for n, p in module._parameters.items() if p is not None}
         params = frozenset(tensors)
-        tensors.update(
-            (n, b) for n, b in module._buffers.items()
-            if b is not None and n not in module._non_persistent_buffers_set
-        )
+        buffers = {n: b for n, b in module._buffers.items() if b is not None}
+        constants = {n: b for n, b in buffers.items() if is_constant(b)}
+        tensors.update((n, b) for n, b in buffers.items()
+                       if n not in constants and n not in module._non_persistent_buffers_set)
         if tensors:
             nodes.append(Node(len(nodes), name, module, tensors, params,
-                              container=next(module.children(), None) is not None))
+                              container=next(module.children(), None) is not None, constants=constants,
+                              stored=frozenset(constants) - module._non_persistent_buffers_set))
     return nodes
 
 
@@ -258,13 +291,45 @@ class Sink:
 
     def node_input(self, call: Call, tensor: torch.Tensor, upstream: frozenset, seq: int, producer: int,
                    key: tuple) -> None: ...
-    def core(self, call: Call, tensor: torch.Tensor, upstream: frozenset, seq: int) -> None: ...
+    def core(self, call: Call, tensor: torch.Tensor, upstream: frozenset, seq: int, key: tuple) -> None: ...
     def node_end(self, call: Call) -> None: ...
     def op_output(self, tensor: torch.Tensor, key: tuple[int, int]) -> None: ...
     def call_end(self, call: Call, outputs: list[torch.Tensor]) -> None: ...
     def random_op(self, where: str, function: str) -> None: ...
     def model_output(self, outputs: list[torch.Tensor], upstream: list[frozenset], seq: int, producers: list[int],
                      keys: list[tuple]) -> None: ...
+
+
+# What a torch function implemented in Python checks before handing itself to the mode (``torch.overrides``).
+_OVERRIDE_CHECKS = (has_torch_function, has_torch_function_unary, has_torch_function_variadic)
+
+
+def _no_override(*args: Any) -> bool:
+    return False
+
+
+def _writes_globals(code: types.CodeType) -> bool:
+    return any(i.opname in ("STORE_GLOBAL", "DELETE_GLOBAL") for i in dis.get_instructions(code)) or any(
+        _writes_globals(c) for c in code.co_consts if isinstance(c, types.CodeType))
+
+
+def python_body(func: Callable) -> Callable | None:
+    """The body of ``func``, a torch function implemented in Python (``F.multi_head_attention_forward``), as a
+    function that runs it instead of handing the call to the active ``TorchFunctionMode`` again: the same code,
+    defaults and closure, run with a snapshot of its module's globals in which the override checks it makes by
+    name (``has_torch_function``) answer ``False``. Nothing of torch is changed. ``None`` for anything else, and
+    for a function that writes its module's globals (the snapshot would not see it)."""
+    if not isinstance(func, types.FunctionType):
+        return None
+    code = func.__code__
+    checks = [n for n in code.co_names if any(func.__globals__.get(n) is c for c in _OVERRIDE_CHECKS)]
+    if not checks or _writes_globals(code):
+        return None
+    snapshot = dict(func.__globals__)
+    snapshot.update(dict.fromkeys(checks, _no_override))
+    body = types.FunctionType(code, snapshot, func.__name__, func.__defaults__, func.__closure__)
+    body.__kwdefaults__ = func.__kwdefaults__
+    return body
 
 
 class _ScriptedCall:
@@ -307,6 +372,8 @@ class Recorder(TorchFunctionMode):
         self.ended = 0
         self.first_calls = 0
         self._busy = False
+        self._through: list[Callable] = []  # the torch functions whose Python bodies are running
+        self.traced: dict[str, list[str]] = {}  # torch function traced through -> the modules it used, each call
         self.notes: list[str] = []  # what the trace could not see, or saw only by a detour
 
     # -- running ---------------------------------------------------------------------------
@@ -408,7 +475,12 @@ class Recorder(TorchFunctionMode):
         return source[0]
 
     def graph(self) -> Graph:
-        return Graph(self.nodes, self.output_preds, {k: frozenset(v) for k, v in self.edge_slots.items()}, self.notes)
+        notes = list(self.notes)
+        for function, places in self.traced.items():
+            more = f"; ... ({len(places)} places in all)" if len(places) > 2 else ""
+            notes.append(f"{function} uses the tensors of several modules at once, traced through its Python body: "
+                         f"{'; '.join(places[:2])}{more}")
+        return Graph(self.nodes, self.output_preds, {k: frozenset(v) for k, v in self.edge_slots.items()}, notes)
 
     # -- hooks -----------------------------------------------------------------------------
     def _pre_hook(self, name: str):
@@ -482,6 +554,15 @@ class Recorder(TorchFunctionMode):
     # -- every torch function --------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if not self._busy:
+            body = self._body_to_trace(func, args, kwargs)
+            if body is not None:
+                self._through.append(func)
+                try:
+                    with self:  # handing the call here took the mode off; its operations are to be seen
+                        return body(*args, **kwargs)
+                finally:
+                    self._through.pop()
         if not self._busy and _writes_in_place(func, kwargs):
             self._busy = True
             try:
@@ -502,6 +583,28 @@ class Recorder(TorchFunctionMode):
         finally:
             self._busy = False
         return out
+
+    def _body_to_trace(self, func: Callable, args: tuple, kwargs: dict) -> Callable | None:
+        """The Python body of a torch function that uses the tensors of several modules at once and data (the
+        in- and out-projections of ``F.multi_head_attention_forward``), to run so that each of its operations
+        is a call of the module whose tensors it uses; ``None``: the call is one operation."""
+        if not isinstance(func, types.FunctionType) or func in self._through:
+            return None  # most operations are implemented in C++
+        tensors = _tensors((args, kwargs))
+        used = [self.owner[id(t)][0] for t in tensors if id(t) in self.owner]
+        used += [self.nodes[self.derived[t][0]] for t in tensors if t in self.derived]
+        if len({id(n.module) for n in used}) < 2 or not any(t in self.prov for t in tensors):
+            return None
+        # Another mode or a tensor subclass would take the call where this recorder hands it on: left as it is.
+        if has_torch_function(tensors):
+            return None
+        body = python_body(func)
+        if body is not None:
+            names = ", ".join(sorted({n.name or "(root)" for n in used}))
+            places = self.traced.setdefault(function_name(func), [])
+            if names not in places:
+                places.append(names)
+        return body
 
     def _use(self, node: Node, inputs: list[torch.Tensor], outs: list[torch.Tensor],
              before: torch.Tensor | None) -> None:
@@ -536,7 +639,7 @@ class Recorder(TorchFunctionMode):
             self.producer[o] = call.index
             if o in self.slots:
                 del self.slots[o]
-        self.sink.core(call, outs[0], frozenset({in_key}) | others, self.seq)
+        self.sink.core(call, outs[0], frozenset({in_key}) | others, self.seq, self.key(outs[0]))
         self.sink.node_end(call)
         call.end = self.ended
         self.ended += 1
@@ -555,7 +658,7 @@ class Recorder(TorchFunctionMode):
         if not locals_ <= set(node.tensors):  # derived before they were split off
             return next((n for n in self.nodes if n.module is node.module and locals_ <= set(n.tensors)), node)
         if all(not node.tensors[n].is_floating_point() for n in set(node.tensors) - locals_):
-            return node  # integer buffers left over (a BatchNorm's count) belong with what is used
+            return node  # a count left over (a BatchNorm's: not floating, not a constant) belongs with what is used
         part = Node(len(self.nodes), node.name, node.module, {n: node.tensors.pop(n) for n in sorted(locals_)},
                     node.parameters & locals_, container=True)
         node.parameters = node.parameters - locals_
@@ -651,7 +754,7 @@ class Recorder(TorchFunctionMode):
             self.core_upstream[key] = core_upstream
             for t in outs:
                 self.pprov[t] = frozenset({own})
-            self.sink.core(current, outs[0], core_upstream, self.seq)
+            self.sink.core(current, outs[0], core_upstream, self.seq, self.key(outs[0]))
         self._fingerprint_ops(outs)
 
     def _fingerprint_ops(self, outs: list[torch.Tensor]) -> None:
