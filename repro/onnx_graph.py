@@ -73,8 +73,8 @@ class OnnxGraphError(ValueError):
 
 @dataclass(frozen=True)
 class WeightSlot:
-    """Where one weight of a module lives in the graph: an input of a node, in the graph's own shape,
-    element type and layout (``"transposed"``: the module holds the transpose)."""
+    """Where one weight of a module lives in the graph: an input of a node, with the graph's shape and
+    element type for it (``transposed``: the module holds the transpose of the graph's matrix)."""
 
     node: int  # index in graph.node
     input: int
