@@ -250,6 +250,7 @@ class Call:
     end: int = -1  # position in end order: children end before their parents
     end_seq: int = -1
     output_keys: tuple = ()  # (id, version) of each output tensor at the end of the call
+    input_keys: tuple = ()  # (id, version) of each tensor it was called with
     upstream: frozenset = frozenset()  # points its outputs were computed from
     agrees: bool | None = None  # whether its outputs have counterparts in the reference (candidate side)
 
@@ -430,7 +431,8 @@ class Recorder(TorchFunctionMode):
                     # It computes from its own tensors alone (a weight reshaped by a module of its own, as an ONNX
                     # graph does): what it returns is derived from its tensors, and it is called where that meets data.
                     node = None
-                call = Call(len(self.calls), name, node.id if node else None, node.calls if node else 0)
+                call = Call(len(self.calls), name, node.id if node else None, node.calls if node else 0,
+                            input_keys=tuple(self.key(t) for t in inputs))
                 self.calls.append(call)
                 self.stack.append(call)
                 if node is None:
