@@ -937,6 +937,29 @@ def _pad(node, args, dtype):
     return F.pad(x, torch_pads, mode={"reflect": "reflect", "edge": "replicate", "wrap": "circular"}[mode])
 
 
+# Random numbers (a graph that draws them in inference is a finding, not an error): torch's generator, the
+# graph's seed ignored, so that repro.verify sees them drawn and seeds them as it seeds a module's.
+@_kernel("RandomUniformLike", "RandomNormalLike", "RandomUniform", "RandomNormal")
+def _random(node, args, dtype):
+    a = node.attributes
+    like = args[0] if args else None
+    shape = tuple(like.shape) if like is not None else tuple(a["shape"])
+    to = a.get("dtype")
+    kind = like.dtype if to is None and like is not None else _cast_dtype(to or onnx.TensorProto.FLOAT, dtype)
+    kind = _float(kind, dtype)
+    if "Uniform" in node.op_type:
+        low, high = a.get("low", 0.0), a.get("high", 1.0)
+        return torch.rand(shape, dtype=kind) * (high - low) + low
+    return torch.randn(shape, dtype=kind) * a.get("scale", 1.0) + a.get("mean", 0.0)
+
+
+@_kernel("Bernoulli")
+def _bernoulli(node, args, dtype):
+    to = node.attributes.get("dtype")
+    drawn = torch.bernoulli(args[0])
+    return drawn if to is None else drawn.to(_cast_dtype(to, dtype))
+
+
 @_kernel("Einsum")
 def _einsum(node, args, dtype):
     return torch.einsum(node.attributes["equation"], *args)

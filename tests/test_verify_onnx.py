@@ -31,6 +31,7 @@ from repro.export import export, run_session, session  # noqa: E402
 from repro.onnx_graph import intended, load, with_weights  # noqa: E402
 from repro.verify import VerifyError, verify  # noqa: E402
 from repro.verify.__main__ import main  # noqa: E402
+from zoo.efficientnet_b0 import EfficientNetB0  # noqa: E402
 
 SIZE = 32
 RESNET, MOBILENET = "timm:resnet18", "timm:mobilenetv3_small_050"
@@ -262,6 +263,34 @@ def test_a_planted_mistake_is_named_at_its_renamed_node(plant, spec, exports, tm
     assert report.first_divergence == names[where], str(report)
     assert report.levels["eval"].first_divergence == names[where]
     assert names[where] in report.layers["candidate"].tolist() or names[where] in report.divergence_detail
+
+
+def test_a_mistake_of_the_exported_model_is_named_at_its_node(tmp_path):
+    """tests/zoo's EfficientNet-B0 pooling its squeeze-excite by max where timm takes the mean, exported.
+    The graph writes every swish as a sigmoid and a product, values timm never computes on the way to
+    the one it does: the first divergence is still the pooling node."""
+    model = randomize_(EfficientNetB0(se_pool="max"), (2, 3, SIZE, SIZE)).eval()
+    export_unfolded(model, tmp_path / "zoo.onnx")
+    original = onnx.load(str(tmp_path / "zoo.onnx"))
+    pool = next(n for n in original.graph.node if n.op_type in ("ReduceMax", "GlobalMaxPool"))
+    proto, names = disguised(original, seed=11)
+    report = verify(save(proto, tmp_path / "disguised.onnx"), "timm:efficientnet_b0")
+    assert not report.equivalent
+    assert report.first_divergence == names[pool.name], str(report)
+
+
+def test_random_numbers_drawn_in_the_graph_are_drawn_by_torch():
+    """A graph that draws random numbers in inference (drop-connect left on at export) runs, drawing them
+    from torch's generator, so that the verification sees where they are drawn."""
+    nodes = [helper.make_node("RandomUniformLike", ["x"], ["r"], name="noise", low=-1.0, high=3.0),
+             helper.make_node("Add", ["x", "r"], ["y"], name="add")]
+    graph = load(graph_of(nodes, [], 17))
+    x = torch.zeros(2, 3, 5, 5)
+    torch.manual_seed(0)
+    first = graph(x)
+    torch.manual_seed(0)
+    assert torch.equal(graph(x), first) and -1.0 <= float(first.min()) and float(first.max()) < 3.0
+    assert float(first.std()) > 0.5
 
 
 def test_onnx_runtime_is_a_level_of_its_own(exports, tmp_path, monkeypatch):

@@ -12,13 +12,15 @@ Two facts beyond the comparison:
 * Folded BatchNorms. Exporters fold a BatchNorm into the convolution that feeds it (both torch
   exporters do in eval mode), so the graph has a convolution with a bias where the reference has a
   convolution and a BatchNorm. When the graph has fewer ``BatchNormalization`` nodes than the
-  reference has BatchNorms, the reference is folded the same way before the comparison: every
-  BatchNorm whose input is exactly the output of a convolution that feeds nothing else
-  (``repro.fuse.fold_in_place``, the exporters' rule), after checking in float64 that the folded
-  reference computes the reference's function. The report says so: a folded graph proves its
-  structure, but what the BatchNorms held (their epsilon, their statistics) is inside convolution
-  weights that the port replaces, so a wrong epsilon in the exported model cannot be seen; an export
-  without folding is verified BatchNorm by BatchNorm.
+  reference has BatchNorms, the reference is also compared folded the same way: every BatchNorm
+  whose input is exactly the output of a convolution that feeds nothing else
+  (``repro.fuse.fold_in_place``, the exporters' rule), once a float64 check shows the folded
+  reference computes the reference's function. It is compared folded first where the graph lacks
+  exactly the foldable BatchNorms, else only where the reference as it is leaves the structures
+  apart (a candidate that lacks a BatchNorm of its own is told so, not compared folded). The report
+  says which: a folded graph shows its structure, but what the BatchNorms held (their epsilon, their
+  statistics) is inside convolution weights that the port replaces, so a wrong epsilon in the
+  exported model cannot be seen; an export without folding is verified BatchNorm by BatchNorm.
 * ONNX Runtime. The ported weights are written into a copy of the graph (``with_weights``), which
   ONNX Runtime runs on the inputs ``repro.export.check`` uses; its output must be within that
   check's calibrated tolerance of the reference's float64 output (the ``ONNX Runtime`` level).
@@ -43,6 +45,7 @@ Departures, and why:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -103,26 +106,40 @@ def verify_onnx(
              f"node by node; float32 bit-identity is not claimed for it (the float32 lines are torch's kernels running "
              f"it; what ONNX Runtime computes is a level of its own)"]
     x = verification_input(input_size, seed)
-    folded = _fold_like_the_export(graph, ref32, x, wide_input_scale, notes)
+    folding = _folding(graph, ref32, x, wide_input_scale, notes)
     not_applicable = {"train step": NO_TRAIN_MODE if train else "not checked (train=False)",
                       "stochastic configuration": NO_RATES}
-    tolerance = None if rtol is None else Tolerance("float64", rtol, "given by the caller")
-    if folded is not None and not port and rtol is None:
-        calibrated = calibrated_tolerance(float32_error(folded, float64_copy(folded), x),
-                                          "the file's folded weights carry the exporter's float32 arithmetic "
-                                          "(port=False compares the weights as they are)")
-        tolerance = Tolerance("float64", calibrated.rtol, calibrated.basis)
-    compare_models(graph, folded or ref32, report, port=port, train=False, tolerance=tolerance, seed=seed,
-                   wide_input_scale=wide_input_scale, not_applicable=not_applicable,
-                   more_levels=lambda cand32, ref: [_runtime_level(proto, cand32, ref, report)])
-    report.notes[:0] = notes  # after the comparison, which starts its notes afresh where float64 fails
+    # The likelier reading first (folded where exactly the foldable BatchNorms are missing from the graph); the
+    # other where the first leaves the structures apart (a candidate that lacks a BatchNorm of its own).
+    attempts = [ref32] if folding is None else (
+        [folding.reference, ref32] if folding.likely else [ref32, folding.reference])
+    if len(attempts) > 1:
+        attempts.append(attempts[0])  # where neither compares, the likelier reading's report
+    for attempt, ref in enumerate(attempts):
+        if attempt:
+            report.reset()
+        folded = folding is not None and ref is folding.reference
+        tolerance = None if rtol is None else Tolerance("float64", rtol, "given by the caller")
+        if folded and not port and rtol is None:
+            calibrated = calibrated_tolerance(float32_error(ref, float64_copy(ref), x),
+                                              "the file's folded weights carry the exporter's float32 arithmetic "
+                                              "(port=False compares the weights as they are)")
+            tolerance = Tolerance("float64", calibrated.rtol, calibrated.basis)
+        run = compare_models(graph, ref, report, port=port, train=False, tolerance=tolerance, seed=seed,
+                             wide_input_scale=wide_input_scale, not_applicable=not_applicable,
+                             more_levels=lambda cand32, ref32: [_runtime_level(proto, cand32, ref32, report)])
+        if run.compared:
+            break
+    # After the comparison, which starts its notes afresh where float64 fails.
+    report.notes[:0] = notes + ([folding.note] if folded else [])
     if RUNTIME_LEVEL not in report.levels:
         report.levels[RUNTIME_LEVEL] = Level(RUNTIME_LEVEL, None, detail="not compared: the structures differ")
-    if folded is not None and report.structure:
-        report.notes.append("the structures differ even with the reference folded: where a convolution of the graph "
-                            "has no bias and the folded reference's has one, the export folded a BatchNorm at its "
-                            "initial values (a zero bias, which exporters drop); export the trained model, or export "
-                            f"without folding: {UNFOLDED_EXPORT}")
+    if folding is not None and not run.compared:
+        report.notes.append(f"the structures differ with the reference folded and as it is alike (shown: "
+                            f"{'folded' if folded else 'as it is'}); a convolution of the graph without the bias its "
+                            f"folded partner has is a missing BatchNorm, or one at its initial values that the export "
+                            f"folded to a zero bias and dropped (export the trained model, or without folding: "
+                            f"{UNFOLDED_EXPORT})")
     _name_nodes(report, graph)
     report.bit_exact = False
     for level in report.levels.values():
@@ -190,11 +207,18 @@ def conv_batchnorm_pairs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, s
     return pairs
 
 
-def _fold_like_the_export(graph: OnnxGraph, ref32: nn.Module, x: torch.Tensor, wide_input_scale: float | None,
-                          notes: list[str]) -> nn.Module | None:
-    """The reference with its BatchNorms folded as the export folded the graph's (see the module
-    docstring), or ``None`` where the graph keeps as many BatchNorms as the reference or none folds;
-    what was done goes into ``notes``."""
+@dataclass(frozen=True)
+class _Folding:
+    reference: nn.Module  # the reference with its foldable BatchNorms folded
+    likely: bool  # whether the graph lacks exactly those BatchNorms
+    note: str  # what the report says when it is the one compared
+
+
+def _folding(graph: OnnxGraph, ref32: nn.Module, x: torch.Tensor, wide_input_scale: float | None,
+             notes: list[str]) -> _Folding | None:
+    """The reference with its BatchNorms folded as an exporter folds them (see the module docstring), when
+    the graph has fewer BatchNormalization nodes than the reference has BatchNorms and folding is sound
+    here; why not, in ``notes``, where it is not."""
     kept = sum(1 for step in graph.children() if step.op_type == "BatchNormalization")
     norms = sum(1 for m in ref32.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
     if kept >= norms:
@@ -210,19 +234,19 @@ def _fold_like_the_export(graph: OnnxGraph, ref32: nn.Module, x: torch.Tensor, w
     said = (f"the graph has {kept} BatchNormalization nodes where the reference has {norms} BatchNorms: the export "
             f"folded BatchNorm into the convolutions")
     if not error <= FLOAT64_RTOL:
-        notes.append(f"{said}, but folding the reference's {len(pairs)} convolution -> BatchNorm pairs the same "
-                            f"way changes its function here (float64 max rel {error:.3g}), so the reference is "
-                            f"compared unfolded; export without folding to verify module by module: {UNFOLDED_EXPORT}")
+        notes.append(f"the graph has {kept} BatchNormalization nodes where the reference has {norms} BatchNorms, but "
+                     f"folding the reference's {len(pairs)} convolution -> BatchNorm pairs changes its function here "
+                     f"(float64 max rel {error:.3g}), so it is compared unfolded; export without folding to verify "
+                     f"module by module: {UNFOLDED_EXPORT}")
         return None
     folded = copy_model(ref32)
     fold_in_place(folded, pairs)
-    notes.append(
+    return _Folding(folded, kept == norms - len(pairs), (
         f"{said}. Compared with the reference with its {len(pairs)} convolution -> BatchNorm pairs folded the same "
         f"way (it computes the reference's function: float64 max rel {error:.3g}). A folded graph shows its "
         f"structure, not what those BatchNorms held (epsilon, statistics): that is inside convolution weights, which "
         f"the port replaces, so it is not checked. To verify module by module, export without folding: "
-        f"{UNFOLDED_EXPORT}")
-    return folded
+        f"{UNFOLDED_EXPORT}"))
 
 
 # -- ONNX Runtime ---------------------------------------------------------------------------------------
