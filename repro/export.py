@@ -301,7 +301,7 @@ class InputCheck:
 
 @dataclass
 class CheckReport:
-    path: Path
+    path: Path | str
     equivalent: bool
     inputs: list[InputCheck] = field(default_factory=list)
     divergence: Divergence | None = None
@@ -350,16 +350,19 @@ def _onnx_input_shape(proto) -> tuple[int | str, ...]:
     return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
 
 
-def check(model: nn.Module, path: str | Path, *, dynamic_batch: bool | None = None, factor: float = FACTOR,
+def check(model: nn.Module, path, *, dynamic_batch: bool | None = None, factor: float = FACTOR,
           locate_on_failure: bool = True) -> CheckReport:
-    """Does the ONNX file at ``path`` compute ``model``'s eval-mode function in ONNX Runtime?
-    Inputs at the file's own input shape (``check_inputs``); the model's modes are restored."""
+    """Does the ONNX file at ``path`` (or an ``onnx.ModelProto``) compute ``model``'s eval-mode function
+    in ONNX Runtime? Inputs at the graph's own input shape (``check_inputs``); the model's modes are restored."""
     import onnx
 
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: no such ONNX file")
-    proto = onnx.load(str(path))
+    if isinstance(path, onnx.ModelProto):
+        proto, path = path, f"the ONNX model {path.graph.name or '(unnamed graph)'}"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise ExportError(f"{path}: no such ONNX file")
+        proto = onnx.load(str(path))
     shape = _onnx_input_shape(proto)
     if dynamic_batch is None:
         dynamic_batch = isinstance(shape[0], str)

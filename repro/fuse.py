@@ -4,7 +4,9 @@ In eval mode ``bn(conv(x)) = gamma * (W*x + b - mean) / sqrt(var + eps) + beta``
 convolution with weight ``W * gamma / sqrt(var + eps)`` and a bias, so the BatchNorm costs
 nothing once folded. The pairs are found in the model's ``torch.fx`` graph: a BatchNorm whose
 only input is a convolution whose output nothing else reads. The result agrees with the unfused
-model to float rounding, is eval-only, and the original is untouched.
+model to float rounding, is eval-only, and the original is untouched. ``fold_in_place`` folds
+pairs the caller names instead, keeping the module tree (``repro.verify`` folds a reference the
+way an ONNX exporter folded the candidate).
 
 How close is "to float rounding"? In float64 the fused and unfused models agree to ~1e-13
 (the algebra is exact). In float32 they differ by the model's own float32 noise: at default
@@ -22,6 +24,7 @@ times them that way as well, so the comparison stays honest.
 from __future__ import annotations
 
 import copy
+from typing import Iterable
 
 import torch
 import torch.fx as fx
@@ -32,15 +35,46 @@ class FuseError(ValueError):
     """The model cannot be fused (not traceable by torch.fx, or nothing to fold)."""
 
 
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+def _fold(conv: nn.modules.conv._ConvNd, bn: nn.modules.batchnorm._BatchNorm) -> nn.modules.conv._ConvNd:
     fused = copy.deepcopy(conv)
     dtype = conv.weight.dtype
     # Folded in float64, rounded once: the fused weights are the correctly rounded products.
     scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
     bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
-    fused.weight = nn.Parameter((conv.weight.double() * scale.reshape(-1, 1, 1, 1)).to(dtype))
+    fused.weight = nn.Parameter((conv.weight.double() * scale.reshape(-1, *[1] * (conv.weight.ndim - 1))).to(dtype))
     fused.bias = nn.Parameter(((bias - bn.running_mean.double()) * scale + bn.bias.double()).to(dtype))
     return fused
+
+
+def foldable(conv: nn.Module, bn: nn.Module) -> bool:
+    """Whether ``_fold`` applies: a (not transposed) convolution, and a BatchNorm with affine running statistics."""
+    return (isinstance(conv, nn.modules.conv._ConvNd) and not conv.transposed
+            and isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.affine and bn.track_running_stats
+            and bn.running_mean is not None)
+
+
+@torch.no_grad()
+def fold_in_place(model: nn.Module, pairs: Iterable[tuple[str, str]]) -> None:
+    """Fold each named (convolution, BatchNorm) pair of ``model`` in place (call it on a copy, in eval
+    mode), keeping the module tree: the convolution is replaced by its folded copy, and the BatchNorm
+    module stays where it is (it may apply an activation too, as timm's ``BatchNormAct2d`` does) but
+    normalizes by nothing: no weight or bias, zero mean, unit variance, ``eps`` 0, its statistics
+    non-persistent buffers, so that it holds no state of its own. For models ``fuse`` cannot fold
+    (not traceable by torch.fx, or a BatchNorm that is not a leaf module); the caller says which
+    pairs are a convolution feeding only its BatchNorm (``foldable`` says whether ``_fold`` applies)."""
+    for conv_name, bn_name in pairs:
+        conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
+        if not foldable(conv, bn):
+            raise FuseError(f"cannot fold {bn_name} ({type(bn).__name__}) into {conv_name} ({type(conv).__name__})")
+        _set_submodule(model, conv_name, _fold(conv, bn))
+        bn.register_parameter("weight", None)
+        bn.register_parameter("bias", None)
+        mean = bn.running_mean
+        bn.register_buffer("running_mean", torch.zeros_like(mean), persistent=False)
+        bn.register_buffer("running_var", torch.ones_like(mean), persistent=False)
+        if bn.num_batches_tracked is not None:
+            bn.register_buffer("num_batches_tracked", bn.num_batches_tracked.clone(), persistent=False)
+        bn.eps = 0.0
 
 
 class _ConvLeafTracer(fx.Tracer):

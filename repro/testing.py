@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -15,10 +16,10 @@ from torch import nn
 from repro.verify import VerifyReport, verify
 
 
-def assert_equivalent(candidate: nn.Module, reference: str | nn.Module, *, bit_exact: bool = False,
+def assert_equivalent(candidate: nn.Module | str | Path, reference: str | nn.Module, *, bit_exact: bool = False,
                       **verify_kwargs: Any) -> VerifyReport:
-    """Fail (``AssertionError`` with the full report as its message) unless ``candidate``
-    verifies as equivalent to ``reference`` (bit-identical too with ``bit_exact=True``).
+    """Fail (``AssertionError`` with the full report as its message) unless ``candidate`` (a module,
+    or an ONNX file) verifies as equivalent to ``reference`` (bit-identical too with ``bit_exact=True``).
     Keyword arguments go to ``repro.verify``; returns the report."""
     report = verify(candidate, reference, **verify_kwargs)
     if not report.equivalent:

@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+import reference
 import repro
 from repro.equivalence import Diff, randomize_
+from repro.fuse import fold_in_place
 from repro.registry import MODELS
 
 from helpers import assert_state_unchanged, state_snapshot
@@ -77,6 +79,22 @@ def test_channels_last_by_default_with_nchw_input():
 def test_nothing_to_fold_is_an_error():
     with pytest.raises(repro.FuseError, match="no convolution -> BatchNorm pair"):
         repro.fuse(nn.Sequential(nn.Linear(3, 3)))
+
+
+def test_fold_in_place_keeps_the_module_tree_and_the_function():
+    """Named pairs folded where they are, for models ``fuse`` leaves alone: timm's ``BatchNormAct2d`` (not a
+    leaf module for torch.fx) keeps its activation and holds no state of its own any more."""
+    model = randomize_(reference.create("timm:mobilenetv3_small_050"), (2, 3, 32, 32)).eval().double()
+    folded = copy.deepcopy(model)
+    fold_in_place(folded, [("conv_stem", "bn1"), ("blocks.1.0.conv_pw", "blocks.1.0.bn1")])
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        assert Diff.of(folded(x), model(x)).max_rel < 1e-12
+    assert not any(k.startswith(("bn1.", "blocks.1.0.bn1.")) for k in folded.state_dict())
+    assert folded.conv_stem.bias is not None and isinstance(folded.bn1.act, nn.Hardswish)
+    assert set(dict(folded.named_modules())) == set(dict(model.named_modules()))
+    with pytest.raises(repro.FuseError, match="cannot fold conv_stem"):
+        fold_in_place(copy.deepcopy(model), [("bn1", "conv_stem")])
 
 
 def test_frozen_for_cpu_inference():

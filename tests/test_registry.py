@@ -143,11 +143,24 @@ def test_layers_import_only_layers_below_them(layer):
                 assert imported.split(".")[0] == "reference", f"{_module_name(path)} imports {imported}"
 
 
+# Project modules that need an optional extra at import time, and that extra: imported where they are used, so that
+# `import repro` neither needs the extra nor pays for importing it (onnx takes about a second).
+OPTIONAL_EXTRA_MODULES = {"repro.verify._onnx": "onnx"}
+
+
 @pytest.mark.parametrize("package", PROJECT_ROOTS)
 def test_no_function_local_imports_of_project_modules(package):
     for path in _module_files(package):
-        local = [imported for imported, inside in _imports(path) if inside]
+        local = [imported for imported, inside in _imports(path) if inside and imported not in OPTIONAL_EXTRA_MODULES]
         assert not local, f"{_module_name(path)} imports {local} inside a function (a cycle dodged?)"
+
+
+@pytest.mark.parametrize("module, extra", OPTIONAL_EXTRA_MODULES.items())
+def test_a_module_imported_late_does_need_its_optional_extra(module, extra):
+    tree = ast.parse(_module_files(module)[0].read_text())
+    top = {a.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for a in node.names}
+    top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
+    assert extra in top, f"{module} does not import {extra} itself: import it at the top of its users"
 
 
 def test_the_layer_test_sees_a_violation(tmp_path):

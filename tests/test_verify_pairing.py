@@ -90,6 +90,94 @@ def test_wrong_padding_is_caught_at_the_convolution_it_feeds(candidate, where):
     assert "while its input agrees" in report.divergence_detail
 
 
+# -- a permute done outside the module it feeds is part of it, as a pad is ---------------------------
+
+class ChannelsFirstNorm(nn.LayerNorm):
+    """timm's ``LayerNorm2d``: a norm over channels that permutes them last inside the module."""
+
+    def forward(self, x):
+        y = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+class NormPermutedInside(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.norm = ChannelsFirstNorm(4)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.norm(self.conv(x)))
+
+
+class NormPermutedOutside(nn.Module):
+    """The same as an exported graph writes it: Transpose, LayerNormalization, Transpose (``swapped``: the
+    map's height and width swapped after the norm, a layout mistake)."""
+
+    def __init__(self, swapped: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.ln = nn.LayerNorm(4)
+        self.out = nn.Conv2d(4, 2, 1)
+        self.swapped = swapped
+
+    def forward(self, x):
+        y = self.ln(self.stem(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.out(y.transpose(2, 3) if self.swapped else y)
+
+
+def test_a_norm_permuted_outside_pairs_with_one_permuted_inside():
+    report = verify(NormPermutedOutside(), NormPermutedInside(), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    assert dict(zip(report.layers["candidate"], report.layers["reference"], strict=True)) == {
+        "stem": "conv", "ln": "norm", "out": "head"}
+
+
+def test_a_wrong_permute_is_caught_at_the_module_it_feeds():
+    report = verify(NormPermutedOutside(swapped=True), NormPermutedInside(), input_size=SMALL)
+    assert not report.equivalent
+    assert report.first_divergence == "out" and "while its input agrees" in report.divergence_detail, str(report)
+
+
+class Scale(nn.Module):
+    """A layer scale in a module called without data, returning it reshaped (as an ONNX graph does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.rand(4) + 0.5)
+
+    def forward(self):
+        return self.gamma.reshape(1, -1, 1, 1)
+
+
+class ScaledByAModule(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.scale = Scale()
+
+    def forward(self, x):
+        return self.conv(x) * self.scale()
+
+
+class ScaledByAParameter(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.gamma = nn.Parameter(torch.rand(4) + 0.5)
+
+    def forward(self, x):
+        return self.conv(x) * self.gamma.reshape(1, -1, 1, 1)
+
+
+def test_a_module_called_without_data_is_called_where_its_result_meets_data():
+    report = verify(ScaledByAModule(), ScaledByAParameter(), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    assert dict(zip(report.layers["candidate"], report.layers["reference"], strict=True)) == {
+        "conv": "conv", "scale": "(root)"}
+
+
 # -- reshapes of the same numbers ----------------------------------------------------------------
 
 class FlattenHead(nn.Module):

@@ -25,12 +25,64 @@ liked, and, on copies of both models (what the user hands in is never changed):
    first divergence: the innermost candidate module whose output differs while its inputs agree
    (a block whose children all agree but whose output does not is named itself).
 
-``python -m repro.verify file.py:Model --against timm:resnet50`` does the same from a shell;
-``repro.testing.assert_equivalent`` inside a test suite.
+The candidate may also be an ONNX file (``verify("model.onnx", "timm:resnet50")``) or an
+``onnx.ModelProto``: a model written in any framework and exported, read node by node into torch
+(``repro.onnx_graph``) and verified the same way, its first divergence named by its ONNX node
+(``_onnx``: folded BatchNorms, the ONNX Runtime level, and what does not apply to an inference graph).
+
+``python -m repro.verify file.py:Model --against timm:resnet50`` (or ``model.onnx --against ...``)
+does the same from a shell; ``repro.testing.assert_equivalent`` inside a test suite.
 """
+
+import os
+import sys
+from typing import Any, Mapping, Sequence
+
+from torch import nn
 
 from repro.verify._pairing import PairingError
 from repro.verify._report import VerifyReport
-from repro.verify._run import VerifyError, verify
+from repro.verify._run import WIDE_INPUT_SCALE, VerifyError, verify_module
 
 __all__ = ["PairingError", "VerifyError", "VerifyReport", "verify"]
+
+
+def is_onnx(candidate: Any) -> bool:
+    """An ONNX file's path (``.onnx``) or an ``onnx.ModelProto`` (a user holding one has imported onnx)."""
+    if isinstance(candidate, (str, os.PathLike)):
+        return os.fspath(candidate).lower().endswith(".onnx")
+    onnx = sys.modules.get("onnx")
+    return onnx is not None and isinstance(candidate, onnx.ModelProto)
+
+
+def verify(
+    candidate: Any,
+    reference: str | nn.Module,
+    *,
+    input_size: Sequence[int] | None = None,
+    port: bool = True,
+    train: bool = True,
+    rtol: float | None = None,
+    seed: int = 0,
+    wide_input_scale: float | None = WIDE_INPUT_SCALE,
+    reference_kwargs: Mapping[str, Any] | None = None,
+    output: str | int | None = None,
+    port_into_candidate: bool = False,
+) -> VerifyReport:
+    """Whether ``candidate`` computes exactly what ``reference`` computes, and where it first differs.
+
+    ``candidate`` is an ``nn.Module`` (``repro.verify._run.verify_module`` says how it is decided) or
+    an ONNX file / ``onnx.ModelProto`` (``repro.verify._onnx.verify_onnx``: needs the onnx extra).
+    """
+    kwargs = dict(input_size=input_size, port=port, train=train, rtol=rtol, seed=seed,
+                  wide_input_scale=wide_input_scale, reference_kwargs=reference_kwargs, output=output,
+                  port_into_candidate=port_into_candidate)
+    if is_onnx(candidate):
+        try:
+            from repro.verify._onnx import verify_onnx  # onnx is an optional dependency (the onnx extra)
+        except ImportError as err:
+            raise VerifyError(f"verifying an ONNX file needs the onnx extra (pip install 'cnn-repro[onnx]'): "
+                              f"{err}") from None
+        return verify_onnx(candidate, reference, **kwargs)
+    return verify_module(candidate, reference, **kwargs)
+

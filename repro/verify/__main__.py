@@ -1,9 +1,11 @@
 """``python -m repro.verify MODEL --against SPEC``: is MODEL exactly the reference, and if not, where does it differ?
 
 MODEL is ``path/to/file.py:ATTR`` or ``package.module:ATTR``, ATTR a class or a zero-argument
-factory returning an ``nn.Module``. SPEC is a reference such as ``timm:resnet50`` (or another
-``file.py:ATTR``). Exit status: 0 equivalent, 1 not equivalent (the report says where), 2 bad
-input (unreadable file, missing attribute, unknown spec, a model that does not run), with a
+factory returning an ``nn.Module``, or an ONNX file (``model.onnx``: a model from any framework,
+exported; its input size is the graph's unless ``--input-size`` is given). SPEC is a reference such
+as ``timm:resnet50`` (or another ``file.py:ATTR``). Exit status: 0 equivalent, 1 not equivalent (the
+report says where), 2 bad input (unreadable file, missing attribute, unknown spec, a model that does
+not run, an ONNX file that is not valid or uses an operator the reader does not support), with a
 one-line error and no traceback.
 """
 
@@ -21,7 +23,7 @@ from torch import nn
 
 from repro.equivalence import FLOAT64_RTOL
 from repro.registry import KNOWN_SOURCES, UnknownNameError
-from repro.verify import PairingError, VerifyError, verify
+from repro.verify import PairingError, VerifyError, is_onnx, verify
 
 
 class CliError(Exception):
@@ -131,11 +133,13 @@ def _reference(spec: str, kwargs: dict[str, Any]) -> str | nn.Module:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="python -m repro.verify", description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="path/to/file.py:ATTR or package.module:ATTR (a class or zero-argument factory)")
+    parser.add_argument("model", help="path/to/file.py:ATTR or package.module:ATTR (a class or zero-argument "
+                                      "factory), or an ONNX file (model.onnx)")
     parser.add_argument("--against", required=True, metavar="SPEC",
                         help="reference, e.g. timm:resnet50 or torchvision:resnet50")
-    parser.add_argument("--input-size", nargs="+", default=["2", "3", "224", "224"], metavar="N",
-                        help="input size, e.g. '2 3 224 224' (default) or '224' for 2x3x224x224")
+    parser.add_argument("--input-size", nargs="+", default=None, metavar="N",
+                        help="input size, e.g. '2 3 224 224' (the default; an ONNX file's: its graph's) or '224' "
+                             "for 2x3x224x224")
     parser.add_argument("--format", choices=("markdown", "json", "text"), default="markdown")
     parser.add_argument("--rtol", type=float, default=None,
                         help=f"relative tolerance (default: float64 copies, within {FLOAT64_RTOL:g})")
@@ -150,9 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     try:
         args = parser.parse_args(argv)
-        input_size = _input_size(args.input_size)
+        input_size = _input_size(args.input_size) if args.input_size is not None else None
         reference_kwargs = _kwargs("--reference-kwargs", args.reference_kwargs)
-        candidate = _build(args.model, _kwargs("--candidate-kwargs", args.candidate_kwargs))
+        if is_onnx(args.model):
+            if args.candidate_kwargs is not None:
+                raise CliError(f"{args.model} is an ONNX file: it takes no keyword arguments (--candidate-kwargs)")
+            candidate = args.model
+        else:
+            candidate = _build(args.model, _kwargs("--candidate-kwargs", args.candidate_kwargs))
         reference = _reference(args.against, reference_kwargs)
         output = int(args.output) if args.output is not None and args.output.lstrip("-").isdigit() else args.output
         spec_kwargs = reference_kwargs if isinstance(reference, str) and args.reference_kwargs is not None else None

@@ -354,7 +354,8 @@ def locate(capture: CandidateCapture, pass_name: str, names: dict[PointKey, str]
     that all agree. If it is a node's own result, the node is to blame. Otherwise it was computed
     by parameter-free operations (activations, additions, pooling) from those points: the
     module to blame is the first call, among those computed from the same points, whose output
-    is the disagreeing tensor itself or a value the reference never computes.
+    is the disagreeing tensor itself or a value the reference never computes (unless a later call
+    computes a value the reference does compute from it: a swish written as a sigmoid and a product).
     """
     rtol = capture.rtol
     bad = sorted((p for p in capture.points if not p.ok(rtol)), key=lambda p: p.seq)
@@ -362,6 +363,14 @@ def locate(capture: CandidateCapture, pass_name: str, names: dict[PointKey, str]
         return None
     first = bad[0]
     calls = sorted(capture.calls, key=lambda c: c.end)
+
+    def intermediate(call: Call) -> bool:
+        """Whether a later call computes, from this call's output, a value the reference computes: a step of
+        an operation written in several (a swish as a sigmoid, then a product), not where it goes wrong."""
+        keys = set(call.output_keys)
+        return any(later.agrees is True and keys & set(later.input_keys) for later in calls
+                   if later.end > call.end and later.end_seq <= first.seq)
+
     by_index = {c.index: c for c in capture.calls}
     where, how = _describe(first, names, rtol)
     if first.key[0] == "core":
@@ -381,7 +390,7 @@ def locate(capture: CandidateCapture, pass_name: str, names: dict[PointKey, str]
                               f"{pass_name}: the output of {name} ({where}) {how}, while its inputs agree")
         if keys and keys <= agreed:
             continue
-        if call.agrees is False:
+        if call.agrees is False and not intermediate(call):
             return Divergence(name, call.end, f"{pass_name}: the output of {name} is a value the reference never "
                                               f"computes, while its inputs agree; {where}, computed from it, {how}")
     call = by_index.get(first.call)

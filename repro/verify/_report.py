@@ -46,8 +46,8 @@ class Level:
 
     def line(self) -> str:
         where = f" at {self.first_divergence}" if self.first_divergence and self.holds is False else ""
-        return f"{self.name}: {self.state}{where}" + (f" ({self.detail})" if self.detail and self.holds is not False
-                                                      else "")
+        said = self.detail and (self.holds is not False or not self.first_divergence)  # else the report's
+        return f"{self.name}: {self.state}{where}" + (f" ({self.detail})" if said else "")  # divergence says it
 
     def to_dict(self) -> dict[str, Any]:
         return {"holds": self.holds, "state": self.state, "bit_exact": self.bit_exact,

@@ -1,5 +1,5 @@
-"""``verify``: trace, pair (a tie the dataflow cannot break settled by trying each way of pairing it), port,
-compare, and name the first divergence."""
+"""``verify_module``: trace, pair (a tie the dataflow cannot break settled by trying each way of pairing it),
+port, compare, and name the first divergence."""
 
 from __future__ import annotations
 
@@ -39,8 +39,10 @@ def _type_name(obj: Any) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
-def _resolve_reference(reference: str | nn.Module, reference_kwargs: Mapping[str, Any] | None) -> tuple[nn.Module, str]:
+def resolve_reference(reference: str | nn.Module, reference_kwargs: Mapping[str, Any] | None) -> tuple[nn.Module, str]:
+    """The reference to compare with (built from its spec, or a copy of the module) and its name."""
     if isinstance(reference, nn.Module):
+        _check_cpu(reference, "reference")
         return _copy(reference, "reference"), _type_name(reference)
     if not isinstance(reference, str):
         raise TypeError("reference must be a spec such as 'timm:resnet50' or an nn.Module, "
@@ -179,11 +181,14 @@ def _copy(model: nn.Module, which: str) -> nn.Module:
                           f"{type(err).__name__}: {err}") from err
 
 
-def verify(
+DEFAULT_INPUT_SIZE = (2, 3, 224, 224)
+
+
+def verify_module(
     candidate: nn.Module,
     reference: str | nn.Module,
     *,
-    input_size: Sequence[int] = (2, 3, 224, 224),
+    input_size: Sequence[int] | None = None,
     port: bool = True,
     train: bool = True,
     rtol: float | None = None,
@@ -207,6 +212,7 @@ def verify(
     unless ``rtol`` is given); float32 bit-identity is checked beside it. It comes in levels:
     the eval function, the train step with the stochastic layers of both models turned off, and
     the stochastic configuration (each model's dropout and drop-path rates, side by side).
+    ``input_size`` defaults to ``DEFAULT_INPUT_SIZE``.
     ``output`` picks the compared output of a model returning a tuple, dict or output object
     (a key, attribute or index; default: ``logits`` where there is one, else the first tensor).
     ``train=False`` skips the train-mode step, ``wide_input_scale=None`` the eval pass on a
@@ -218,18 +224,38 @@ def verify(
     ``VerifyError`` when a model cannot run on the input.
     """
     if not isinstance(candidate, nn.Module):
-        raise TypeError(f"candidate must be an nn.Module, got {type(candidate).__name__}")
-    input_size = tuple(int(s) for s in input_size)
-    if len(input_size) < 2 or any(s < 1 for s in input_size):
-        raise ValueError(f"input_size must be positive sizes such as (2, 3, 224, 224), got {input_size}")
+        raise TypeError(f"candidate must be an nn.Module or an ONNX file (.onnx), got {type(candidate).__name__}")
+    input_size = checked_input_size(DEFAULT_INPUT_SIZE if input_size is None else input_size)
     _check_cpu(candidate, "candidate")
-    ref32, ref_name = _resolve_reference(reference, reference_kwargs)
-    _check_cpu(ref32, "reference")
+    ref32, ref_name = resolve_reference(reference, reference_kwargs)
     cand32 = _copy(candidate, "candidate")
     report = VerifyReport(_type_name(candidate), ref_name, input_size, FLOAT64_RTOL if rtol is None else rtol)
+    prepare(cand32, ref32, report, output, seed)
+    if port:
+        randomize_reference(ref32, input_size, seed)
+    tolerance = None if rtol is None else Tolerance("float64", rtol, "given by the caller")
+    run = compare_models(cand32, ref32, report, port=port, train=train, tolerance=tolerance, seed=seed,
+                         wide_input_scale=wide_input_scale)
+    if port_into_candidate and report.port is not None:
+        run.port(ref32, candidate)
+        report.notes.append("the reference's weights were copied into the candidate (port_into_candidate=True)")
+    return report
+
+
+def checked_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
+    sizes = tuple(int(s) for s in input_size)
+    if len(sizes) < 2 or any(s < 1 for s in sizes):
+        raise ValueError(f"input_size must be positive sizes such as (2, 3, 224, 224), got {sizes}")
+    return sizes
+
+
+def prepare(cand32: nn.Module, ref32: nn.Module, report: VerifyReport, output: str | int | None, seed: int) -> None:
+    """Ready the copies for comparison, noting what was done in ``report``: frozen parameters take
+    gradients, each returns its compared output, their stochastic layers are found (on the verification
+    input) and turned off."""
     report.frozen_candidate, report.frozen_reference = _unfreeze(cand32), _unfreeze(ref32)
     report.outputs = [_select_output(cand32, output, "candidate"), _select_output(ref32, output, "reference")]
-    x = torch.randn(input_size, generator=torch.Generator().manual_seed(seed + 1))
+    x = verification_input(report.input_size, seed)
     report.stochastic_candidate = _run("candidate", stochastic_layers, cand32, x)
     report.stochastic_reference = _run("reference", stochastic_layers, ref32, x)
     for side, layers in (("candidate", report.stochastic_candidate), ("reference", report.stochastic_reference)):
@@ -237,20 +263,42 @@ def verify(
                          f"for its children, not a stochastic layer" for layer in layers if not layer.acts]
     turn_off(cand32, report.stochastic_candidate)
     turn_off(ref32, report.stochastic_reference)
-    if port:
-        _run("reference", randomize_, ref32, input_size, seed)
 
+
+
+def randomize_reference(ref32: nn.Module, input_size: tuple[int, ...], seed: int) -> None:
+    """``randomize_`` the reference copy, its BatchNorm statistics calibrated on at least two samples
+    (one sample has no variance on a 1x1 map)."""
+    _run("reference", randomize_, ref32, (max(2, input_size[0]), *input_size[1:]), seed)
+
+
+def verification_input(input_size: tuple[int, ...], seed: int) -> torch.Tensor:
+    """The input every pass of ``compare`` starts from (float32)."""
+    return torch.randn(input_size, generator=torch.Generator().manual_seed(seed + 1))
+
+
+def compare_models(cand32: nn.Module, ref32: nn.Module, report: VerifyReport, *, port: bool, train: bool,
+                   tolerance: Tolerance | None, seed: int, wide_input_scale: float | None,
+                   not_applicable: Mapping[str, str] | None = None,
+                   more_levels: Callable[[nn.Module, nn.Module], list[Level]] | None = None) -> _Verification:
+    """Pair, port (``port=True``: ``ref32``'s weights into ``cand32``) and compare two prepared copies,
+    filling in ``report``: in float64 (within ``tolerance``, default ``FLOAT64``), or in float32 within a
+    calibrated tolerance where float64 fails; then float32 bit-identity and the verdict. ``not_applicable``
+    names levels that do not apply to the candidate, with the reason; ``more_levels(cand32, ref32)``,
+    called once the models compare (ported), adds levels of the caller's own."""
+    x = verification_input(report.input_size, seed)
     cand64, ref64 = float64_copy(cand32), float64_copy(ref32)
+    report.rtol = (tolerance or FLOAT64).rtol
     try:
         run = _Verification(cand64, ref64, report, x.double(), seed, train, wide_input_scale)
         run.run(port)
-        report.tolerance = FLOAT64 if rtol is None else Tolerance("float64", rtol, "given by the caller")
+        report.tolerance = tolerance or FLOAT64
     except VerifyError as err:  # fails in float64: decide in float32 within a calibrated tolerance
         report.reset()
-        tolerance = calibrated_tolerance(_float32_error(ref32, ref64, x), f"float64 fails: {err}")
-        if rtol is not None:
-            tolerance = Tolerance("float32", rtol, f"{tolerance.basis}; rtol given by the caller instead")
-        report.tolerance = tolerance
+        calibrated = calibrated_tolerance(float32_error(ref32, ref64, x), f"float64 fails: {err}")
+        if tolerance is not None:
+            calibrated = Tolerance("float32", tolerance.rtol, f"{calibrated.basis}; rtol {tolerance.basis} instead")
+        report.tolerance = calibrated
         report.rtol = report.tolerance.rtol
         run = _Verification(cand32, ref32, report, x, seed, train, wide_input_scale)
         run.run(port)
@@ -258,14 +306,12 @@ def verify(
         run.port(ref32, cand32)
     if run.compared:
         run.float32_checks(cand32, ref32, x)
-    run.conclude()
-    if port_into_candidate and report.port is not None:
-        run.port(ref32, candidate)
-        report.notes.append("the reference's weights were copied into the candidate (port_into_candidate=True)")
-    return report
+    extra = more_levels(cand32, ref32) if more_levels is not None and run.compared else []
+    run.conclude(not_applicable or {}, extra)
+    return run
 
 
-def _float32_error(ref32: nn.Module, ref64: nn.Module, x: torch.Tensor) -> list[float] | None:
+def float32_error(ref32: nn.Module, ref64: nn.Module, x: torch.Tensor) -> list[float] | None:
     """The reference's own float32-vs-float64 relative error on ``x`` (eval output); ``None`` if it
     cannot run in float64 either."""
     with torch.no_grad():
@@ -550,9 +596,10 @@ class _Verification:
             checks[f"buffers after the train step (worst: {name})"] = worst
 
     # -- verdict -----------------------------------------------------------------------------
-    def conclude(self) -> None:
-        """The verdict in levels (eval function, train step, stochastic configuration), each with
-        its own first divergence, and the overall verdict from them."""
+    def conclude(self, not_applicable: Mapping[str, str], more: Sequence[Level]) -> None:
+        """The verdict in levels (eval function, train step, stochastic configuration; ``not_applicable``
+        ones with their reason; then ``more``), each with its own first divergence, and the overall
+        verdict from them."""
         report, rtol = self.report, self.rtol
         report.levels = {}
         if self.compared:
@@ -566,6 +613,10 @@ class _Verification:
             for name in ("eval", "train step"):
                 report.levels[name] = Level(name, None, detail="not compared: the structures differ")
         report.levels["stochastic configuration"] = self._stochastic_level()
+        for name, why in not_applicable.items():
+            report.levels[name] = Level(name, None, detail=why)
+        for level in more:
+            report.levels[level.name] = level
         levels = list(report.levels.values())
         report.equivalent = (self.compared and not report.structure and levels[0].holds is True
                              and all(level.holds is not False for level in levels))

@@ -9,13 +9,17 @@ the model computes: not on module names, definition order or the order in which 
 branches run.
 
 A node's tensors may also be used outside its own ``forward``: a module with child modules and a
-Parameter of its own (a block's layer scale, a model's class token) or a weight passed to a
-functional call (``F.linear(x, self.fc.weight)``). Each operation that combines such tensors with
-data is then a call of that node, and a container's tensors used in different places become nodes
-of their own. Padding done by a separate op or module (``F.pad``, ``nn.ZeroPad2d``) belongs to the
-node it feeds: that node's input is the unpadded tensor. A ``torch.jit.script`` function runs as
-its Python source so that its operations are seen; a scripted module is one operation (hooks
-cannot see inside it) and is named in ``Graph.notes``.
+Parameter of its own (a block's layer scale, a model's class token), a weight passed to a
+functional call (``F.linear(x, self.fc.weight)``), or a module called without data that computes
+from its own tensors alone (an ONNX graph's ``Reshape`` of a layer scale). Each operation that
+combines such tensors with data is then a call of that node, and a container's tensors used in
+different places become nodes of their own. Padding done by a separate op or module (``F.pad``,
+``nn.ZeroPad2d``) belongs to the node it feeds: that node's input is the unpadded tensor; so does a
+change of layout (``permute``, ``transpose``, ``contiguous``): timm's ``LayerNorm2d`` permutes inside
+the module, an ONNX graph in ``Transpose`` nodes before it, and both take the tensor before the
+permutation as the node's input. A ``torch.jit.script`` function runs as its Python source so that
+its operations are seen; a scripted module is one operation (hooks cannot see inside it) and is
+named in ``Graph.notes``.
 
 A torch function implemented in Python that uses several modules' tensors at once
 (``F.multi_head_attention_forward``: the in-projection of an ``nn.MultiheadAttention`` and the
@@ -67,7 +71,9 @@ INPUT_POINT: PointKey = ("input",)
 _AFFINE_FUNCTIONS = {"conv1d", "conv2d", "conv3d", "linear"}
 # Padding: a convolution padded by a separate op or module (``F.pad``, ``nn.ZeroPad2d``) computes what one that
 # pads inside (``padding=``, timm's ``Conv2dSame``) does; the node it feeds takes the unpadded tensor as its input.
-_PAD_FUNCTIONS = {"pad", "constant_pad_nd", "_pad"}
+# The same for a layout change: a norm over channels permuted to the last axis outside the module or inside it.
+_ARRANGE_FUNCTIONS = {"pad", "constant_pad_nd", "_pad", "permute", "transpose", "movedim", "swapaxes", "swapdims",
+                      "contiguous"}
 # Concatenations keep their inputs apart: which slot a module's output fills is part of where it goes.
 _CAT_FUNCTIONS = {"cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack", "column_stack"}
 _RANDOM_FUNCTIONS = {
@@ -277,6 +283,7 @@ class Call:
     end: int = -1  # position in end order: children end before their parents
     end_seq: int = -1
     output_keys: tuple = ()  # (id, version) of each output tensor at the end of the call
+    input_keys: tuple = ()  # (id, version) of each tensor it was called with
     upstream: frozenset = frozenset()  # points its outputs were computed from
     agrees: bool | None = None  # whether its outputs have counterparts in the reference (candidate side)
 
@@ -359,7 +366,7 @@ class Recorder(TorchFunctionMode):
         self.derived = WeakIdKeyDictionary()  # tensor computed from one node's tensors alone -> (node id, locals)
         self.producer = WeakIdKeyDictionary()  # tensor -> index of the innermost call that last wrote it
         self.serial = WeakIdKeyDictionary()  # tensor -> number unique within the pass (ids are reused)
-        self.unpadded = WeakIdKeyDictionary()  # padded tensor -> (the tensor it pads, that tensor's version)
+        self.arranged = WeakIdKeyDictionary()  # padded or permuted tensor -> (its source, the source's version)
         self._serials = itertools.count()
         self.calls: list[Call] = []
         self.stack: list[Call] = []
@@ -467,9 +474,9 @@ class Recorder(TorchFunctionMode):
             for p in self.prov.get(t, ()):
                 self.edge_slots.setdefault((p, consumer), set()).add(suffix)
 
-    def _unpadded(self, t: torch.Tensor) -> torch.Tensor:
-        """The tensor ``t`` pads (through any chain of pads), when it still holds what was padded; else ``t``."""
-        source = self.unpadded.get(t)
+    def _unarranged(self, t: torch.Tensor) -> torch.Tensor:
+        """The tensor ``t`` pads or permutes (through any chain of them), while it holds what it held; else ``t``."""
+        source = self.arranged.get(t)
         if source is None or source[0]._version != source[1]:
             return t
         return source[0]
@@ -491,7 +498,13 @@ class Recorder(TorchFunctionMode):
                 node = self.node_of_module.get(id(module))
                 if node is not None and node.container:
                     node = None  # called where its tensors are used
-                call = Call(len(self.calls), name, node.id if node else None, node.calls if node else 0)
+                inputs = _tensors((args, kwargs))
+                if node is not None and not any(t in self.prov for t in inputs):
+                    # It computes from its own tensors alone (a weight reshaped by a module of its own, as an ONNX
+                    # graph does): what it returns is derived from its tensors, and it is called where that meets data.
+                    node = None
+                call = Call(len(self.calls), name, node.id if node else None, node.calls if node else 0,
+                            input_keys=tuple(self.key(t) for t in inputs))
                 self.calls.append(call)
                 self.stack.append(call)
                 if node is None:
@@ -502,7 +515,6 @@ class Recorder(TorchFunctionMode):
                     node.parent = self.stack[-2].index if len(self.stack) > 1 else -1
                 node.calls += 1
                 self.node_stack.append(call)
-                inputs = _tensors((args, kwargs))
                 for t in inputs:
                     for p in self.prov.get(t, ()):
                         node.preds.add(p)
@@ -513,7 +525,7 @@ class Recorder(TorchFunctionMode):
                 if data:
                     t = data[0]
                     upstream = self.pprov.get(t, frozenset())
-                    point = self._unpadded(t)
+                    point = self._unarranged(t)
                     self.sink.node_input(call, point, upstream, self.seq, self.producer.get(point, call.index),
                                          self.key(point))
                     self.pprov[t] = frozenset({("in", node.id, call.k)})
@@ -625,7 +637,7 @@ class Recorder(TorchFunctionMode):
                     self.nodes[p].succs.add(node.id)
             self._note_slots(t, node.id)
         t = data[0]
-        point = before if before is not None and t is inputs[0] else self._unpadded(t)
+        point = before if before is not None and t is inputs[0] else self._unarranged(t)
         in_key, core_key = ("in", node.id, call.k), ("core", node.id, call.k)
         self.seq += 1
         self.sink.node_input(call, point, self.pprov.get(t, frozenset()), self.seq, self.producer.get(t, call.index),
@@ -727,9 +739,9 @@ class Recorder(TorchFunctionMode):
                 if note not in self.notes:
                     self.notes.append(note)
         where = self.stack[-1].index if self.stack else 0
-        if name in _PAD_FUNCTIONS and len(outs) == 1 and data and isinstance(args[0], torch.Tensor):
-            source = self._unpadded(args[0])
-            self.unpadded[outs[0]] = (source, source._version)
+        if name in _ARRANGE_FUNCTIONS and len(outs) == 1 and data and isinstance(args[0], torch.Tensor):
+            source = self._unarranged(args[0])
+            self.arranged[outs[0]] = (source, source._version)
         if data and (name in _CAT_FUNCTIONS or any(t in self.slots for t in inputs)):
             entries: set = set()
             for position, t in enumerate(inputs):
