@@ -7,7 +7,8 @@ from repro.port_rules import PortRules
 from repro.porting import PortError, PortReport, from_reference, port_weights
 from repro.registry import MODELS, REFERENCES, UnknownNameError, create_model, list_models, list_references
 # ``repro.verify`` is the function: binding it here shadows the package's attribute on ``repro``, while the
-# package itself stays importable by its name (``python -m repro.verify``, ``import repro.verify._run``).
+# package itself stays importable by its name (``python -m repro.verify``, ``from repro.verify import _run``;
+# not ``import repro.verify._run as m``, which looks the package up as an attribute of ``repro``).
 from repro.verify import PairingError, VerifyError, VerifyReport, verify
 
 __all__ = [

@@ -25,7 +25,7 @@ from onnx import helper, numpy_helper  # noqa: E402
 
 import reference  # noqa: E402
 import repro  # noqa: E402
-import repro.verify._onnx as onnx_verification  # noqa: E402
+from repro.verify import _onnx as onnx_verification  # noqa: E402  (repro.verify is the function)
 from repro.equivalence import randomize_  # noqa: E402
 from repro.export import export, run_session, session  # noqa: E402
 from repro.onnx_graph import intended, load, with_weights  # noqa: E402

@@ -179,7 +179,7 @@ class _Handoffs(Sink):
     def node_input(self, call: Call, tensor, upstream, seq, producer, key) -> None:
         self.inputs[call.node] = tensor
 
-    def core(self, call: Call, tensor, upstream, seq) -> None:
+    def core(self, call: Call, tensor, upstream, seq, key) -> None:
         self.cores[call.node] = tensor
 
 
