@@ -664,12 +664,16 @@ def identity_reading(summary: pd.DataFrame) -> str:
     worse = [v for v in ("plain", "residual") if (by.xs(v, level="variant")[start] > 1).all()]
     return (
         "At the start, "
-        + (f"only the {', '.join(exact)} block{'s' if len(exact) > 1 else ''} computes the identity (relative MSE 0); "
-           if exact else "")
+        + (
+            f"only the '{', '.join(exact)}' block{'s' if len(exact) > 1 else ''} computes the identity "
+            "(relative MSE 0); "
+            if exact
+            else ""
+        )
         + (f"the default-initialized {' and '.join(worse)} blocks are further from it than outputting zeros "
            f"(plain {at(start, 'plain')}; residual {at(start, 'residual')}). " if worse else "")
         + f"After {IDENTITY_STEPS} steps: plain {at(end, 'plain')}; residual {at(end, 'residual')}"
-        + (f"; {', '.join(exact)} {at(end, exact[0])}" if exact else "")
+        + (f"; '{', '.join(exact)}' {at(end, exact[0])}" if exact else "")
         + (
             ". The residual block ends closer to the identity than the plain one at every depth here."
             if all(by.loc[(b, "residual"), end] < by.loc[(b, "plain"), end] for b in depths)
