@@ -142,3 +142,14 @@ def test_densenet_errata_are_measured():
     assert not bottleneck.holds and "10,869,096" in bottleneck.measured and "7,978,856" in bottleneck.measured
     assert not rows["`bn_size=4` sets the bottleneck width (bn_size x growth_rate)"].holds
     assert not any(r.section == "4.2" for r in rows.values())  # MobileNet rows only when MobileNets are selected
+
+
+def test_fewer_parameters_at_matched_accuracy():
+    """'参数量更少' compared at matched accuracy (the smallest DenseNet at least as accurate as ResNet-50);
+    '泛化能力更强' is not decided by validation accuracy."""
+    from repro.report import Outcome
+    from repro.report.densenet_mobilenet import fewer_parameters_errata
+
+    fewer, generalization = fewer_parameters_errata()
+    assert fewer.holds and fewer.measured.startswith("at matched accuracy: DenseNet-201 20.01M parameters, 76.90%")
+    assert generalization.outcome is Outcome.UNDECIDED and generalization.decide

@@ -219,3 +219,29 @@ def test_errata_rows():
     drop = [r for r in rows if "drop connect" in r.claim]
     assert len(drop) == 1 and all(f"({i})" in drop[0].measured for i in (1, 2, 3, 4))  # one defect, four instances
     assert not any(r.claim.startswith("calculate_efficientnet_params") for r in rows)  # needs all of B0-B7
+
+
+def test_scaling_claims_of_section_3_1():
+    """One φ per model within the coefficients' printed precision (B1, B2 yes; B3-B7 no); width alone grows the
+    channel-mixing layers quadratically, the rest linearly; the SE bias counted apart from the SE width."""
+    from repro.report import Outcome
+
+    phi = page.one_phi_erratum()
+    assert phi.outcome is Outcome.PARTLY and phi.measured.startswith("one φ fits B1, B2 of B1-B7")
+    assert "B7 6.12-6.29 / 7.01-7.53 / 7.04-7.06 (no common φ)" in phi.measured
+    width = page.width_only_erratum()
+    assert width.outcome is Outcome.PARTLY and "channel-mixing convolutions x3.99" in width.measured
+    assert "depthwise convolutions x2.00" in width.measured
+    seed_block, ours = page.SeedMBConvBlock(16, 24, 3, 2, expand_ratio=6), page.MBConv(16, 24, 6, 3, 2)
+    bias = page.se_bias_erratum(seed_block, ours)
+    assert not bias.holds and "100 bias parameters (4 in conv_reduce + 96 in conv_expand)" in bias.measured
+
+
+def test_pitfall_2_in_its_two_parts():
+    """The remedy (readjust the scaling) is refuted by the models themselves; the symptom (accuracy drops at
+    another size) needs ImageNet, so it stays undecided with what would decide it."""
+    from repro.report import Outcome
+
+    remedy, symptom = page.pitfall_2_errata(["efficientnet_b0", "efficientnet_b2"])
+    assert remedy.outcome is Outcome.FAILS and "B2 at 288 px (the seed's size: 260)" in remedy.measured
+    assert symptom.outcome is Outcome.UNDECIDED and "ImageNet validation" in symptom.decide

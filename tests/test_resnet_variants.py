@@ -240,7 +240,12 @@ def test_seed_resnext_block_forward_returns_none():
 def test_seed_errata():
     rows = {e.claim: e for e in seed_variant_blocks(Options())}
     assert len(rows) == 5
-    assert [e.holds for e in rows.values()] == [False, True, True, True, False], list(rows)  # SE // 16: SENet's rule
+    outcomes = [e.outcome for e in rows.values()]
+    assert outcomes == [Outcome.HOLDS, Outcome.HOLDS, Outcome.HOLDS, Outcome.UNDECIDED, Outcome.PARTLY], list(rows)
+    resnext = next(e for e in rows.values() if "ResNeXtBlock" in e.claim)  # its layers are ResNeXt's; the seed
+    assert "标准残差块逻辑" in resnext.note and "not runnable as printed" in resnext.note  # elides the forward
+    stability = next(e for e in rows.values() if "training stability" in e.claim)  # not measured: says what would
+    assert "training runs" in stability.decide
     preact = next(e for e in rows.values() if "PreActResidualBlock" in e.claim)
     assert preact.outcome is Outcome.PARTLY  # v2 with identity shortcuts; the projection taps the raw input
     assert "max rel diff 0" in preact.measured  # identity-shortcut blocks agree exactly
@@ -252,10 +257,14 @@ def test_variants_page_measures_cost_against_plain_resnet():
     frame = page.tables[0].frame.set_index("model")
     assert list(frame.index) == ["resnetv2_18", "seresnet50", "resnext50_32x4d"]
     se = frame.loc["seresnet50"]
-    assert se["params"] == 28_088_024 and se["params (plain)"] == 25_557_032
+    assert se["params"] == 28_088_024 and se["params (baseline)"] == 25_557_032
     assert 1.09 < se["params ratio"] < 1.11 and 1.0 < se["GMACs ratio"] < 1.001
     assert frame.loc["resnext50_32x4d", "params ratio"] < 1 < frame.loc["resnext50_32x4d", "GMACs ratio"]
     assert frame.loc["resnetv2_18", "GMACs ratio"] == 1.0
+    # every cause of v2's parameter difference, read off the models, adds up to the difference itself
+    explained = frame.loc["resnetv2_18", "measured"]
+    assert explained.startswith("-1,792 parameters") and "in-block BatchNorms -896" in explained
+    assert "together -1,792" in explained and "layer2.0, layer3.0, layer4.0" in explained
     assert "cardinality" in frame.loc["resnext50_32x4d", "seed's claim"]
     assert "32 groups x 4 channels" in frame.loc["resnext50_32x4d", "measured"]
     assert resnet_variants_page(Options(models=("resnet18",))) is None
@@ -316,3 +325,11 @@ def test_legacy_senet_configurations(layers, bottleneck, resolution):
     ours = resnet.ResNet(resnet.Bottleneck if bottleneck else resnet.BasicBlock, layers, se_reduction=16,
                          se_round_to=None, caffe_maxpool=True, **legacy)
     assert_ported_equivalent(ref, ours, resolution)
+
+
+def test_table_1_reading():
+    from repro.report.resnet import table_1_reading
+
+    assert table_1_reading(7.570, 7.6) == "the count rounded"
+    assert table_1_reading(3.858, 3.8) == "the count truncated (rounded: 3.9)"
+    assert table_1_reading(3.95, 3.7).startswith("neither")

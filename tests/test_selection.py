@@ -37,6 +37,8 @@ def test_pareto_and_budgets():
 
 
 def test_scenarios_decided_by_measurements():
+    """One rule for every scenario: one that names a device (mobile / edge, a GPU server) is decided only on
+    that device, the reading here shown as a proxy; one that names none is decided on the device measured."""
     frame = _frame(
         [
             ("mobilenetv3_small_100", 67.7, 2.0, 2.5),
@@ -47,21 +49,29 @@ def test_scenarios_decided_by_measurements():
         ]
     )
     table = selection.scenario_table(frame, "CPU (x86_64)").set_index("scenario (seed 5.1)")
-    mobile = table.loc["mobile / edge devices"]
-    assert mobile["verdict"] == "agrees"
-    realtime = table.loc["real-time detection / segmentation"]
-    assert "resnet18" in realtime["measured"] and "beaten by mobilenetv3_large_100" in realtime["measured"]
-    assert "would read 'partly'" in realtime["measured"] and "not measured: resnet34" in realtime["measured"]
+    mobile = table.loc["mobile / edge devices"]  # a mobile claim: an x86 CPU is a proxy that decides nothing
+    assert mobile["verdict"] == "not decided here" and "would read 'agrees'" in mobile["measured"]
+    assert "phone or an edge board" in mobile["would decide it"]
+    realtime = table.loc["real-time detection / segmentation"]  # the seed names no device: decided here
+    assert realtime["device the seed names"] == "none" and realtime["verdict"] == "partly"
+    assert realtime["measured"].startswith("on CPU (x86_64):")
+    measured = realtime["measured"]
+    assert "beaten by mobilenetv3_large_100" in measured and "not measured: resnet34" in measured
     server = table.loc["server deployment"]  # a GPU claim: a CPU measurement does not decide it
-    assert server["verdict"].startswith("not decided here") and "would read 'disagrees'" in server["measured"]
-    assert table.loc["real-time detection / segmentation", "verdict"].startswith("not decided here")
+    assert server["verdict"] == "not decided here" and "would read 'disagrees'" in server["measured"]
     errata = {e.claim.split(",")[0]: e for e in selection.scenario_errata(table.reset_index())}
     assert (
         errata["for server deployment"].outcome is Outcome.UNDECIDED and "GPU" in errata["for server deployment"].decide
     )
-    assert errata["for mobile / edge devices"].outcome is Outcome.HOLDS
-    assert table.loc["compression / distillation", "verdict"] == "not measurable here"
-    assert table.loc["high accuracy", "verdict"] == "not measured"
+    assert errata["for mobile / edge devices"].outcome is Outcome.UNDECIDED
+    assert errata["for real-time detection / segmentation"].outcome is Outcome.PARTLY
+    distillation = errata["for compression / distillation"]  # no outcome outside the four
+    assert distillation.outcome is Outcome.UNDECIDED and "distillation runs" in distillation.decide
+    assert table.loc["high accuracy", "verdict"] == "not measured" and "for high accuracy" not in errata
+    # on a GPU the GPU scenario is decided; the mobile one still is not
+    on_gpu = selection.scenario_table(frame, "NVIDIA H100").set_index("scenario (seed 5.1)")
+    assert on_gpu.loc["server deployment", "verdict"] == "disagrees"
+    assert on_gpu.loc["mobile / edge devices", "verdict"] == "not decided here"
     # high accuracy is decided on every model with a top-1, timed or not
     accuracy = pd.DataFrame(
         {
@@ -71,6 +81,14 @@ def test_scenarios_decided_by_measurements():
     )
     high = selection.scenario_table(frame, "CPU", accuracy).set_index("scenario (seed 5.1)").loc["high accuracy"]
     assert high["verdict"] == "partly" and "resnet152: 78.3%" in high["measured"]
+
+
+def test_insight_4_follows_the_device_rule():
+    """Seed 3.2's key insight 4 is a mobile-device claim: decided like the mobile scenario, on its own evidence."""
+    frame = _frame([("efficientnet_b0", 77.7, 6.0, 5.3), ("resnet18", 69.8, 5.0, 11.7), ("resnet50", 76.1, 20.0, 25.6)])
+    row = selection.insight_4_erratum(frame, "CPU (x86_64)")
+    assert row.outcome is Outcome.UNDECIDED and "1 of 2 pairs" in row.measured and "proxy" in row.measured
+    assert "mobilenetv3" not in row.measured  # 5.1's other recommendation is no evidence about this claim
 
 
 def test_efficiency_table_keeps_seed_arithmetic():
@@ -118,6 +136,38 @@ def test_figures_checked_against_their_own_source():
     assert table.loc["efficientnet_b2", "params match"] == "paper"  # 9.2M (Table 2); the architecture counts 9.11M
     assert table.loc["mobilenetv3_large_100", "params match"] == "paper"  # 5.4M (Table 3); counted 5.48M
     assert table.loc["resnet101", "top-1 matches"] == "paper"  # 78: 10-crop 78.25; torchvision 77.37
+    assert table.loc["resnet101", "paper top-1 (%, protocol)"] == "78.25 (10-crop)"
     assert table.loc["mobilenetv3_small_100", "top-1 matches"] == "neither"
     rows = {e.claim: e for e in selection.figures_errata(table.reset_index())}
-    assert not rows["MobileNetV3-S top-1 is 56%"].holds and "MAdds" in rows["MobileNetV3-S top-1 is 56%"].note
+    wrong = rows["MobileNetV3-S and MobileNetV3-L top-1 is 56%"]  # one defect, one row
+    assert not wrong.holds and "possibly" in wrong.note and "MAdds" in wrong.note
+
+
+def test_rounding_rule_reads_the_source_against_the_figure():
+    """The seed's 12.2M (B3) cannot come from the paper's 12M (which stands for 11.5-12.5M): it matches the count
+    only. With the arguments swapped, 12.2 would 'round to' 12 and the paper would wrongly match."""
+    from repro.seed import rounds_to
+
+    assert not rounds_to(12, 12.2) and rounds_to(12.2, 12)
+    table = selection.figures_table(Options(models=("efficientnet_b3",))).set_index("hand-written")
+    assert table.loc["efficientnet_b3", "params match"] == "count"
+
+
+def test_top1_tables_share_one_rule():
+    """Seed 3.2's reference_acc and 5.2's table mix the same kinds of figure: both get the same two rows,
+    each figure matching a source (holds) and the table comparing like for like (does not hold)."""
+    from repro.report import efficientnet
+
+    five = selection.figures_errata(selection.figures_table(Options(models=("efficientnet_b0", "resnet50"))))
+    three = efficientnet.comparison_errata(efficientnet.comparison_table(["efficientnet_b0", "resnet50"]))
+    for rows in (five, three):
+        each = next(e for e in rows if e.claim.endswith("each match a source"))
+        kind = next(e for e in rows if "like for like" in e.claim)
+        assert each.outcome is Outcome.HOLDS and kind.outcome is Outcome.FAILS
+        assert "EfficientNet paper Table 2, single-crop lists ResNet-50 76.0%" in kind.note
+
+
+def test_insight_3_against_each_architectures_best_weights():
+    row = selection.insight_3_erratum(Options(models=("resnet50", "efficientnet_b0")))
+    assert row.holds and "ResNet-50 80.86% (IMAGENET1K_V2" in row.measured  # above B0's 77.69%
+    assert "stays below EfficientNet-B0 77.69%" in row.note  # with the papers' recipes it does not reach B0

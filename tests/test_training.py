@@ -277,6 +277,48 @@ def test_identity_fit():
         identity_fit("dense")
 
 
+# --- gradient sizes along the depth ---------------------------------------------------------------
+
+
+def test_block_input_gradients_per_block():
+    from repro.models.cifar_resnet import CifarBlock
+    from repro.training.gradients import block_input_gradients
+
+    torch.manual_seed(0)
+    model = repro.create_model("resnet20")
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    grads = block_input_gradients(model, CifarBlock, x, y)
+    assert len(grads) == 9 and all(g > 0 for g in grads)
+    # a planted vanishing gradient: the gradient leaving layer2.0 backwards scaled by 1e-3 shrinks every gradient
+    # measured before it by exactly that, and none after it
+    model.layer2[0].register_forward_hook(lambda m, i, out: out.register_hook(lambda g: g * 1e-3) and None)
+    scaled = block_input_gradients(model, CifarBlock, x, y)
+    assert scaled[0] == pytest.approx(grads[0] * 1e-3, rel=1e-4) and scaled[-1] == pytest.approx(grads[-1], rel=1e-6)
+    with pytest.raises(ValueError, match="no BatchNorm2d"):
+        block_input_gradients(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 4)), torch.nn.BatchNorm2d,
+                              x, y)
+
+
+def test_vanishing_gradient_rule():
+    """Exercise 9's premise decided by the deepest plain net's first / last ratio over seeds: all below 1 is a
+    vanishing gradient (relieved if the ResNet's ratio is nearer 1), all above 1 a growing one, mixed undecided."""
+    from repro.report import Outcome
+    from repro.report.training import vanishing_gradients_erratum
+
+    def table(plain, resnet):
+        return pd.DataFrame(
+            [{"model": "plain56", "blocks": 27, "first / last": r} for r in plain]
+            + [{"model": "resnet56", "blocks": 27, "first / last": r} for r in resnet]
+            + [{"model": "plain20", "blocks": 9, "first / last": 0.001}]  # shallower nets do not decide it
+        )
+
+    assert vanishing_gradients_erratum(table([0.01, 0.02], [0.5, 0.6])).outcome is Outcome.HOLDS
+    assert vanishing_gradients_erratum(table([0.01, 0.02], [0.001, 0.6])).outcome is Outcome.PARTLY
+    assert vanishing_gradients_erratum(table([3000, 7000], [17, 18])).outcome is Outcome.FAILS
+    mixed = vanishing_gradients_erratum(table([0.5, 2.0], [1, 1]))
+    assert mixed.outcome is Outcome.UNDECIDED and "seeds" in mixed.decide
+
+
 # --- the report page -----------------------------------------------------------------------------
 
 
@@ -338,12 +380,20 @@ def test_training_page_reads_cli_results(tmp_path, monkeypatch):
     assert {name for name, _ in result.images} == {"degradation_curves.png", "identity_test.png"}
     assert "20,490" in render_page(result, {"torch": "x"})
     claims = {e.claim: e for e in errata}
-    assert claims["ResNet-50 with a 10-class fc and all else frozen has 20,490 trainable parameters"].holds
+    count = claims["`fine_tune_model` leaves only the new 10-class fc of ResNet-50 trainable"]
+    assert count.holds and "would compute 20,490" in count.measured and "never called" in count.measured
     assert not any(e.holds for e in errata if "printing |H(x) - x|" in e.claim)
     assert all(e.holds for e in errata if "pitfall 3" in e.section)  # the seed's pitfall 3 is right as written
     freezing = next(e for e in errata if "requires_grad" in e.claim)
     assert freezing.outcome is Outcome.PARTLY and "held-out error" in freezing.note  # BN statistics move
-    solves = next(e for e in errata if e.claim.startswith("Residual connections"))
-    assert solves.outcome is Outcome.UNDECIDED and "3 seeds" in solves.decide  # 2 iterations, one seed decide nothing
+    # one rule for every degradation row: shown at the run's budget holds there; contradicted stays undecided
+    budget = "at this budget (2 iterations, 1 seed"
+    for row in (e for e in errata if e.section == "2.1" and "training error" in e.measured):
+        assert budget in row.measured and row.outcome in (Outcome.HOLDS, Outcome.UNDECIDED), row
+        assert (row.outcome is Outcome.UNDECIDED) == row.measured.startswith("contradicted"), row
+        assert not row.decide or ("3 seeds" in row.decide and row.decide.endswith("which cannot decide it"))
+    gradients = next(e for e in errata if e.section == "9")  # plain-56's gradients at initialization grow
+    assert gradients.outcome is Outcome.FAILS and "it explodes, it does not vanish" in gradients.measured
+    assert "init_gradients" in tables
     assert any("degradation" in e.claim for e in errata)
     assert page.build(Options(models=("resnet18",))) is None

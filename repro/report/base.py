@@ -238,3 +238,13 @@ def findings(errata: list[Erratum], lead: str = "") -> str:
         if claims:
             parts.append(f"{label}: " + "; ".join(claims))
     return "Findings. " + ". ".join(parts) + "." if parts else ""
+
+
+# ---- timing ---------------------------------------------------------------------------------------
+
+# Every page that times on a CPU times batch 1 on this many intra-op threads, for the reason below.
+TIMING_THREADS = 1
+TIMING_THREADS_WHY = (
+    "on a CPU shared with other work, multi-threaded batch-1 timing measures the contention between threads "
+    "as much as the model"
+)

@@ -11,20 +11,33 @@ import torch
 from torch import nn
 
 from repro.layers import make_divisible
-from repro.models.efficientnet import ALPHA, B0_HEAD_CHANNELS, B0_STAGES, BETA, GAMMA, SCALING, MBConv
+from repro.flops import build_on_meta
+from repro.models.efficientnet import (
+    ALPHA,
+    B0_HEAD_CHANNELS,
+    B0_STAGES,
+    BETA,
+    GAMMA,
+    SCALING,
+    EfficientNet,
+    MBConv,
+)
+from repro.models.resnet import Bottleneck
 from repro.registry import MODELS
-from repro.report.base import Erratum, Options, Page, Table, findings
+from repro.report.base import Erratum, Options, Outcome, Page, Table, findings
+from repro.report.figures import TORCHVISION_KIND, Top1Figure, paper_top1_cell, top1_errata
 from repro.report.measure import meta_model, model_stats, reference_params, torchvision_builder, torchvision_v1
 from repro.seed import (
+    EFFICIENTNET_TABLE_2_RESNETS,
     PAPER,
     SEED_ALPHA_BETA_GAMMA,
     SEED_B0_TABLE,
     SEED_EFFICIENTNET_CONFIG,
     SEED_LABELS,
     SEED_PITFALL_2_SIZES,
+    SEED_RESNETS,
     SEED_TOP1_SECTION_3_2,
     seed_flops_column,
-    rounds_to,
     seed_flops_printed,
 )
 from repro.seed.code import SeedMBConvBlock
@@ -157,7 +170,7 @@ def scaling_rows(names: tuple[str, ...] = EFFICIENTNETS) -> pd.DataFrame:
                 "params": stats["params"],
                 "GMACs (counted)": round(stats["macs"] / 1e9, 3),
                 "GMACs / B0": round(ratio, 2),
-                "d*w^2*r^2": round(s.depth * s.width**2 * (s.resolution / SCALING["b0"].resolution) ** 2, 2),
+                "d·w²·r²": round(s.depth * s.width**2 * (s.resolution / SCALING["b0"].resolution) ** 2, 2),
                 "phi (nominal, = N)": n,
                 "2^phi": 2**n,
                 f"{constraint:.3f}^phi": round(constraint**n, 2),
@@ -177,23 +190,23 @@ def scaling_note(frame: pd.DataFrame) -> str:
         "channels are `make_divisible(c * width, 8)`, block repeats `ceil(r * depth)`. Params and GMACs are counted "
         "from the hand-written model at its native resolution (`torch.utils.flop_counter`: convolutions and the "
         f"classifier). The paper's rule, depth {ALPHA}^phi, width {BETA}^phi, resolution {GAMMA}^phi with "
-        f"alpha*beta^2*gamma^2 = {constraint:.3f} ~ 2, promises FLOPs growing as about 2^phi. The paper gives no phi "
+        f"α·β²·γ² = {constraint:.3f} ≈ 2, promises FLOPs growing as about 2^phi. The paper gives no phi "
         "per model: `phi (nominal)` reads B<N> as phi = N, the usual reading; the "
         "`phi implied by` columns invert each released coefficient and `phi from GMACs` the counted growth. "
-        "`d*w^2*r^2` is the growth the coefficients themselves predict."
+        "`d·w²·r²` is the growth the coefficients themselves predict."
     )
     rows = frame.set_index("model")
     scaled = rows[rows["phi (nominal, = N)"] > 0]
     if len(scaled):
         # Which variant's counted growth strays furthest from what its own coefficients predict.
-        name = (scaled["GMACs / B0"] / scaled["d*w^2*r^2"]).idxmax()
+        name = (scaled["GMACs / B0"] / scaled["d·w²·r²"]).idxmax()
         v = scaled.loc[name]
         note += (
             f" {name} departs most from its own coefficients (phi {v['phi implied by width']:g} by width, "
             f"{v['phi implied by depth']:g} by depth, {v['phi implied by resolution']:g} by resolution): `ceil` turns "
             f"depth {v['depth']:g} into {v['blocks']} blocks instead of {sum(c.repeats for c in B0_STAGES)} "
-            f"({v['depth (realised)']:g}x), so it counts {v['GMACs / B0']:g}x B0's MACs where d*w^2*r^2 says "
-            f"{v['d*w^2*r^2']:g} and 2^{v['phi (nominal, = N)']} says {v['2^phi']}."
+            f"({v['depth (realised)']:g}x), so it counts {v['GMACs / B0']:g}x B0's MACs where d·w²·r² says "
+            f"{v['d·w²·r²']:g} and 2^{v['phi (nominal, = N)']} says {v['2^phi']}."
         )
     scaled = frame[frame["phi (nominal, = N)"] > 0]
     if len(scaled):
@@ -245,6 +258,7 @@ def comparison_table(names: list[str]) -> pd.DataFrame:
                 "seed prints": seed_flops_printed(reference_params(f"torchvision:{builder}")),
                 "seed top-1 (3.2)": SEED_TOP1_SECTION_3_2[model],
                 "paper top-1": paper.top1 if paper else None,
+                "paper top-1 (protocol)": paper_top1_cell(model),
                 "paper source": paper.source if paper else "",
                 "top-1 (torchvision V1)": weights.top1 if weights else None,
                 "torchvision eval crop": weights.crop if weights else None,
@@ -284,35 +298,39 @@ def comparison_errata(frame: pd.DataFrame) -> list[Erratum]:
             "models the seed builds)",
         )
     )
-    claims = []
-    for _, r in frame.iterrows():
-        claim = r["seed top-1 (3.2)"]
-        paper = r["paper top-1"] if pd.notna(r["paper top-1"]) else None
-        tv = r["top-1 (torchvision V1)"]
-        matches = [
-            name
-            for name, value in (("paper", paper), ("torchvision", tv))
-            if value is not None and rounds_to(value, claim)
-        ]
-        claims.append((r["model"], claim, matches, paper, tv))
-    sources = {m: ("/".join(s) or "neither") for m, _, s, _, _ in claims}
-    mixed = len({s for s in sources.values()}) > 1
-    rows.append(
-        Erratum(
-            "3.2",
-            "`reference_acc` compares the five models on figures of one kind",
-            not mixed,
-            "the figure each matches: "
-            + "; ".join(
-                f"{m} {c}: {sources[m]} (paper {p if p is not None else '-'}, torchvision V1 {tv:.2f})"
-                for m, c, _, p, tv in claims
-            ),
-            note="torchvision's ResNet figures are single-crop evaluations of its own retraining; the EfficientNet "
-            "figures are the paper's (Table 2), trained with AutoAugment; the ResNet paper's own figures are "
-            "10-crop (Tables 2-3). Every figure is right for its source; the comparison mixes sources.",
-        )
-    )
+    figures = [
+        Top1Figure(r["model"], r["hand-written"], r["seed top-1 (3.2)"], r["top-1 (torchvision V1)"])
+        for _, r in frame.iterrows()
+    ]
+    rows += top1_errata("3.2", "`reference_acc` (3.2)", figures)
+    rows += [b0_against_resnet50()] if {"efficientnet_b0", "resnet50"} <= set(frame["hand-written"]) else []
     return rows
+
+
+def b0_against_resnet50() -> Erratum:
+    """Key insights 1-2 (EfficientNet-B0: 5.3M parameters, 77.1%; ResNet-50: 25.6M, only 76.1%), decided
+    on each source that gives both models by one protocol: EfficientNet paper Table 2, torchvision V1."""
+    b0, r50 = PAPER["efficientnet_b0"], EFFICIENTNET_TABLE_2_RESNETS["resnet50"]
+    sources = {  # kind: ((top-1, params), (top-1, params)), each value as its source prints it
+        r50.kind: ((f"{b0.top1:.1f}", f"{b0.params_m:g}"), (f"{r50.top1:.1f}", f"{r50.params_m:g}")),
+        TORCHVISION_KIND: tuple(
+            (f"{torchvision_v1(torchvision_builder(m)).top1:.2f}", f"{model_stats(m)['params'] / 1e6:.2f}")
+            for m in ("efficientnet_b0", "resnet50")
+        ),
+    }
+    better = {k: float(b[0]) > float(r[0]) and float(b[1]) < float(r[1]) for k, (b, r) in sources.items()}
+    return Erratum(
+        "3.2",
+        "EfficientNet-B0 is more accurate than ResNet-50 with a fifth of its parameters (key insights 1-2)",
+        all(better.values()),
+        "; ".join(
+            f"{k}: B0 {b[0]}% at {b[1]}M vs ResNet-50 {r[0]}% at {r[1]}M"
+            + ("" if better[k] else " (not more accurate with fewer parameters)")
+            for k, (b, r) in sources.items()
+        ),
+        note="each comparison on one source and protocol; the seed's 76.1 is torchvision's figure and its 77.1 the "
+        "paper's, which the row above finds mixed",
+    )
 
 
 def build(options: Options) -> Page | None:
@@ -357,13 +375,13 @@ def build(options: Options) -> Page | None:
                     "params",
                     "GMACs (counted)",
                     "GMACs / B0",
-                    "d*w^2*r^2",
+                    "d·w²·r²",
                     "phi from GMACs (log2)",
                 ),
             )
         )
     if options.selected(EFFICIENTNETS) == list(EFFICIENTNETS) and set(EFFICIENTNETS) <= set(MODELS):
-        rows += scaling_errata()
+        rows += scaling_errata() + [one_phi_erratum()]
     if not compare.empty:
         tables.append(
             Table(
@@ -375,8 +393,8 @@ def build(options: Options) -> Page | None:
                 "counted multiply-accumulates are beside it, at the native resolution and at the crop torchvision "
                 "evaluated its weights at (the top-1 beside them was "
                 "measured there: EfficientNet-B2's at 288, not 260). "
-                "Paper top-1: EfficientNet paper Table 2; ResNet paper "
-                "Table 2 (ResNet-18) and Table 3 (ResNet-50), 10-crop.",
+                "Paper top-1 with its protocol: EfficientNet paper Table 2 (single-crop); ResNet paper "
+                "Table 2 (ResNet-18, option A) and Table 3 (ResNet-50), 10-crop; torchvision's are single-crop.",
                 page_columns=(
                     "model",
                     "params (ours)",
@@ -384,7 +402,7 @@ def build(options: Options) -> Page | None:
                     SEED_FLOPS,
                     "seed prints",
                     "seed top-1 (3.2)",
-                    "paper top-1",
+                    "paper top-1 (protocol)",
                     "top-1 (torchvision V1)",
                     "torchvision eval crop",
                     "GMACs (counted, at that crop)",
@@ -393,7 +411,9 @@ def build(options: Options) -> Page | None:
         )
         rows += comparison_errata(compare)
         rows += [pretrained_argument()]
-    rows += [receptive_field_erratum(), pitfall_2_erratum(names)] if "efficientnet_b0" in names else []
+    if "efficientnet_b0" in names:
+        rows += [receptive_field_erratum(), width_only_erratum(), *pitfall_2_errata(names)]
+    rows += [e for e in (depth_only_erratum(options.selected(SEED_RESNETS)),) if e]
     intro = (
         findings(rows) + "\n\n"
         "Seed section 3.1 writes an MBConv block and prints B0's stage table; section 3.2 compares EfficientNet "
@@ -439,15 +459,25 @@ def mbconv_errata() -> list[Erratum]:
             f"MBConv6 16->24: the seed's SE squeezes 96 channels to {seed_block.se.se[2].out_features}; the "
             f"references to {ours.se.conv_reduce.out_channels} (se_ratio x the block's input width)",
         ),
-        Erratum(
-            "3.1",
-            "`SEBlock`'s fully connected layers match the references' (the seed's have `bias=False`)",
-            False,
-            f"the references' SE layers have biases; with the seed's width and no bias that block has "
-            f"{sum(p.numel() for p in seed_block.parameters()):,} parameters, the references' "
-            f"{sum(p.numel() for p in ours.parameters()):,}",
-        ),
+        se_bias_erratum(seed_block, ours),
     ]
+
+
+def se_bias_erratum(seed_block: SeedMBConvBlock, ours: MBConv) -> Erratum:
+    """The SE layers' bias alone (the SE width is its own row): the references' bias parameters in one block."""
+    ref_bias = {n: p.numel() for n, p in ours.se.named_parameters() if n.endswith("bias")}
+    seed_bias = sum(p.numel() for n, p in seed_block.se.named_parameters() if n.endswith("bias"))
+    total = sum(p.numel() for p in ours.parameters())
+    return Erratum(
+        "3.1",
+        "`SEBlock`'s fully connected layers match the references' (the seed's have `bias=False`)",
+        seed_bias == sum(ref_bias.values()),
+        f"MBConv6 16->24: the references' two SE layers carry {sum(ref_bias.values())} bias parameters ("
+        + " + ".join(f"{v} in {n.split('.')[0]}" for n, v in ref_bias.items())
+        + f"), the seed's {seed_bias}: the bias alone is {sum(ref_bias.values())} of the block's {total:,} "
+        "parameters",
+        note="the seed's block has more SE parameters still, from its SE width (the row above), not from the bias",
+    )
 
 
 def b0_errata(table: pd.DataFrame) -> list[Erratum]:
@@ -478,6 +508,102 @@ def b0_errata(table: pd.DataFrame) -> list[Erratum]:
     ]
 
 
+# The reference code prints width and depth coefficients to one decimal and resolutions in whole
+# pixels: each stands for an interval of half a unit of its last digit.
+COEFFICIENT_HALF_UNIT, RESOLUTION_HALF_UNIT = 0.05, 0.5
+
+
+def phi_interval(value: float, half_unit: float, base: float) -> tuple[float, float]:
+    """The phi that ``base ** phi`` can be for a coefficient printed as ``value`` (+- ``half_unit``)."""
+    return _phi(value - half_unit, base), _phi(value + half_unit, base)
+
+
+def one_phi_erratum() -> Erratum:
+    """Seed 3.1: 'B1-B7通过复合缩放得到' under d = α^φ, w = β^φ, r = γ^φ: does one φ give each
+    variant's three released coefficients (within their printed precision)?"""
+    base = SCALING["b0"].resolution
+    rows = []
+    for name in EFFICIENTNETS[1:]:
+        s = SCALING[name.rsplit("_", 1)[1]]
+        spans = {
+            "depth": phi_interval(s.depth, COEFFICIENT_HALF_UNIT, ALPHA),
+            "width": phi_interval(s.width, COEFFICIENT_HALF_UNIT, BETA),
+            "resolution": phi_interval(s.resolution / base, RESOLUTION_HALF_UNIT / base, GAMMA),
+        }
+        one = max(lo for lo, _ in spans.values()) <= min(hi for _, hi in spans.values())
+        rows.append((name.split("_")[1].upper(), spans, one))
+    ok = [n for n, _, one in rows if one]
+    return Erratum(
+        "3.1",
+        "B1-B7 are B0 compound-scaled: depth α^φ, width β^φ, resolution γ^φ, one φ per model "
+        "('B1-B7通过复合缩放得到')",
+        Outcome.HOLDS if len(ok) == len(rows) else (Outcome.PARTLY if ok else Outcome.FAILS),
+        f"one φ fits {', '.join(ok) or 'none'} of B1-B7; φ implied by the released coefficients (depth / width / "
+        "resolution, each an interval for its printed precision): "
+        + "; ".join(
+            f"{n} " + " / ".join(f"{lo:.2f}-{hi:.2f}" for lo, hi in spans.values()) + ("" if one else " (no common φ)")
+            for n, spans, one in rows
+        ),
+        note="all three coefficients grow together from B2 on (B1 keeps B0's width): the models are compound-scaled, "
+        "with coefficients rounded by hand rather than computed from one φ",
+    )
+
+
+def width_only_erratum(width: float = 2.0) -> Erratum:
+    """Seed 3.1: '只增加宽度:参数呈平方增长'. B0 widened by ``width`` (depth and resolution kept), its
+    parameters counted per kind of layer: a layer that mixes channels grows as width², one that does not
+    (depthwise convolution, BatchNorm, the classifier reading pooled features) as width."""
+    def kinds(model: nn.Module) -> dict[str, int]:
+        out = {"channel-mixing convolutions": 0, "depthwise convolutions": 0, "BatchNorm": 0, "classifier": 0}
+        for m in model.modules():
+            own = sum(p.numel() for p in m.parameters(recurse=False))
+            if isinstance(m, nn.Conv2d):
+                out["depthwise convolutions" if m.groups > 1 else "channel-mixing convolutions"] += own
+            elif isinstance(m, nn.BatchNorm2d):
+                out["BatchNorm"] += own
+            elif isinstance(m, nn.Linear):
+                out["classifier"] += own
+        return out
+
+    base, wide = kinds(meta_model("efficientnet_b0")), kinds(build_on_meta(lambda: EfficientNet(width=width)))
+    growth = {k: wide[k] / base[k] for k in base}
+    total = sum(wide.values()) / sum(base.values())
+    quadratic = [k for k, g in growth.items() if g >= 0.95 * width**2]
+    share = sum(base[k] for k in quadratic) / sum(base.values())
+    return Erratum(
+        "3.1",
+        "scaling width alone makes the parameters grow quadratically ('只增加宽度:参数呈平方增长')",
+        Outcome.HOLDS if len(quadratic) == len(growth) else (Outcome.PARTLY if quadratic else Outcome.FAILS),
+        f"EfficientNet-B0 at width x{width:g} (depth and resolution kept): {sum(wide.values()):,} parameters, "
+        f"{total:.2f}x B0's (x{width**2:g} would be quadratic, x{width:g} linear: width^{math.log(total, width):.2f}); "
+        "per kind of layer: " + ", ".join(f"{k} x{g:.2f}" for k, g in growth.items())
+        + f". The quadratic kinds hold {share:.0%} of B0's parameters",
+    )
+
+
+def depth_only_erratum(names: list[str]) -> Erratum | None:
+    """Seed 3.1: '只增加深度:训练困难,收益递减'. The returns of depth alone, read off torchvision's
+    IMAGENET1K_V1 top-1 of the seed's ResNets that differ only in depth (Bottleneck, same width and
+    resolution, one training recipe): each added layer should buy less than the ones before."""
+    deep = [n for n in SEED_RESNETS if n in names and meta_model(n).block is Bottleneck]
+    if len(deep) < 3:
+        return None
+    depth = {n: 2 + 3 * sum(meta_model(n).layers) for n in deep}
+    top1 = {n: torchvision_v1(torchvision_builder(n)).top1 for n in deep}
+    steps = [(a, b, (top1[b] - top1[a]) / (depth[b] - depth[a])) for a, b in zip(deep, deep[1:])]
+    diminishing = all(later[2] < earlier[2] for earlier, later in zip(steps, steps[1:]))
+    return Erratum(
+        "3.1",
+        "scaling depth alone gives diminishing returns ('只增加深度:...收益递减')",
+        diminishing,
+        "torchvision IMAGENET1K_V1 top-1 of ResNets that differ only in depth: "
+        + ", ".join(f"{n} ({depth[n]} layers) {top1[n]:.2f}%" for n in deep)
+        + "; per added layer: "
+        + ", ".join(f"{a} -> {b} {gain * 100:+.1f} points per 100 layers" for a, b, gain in steps),
+        note="the other half, '训练困难' (hard to train), is the degradation claim: section 2.1's rows",
+    )
+
+
 def receptive_field_erratum() -> Erratum:
     model = meta_model("efficientnet_b0")
     field = receptive_field(model)
@@ -494,26 +620,48 @@ def receptive_field_erratum() -> Erratum:
     )
 
 
-def pitfall_2_erratum(names: list[str]) -> Erratum:
+def pitfall_2_errata(names: list[str]) -> list[Erratum]:
+    """Seed pitfall 2 in its two parts: the symptom (another test size lowers accuracy) and the remedy
+    it names (readjust the compound-scaling parameters)."""
     sizes = {m: s for m, s in SEED_PITFALL_2_SIZES.items() if m in names}
     outputs = {s: "x".join(map(str, model_stats("efficientnet_b0", s)["output"])) for s in (224, 260, 288, 300)}
     crops = {m: torchvision_crop(m) for m in sizes}
-    return Erratum(
-        "7, pitfall 2",
-        "an EfficientNet's input size is fixed: another size needs its compound-scaling parameters "
-        "readjusted (or adaptive pooling added)",
-        False,
-        f"every EfficientNet ends in adaptive average pooling: B0 gives a {outputs[224]} output at "
-        + ", ".join(f"{s} px" for s in outputs)
-        + " alike, with nothing changed; torchvision evaluates its "
-        "IMAGENET1K_V1 weights at "
-        + ", ".join(f"{m.split('_')[1].upper()} {crops[m]}" for m in sizes)
-        + " (the seed's sizes: "
-        + ", ".join(f"{m.split('_')[1].upper()} {s}" for m, s in sizes.items())
-        + ")",
-        note="that accuracy depends on the test resolution is true (not measured here: no ImageNet); the "
-        "remedy the seed names is already in the models",
+    differ = {m: c for m, c in crops.items() if c != sizes[m]}
+    label = lambda m: m.split("_")[1].upper()  # noqa: E731
+    torchvision_sizes = (
+        "; torchvision evaluates its IMAGENET1K_V1 weights of "
+        + ", ".join(f"{label(m)} at {c} px (the seed's size: {sizes[m]})" for m, c in differ.items())
+        + ", with the scaling parameters unchanged"
+        if differ
+        else ""
     )
+    return [
+        Erratum(
+            "7, pitfall 2",
+            "an EfficientNet at another input size needs its compound-scaling parameters readjusted "
+            "('否则需要重新调整模型的复合缩放参数')",
+            False,
+            f"every EfficientNet ends in adaptive average pooling: B0 gives a {outputs[224]} output at "
+            + ", ".join(f"{s} px" for s in outputs)
+            + " alike, with nothing changed"
+            + torchvision_sizes,
+            note="the alternative the seed names, adaptive pooling, is already in every EfficientNet",
+        ),
+        Erratum(
+            "7, pitfall 2",
+            "testing at another input size than training lowers accuracy ('导致精度下降')",
+            Outcome.UNDECIDED,
+            "not measured: it needs the ImageNet validation set, which is not available here"
+            + (
+                f"; torchvision's own evaluation size differs from the seed's list for "
+                f"{', '.join(label(m) for m in differ)}"
+                if differ
+                else ""
+            ),
+            decide="ImageNet validation top-1 of pretrained weights at several test sizes around the training size "
+            "(e.g. B0 at 192, 224, 256 and 288 px), with the weights and the preprocessing otherwise unchanged",
+        ),
+    ]
 
 
 def pretrained_argument() -> Erratum:
@@ -590,7 +738,7 @@ def scaling_errata() -> list[Erratum]:
     rows.append(
         Erratum(
             "3.1",
-            f"alpha={a}, beta={b}, gamma={g} satisfy alpha*beta^2*gamma^2 ~ 2",
+            f"α={a}, β={b}, γ={g} satisfy α·β²·γ² ≈ 2",
             abs(a * b**2 * g**2 - 2) < 0.1,
             f"{a * b**2 * g**2:.4f}",
         )

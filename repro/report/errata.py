@@ -4,11 +4,14 @@ recomputed here."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import pandas as pd
 
+from repro.environment import environment
 from repro.report.base import Erratum, Options, Outcome, Page, Table, section_key
+from repro.seed.text import section_lines
 
 RULES = (
     "How to read a verdict. ✓ holds; ✗ does not hold; partly: a claim with parts, some holding; "
@@ -17,7 +20,10 @@ RULES = (
     "torchvision's weight metadata, both named in the row); the other source's value is given beside it "
     "as a different fact. Rounding: a figure printed with k decimals holds if its source rounds to it at "
     "k decimals (79 holds for 79.1 and 78.64; 79.1 does not hold for 78.64). A claim is ✗ only where the "
-    "evidence can refute it; an experiment too small to refute a claim leaves it undecided."
+    "evidence can refute it; an experiment too small to refute a claim leaves it undecided (a short training run "
+    "decides a claim at its own budget only, and the row says the budget). A claim about a device (a phone, a GPU) "
+    "is decided only by measurements on that device; a timing claim that names none is decided on the device "
+    "measured here, which the row names."
 )
 
 
@@ -28,6 +34,24 @@ def _evidence(row: Erratum) -> str:
     if row.outcome is Outcome.UNDECIDED:
         parts.append(f"Would decide it: {row.decide}")
     return " ".join(parts)
+
+
+def declared_python() -> str | None:
+    """The Python version the seed declares in its environment section (section 1), e.g. '3.12+'."""
+    text = " ".join(section_lines("1"))
+    m = re.search(r"Python\s*(\d+\.\d+\+?)", text)
+    return m.group(1) if m else None
+
+
+def python_note() -> str:
+    """Where this report's Python differs from the one the seed declares, say so."""
+    declared, ours = declared_python(), environment()["python"]
+    if declared is None:
+        return ""
+    floor = tuple(int(x) for x in declared.rstrip("+").split("."))
+    if tuple(int(x) for x in ours.split(".")[:2]) >= floor:
+        return ""
+    return f" The seed declares Python {declared} (section 1); these checks ran its code on Python {ours}."
 
 
 def build(options: Options, pages: list[Page], linked: set[str]) -> Page:
@@ -57,7 +81,7 @@ def build(options: Options, pages: list[Page], linked: set[str]) -> Page:
     )
     intro = (
         f"{len(rows)} claims of the seed checked by running code: {summary}. One row per defect; where a "
-        f"defect recurs, its instances are listed in the row.\n\n{RULES}"
+        f"defect recurs, its instances are listed in the row.{python_note()}\n\n{RULES}"
     )
     return Page(
         ERRATA_SLUG,

@@ -50,37 +50,51 @@ SEED_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 # Seed section 6.2, run_benchmark(): the four torchvision models it times.
 SEED_BENCHMARK_MODELS = ("resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_small_100")
 
-# Seed section 5.1, model_selection_guide(): scenario, recommended models, stated reason, and
-# whether the scenario is about GPUs (servers: "可以使用GPU"; real-time detection and segmentation
-# run on accelerators) so that a CPU measurement cannot decide it.
+# Seed section 5.1, model_selection_guide(): scenario, recommended models, stated reason, and the
+# device the scenario names, if any (None: the seed names none). Only the scenario or its reason can
+# name a device: "移动端/边缘设备" is a mobile or edge device; server deployment's reason "可以使用GPU"
+# is a GPU. "实时检测/分割" gives "需要快速推理" (fast inference) and names no device.
+MOBILE_DEVICE, GPU = "a mobile or edge device", "a GPU"
+
+
+@dataclass(frozen=True)
+class SeedScenario:
+    scenario: str
+    recommended: tuple[str, ...]  # hand-written model names
+    reason: str
+    device: str | None  # MOBILE_DEVICE, GPU or None
+
+
 SEED_SCENARIOS = (
-    (
+    SeedScenario(
         "mobile / edge devices",
         ("mobilenetv3_small_100", "mobilenetv3_large_100"),
         "latency-sensitive, little compute",
-        False,
+        MOBILE_DEVICE,
     ),
-    (
+    SeedScenario(
         "general image classification",
         ("efficientnet_b0", "efficientnet_b1"),
         "balance of accuracy and efficiency",
-        False,
+        None,
     ),
-    ("high accuracy", ("efficientnet_b5", "efficientnet_b7", "resnet152"), "highest accuracy", False),
-    (
+    SeedScenario("high accuracy", ("efficientnet_b5", "efficientnet_b7", "resnet152"), "highest accuracy", None),
+    SeedScenario(
         "real-time detection / segmentation",
         ("resnet18", "resnet34", "mobilenetv3_small_100", "mobilenetv3_large_100"),
         "fast inference",
-        True,
+        None,
     ),
-    ("server deployment", ("efficientnet_b3", "efficientnet_b4", "resnet50"), "a GPU is available", True),
-    (
+    SeedScenario("server deployment", ("efficientnet_b3", "efficientnet_b4", "resnet50"), "a GPU is available", GPU),
+    SeedScenario(
         "compression / distillation",
         ("mobilenetv3_small_100", "mobilenetv3_large_100", "efficientnet_b0"),
         "as teacher or student",
-        False,
+        None,
     ),
 )
+# Seed section 3.2, key insight 4: "对于移动端/边缘设备,EfficientNet是更好的选择" (a mobile-device claim).
+SEED_INSIGHT_4_DEVICE = MOBILE_DEVICE
 
 
 def seed_flops_column(params: int) -> float:
@@ -132,15 +146,21 @@ class PaperFigure:
     top1: float | None = None  # percent
     params_m: float | None = None  # millions, as printed (its digits are its precision)
     gmacs: float | None = None  # multiply-adds, billions (the papers call them FLOPs or MAdds)
+    crop: str = "single-crop"  # how the top-1 was evaluated: "single-crop" or "10-crop"
+
+    @property
+    def kind(self) -> str:
+        """The figure's source and evaluation protocol: two figures compare like for like only if equal."""
+        return f"{self.source.split(';')[0].split(' (')[0]}, {self.crop}"
 
 
-# EfficientNet (Tan & Le 2019), Table 2: top-1, parameters, FLOPS (multiply-adds).
+# EfficientNet (Tan & Le 2019), Table 2: top-1, parameters, FLOPS (multiply-adds). The table omits
+# "ensemble and multi-crop models": single-crop.
 _EFFICIENTNET_T2 = "EfficientNet paper Table 2"
 # MobileNetV3 (Howard et al. 2019), Table 3: top-1, MAdds, parameters.
 _MOBILENETV3_T3 = "MobileNetV3 paper Table 3"
 # ResNet (He et al. 2015): Table 1 FLOPs (multiply-adds) of the v1 networks; Table 3, 10-crop
-# top-1 error (ResNet-34 option B); Table 2 for ResNet-18 (10-crop). Top-1 = 100 - error.
-_RESNET_T1 = "ResNet paper Table 1"
+# top-1 error (ResNet-34 option B); Table 2 for ResNet-18 (10-crop, option A). Top-1 = 100 - error.
 PAPER_FIGURES: tuple[PaperFigure, ...] = (
     PaperFigure("efficientnet_b0", _EFFICIENTNET_T2, 77.1, 5.3, 0.39),
     PaperFigure("efficientnet_b1", _EFFICIENTNET_T2, 79.1, 7.8, 0.70),
@@ -152,13 +172,27 @@ PAPER_FIGURES: tuple[PaperFigure, ...] = (
     PaperFigure("efficientnet_b7", _EFFICIENTNET_T2, 84.3, 66, 37),
     PaperFigure("mobilenetv3_large_100", _MOBILENETV3_T3, 75.2, 5.4, 0.219),
     PaperFigure("mobilenetv3_small_100", _MOBILENETV3_T3, 67.4, 2.5, 0.056),
-    PaperFigure("resnet18", "ResNet paper Table 2 (10-crop); FLOPs Table 1", 72.12, None, 1.8),
-    PaperFigure("resnet34", "ResNet paper Table 3 (10-crop, option B); FLOPs Table 1", 75.48, None, 3.6),
-    PaperFigure("resnet50", "ResNet paper Table 3 (10-crop); FLOPs Table 1", 77.15, None, 3.8),
-    PaperFigure("resnet101", "ResNet paper Table 3 (10-crop); FLOPs Table 1", 78.25, None, 7.6),
-    PaperFigure("resnet152", "ResNet paper Table 3 (10-crop); FLOPs Table 1", 78.57, None, 11.3),
+    PaperFigure("resnet18", "ResNet paper Table 2 (option A); FLOPs Table 1", 72.12, None, 1.8, "10-crop"),
+    PaperFigure("resnet34", "ResNet paper Table 3 (option B); FLOPs Table 1", 75.48, None, 3.6, "10-crop"),
+    PaperFigure("resnet50", "ResNet paper Table 3; FLOPs Table 1", 77.15, None, 3.8, "10-crop"),
+    PaperFigure("resnet101", "ResNet paper Table 3; FLOPs Table 1", 78.25, None, 7.6, "10-crop"),
+    PaperFigure("resnet152", "ResNet paper Table 3; FLOPs Table 1", 78.57, None, 11.3, "10-crop"),
 )
 PAPER = {f.model: f for f in PAPER_FIGURES}
+# The ResNets as EfficientNet paper Table 2 lists them, beside the EfficientNets (single-crop): the
+# one source that puts EfficientNet and ResNet figures of one kind side by side.
+EFFICIENTNET_TABLE_2_RESNETS: dict[str, PaperFigure] = {
+    f.model: f
+    for f in (
+        PaperFigure("resnet50", _EFFICIENTNET_T2, 76.0, 26, 4.1),
+        PaperFigure("resnet152", _EFFICIENTNET_T2, 77.8, 60, 11),
+    )
+}
+
+# ResNet-50 v1.5 (stride on the 3x3) against v1 (stride on the first 1x1), as NVIDIA's model card
+# "ResNet v1.5 for PyTorch" (NGC catalog) states it: "slightly more accurate (~0.5% top1) than v1,
+# but comes with a small performance drawback (~5% imgs/sec)".
+RESNET_V15_SOURCE = "NVIDIA's ResNet v1.5 model card (NGC): about +0.5% top-1 over v1, about 5% fewer images/s"
 
 
 def rounds_to(value: float, claim: float) -> bool:

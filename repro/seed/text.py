@@ -24,6 +24,19 @@ def seed_lines() -> tuple[str, ...]:
     return tuple(SEED_PATH.read_text(encoding="utf-8").splitlines())
 
 
+def sections() -> list[str]:
+    """Every section label of the seed, in order ("1", "2", "2.1", ...)."""
+    return [
+        m.group(1) + (f".{m.group(2)}" if m.group(2) else "") for line in seed_lines() if (m := _HEADING.match(line))
+    ]
+
+
+def leaf_sections() -> list[str]:
+    """The sections with no subsections: where the seed's text and code sit ("2.1", ..., "7", "8", "9")."""
+    labels = sections()
+    return [s for s in labels if not any(other.startswith(s + ".") for other in labels)]
+
+
 def section_lines(section: str) -> list[str]:
     """The lines of seed section ``section`` ("4.1", or "7" for a whole chapter), heading excluded,
     up to the next heading of the same or a higher level."""
@@ -77,6 +90,24 @@ def definition_lines(name: str) -> list[str]:
     return body
 
 
+def elision(name: str) -> str | None:
+    """The comment with which the seed elides a method body of class or function ``name``: a line
+    starting '# ...' right before a ``pass`` of that definition; None if there is none."""
+    lines = seed_lines()
+    start = next(i for i, line in enumerate(lines) if (m := _DEF.match(line)) and m.group(2) == name)
+    remaining, previous = len(definition_lines(name)), ""
+    for line in lines[start:]:
+        text = line.strip()
+        if normalize(text) == "pass" and previous.startswith("# ..."):
+            return previous
+        if normalize(text) and not _is_docstring(text):
+            remaining -= 1
+            if remaining == 0:
+                return None
+        previous = text or previous
+    return None
+
+
 _PREFIX = re.compile(r"\b(Seed(?=[A-Z])|seed_(?=[a-z]))")
 
 
@@ -114,8 +145,9 @@ def imported_names(section: str) -> set[str]:
 def used_modules(
     section: str, candidates: tuple[str, ...] = ("F", "nn", "torch", "models", "time", "math")
 ) -> set[str]:
-    """Which of ``candidates`` the section's code uses as ``NAME.attribute``."""
-    text = "\n".join(normalize(line) for line in section_lines(section))
+    """Which of ``candidates`` the section's code uses as ``NAME.attribute`` (comments dropped; spacing
+    kept, so that ``with torch.no_grad()`` is not read as ``withtorch``)."""
+    text = "\n".join(line.split("#", 1)[0] for line in section_lines(section))
     return {c for c in candidates if re.search(rf"(?<![\w.]){c}\.\w", text)}
 
 

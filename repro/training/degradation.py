@@ -8,7 +8,8 @@ CIFAR networks of two depths (default 20 and 56) with one recipe and one batch s
 * ``degradation_meta.json``: the command, data, recipe, device, versions, commit and wall time.
 
 Without ``--data`` it trains on generated images (``repro.training.data.synthetic_shapes``) at 16x16
-for 640 iterations, under 10 minutes on two CPU cores; with ``--data`` (CIFAR-10 in its Python
+for 640 iterations, minutes on two CPU cores (each run records its wall time in
+``degradation_meta.json``); with ``--data`` (CIFAR-10 in its Python
 format, or an image folder) the default is the paper's full schedule, 64k iterations.
 """
 
@@ -47,7 +48,7 @@ PAPER_TEST_ERROR = {
 }
 PAPER_PLAIN = "no number; Fig. 1/6: deeper plain net has higher training and test error"
 
-# The default run (no --data): generated data, small enough for 10 minutes on two CPU cores.
+# The default run (no --data): generated data, small enough for minutes on two CPU cores.
 DEFAULT_RESOLUTION = 16
 DEFAULT_TRAIN_SIZE = 10_000
 DEFAULT_TEST_SIZE = 2_000
