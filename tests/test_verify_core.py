@@ -168,6 +168,32 @@ def test_a_rate_a_container_never_applies_is_not_a_stochastic_layer():
     assert "Dropout.p 0.3" in applied.levels["stochastic configuration"].detail
 
 
+class TwoBranches(nn.Module):
+    """Two residual branches, each behind drop-path: one module applied to both (as torchvision's Swin) or one each
+    (as timm's)."""
+
+    def __init__(self, p: float, shared: bool) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 1)
+        self.drop_a = DropPath(p)
+        self.drop_b = self.drop_a if shared else DropPath(p)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        x = x + self.drop_a(self.a(x))
+        x = x + self.drop_b(self.b(x))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_stochastic_module_applied_twice_counts_twice():
+    report = verify(TwoBranches(0.1, shared=True), TwoBranches(0.1, shared=False), input_size=SIZE)
+    assert report.equivalent and report.levels["stochastic configuration"].holds, str(report)
+    other = verify(TwoBranches(0.1, shared=True), TwoBranches(0.2, shared=False), input_size=SIZE)
+    assert other.verdict == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION", str(other)
+    assert "DropPath.drop_prob 0.1 x2; reference: DropPath.drop_prob 0.2 x2" in other.levels[
+        "stochastic configuration"].detail
+
+
 def test_a_real_mistake_behind_dropout_is_still_the_verdict():
     report = verify(Net(drop=nn.Dropout(0.2), eps=1e-3), Net(drop=nn.Dropout(0.2)), input_size=SIZE)
     assert report.verdict == "NOT EQUIVALENT" and report.first_divergence == "bn"

@@ -4,6 +4,7 @@ port, compare, and name the first divergence."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -25,7 +26,7 @@ from repro.verify._compare import (
 )
 from repro.verify._pairing import Pairing, PairingError, UndecidedTie, pair_nodes, pair_state, reshaped_state
 from repro.verify._report import Level, VerifyReport, layers_frame, unpaired_tensors
-from repro.verify._stochastic import acting, rates_match, stochastic_layers, summary, turn_off
+from repro.verify._stochastic import acting, applications, rates_match, stochastic_layers, summary, turn_off
 from repro.verify._trace import INPUT, Graph, PointKey, Recorder, stored_constants, trace
 
 WIDE_INPUT_SCALE = 8.0
@@ -378,6 +379,7 @@ class _Verification:
         self.captures: dict[str, CandidateCapture] = {}
         self.reference_random: dict[str, list[tuple[str, str]]] = {}
         self.divergences: dict[str, Divergence] = {}  # by pass
+        self.calls: dict[str, Counter] = {}  # side -> module name -> calls in the traced pass
         self.grads: dict[str, Diff] = {}
         self.buffers: dict[str, Diff] = {}
 
@@ -392,10 +394,14 @@ class _Verification:
         report = self.report
         # The reference's eval pass both traces it and is the first comparison's reference side.
         ref_eval = ReferenceCapture(self.rtol)
-        self.ref_graph = _run("reference", _forward, self.ref_model, self.x, ref_eval, training=False,
-                              seed=self.seed).recorder.graph()
+        ref_recorder = _run("reference", _forward, self.ref_model, self.x, ref_eval, training=False,
+                            seed=self.seed).recorder
+        self.ref_graph = ref_recorder.graph()
         with torch.no_grad():
-            self.cand_graph, _ = _run("candidate", trace, self.candidate.eval(), self.x[:1].clone())
+            self.cand_graph, cand_recorder = _run("candidate", trace, self.candidate.eval(), self.x[:1].clone())
+        # How often each module runs in one pass: a stochastic module applied twice counts twice.
+        self.calls = {"candidate": Counter(c.name for c in cand_recorder.calls),
+                      "reference": Counter(c.name for c in ref_recorder.calls)}
         try:
             self.pairing = pair_nodes(self.cand_graph, self.ref_graph)
         except UndecidedTie as tie:
@@ -682,7 +688,8 @@ class _Verification:
         left = {side: sorted({where for where, _ in calls})
                 for side, calls in (("candidate", self.captures["train"].random if "train" in self.captures else []),
                                     ("reference", self.reference_random.get("train", [])))}
-        cand, ref = acting(cand), acting(ref)
+        cand, ref = (applications(acting(layers), self.calls.get(side, {}))
+                     for side, layers in (("candidate", cand), ("reference", ref)))
         side_by_side = f"candidate: {summary(cand)}; reference: {summary(ref)}"
         if not rates_match(cand, ref):
             at = next((i for i, (a, b) in enumerate(zip(cand, ref)) if a.rate != b.rate), min(len(cand), len(ref)))

@@ -21,6 +21,7 @@ compared.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 from itertools import groupby
 
 import torch
@@ -97,8 +98,16 @@ def acting(layers: list[StochasticLayer]) -> list[StochasticLayer]:
     return [layer for layer in layers if layer.acts]
 
 
+def applications(layers: list[StochasticLayer], calls: Mapping[str, int]) -> list[StochasticLayer]:
+    """Each layer once per call in a pass (``calls``: module name -> calls; at least once): torchvision's Swin
+    applies one ``StochasticDepth`` module to both branches of a block where timm's has two ``DropPath`` modules,
+    and the two draw the same random numbers per application."""
+    return [layer for layer in layers for _ in range(max(1, calls.get(layer.module, 0)))]
+
+
 def summary(layers: list[StochasticLayer]) -> str:
-    """The acting rates in a few words: ``Dropout.p 0.5 x2``, ``StochasticDepth.p x16 (0.00588 to 0.0941)``."""
+    """The acting rates (one entry per application) in a few words: ``Dropout.p 0.5 x2``,
+    ``StochasticDepth.p 0.00588 to 0.0941 x16``."""
     parts = []
     for (kind, attribute), group in groupby(acting(layers), key=lambda layer: (layer.kind, layer.attribute)):
         rates = [layer.rate for layer in group]
