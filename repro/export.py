@@ -217,6 +217,11 @@ def _export_with(exporter: str, model: nn.Module, x: torch.Tensor, path: Path, o
                  dynamic_batch: bool, name: str) -> int:
     import onnx
 
+    # What each exporter raises for a model or an opset it cannot write: the dynamo exporter wraps every failure
+    # in OnnxExporterError; the TorchScript exporter raises it for an operator it cannot express, a ValueError
+    # (torch 2.2) or a RuntimeError (its C++ check, later torch) for an opset outside its range, and a
+    # RuntimeError for a forward it cannot trace.
+    refusals = (torch.onnx.errors.OnnxExporterError,) if exporter == "dynamo" else (ValueError, RuntimeError)
     try:
         if exporter == "dynamo":
             dynamic = ({0: torch.export.Dim("batch", min=1, max=1 << 16)},) if dynamic_batch else None
@@ -228,16 +233,20 @@ def _export_with(exporter: str, model: nn.Module, x: torch.Tensor, path: Path, o
             kwargs = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
             torch.onnx.export(model, (x,), str(path), opset_version=opset, dynamic_axes=axes,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], **kwargs)
-    except torch.onnx.errors.OnnxExporterError as err:
+    except refusals as err:
         what = "with a dynamic batch " if dynamic_batch else ""
         raise ExportError(f"{name} cannot be exported {what}by the {exporter} exporter: {_one_line(err)}") from None
     proto = onnx.load(str(path), load_external_data=False)
-    shape = _onnx_input_shape(proto)
-    if dynamic_batch and not isinstance(shape[0], str):
-        # The exporter falls back to a static graph when the forward pins the batch size (a constant
-        # broadcast against it, a reshape to a literal batch): a dynamic graph was asked for.
-        raise ExportError(f"{name} cannot be exported with a dynamic batch by the {exporter} exporter: its forward "
-                          f"fixes the batch size (the graph came out with input shape {shape})")
+    if dynamic_batch:
+        # When the forward pins the batch size (a constant broadcast against it, a reshape to a literal
+        # batch), the dynamo exporter falls back to a static input; the TorchScript exporter keeps the
+        # symbolic input and output names it was given, and ONNX shape inference finds the fixed batch
+        # in the output. Either way a dynamic graph was asked for and not made.
+        shapes = _onnx_input_shape(proto), _onnx_output_shape(onnx.shape_inference.infer_shapes(proto))
+        if not all(isinstance(shape[0], str) for shape in shapes):
+            raise ExportError(f"{name} cannot be exported with a dynamic batch by the {exporter} exporter: its "
+                              f"forward fixes the batch size (the graph came out with input shape {shapes[0]}, "
+                              f"output shape {shapes[1]})")
     return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
 
 
@@ -346,7 +355,16 @@ def check_inputs(input_size: Sequence[int], dynamic_batch: bool) -> list[tuple[s
 
 
 def _onnx_input_shape(proto) -> tuple[int | str, ...]:
-    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    return _shape(proto.graph.input[0])
+
+
+def _onnx_output_shape(proto) -> tuple[int | str, ...]:
+    return _shape(proto.graph.output[0])
+
+
+def _shape(value_info) -> tuple[int | str, ...]:
+    """A graph value's declared shape: sizes, symbolic names, ``"?"`` where unknown."""
+    dims = value_info.type.tensor_type.shape.dim
     return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
 
 

@@ -18,7 +18,7 @@ import reference  # noqa: E402
 import repro  # noqa: E402
 from repro.equivalence import randomize_  # noqa: E402
 from repro.export import (  # noqa: E402
-    ExportError, check, export, main, node_scopes, recommended_exporter, run_session, session,
+    ExportError, check, export, main, max_opset, node_scopes, recommended_exporter, run_session, session,
 )
 
 
@@ -165,14 +165,12 @@ class _FixedBatch(nn.Module):
         return self.conv(x) + self.bias
 
 
-@torch.library.custom_op("repro_test::opaque", mutates_args=())
-def _opaque(x: torch.Tensor) -> torch.Tensor:
-    return x.clone()
-
-
-@_opaque.register_fake
-def _(x):
-    return torch.empty_like(x)
+# An operator no exporter can express, defined through torch.library.Library (every supported torch has it;
+# torch.library.custom_op arrives in 2.4): a real kernel, and a Meta one for torch.export's fake tensors.
+_LIBRARY = torch.library.Library("repro_test", "DEF")
+_LIBRARY.define("opaque(Tensor x) -> Tensor")
+_LIBRARY.impl("opaque", lambda x: x.clone(), "CompositeExplicitAutograd")
+_LIBRARY.impl("opaque", lambda x: torch.empty_like(x), "Meta")
 
 
 class _Opaque(nn.Module):
@@ -181,16 +179,32 @@ class _Opaque(nn.Module):
         self.conv = nn.Conv2d(3, 4, 3)
 
     def forward(self, x):
-        return _opaque(self.conv(x))
+        return torch.ops.repro_test.opaque(self.conv(x))
+
+
+# What the recommended exporter cannot do, in its own words: the dynamo exporter writes opset 18 and up (17
+# fails its down-conversion) and names the operator it has no ONNX function for; the TorchScript exporter (older
+# torch's default) stops below onnx's newest opset and names the operator's namespace.
+if recommended_exporter() == "dynamo":
+    BAD_OPSET, BAD_OPSET_MESSAGE = 17, "cannot write CifarResNet at opset 17"
+    OPAQUE_MESSAGE = "No ONNX function found for <OpOverload(op='repro_test.opaque'"
+else:
+    BAD_OPSET, BAD_OPSET_MESSAGE = max_opset(), "cannot be exported by the torchscript exporter: Unsupported"
+    OPAQUE_MESSAGE = "unrecognized namespace repro_test::opaque"
 
 
 @pytest.mark.parametrize("make, kwargs, message", [
     (lambda: "resnet5O", {}, "unknown hand-written model 'resnet5O'"),
     (lambda: "timm:resnet5O", {}, "timm has no model 'resnet5O'"),
     (lambda: repro.create_model("resnet20"), {"opset": 99}, "opset 99: the installed onnx"),
-    (lambda: repro.create_model("resnet20"), {"opset": 17}, "cannot write CifarResNet at opset 17"),
-    (_Opaque, {}, "No ONNX function found for <OpOverload(op='repro_test.opaque'"),
+    (lambda: repro.create_model("resnet20"), {"opset": BAD_OPSET}, BAD_OPSET_MESSAGE),
+    (_Opaque, {}, OPAQUE_MESSAGE),
     (_FixedBatch, {"dynamic_batch": True}, "its forward fixes the batch size"),
+    # The TorchScript exporter, asked for by name: its graph keeps the symbolic batch it was given, and shape
+    # inference finds the fixed one; its opset range ends below onnx's newest.
+    (_FixedBatch, {"dynamic_batch": True, "exporter": "torchscript"}, "its forward fixes the batch size"),
+    (lambda: repro.create_model("resnet20"), {"opset": max_opset(), "exporter": "torchscript"},
+     "cannot be exported by the torchscript exporter: Unsupported"),
 ])
 def test_bad_export_is_one_line_and_leaves_the_old_file(make, kwargs, message, tmp_path):
     out = tmp_path / "m.onnx"

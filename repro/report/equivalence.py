@@ -42,13 +42,15 @@ def jobs(options: Options) -> list[Job]:
 
 
 def timm_versions() -> str:
-    """Which timm the verdicts are for: this run's, and the range the test suite proves them on."""
+    """Which timm the verdicts are for: this run's; and where the test suite checks them at other versions
+    (a page cannot see those runs: the README records when each last passed)."""
     floor = declared_floor("timm")
     text = f"These verdicts are for timm {timm.__version__}, the version this page ran on."
     if floor:
         text += (
-            f" The test suite proves the same pairs (tests/test_equivalence.py) at the declared floor, timm {floor}"
-            " (`tox -e lowest`), and at the newest release (`tox -e newest`)."
+            " tests/test_equivalence.py checks the same pairs (each equivalent in float64 and bit-identical in"
+            f" float32, eval and train mode) at the declared floor, timm {floor} (`tox -e lowest`), and at the"
+            " newest release (`tox -e newest`); the README's tox paragraph records the last run of each that passed."
         )
     return text + (
         " No porting rule in `reference/` depends on the timm version: a rule that stops holding in a new timm"
