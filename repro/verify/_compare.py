@@ -105,6 +105,11 @@ def _settings(module: nn.Module) -> dict[str, object]:
                 isinstance(v, tuple) and all(isinstance(e, _SETTING_TYPES) for e in v)))}
 
 
+def _setting(value: object) -> str:
+    """A setting as a reader writes it: ``0.0003``, not ``0.00029999999999996696`` (1 - 0.9997)."""
+    return f"{value:.6g}" if isinstance(value, float) else repr(value)
+
+
 def settings_difference(candidate: nn.Module, reference: nn.Module) -> str:
     """What differs between two paired modules' settings, in words (empty when nothing visible does):
     their classes where those differ, then every setting both have with another value, candidate's first.
@@ -114,7 +119,7 @@ def settings_difference(candidate: nn.Module, reference: nn.Module) -> str:
     if type(candidate).__name__ != type(reference).__name__:
         words.append(f"{type(candidate).__name__} vs {type(reference).__name__}")
     ours, theirs = _settings(candidate), _settings(reference)
-    words += [f"{k} {ours[k]!r} vs {theirs[k]!r}" for k in ours if k in theirs and ours[k] != theirs[k]]
+    words += [f"{k} {_setting(ours[k])} vs {_setting(theirs[k])}" for k in ours if k in theirs and ours[k] != theirs[k]]
     return "; ".join(words)
 
 
