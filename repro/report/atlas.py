@@ -484,6 +484,7 @@ def run_atlas(patterns: tuple[str, ...] = ("*",), workers: int = 2, timeout_s: f
         "workers": workers,
         "timeout_s": timeout_s,
         "max_params": max_params,
+        "memory_params": MEMORY_PARAMS,
         "discovery_seconds": round(found.seconds, 1),
         "seconds": round(time.perf_counter() - start, 1),
         "without_counterpart": found.without_counterpart,
@@ -600,12 +601,18 @@ def build_page(results: dict[str, Any], source: str) -> Page:
     tv = [r for r in records if r["table"] == "torchvision" and r.get("timm_tags")]
     tv_outcomes = pd.Series([outcome(r) for r in tv]).value_counts()
     tv_same = sum(int(tv_outcomes.get(o, 0)) for o in SAME_EVAL)
-    tv_other = [f"{r['candidate'].split(':', 1)[1]} ({outcome(r)})" for r in tv if outcome(r) not in SAME_EVAL]
+    def named(rows: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{r['candidate'].split(':', 1)[1]} ({outcome(r)})" for r in rows)
+
+    tv_differ = [r for r in tv if outcome(r) in ("not equivalent", "structures differ")]
+    tv_open = [r for r in tv if outcome(r) not in SAME_EVAL and r not in tv_differ]
     findings = (f"Findings: of {len(records)} pairs, " + ", ".join(f"{n} {o}" for o, n in zip(summary["outcome"],
                 summary["pairs"])) + f". Of the {len(tv)} pairs timm tags as loading torchvision's weights, {tv_same} "
                 f"compute the same function in eval (" + ", ".join(f"{int(tv_outcomes[o])} {o}" for o in SAME_EVAL
                                                                   if o in tv_outcomes) + ")"
-                + (f"; not the same function in eval: {', '.join(tv_other)}" if tv_other else "") + ".")
+                + (f"; not the same function in eval: {named(tv_differ)}" if tv_differ else "")
+                + (f"; not decided in this run (re-run them alone: `--pairs`): {named(tv_open)}" if tv_open else "")
+                + ".")
     intro = f"""{findings}
 
 Every torchvision classification model that timm also ships, verified against it with
@@ -626,7 +633,8 @@ level, with the rates side by side). Hugging Face models return output objects: 
 Results of {env["date"]} (torch {env["torch"]}, torchvision {env["torchvision"]}, timm {env["timm"]},
 transformers {results["transformers"]}): {len(records)} pairs in {results["seconds"]:.0f} s on
 {results["workers"]} worker processes (discovering the pairs: {results["discovery_seconds"]:.0f} s), per-pair
-timeout {results["timeout_s"]:.0f} s; models over {results["max_params"]:,} parameters are not run here (memory).
+timeout {results["timeout_s"]:.0f} s; models over {results["max_params"]:,} parameters are not run here (memory), and
+the workers verify at most {results.get("memory_params", MEMORY_PARAMS):,} candidate parameters at once.
 Outcomes: `bit-identical` and `equivalent` are verify's verdicts (the same function in eval and in a train step,
 decided in float64; bit-identical: float32 too); `same function, stochastic configuration differs`: both of those
 hold and the libraries' default dropout or drop-path rates differ; `eval equivalent, train step differs`: every
