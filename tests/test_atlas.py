@@ -10,7 +10,8 @@ from torch import nn
 
 import repro
 from repro.report import DEFAULT_ATLAS_RESULTS, Options
-from repro.report import atlas
+from repro.report import atlas, runtimes
+from repro.report.base import ReportError
 
 
 def test_every_torchvision_tag_of_timm_is_one_pair_with_a_torchvision_model():
@@ -122,3 +123,25 @@ def test_quick_mode_reads_the_committed_results():
     assert len(tables["atlas"]) == sum(r["table"] == "torchvision" for r in committed["pairs"])
     assert len(tables["atlas_transformers"]) == sum(r["table"] == "transformers" for r in committed["pairs"])
     assert tables["atlas_summary"]["pairs"].sum() == len(committed["pairs"])
+
+
+@pytest.mark.parametrize("page, content, says", [
+    ("atlas", '{"pairs": []}', "atlas results of format None, this code reads format 2; re-make them with"),
+    ("atlas", "{not json", "not readable as atlas results (JSONDecodeError"),
+])
+def test_saved_results_of_another_format_are_a_one_line_error(tmp_path, capsys, page, content, says):
+    """Quick mode reads a page's saved results; a file an older version wrote is named, with how to re-make it."""
+    from_before = tmp_path / f"{page}.json"
+    from_before.write_text(content)
+    out = tmp_path / "report"
+    code = repro.report.main(["--pages", page, f"--{page}-results", str(from_before), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and from_before.read_text() == content
+
+
+def test_saved_runtimes_of_another_format_are_a_one_line_error(tmp_path):
+    from_before = tmp_path / "runtimes.json"
+    from_before.write_text('{"format": 0, "measurements": []}')
+    with pytest.raises(ReportError, match=r"runtimes results of format 0, this code reads format 1; re-make them with"):
+        runtimes.build(Options(runtimes_results=from_before))

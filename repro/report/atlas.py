@@ -50,7 +50,7 @@ import reference
 import repro
 from repro.environment import environment
 from repro.flops import build_on_meta
-from repro.report.base import Options, Page, Table, render_page
+from repro.report.base import Options, Page, Table, read_results, render_page
 
 RESOLUTIONS = (64, 128)  # tried in order before a model's native resolution: the smallest both models run at
 BATCH = 2  # the train step's BatchNorm needs two samples
@@ -62,6 +62,8 @@ MAX_PARAMS = 200_000_000
 # with /usr/bin/time), so the workers together take on at most this many candidate parameters at once (a pair
 # larger than that runs alone): two VGGs side by side would need most of this machine's 23 GB.
 MEMORY_PARAMS = 250_000_000
+RESULTS_FORMAT = 2  # atlas.json's layout; 2: verify's report with its levels (format 1 had none)
+RERUN = "python -m repro.report --pages atlas --full"
 QUICK_SUBSET = ("torchvision:resnet18", "transformers:resnet18")  # quick mode without committed results
 
 
@@ -477,6 +479,7 @@ def run_atlas(patterns: tuple[str, ...] = ("*",), workers: int = 2, timeout_s: f
     pairs = [p for p in found.pairs if any(fnmatch.fnmatchcase(p.candidate, pattern) for pattern in patterns)]
     records = run_pairs(pairs, workers, timeout_s, max_params, progress)
     return {
+        "format": RESULTS_FORMAT,
         "environment": environment(),
         "repro_commit": _repro_commit(),
         "transformers": _transformers_version(),
@@ -666,7 +669,7 @@ def build(options: Options) -> Page:
     if options.full:
         return build_page(run_atlas(progress=_stderr), "Run by `python -m repro.report --pages atlas --full`.")
     if options.atlas_results.is_file():
-        return build_page(json.loads(options.atlas_results.read_text()),
+        return build_page(read_results(options.atlas_results, "atlas", RESULTS_FORMAT, RERUN),
                           f"Read from `{options.atlas_results}` (re-run: `--pages atlas --full`).")
     results = run_atlas(QUICK_SUBSET, progress=_stderr)
     return build_page(results, "Quick mode without committed results: a subset only.")

@@ -8,6 +8,7 @@ import enum
 import fnmatch
 import functools
 import importlib
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,21 @@ DEFAULT_RUNTIMES_RESULTS = Path("reports/runtimes.json")
 
 class ReportError(Exception):
     """Bad arguments or an unusable output directory: printed as one line, exit code 2."""
+
+
+def read_results(path: Path, kind: str, results_format: int, rerun: str) -> dict[str, Any]:
+    """A page's saved results (``atlas.json``, ``runtimes.json``), checked to be of the format this code
+    reads: a file written by an older version is a one-line error naming how to re-make it, not a
+    KeyError deep in the page."""
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportError(f"{path}: not readable as {kind} results ({type(err).__name__}: {err})") from None
+    found = results.get("format") if isinstance(results, dict) else None
+    if found != results_format:
+        raise ReportError(f"{path}: {kind} results of format {found}, this code reads format {results_format}; "
+                          f"re-make them with `{rerun}`")
+    return results
 
 
 @dataclass

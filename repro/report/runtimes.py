@@ -38,7 +38,7 @@ from tqdm import tqdm
 from repro.bench import BenchCase, measure_interleaved
 from repro.environment import environment
 from repro.registry import MODELS, references_for
-from repro.report.base import MAX_PAGE_COLUMNS, Options, Page, Table
+from repro.report.base import MAX_PAGE_COLUMNS, Options, Page, Table, read_results
 from repro.report.latency import _round_ratios, _spread, goal_verdict
 from repro.report.measure import model_stats, torchvision_builder
 from repro.seed import SEED_BENCHMARK_MODELS
@@ -57,6 +57,7 @@ FUSED, COMPILED, ONNX = "ours fused", "timm compile", "timm onnxruntime"
 SETUP_BUDGET_S = 60.0  # ONNX export + session build per model (issue 16)
 ROUNDS = 9  # a one-sided sign test over 9 rounds decides at 8 of 9 (p = 0.02)
 MIN_RUN_TIME = 0.1
+RESULTS_FORMAT = 1  # runtimes.json's layout
 
 
 def baseline_reference(model: str) -> str | None:
@@ -254,8 +255,8 @@ def findings(frame: pd.DataFrame, goals: pd.DataFrame, scenarios: pd.DataFrame |
 def measure_results(models: list[str], rounds: int, min_run_time: float) -> dict:
     """The page's measurements with how they were made: what ``runtimes.json`` holds."""
     frame = measure(models, rounds, min_run_time)
-    return {"environment": environment(), "threads": torch.get_num_threads(), "rounds": rounds,
-            "min_run_time": min_run_time, "measurements": json.loads(frame.to_json(orient="records"))}
+    return {"format": RESULTS_FORMAT, "environment": environment(), "threads": torch.get_num_threads(),
+            "rounds": rounds, "min_run_time": min_run_time, "measurements": json.loads(frame.to_json(orient="records"))}
 
 
 def build_page(results: dict, source: str) -> Page | None:
@@ -296,7 +297,8 @@ def build(options: Options) -> Page | None:
                           "by `python -m repro.report --pages runtimes`")
     if not options.runtimes_results.is_file():
         return None
-    results = json.loads(options.runtimes_results.read_text())
+    results = read_results(options.runtimes_results, "runtimes", RESULTS_FORMAT,
+                           "python -m repro.report --pages runtimes")
     models = set(options.selected(m["model"] for m in results["measurements"]))
     results["measurements"] = [m for m in results["measurements"] if m["model"] in models]
     return build_page(results, f"read from `{options.runtimes_results}`; re-measure with `--pages runtimes`")
