@@ -475,13 +475,14 @@ def run_atlas(patterns: tuple[str, ...] = ("*",), workers: int = 2, timeout_s: f
               max_params: int = MAX_PARAMS, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Discover the pairs, verify those whose candidate matches one of ``patterns`` (fnmatch), return the results."""
     start = time.perf_counter()
+    commit = _repro_commit()  # the code that runs: taken before, not after a run that may take minutes
     found = discover()
     pairs = [p for p in found.pairs if any(fnmatch.fnmatchcase(p.candidate, pattern) for pattern in patterns)]
     records = run_pairs(pairs, workers, timeout_s, max_params, progress)
     return {
         "format": RESULTS_FORMAT,
         "environment": environment(),
-        "repro_commit": _repro_commit(),
+        "repro_commit": commit,
         "transformers": _transformers_version(),
         "patterns": list(patterns),
         "workers": workers,
