@@ -145,3 +145,12 @@ def test_saved_runtimes_of_another_format_are_a_one_line_error(tmp_path):
     from_before.write_text('{"format": 0, "measurements": []}')
     with pytest.raises(ReportError, match=r"runtimes results of format 0, this code reads format 1; re-make them with"):
         runtimes.build(Options(runtimes_results=from_before))
+
+
+def test_a_transformers_rows_options_are_its_config_settings():
+    """The Hugging Face models are configured to match timm: the row shows the settings, not a blank."""
+    record = {"table": "transformers", "candidate_kwargs": {"num_labels": 1000, "batch_norm_momentum": 0.1},
+              "reference_kwargs": {}}
+    assert atlas._options(record) == "config batch_norm_momentum=0.1"
+    record = {"table": "torchvision", "candidate_kwargs": {"aux_logits": False}, "reference_kwargs": {"drop_rate": 0}}
+    assert atlas._options(record) == "aux_logits=False, timm drop_rate=0"

@@ -189,7 +189,7 @@ def test_runtimes_page_tables_from_measurements():
              "median_ms": float(sorted(v)[1]), "iqr_ms": 0.5, "runs": 3, "round_medians_ms": [float(x) for x in v],
              "setup_s": {"build": 0.1, "export": 2.0, "session": 0.3, "warmup": 0.2}}
             for m, per in rounds.items() for r, v in per.items()]
-    built = build_tables(pd.DataFrame(rows), "CPU (x86_64)")
+    built = build_tables(pd.DataFrame(rows), "CPU (x86_64)", 2)
     assert all(len(t.shown().columns) <= MAX_PAGE_COLUMNS for t in built)  # each table fits a page
     tables = {t.slug: t.frame for t in built}
     best = tables["runtimes_best"].set_index("model")
@@ -206,6 +206,7 @@ def test_runtimes_page_tables_from_measurements():
     # A threshold computed from the latencies is stated for each side: 3x the fastest eager (6 ms), fused (2 ms).
     real_time = scenarios.set_index("scenario (seed 5.1)").loc["real-time detection / segmentation"]
     assert "(18.0 ms)" in real_time["criterion, ours eager"] and "(6.0 ms)" in real_time["criterion, best runtime"]
+    assert real_time["measured, best runtime"].startswith("on CPU (x86_64), each model on its best runtime, 2 threads:")
 
 
 def test_runtimes_page_opens_with_findings_checks_its_goals_and_is_rebuilt_from_its_json(tmp_path):

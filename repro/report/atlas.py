@@ -566,7 +566,10 @@ def cause(record: dict[str, Any]) -> str:
 
 
 def _options(record: dict[str, Any]) -> str:
-    parts = [f"{k}={v}" for k, v in record.get("candidate_kwargs", {}).items() if record["table"] == "torchvision"]
+    """What was passed to build the pair: torchvision's options, a transformers config's settings (its
+    ImageNet head, ``num_labels=1000``, left out), timm's options."""
+    prefix = "config " if record["table"] == "transformers" else ""
+    parts = [f"{prefix}{k}={v}" for k, v in record.get("candidate_kwargs", {}).items() if k != "num_labels"]
     parts += [f"timm {k}={v}" for k, v in record.get("reference_kwargs", {}).items()]
     return ", ".join(parts)
 
@@ -631,8 +634,11 @@ architecture's own name); the other torchvision models are matched by a stated n
 Options passed to match the models are in
 `options` (`aux_logits=False` where torchvision has an auxiliary head timm lacks); dropout and drop-path stay
 at each library's defaults, so that where those differ the row says so (verify's stochastic-configuration
-level, with the rates side by side). Hugging Face models return output objects: `repro.verify` compares their
-`logits`.
+level, with the rates side by side). The Hugging Face models are the other way round: their config defaults
+follow TensorFlow checkpoints, so each is configured to match timm wherever its config has the option
+(dropout, drop-path, padding, BatchNorm epsilon and momentum: `options`, the config's settings); a setting
+the config cannot change (the MobileNets' BatchNorm momentum, written into their code) is left, and the row
+says where it shows. They return output objects: `repro.verify` compares their `logits`.
 
 Results of {env["date"]} (torch {env["torch"]}, torchvision {env["torchvision"]}, timm {env["timm"]},
 transformers {results["transformers"]}): {len(records)} pairs in {results["seconds"]:.0f} s on

@@ -592,14 +592,21 @@ def depth_only_erratum(names: list[str]) -> Erratum | None:
     top1 = {n: torchvision_v1(torchvision_builder(n)).top1 for n in deep}
     steps = [(a, b, (top1[b] - top1[a]) / (depth[b] - depth[a])) for a, b in zip(deep, deep[1:])]
     diminishing = all(later[2] < earlier[2] for earlier, later in zip(steps, steps[1:]))
+    # One checkpoint per depth: its top-1 carries the run-to-run spread of one training run, which this
+    # metadata does not give, so a difference between per-layer gains cannot be told from it.
     return Erratum(
         "3.1",
         "scaling depth alone gives diminishing returns ('只增加深度:...收益递减')",
-        diminishing,
+        Outcome.UNDECIDED,
         "torchvision IMAGENET1K_V1 top-1 of ResNets that differ only in depth: "
         + ", ".join(f"{n} ({depth[n]} layers) {top1[n]:.2f}%" for n in deep)
         + "; per added layer: "
-        + ", ".join(f"{a} -> {b} {gain * 100:+.1f} points per 100 layers" for a, b, gain in steps),
+        + ", ".join(f"{a} -> {b} {gain * 100:+.1f} points per 100 layers" for a, b, gain in steps)
+        + (": the gains shrink" if diminishing else ": the gains do not shrink")
+        + ", from one checkpoint per depth",
+        decide="the claim's own source, the EfficientNet paper's depth-only scaling of B0 (its Figure 3, d = 1 to 8), "
+        "read as numbers; or several training runs per depth, so that the gains' difference can be set against "
+        "the run-to-run spread of top-1",
         note="the other half, '训练困难' (hard to train), is the degradation claim: section 2.1's rows",
     )
 

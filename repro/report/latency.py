@@ -396,6 +396,9 @@ def build(options: Options) -> Page | None:
     goals = speed_goals(frame)
     errata = seed_benchmark_errata()
     summary, lead = "", "no speed goal could be checked (ours and timm were not both measured)"
+    threads = {int(m.group(1)) for machine in machines if (m := re.search(r"(\d+) threads?$", machine))}
+    # The fused model's gain depends on the thread count (the runtimes page times 2): every statement names it.
+    on_threads = f"{' or '.join(map(str, sorted(threads))) or '?'} thread{'s' if threads != {1} else ''}"
     if not goals.empty:
         decided_slower = goals[goals[NOT_SLOWER].str.startswith("✗")]
         chance = sum(false_alarm_rate(int(k)) for k in goals["rounds"].dropna())
@@ -421,11 +424,12 @@ def build(options: Options) -> Page | None:
             applicable = goals[~goals[">= 1.15x"].str.startswith("n/a")]
             fused = applicable[">= 1.15x"].str.split(" ").str[0].value_counts()
             summary += (
-                " Fused >= 1.15x faster than timm (CPU, batch 1, fp32): "
+                f" Fused >= 1.15x faster than timm (CPU, batch 1, fp32, {on_threads}): "
                 + ", ".join(f"{k} {v}" for k, v in fused.items())
                 + "."
             )
-            lead += "; fused >= 1.15x faster than timm: " + ", ".join(f"{k} {v}" for k, v in fused.items())
+            lead += (f"; fused >= 1.15x faster than timm ({on_threads}): "
+                     + ", ".join(f"{k} {v}" for k, v in fused.items()))
     present = set(table.columns)
     described = {
         "ours+fused": "`ours+fused` is `repro.fuse(model)`: BatchNorm folded into convolutions and the model run in "
@@ -436,7 +440,6 @@ def build(options: Options) -> Page | None:
         "timm+channels_last": "`+channels_last` columns are the eager models converted to NHWC (input converted "
         "before timing): `ours+fused / timm+channels_last` is the like-for-like ratio.",
     }
-    threads = {int(m.group(1)) for machine in machines if (m := re.search(r"(\d+) threads?$", machine))}
     caveat = (
         f" Measured on {', '.join(map(str, sorted(threads)))} threads: {TIMING_THREADS_WHY}, which the interleaving "
         "spreads over all implementations alike and the per-round spread shows; the report's own timing pages use "

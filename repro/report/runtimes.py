@@ -42,7 +42,7 @@ from repro.report.base import MAX_PAGE_COLUMNS, Options, Page, Table, read_resul
 from repro.report.latency import _round_ratios, _spread, goal_verdict
 from repro.report.measure import model_stats, torchvision_builder
 from repro.seed import SEED_BENCHMARK_MODELS
-from repro.report.selection import candidates, pareto, scenario_table, torchvision_accuracy
+from repro.report.selection import candidates, pareto, scenario_table, timed_as, torchvision_accuracy
 
 # Runtime label -> the implementation timed for it ("{ref}" is the model's timm reference).
 RUNTIMES = {
@@ -163,9 +163,10 @@ def frontier_table(eager: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
                    "latency (ms) best", "on latency frontier best", "frontier changes"]]
 
 
-def scenarios_table(eager: pd.DataFrame, best: pd.DataFrame, device: str) -> pd.DataFrame:
+def scenarios_table(eager: pd.DataFrame, best: pd.DataFrame, device: str, threads: int) -> pd.DataFrame:
     """The selection page's scenario verdicts on eager latencies and on best-runtime latencies."""
-    a, b = scenario_table(eager, device), scenario_table(best, device)
+    a = scenario_table(eager, device, timed=timed_as("ours eager", threads))
+    b = scenario_table(best, device, timed=timed_as("each model on its best runtime", threads))
     table = a[["scenario (seed 5.1)", "seed recommends"]].copy()
     # A criterion can name a threshold computed from the latencies (3x the fastest): each side states its own.
     table["criterion, ours eager"] = a["criterion"]
@@ -182,7 +183,7 @@ def _without_spread(table: pd.DataFrame) -> tuple[str, ...]:
     return tuple(c for c in table.columns if not c.endswith("per round") and c != "resolution")
 
 
-def build_tables(frame: pd.DataFrame, device: str) -> list[Table]:
+def build_tables(frame: pd.DataFrame, device: str, threads: int) -> list[Table]:
     eager, best = selection_frame(frame, "ours eager"), selection_frame(frame, None)
     tables = [
         Table("runtimes_latency", "Batch-1 fp32 latency per runtime (median (IQR) ms) and speed-up over timm eager",
@@ -199,7 +200,7 @@ def build_tables(frame: pd.DataFrame, device: str) -> list[Table]:
                   frontier_table(eager, best), "Top-1: torchvision IMAGENET1K_V1 metadata (as on the selection page). "
                   "Frontier: no other model here is at most as slow and more accurate (selection's `pareto`)."),
             Table("runtimes_scenarios", "The seed's scenarios (5.1) with each model on its best runtime",
-                  scenarios_table(eager, best, device), "Criteria and verdicts are the selection page's "
+                  scenarios_table(eager, best, device, threads), "Criteria and verdicts are the selection page's "
                   "(`scenario_table`), over the models measured on this page only ('not measured' names the rest), "
                   "with this page's latencies (torch's thread count; the selection page times one thread)."),
         ]
@@ -250,8 +251,9 @@ def findings(frame: pd.DataFrame, goals: pd.DataFrame, scenarios: pd.DataFrame |
                      f"{len(setup)} models" + (f" (not {', '.join(over)})" if over else ""))
     if scenarios is not None:
         changed = scenarios[scenarios["changes"]]["scenario (seed 5.1)"].tolist()
-        lines.append("with each model on its best runtime, " + (f"the verdicts of {', '.join(changed)} change"
-                     if changed else "no scenario verdict of seed 5.1 changes"))
+        lines.append(f"over the {best['model'].nunique()} models measured here, with each on its best runtime, "
+                     + (f"the verdicts of {', '.join(changed)} change" if changed
+                        else "no scenario verdict of seed 5.1 changes"))
     return "Findings: " + "; ".join(lines) + "."
 
 
@@ -268,7 +270,7 @@ def build_page(results: dict, source: str) -> Page | None:
         return None
     env = results["environment"]
     goals = goals_table(frame)
-    tables = build_tables(frame, env["device"])
+    tables = build_tables(frame, env["device"], results["threads"])
     scenarios = next((t.frame for t in tables if t.slug == "runtimes_scenarios"), None)
     intro = (
         f"{findings(frame, goals, scenarios)}\n\n"
