@@ -26,9 +26,23 @@ def environment() -> dict[str, str]:
         "torchvision": torchvision.__version__,
         "timm": timm.__version__,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()})",
+        "cpu": cpu_model(),
         "cpu_count": str(os.cpu_count()),
         "torch_threads": str(torch.get_num_threads()),
     }
+
+
+def cpu_model() -> str:
+    """The host CPU's model name as the kernel reports it (Linux ``/proc/cpuinfo``), else the platform's;
+    "unknown" where neither says (a virtual machine may report only a family name)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or "unknown"
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 @contextlib.contextmanager

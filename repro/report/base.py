@@ -253,7 +253,12 @@ def findings(errata: list[Erratum], lead: str = "") -> str:
         claims = [f"{e.claim} ({e.section})" for e in errata if e.outcome is outcome]
         if claims:
             parts.append(f"{label}: " + "; ".join(claims))
-    return "Findings. " + ". ".join(parts) + "." if parts else ""
+    if not parts:
+        return ""
+    # A verdict is read with its evidence: each claim's row, measured and sourced, is on the errata page.
+    evidence = " Each verdict's evidence (what was measured, against which source) is its row on the " \
+        "[errata page](errata.md), in the seed's order." if errata else ""
+    return "Findings. " + ". ".join(parts) + "." + evidence
 
 
 # ---- timing ---------------------------------------------------------------------------------------

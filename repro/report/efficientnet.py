@@ -192,7 +192,8 @@ def scaling_note(frame: pd.DataFrame) -> str:
         f"classifier). The paper's rule, depth {ALPHA}^phi, width {BETA}^phi, resolution {GAMMA}^phi with "
         f"α·β²·γ² = {constraint:.3f} ≈ 2, promises FLOPs growing as about 2^phi. The paper gives no phi "
         "per model: `phi (nominal)` reads B<N> as phi = N, the usual reading; the "
-        "`phi implied by` columns invert each released coefficient and `phi from GMACs` the counted growth. "
+        "`phi implied by` columns (in the CSV) invert each released coefficient, as rounded numbers (the errata row "
+        "on B1-B7 takes each coefficient's printed precision into account), and `phi from GMACs` the counted growth. "
         "`d·w²·r²` is the growth the coefficients themselves predict."
     )
     rows = frame.set_index("model")
@@ -202,8 +203,7 @@ def scaling_note(frame: pd.DataFrame) -> str:
         name = (scaled["GMACs / B0"] / scaled["d·w²·r²"]).idxmax()
         v = scaled.loc[name]
         note += (
-            f" {name} departs most from its own coefficients (phi {v['phi implied by width']:g} by width, "
-            f"{v['phi implied by depth']:g} by depth, {v['phi implied by resolution']:g} by resolution): `ceil` turns "
+            f" {name}'s counted MACs depart most from what its own coefficients predict: `ceil` turns "
             f"depth {v['depth']:g} into {v['blocks']} blocks instead of {sum(c.repeats for c in B0_STAGES)} "
             f"({v['depth (realised)']:g}x), so it counts {v['GMACs / B0']:g}x B0's MACs where d·w²·r² says "
             f"{v['d·w²·r²']:g} and 2^{v['phi (nominal, = N)']} says {v['2^phi']}."
@@ -418,8 +418,9 @@ def build(options: Options) -> Page | None:
         findings(rows) + "\n\n"
         "Seed section 3.1 writes an MBConv block and prints B0's stage table; section 3.2 compares EfficientNet "
         "B0-B2 with ResNet-18/50. Every number below is computed from the hand-written models, which the "
-        "equivalence page proves identical to timm's `efficientnet_bN` and `tf_efficientnet_bN` and torchvision's "
-        "`efficientnet_bN`."
+        "equivalence page shows equivalent (bit-identical in float32) to timm's `efficientnet_bN` and "
+        "`tf_efficientnet_bN` and torchvision's `efficientnet_bN`, each built with the settings its row names, on "
+        "the input sizes it lists (the test suite adds B4-B7 at native size)."
     )
     return Page("efficientnet", "EfficientNet B0-B7 and compound scaling (seed 3.1, 3.2)", intro, tables, errata=rows)
 

@@ -96,7 +96,10 @@ def build(options: Options) -> Page | None:
         "Each reference is built by its own library, every parameter and buffer randomized (no zero "
         "BatchNorm gammas; running statistics calibrated then perturbed), its weights ported into the "
         f"hand-written model, and both run on the same input. Compared: parameter counts and {what}. "
-        "`bit-identical` means every compared tensor is equal element for element.\n\n"
+        "`equivalent` is decided on float64 copies of both models and the input (the tolerance in its cell); "
+        "`bit-identical` means every compared tensor of the float32 models is equal element for element. Each "
+        "pair runs on the one input size in its `input` column (EfficientNet B4-B7 at reduced size here; "
+        "`tests/test_efficientnet.py` adds their native resolutions).\n\n"
         + timm_versions()
     )
     return Page(

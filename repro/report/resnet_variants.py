@@ -300,7 +300,7 @@ def seed_variant_blocks(options: Options) -> list[Erratum]:
         rows.append(
             Erratum(
                 "2.3",
-                "`SEResidualBlock` squeezes like SE-ResNet: `out_channels // 16` channels (64 -> 4)",
+                "`SEResidualBlock` squeezes like the SENet paper's SE-ResNet: `out_channels // 16` channels (64 -> 4)",
                 seed_se_width(64) == se_reduced_width(64, 16, round_to=None),
                 f"the SENet paper's rule, reduction ratio r = 16, C/r: {se_reduced_width(64, 16, None)} for "
                 f"64 channels, as the seed and timm's legacy_seresnet18 (the original SENet layout)",

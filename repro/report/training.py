@@ -456,12 +456,12 @@ def build(options: Options) -> Page | None:
         "60 iterations of batch 64, the same batches both times. Frozen the seed's way, model.train() still "
         "normalizes with batch statistics and overwrites every running mean and variance of the 'frozen' backbone, "
         "so its eval-mode features change; with frozen BatchNorm kept in eval mode (seed pitfall 3 applied to "
-        "fine-tuning) the backbone is bit-for-bit what was loaded. Letting the statistics adapt can help (here, on a "
-        "random backbone, it "
+        "fine-tuning) the backbone is bit-for-bit what was loaded. The held-out errors beside them show the "
+        "mechanics, not a recipe comparison (one short run on a random backbone: here letting the statistics adapt "
         + ("lowered" if finetune["held-out error (%)"].iloc[0] < finetune["held-out error (%)"].iloc[1]
            else "did not lower")
         + " "
-        "the held-out error); it is a choice to make knowingly, and not what freezing means."
+        "it); adapting them is a choice to make knowingly, and not what freezing means."
     )
     tables = [
         Table(

@@ -155,8 +155,9 @@ class PaperFigure:
 
 
 # EfficientNet (Tan & Le 2019), Table 2: top-1, parameters, FLOPS (multiply-adds). The table omits
-# "ensemble and multi-crop models": single-crop.
-_EFFICIENTNET_T2 = "EfficientNet paper Table 2"
+# "ensemble and multi-crop models": single-crop. Its figures changed between versions (v1 and the 2019
+# blog post: B7 84.4%, ResNet-50 76.3%); these are the last version's, arXiv:1905.11946v5 (2020).
+_EFFICIENTNET_T2 = "EfficientNet paper Table 2 (arXiv:1905.11946v5)"
 # MobileNetV3 (Howard et al. 2019), Table 3: top-1, MAdds, parameters.
 _MOBILENETV3_T3 = "MobileNetV3 paper Table 3"
 # ResNet (He et al. 2015): Table 1 FLOPs (multiply-adds) of the v1 networks; Table 3, 10-crop
