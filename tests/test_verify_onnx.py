@@ -103,6 +103,20 @@ def disguised(proto: onnx.ModelProto, seed: int = 0) -> tuple[onnx.ModelProto, d
     return out, names
 
 
+def has_another_order(proto: onnx.ModelProto) -> bool:
+    """Whether the graph's nodes have more than one topological order (a chain has one: torch 2.2's
+    TorchScript export of MobileNetV3, say, where each branch waits on the node before it)."""
+    available = {i.name for i in proto.graph.input} | {i.name for i in proto.graph.initializer} | {""}
+    pending = list(proto.graph.node)
+    while pending:
+        ready = [n for n in pending if all(v in available for v in n.input)]
+        if len(ready) > 1:
+            return True
+        pending.remove(ready[0])
+        available.update(ready[0].output)
+    return False
+
+
 def save(proto: onnx.ModelProto, path) -> str:
     onnx.save(proto, str(path))
     return str(path)
@@ -132,7 +146,9 @@ def exports(tmp_path_factory):
 def test_a_renamed_reordered_export_verifies_with_every_node_paired(spec, exports, tmp_path):
     original = exports[spec]
     proto, names = disguised(original)
-    assert [n.op_type for n in proto.graph.node] != [n.op_type for n in original.graph.node]  # reordered
+    original_name = {new: old for old, new in names.items()}
+    reordered = [original_name[n.name] for n in proto.graph.node] != [n.name for n in original.graph.node]
+    assert reordered or not has_another_order(original)  # reordered, where the graph admits another order
     path = save(proto, tmp_path / "model.onnx")
     before = digest(path)
     report = verify(path, spec)

@@ -27,7 +27,8 @@ from repro.verify._compare import (
 from repro.verify._pairing import Pairing, PairingError, UndecidedTie, pair_nodes, pair_state, reshaped_state
 from repro.verify._report import Level, VerifyReport, layers_frame, unpaired_tensors
 from repro.verify._stochastic import acting, applications, rates_match, stochastic_layers, summary, turn_off
-from repro.verify._trace import INPUT, Graph, PointKey, Recorder, stored_constants, trace
+from repro.verify._trace import (INDEXING_INVISIBLE, INPUT, Graph, PointKey, Recorder, indexing_visible,
+                                 stored_constants, trace)
 
 WIDE_INPUT_SCALE = 8.0
 
@@ -499,6 +500,8 @@ class _Verification:
         report.layers = layers_frame(cand, ref, pairing, {}, {}, {}, self.rtol)
         if pairing.complete and not never_c and not never_r:
             return True
+        if not indexing_visible():  # the difference may be indexing this torch hides from the trace: say so
+            report.structure.append(INDEXING_INVISIBLE)
         if pairing.divergence is not None:
             report.first_divergence = cand.nodes[pairing.divergence].name or "(root)"
             report.divergence_detail = f"structure: {pairing.divergence_reason}"

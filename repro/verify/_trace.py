@@ -51,6 +51,7 @@ that explains it.
 from __future__ import annotations
 
 import dis
+import functools
 import itertools
 import types
 from dataclasses import dataclass, field
@@ -102,6 +103,32 @@ _FACTORY_FUNCTIONS = {
     "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor", "zeros_like", "ones_like", "empty_like",
     "full_like", "rand_like", "randn_like", "randint_like",
 }
+
+
+@functools.lru_cache(maxsize=None)
+def indexing_visible() -> bool:
+    """Whether this torch passes single-index tensor indexing (``x[0]``, ``x[idx]``) to torch-function
+    modes, through which the trace sees every operation. torch 2.2 does not (only tuple indices such as
+    ``x[:, 0]`` reach a mode); 2.14 does. Where it does not, dataflow through such indexing is invisible."""
+    seen: list[Callable] = []
+
+    class Probe(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    x, index = torch.zeros(2), torch.tensor([1])
+    with Probe():
+        x[0], x[index]
+    return len(seen) == 2
+
+
+INDEXING_INVISIBLE = (
+    f"this torch ({torch.__version__}) does not pass single-index tensor indexing (`x[0]`, `x[idx]`) to "
+    "torch-function modes, so the trace cannot see dataflow through it: a model that indexes tensors (a q/k/v "
+    "split by `qkv[0]`, a relative-position table looked up by `table[index]`) shows a structure difference that "
+    "may be only that; verify it with a newer torch (2.14 shows such indexing)"
+)
 
 
 def canonical_function(name: str) -> str:
