@@ -26,7 +26,7 @@ def environment() -> dict[str, str]:
         "torchvision": torchvision.__version__,
         "timm": timm.__version__,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()})",
-        "cpu": cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": str(os.cpu_count()),
         "torch_threads": str(torch.get_num_threads()),
     }
