@@ -118,6 +118,44 @@ def randomize_(model: nn.Module, input_size: tuple[int, ...] | None = (2, 3, 224
 
 
 DIFF_CHUNK = 1 << 22  # elements compared at once (32 MB of float64 per operand)
+_NATIVE = (torch.float32, torch.float64)  # differences taken in the tensors' own precision
+
+
+def _measure(actual: torch.Tensor, expected: torch.Tensor) -> tuple[float, float, bool, bool]:
+    """``max|actual - expected|``, ``max|expected|``, whether the two are equal bit for bit, and whether both
+    are finite; a slice of ``DIFF_CHUNK`` elements at a time, so that a large tensor (VGG's first Linear and
+    its gradient, 102M elements) needs no copy of itself.
+
+    Two float32 (or float64) tensors are measured in their own precision: an equal slice costs one
+    comparison and one min-max, an unequal one a subtraction besides (rounded once, a relative error of
+    one unit in the last place of the difference). Anything else, or a slice whose difference or scale is
+    not finite (a NaN, an infinity, a difference that overflows), is measured in float64, NaN propagating."""
+    flat_a, flat_b = actual.detach().reshape(-1), expected.detach().reshape(-1)
+    native = actual.dtype == expected.dtype and actual.dtype in _NATIVE
+    max_abs = scale = 0.0
+    exact = finite = True
+    for start in range(0, flat_a.numel(), DIFF_CHUNK):
+        chunk_a, chunk_b = flat_a[start:start + DIFF_CHUNK], flat_b[start:start + DIFF_CHUNK]
+        equal = torch.equal(chunk_a, chunk_b)
+        if native:
+            low, high = torch.aminmax(chunk_b)
+            chunk_scale = max(-float(low), float(high))
+            chunk_abs = 0.0 if equal else float((chunk_a - chunk_b).abs_().max())
+            if math.isfinite(chunk_scale) and math.isfinite(chunk_abs):
+                max_abs, scale, exact = max(max_abs, chunk_abs), max(scale, chunk_scale), exact and equal
+                continue
+        a, b = chunk_a.double(), chunk_b.double()
+        finite = finite and bool(torch.isfinite(a).all() and torch.isfinite(b).all())
+        exact = exact and equal
+        chunk_abs, chunk_scale = float((a - b).abs().max()), float(b.abs().max())
+        # max() would drop a NaN met second: keep it.
+        max_abs = chunk_abs if math.isnan(chunk_abs) or math.isnan(max_abs) else max(max_abs, chunk_abs)
+        scale = chunk_scale if math.isnan(chunk_scale) or math.isnan(scale) else max(scale, chunk_scale)
+    return max_abs, scale, exact, finite
+
+
+def _relative(max_abs: float, scale: float) -> float:
+    return max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
 
 
 @dataclass(frozen=True)
@@ -131,25 +169,11 @@ class Diff:
 
     @classmethod
     def of(cls, actual: torch.Tensor, expected: torch.Tensor) -> "Diff":
-        """Computed in float64, a slice of ``DIFF_CHUNK`` elements at a time: a large tensor (VGG's first
-        Linear and its gradient, 102M elements) then needs no float64 copies of itself."""
+        """Measured by ``_measure``: in float32 or float64 where both tensors are, otherwise in float64."""
         if actual.shape != expected.shape:
             raise ValueError(f"shape mismatch: {tuple(actual.shape)} vs {tuple(expected.shape)}")
-        flat_a, flat_b = actual.detach().reshape(-1), expected.detach().reshape(-1)
-        if flat_a.numel() == 0:
-            return cls(0.0, 0.0, True, True)
-        finite, exact = True, True
-        max_abs = scale = torch.zeros((), dtype=torch.float64)
-        for start in range(0, flat_a.numel(), DIFF_CHUNK):
-            chunk_a, chunk_b = flat_a[start:start + DIFF_CHUNK], flat_b[start:start + DIFF_CHUNK]
-            a, b = chunk_a.double(), chunk_b.double()
-            finite = finite and bool(torch.isfinite(a).all() and torch.isfinite(b).all())
-            exact = exact and torch.equal(chunk_a, chunk_b)
-            max_abs = torch.maximum(max_abs, (a - b).abs().max())  # NaN propagates
-            scale = torch.maximum(scale, b.abs().max())
-        max_abs, scale = float(max_abs), float(scale)
-        max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
-        return cls(max_abs, max_rel, exact, finite)
+        max_abs, scale, exact, finite = _measure(actual, expected)
+        return cls(max_abs, _relative(max_abs, scale), exact, finite)
 
     def ok(self, rtol: float) -> bool:
         # NaN never passes: a NaN == NaN comparison must not hide a broken model.
@@ -250,7 +274,7 @@ def gradient_diffs(actual: Mapping[str, torch.Tensor], expected: Mapping[str, to
     Relative to the module, not to the tensor: the bias gradient of a BatchNorm feeding another
     BatchNorm in train mode is zero up to rounding (the next one removes every channel's mean),
     and rounding noise relative to zero means nothing."""
-    raw: dict[str, Diff] = {}
+    raw: dict[str, tuple[float, bool, bool]] = {}
     scale: dict[str, float] = {}
     missing = []
     for actual_key, expected_key in pairs:
@@ -260,15 +284,15 @@ def gradient_diffs(actual: Mapping[str, torch.Tensor], expected: Mapping[str, to
             missing.append(f"{actual_key} / {expected_key}")
             continue
         a, e = actual[actual_key], expected[expected_key]
-        raw[actual_key] = Diff.of(a, e.reshape(a.shape)) if a.numel() == e.numel() else Diff(math.inf, math.inf, False)
+        if a.numel() != e.numel():
+            raw[actual_key], largest = (math.inf, False, True), 0.0
+        else:
+            max_abs, largest, exact, finite = _measure(a, e.reshape(a.shape))
+            raw[actual_key] = (max_abs, exact, finite)
         owner = module_of(actual_key)
-        largest = float(torch.maximum(e.max(), -e.min())) if e.numel() else 0.0  # max |e|, without a copy of e
         scale[owner] = max(scale.get(owner, 0.0), largest)
-    diffs = {}
-    for key, d in raw.items():
-        s = scale[module_of(key)]
-        rel = d.max_abs / s if s > 0 else (0.0 if d.max_abs == 0 else math.inf)
-        diffs[key] = Diff(d.max_abs, rel, d.bit_exact, d.finite)
+    diffs = {key: Diff(max_abs, _relative(max_abs, scale[module_of(key)]), exact, finite)
+             for key, (max_abs, exact, finite) in raw.items()}
     return diffs, missing
 
 

@@ -7,6 +7,7 @@ from torch import nn
 
 import reference
 import repro
+from repro import equivalence
 from repro.equivalence import Diff, build_uninitialized, check_reference, compare_ported, randomize_
 from repro.porting import port_weights
 from repro.registry import REFERENCES
@@ -183,6 +184,48 @@ def test_nan_never_passes():
     nan = torch.full((2, 3), float("nan"))
     d = Diff.of(nan, nan.clone())
     assert not d.finite and not d.ok(1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.int64])
+def test_diff_measures_as_float64_does(dtype):
+    """``Diff.of`` takes differences in the tensors' own precision where it can: the numbers it reports are
+    those of the exact float64 computation, to within one rounding of the difference."""
+    gen = torch.Generator().manual_seed(0)
+    b = (torch.randn(1000, generator=gen) * 100).to(dtype)
+    a = b.clone()
+    a[17] += 3
+    a[400] -= 5
+    d, exact = Diff.of(a, b), Diff.of(b.clone(), b)
+    truth = (a.double() - b.double()).abs().max().item()
+    assert d.max_abs == pytest.approx(truth, rel=1e-6) and not d.bit_exact and d.finite
+    assert d.max_rel == pytest.approx(truth / b.double().abs().max().item(), rel=1e-6)
+    assert exact == Diff(0.0, 0.0, True, True)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("side", ["actual", "expected", "both"])
+def test_diff_of_a_non_finite_tensor_is_never_ok(monkeypatch, bad, side):
+    """Wherever the NaN or infinity is (in a later slice too), the difference is not finite and never passes."""
+    monkeypatch.setattr(equivalence, "DIFF_CHUNK", 4)
+    a, b = torch.ones(10), torch.ones(10)
+    for t in {"actual": [a], "expected": [b], "both": [a, b]}[side]:
+        t[9] = bad
+    d = Diff.of(a, b)
+    assert not d.finite and not d.ok(1.0)
+
+
+def test_diff_of_a_float32_difference_that_overflows_is_measured_in_float64():
+    a, b = torch.tensor([3e38, 1.0]), torch.tensor([-3e38, 1.0])
+    d = Diff.of(a, b)
+    assert d.finite and d.max_abs == pytest.approx(6e38) and d.max_rel == pytest.approx(2.0)
+
+
+def test_gradient_diffs_are_relative_to_the_largest_gradient_of_the_module():
+    expected = {"bn.weight": torch.tensor([4.0, -8.0]), "bn.bias": torch.tensor([1e-12, 0.0])}
+    actual = {"bn.weight": torch.tensor([4.0, -8.0]), "bn.bias": torch.tensor([2e-12, 0.0])}
+    diffs, missing = equivalence.gradient_diffs(actual, expected, [("bn.weight", "bn.weight"), ("bn.bias", "bn.bias")])
+    assert not missing and diffs["bn.weight"].bit_exact
+    assert diffs["bn.bias"].max_rel == pytest.approx(1e-12 / 8.0)
 
 
 def test_deterministic_kwargs_reach_both_sides():

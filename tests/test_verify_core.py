@@ -218,6 +218,39 @@ def test_random_numbers_that_cannot_be_turned_off_leave_the_level_undecided():
     assert report.equivalent  # the train step ran both with one seed and agreed
 
 
+class SiLUUnlessTraining(nn.Module):
+    """SiLU in eval mode; in train mode a slightly different function: a mistake only a train step shows."""
+
+    def forward(self, x):
+        return F.silu(x) * (1.001 if self.training else 1.0)
+
+
+def test_the_train_step_is_recorded_only_to_locate_what_differs():
+    """Every paired module is compared in the eval pass; the train step compares outputs, gradients and
+    buffers, and runs recorded (every module's train-mode output compared) only when one of those differs,
+    so a train-mode-only mistake is still located, at its module."""
+    same = verify(Net(), Net(), input_size=SIZE)
+    assert same.bit_exact and {"eval_max_rel", "grad_max_rel"} <= set(same.layers.columns)
+    assert "train_max_rel" not in same.layers.columns  # agreed plainly: not recorded
+    report = verify(Net(act=SiLUUnlessTraining()), Net(), input_size=SIZE)
+    assert report.levels["eval"].holds and report.levels["eval"].bit_exact
+    train = report.levels["train step"]
+    assert train.holds is False and train.first_divergence == "act", str(report)
+    assert "train_max_rel" in report.layers.columns and report.first_divergence == "act"
+
+
+def test_a_difference_only_on_the_scaled_up_sample_is_located():
+    """The eval pass on the first sample scaled up is compared at the output, and recorded to locate a difference."""
+    class ClampedAbove(nn.Module):  # SiLU below 20, clamped above: agrees on the input, not on the scaled-up one
+        def forward(self, x):
+            return F.silu(x).clamp(max=20.0)
+
+    report = verify(Net(act=ClampedAbove()), Net(), input_size=SIZE, train=False, wide_input_scale=50.0)
+    assert report.checks["eval output"].bit_exact and not report.checks["eval output, first sample x50"].ok(1e-3)
+    assert not report.levels["eval"].holds and report.levels["eval"].first_divergence == "act", str(report)
+    assert "wide_max_rel" in report.layers.columns
+
+
 def test_levels_are_printed_and_serialized():
     report = verify(Net(drop=nn.Dropout(0.5)), Net(), input_size=SIZE)
     text = str(report)

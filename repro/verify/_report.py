@@ -224,7 +224,10 @@ def unpaired_tensors(graph: Graph, nodes: Sequence[int], never_called: Sequence[
 
 
 def layers_frame(cand: Graph, ref: Graph, pairing: Pairing, captures: Mapping[str, CandidateCapture],
-                 grads: Mapping[str, Diff], buffers: Mapping[str, Diff], rtol: float) -> pd.DataFrame:
+                 grads: Mapping[str, Diff], buffers: Mapping[str, Diff], rtol: float, *,
+                 trained: bool = False) -> pd.DataFrame:
+    """One row per paired module: its worst difference in each compared pass (the passes recorded in
+    ``captures``), and after a train step (``trained``) its gradients and buffers."""
     by_pass = {title: {p.key: p for p in capture.points} for title, capture in captures.items()}
     rows = []
     for node in cand.called():
@@ -248,14 +251,14 @@ def layers_frame(cand: Graph, ref: Graph, pairing: Pairing, captures: Mapping[st
                     row["eval_max_abs"] = worst.max_abs
                 row[f"{column}_max_rel"] = worst.max_rel
             checked += [p.diff for p in cores + inputs]
-        if "train" in captures:
+        if trained:
             node_grads = [grads[k] for k in node.state_keys() if k in grads]
             node_buffers = [buffers[k] for k in node.state_keys() if k in buffers]
             row["grad_max_rel"] = max((d.max_rel for d in node_grads), default=math.nan)
             row["buffer_max_rel"] = max((d.max_rel for d in node_buffers), default=math.nan)
             checked += node_grads + node_buffers
-        row["bit_exact"] = bool(captures) and all(d.bit_exact for d in checked)
-        row["ok"] = bool(captures) and all(d.ok(rtol) for d in checked)
+        row["bit_exact"] = bool(checked) and all(d.bit_exact for d in checked)
+        row["ok"] = bool(checked) and all(d.ok(rtol) for d in checked)
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(LAYER_COLUMNS))
     always = ("candidate", "reference", "kind", "bit_exact", "ok")

@@ -91,30 +91,39 @@ def _scratch(model: nn.Module, training: bool):
 
 @dataclass
 class _Step:
-    """What a pass leaves besides its points: with a backward pass, the gradients and buffers."""
+    """What one pass of a model leaves: its outputs; after a backward pass, the input gradient, the parameter
+    gradients and the buffers; whether it drew from the global random generator; its recorder, if recorded."""
 
-    recorder: Recorder
+    outputs: list[torch.Tensor]
     input_grad: torch.Tensor | None = None
     grads: dict[str, torch.Tensor] = field(default_factory=dict)
     buffers: dict[str, torch.Tensor] = field(default_factory=dict)
+    drew: bool = False
+    recorder: Recorder | None = None
 
 
-def _forward(model: nn.Module, x: torch.Tensor, sink, *, training: bool, seed: int,
-             output_weights: list[torch.Tensor] | None = None) -> _Step:
-    """One recorded forward pass of ``model`` (in train or eval mode, random numbers seeded), and a
-    backward pass of ``sum(output * output_weights)`` when weights are given. The model is left
-    as it was: mode, buffers and gradients."""
+def _pass(model: nn.Module, x: torch.Tensor, *, training: bool, seed: int, sink=None,
+          output_weights: list[torch.Tensor] | None = None) -> _Step:
+    """One forward pass of ``model`` (in train or eval mode, random numbers seeded), recorded into ``sink``
+    when one is given, and a backward pass of ``sum(output * output_weights)`` when weights are given.
+    The model is left as it was: mode, buffers and gradients."""
     devices = [x.device] if x.device.type == "cuda" else []
     with _scratch(model, training), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        recorder = Recorder(model, sink)
+        seeded = torch.get_rng_state()
+        recorder = None if sink is None else Recorder(model, sink)
+        run = model if recorder is None else recorder.run
         if output_weights is None:
             with torch.no_grad():
-                recorder.run(x)
-            return _Step(recorder)
-        x = x.clone().requires_grad_(True)
-        _backward(_outputs(recorder.run(x)), output_weights)
-        return _Step(recorder, *_after_backward(model, x))
+                outputs = _outputs(run(x))
+            after = ()
+        else:
+            x = x.clone().requires_grad_(True)
+            outputs = _outputs(run(x))
+            _backward(outputs, output_weights)
+            after = _after_backward(model, x)
+        drew = not torch.equal(seeded, torch.get_rng_state())
+        return _Step([t.detach() for t in outputs], *after, drew=drew, recorder=recorder)
 
 
 def _backward(outputs: list[torch.Tensor], output_weights: list[torch.Tensor]) -> None:
@@ -135,19 +144,42 @@ def _after_backward(model: nn.Module, x: torch.Tensor):
             {n: b.detach().clone() for n, b in model.named_buffers()})
 
 
-def _plain_pass(model: nn.Module, x: torch.Tensor, *, training: bool, seed: int,
-                output_weights: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], tuple | None]:
-    """``_forward`` without recording: the outputs, and with weights the input gradient,
-    parameter gradients and buffers after the backward pass."""
-    with _scratch(model, training), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if output_weights is None:
-            with torch.no_grad():
-                return [t.detach() for t in _outputs(model(x))], None
-        x = x.clone().requires_grad_(True)
-        outputs = _outputs(model(x))
-        _backward(outputs, output_weights)
-        return [t.detach() for t in outputs], _after_backward(model, x)
+def _both(candidate: nn.Module, reference: nn.Module, x: torch.Tensor, *, training: bool, seed: int,
+          output_weights: list[torch.Tensor] | None = None) -> tuple[_Step, _Step]:
+    """A plain (unrecorded) pass of each model on one input."""
+    return tuple(_run(which, _pass, model, x, training=training, seed=seed, output_weights=output_weights)
+                 for which, model in (("candidate", candidate), ("reference", reference)))
+
+
+def _outputs_diff(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> Diff:
+    """The worst ``Diff`` among the outputs; ``MISMATCH`` where their number or sizes differ."""
+    if len(ours) != len(theirs):
+        return MISMATCH
+    diffs = [compare(a, b) or MISMATCH for a, b in zip(ours, theirs, strict=True)]
+    return max(diffs, key=lambda d: (not d.finite, d.max_rel, d.max_abs)) if diffs else MISMATCH
+
+
+@dataclass
+class _TrainDiffs:
+    """A train step of two models, compared: the output and the input gradient (``checks``), each paired
+    parameter's gradient, each paired buffer that takes no gradient, and the gradients on one side only."""
+
+    checks: dict[str, Diff]
+    grads: dict[str, Diff]
+    buffers: dict[str, Diff]
+    missing: list[str]
+
+    @classmethod
+    def of(cls, cand: _Step, ref: _Step, pairs: list[tuple[str, str]]) -> "_TrainDiffs":
+        checks = {"train output": _outputs_diff(cand.outputs, ref.outputs),
+                  "input gradient": compare(cand.input_grad, ref.input_grad) or MISMATCH}
+        grads, missing = gradient_diffs(cand.grads, ref.grads, pairs)
+        buffers = {c: compare(cand.buffers[c], ref.buffers[r]) or MISMATCH for c, r in pairs
+                   if c not in cand.grads and r not in ref.grads and c in cand.buffers}
+        return cls(checks, grads, buffers, missing)
+
+    def agrees(self, rtol: float) -> bool:
+        return all(d.ok(rtol) for part in (self.checks, self.grads, self.buffers) for d in part.values())
 
 
 def _point_names(cand: Graph) -> dict[PointKey, str]:
@@ -214,6 +246,10 @@ def verify_module(
     unless ``rtol`` is given); float32 bit-identity is checked beside it. It comes in levels:
     the eval function, the train step with the stochastic layers of both models turned off, and
     the stochastic configuration (each model's dropout and drop-path rates, side by side).
+    The eval pass compares every paired module's output; the pass on a scaled-up sample and the
+    train step compare what they leave (outputs; the input gradient, every paired parameter's
+    gradient and buffer), and run again recorded, module by module, only to locate a difference or
+    to say where random numbers are drawn.
     ``input_size`` defaults to ``DEFAULT_INPUT_SIZE``.
     ``output`` picks the compared output of a model returning a tuple, dict or output object
     (a key, attribute or index; default: ``logits`` where there is one, else the first tensor).
@@ -383,6 +419,7 @@ class _Verification:
         self.calls: dict[str, Counter] = {}  # side -> module name -> calls in the traced pass
         self.grads: dict[str, Diff] = {}
         self.buffers: dict[str, Diff] = {}
+        self.trained = False  # whether the train step ran
 
     def port(self, source: nn.Module, target: nn.Module):
         """Copy ``source``'s tensors into ``target`` through the dataflow pairing (reshaped where it says); the
@@ -395,7 +432,7 @@ class _Verification:
         report = self.report
         # The reference's eval pass both traces it and is the first comparison's reference side.
         ref_eval = ReferenceCapture(self.rtol)
-        ref_recorder = _run("reference", _forward, self.ref_model, self.x, ref_eval, training=False,
+        ref_recorder = _run("reference", _pass, self.ref_model, self.x, sink=ref_eval, training=False,
                             seed=self.seed).recorder
         self.ref_graph = ref_recorder.graph()
         with torch.no_grad():
@@ -426,9 +463,7 @@ class _Verification:
         report.checks["eval output"] = self.captures["eval"].output_diff()
         report.notes += compared_in_rows(self.captures["eval"], self.names)
         if self.wide_input_scale:
-            title = f"eval, first sample x{self.wide_input_scale:g}"
-            self._compare_pass(title, self.x[:1] * self.wide_input_scale, training=False)
-            report.checks[f"eval output, first sample x{self.wide_input_scale:g}"] = self.captures[title].output_diff()
+            self._wide_pass()
         if self.train:
             self.output_weights = [torch.randn(t.shape, generator=self.gen).to(t) for t in ref_outputs]
             self._train_step(self.output_weights)
@@ -519,7 +554,7 @@ class _Verification:
         on write; if an in-place operation the recorder did not recognize defeats that, the
         pass runs again copying every point."""
         def run(model, sink):
-            return _forward(model, x, sink, training=training, seed=self.seed, output_weights=output_weights)
+            return _pass(model, x, sink=sink, training=training, seed=self.seed, output_weights=output_weights)
 
         for eager in (False, True):
             ref_step = None
@@ -548,18 +583,36 @@ class _Verification:
                 self.divergences[title] = found
         return ref_step, step
 
+    def _wide_pass(self) -> None:
+        """The eval pass on the first sample scaled up, compared plainly at the output; recorded (every paired
+        module compared) only to locate a difference, or to say where random numbers are drawn."""
+        title = f"eval, first sample x{self.wide_input_scale:g}"
+        x = self.x[:1] * self.wide_input_scale
+        cand, ref = _both(self.candidate, self.ref_model, x, training=False, seed=self.seed)
+        diff = _outputs_diff(cand.outputs, ref.outputs)
+        if cand.drew or ref.drew or not diff.ok(self.rtol):
+            self._compare_pass(title, x, training=False)
+            diff = self.captures[title].output_diff()
+        self.report.checks[f"eval output, first sample x{self.wide_input_scale:g}"] = diff
+
     def _train_step(self, output_weights: list[torch.Tensor]) -> None:
+        """One train step of both models, compared plainly: the outputs, the input gradient, every paired
+        parameter's gradient and buffer. Recorded (every paired module's train-mode output compared) only to
+        locate a difference, or to say where random numbers are drawn."""
         report = self.report
-        ref_step, cand_step = self._compare_pass("train", self.x, training=True, output_weights=output_weights)
-        report.checks["train output"] = self.captures["train"].output_diff()
-        report.checks["input gradient"] = compare(cand_step.input_grad, ref_step.input_grad) or MISMATCH
         pairs = [(cand_key, ref_key) for ref_key, cand_key in self.pairing.tensors]
-        self.grads, missing = gradient_diffs(cand_step.grads, ref_step.grads, pairs)
-        for cand_key, ref_key in pairs:
-            if cand_key not in cand_step.grads and ref_key not in ref_step.grads and cand_key in cand_step.buffers:
-                self.buffers[cand_key] = compare(cand_step.buffers[cand_key], ref_step.buffers[ref_key]) or MISMATCH
-        if missing:
-            report.structure.append(f"gradients on one side only: {', '.join(missing[:10])}")
+        cand, ref = _both(self.candidate, self.ref_model, self.x, training=True, seed=self.seed,
+                          output_weights=output_weights)
+        diffs = _TrainDiffs.of(cand, ref, pairs)
+        if cand.drew or ref.drew or not diffs.agrees(self.rtol):
+            del cand, ref
+            ref, cand = self._compare_pass("train", self.x, training=True, output_weights=output_weights)
+            diffs = _TrainDiffs.of(cand, ref, pairs)
+        self.trained = True
+        self.grads, self.buffers = diffs.grads, diffs.buffers
+        report.checks.update(diffs.checks)
+        if diffs.missing:
+            report.structure.append(f"gradients on one side only: {', '.join(diffs.missing[:10])}")
         if self.grads:
             name, worst = Diff.worst(self.grads)
             report.checks[f"parameter gradients (worst: {name})"] = worst
@@ -572,37 +625,21 @@ class _Verification:
         """The passes of the comparison again, on the float32 models as they are (ported), for
         bit-identity: the outputs, the input gradient, every parameter gradient, the buffers."""
         checks = self.report.float32
-
-        def both(x: torch.Tensor, training: bool, weights=None):
-            return [_run(which, _plain_pass, model, x, training=training, seed=self.seed, output_weights=weights)
-                    for which, model in (("candidate", cand32), ("reference", ref32))]
-
-        def outputs_diff(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> Diff:
-            if len(ours) != len(theirs):
-                return MISMATCH
-            diffs = [compare(a, b) or MISMATCH for a, b in zip(ours, theirs, strict=True)]
-            return max(diffs, key=lambda d: (not d.finite, d.max_rel, d.max_abs)) if diffs else MISMATCH
-
-        (ours, _), (theirs, _) = both(x, False)
-        checks["eval output"] = outputs_diff(ours, theirs)
+        cand, ref = _both(cand32, ref32, x, training=False, seed=self.seed)
+        checks["eval output"] = _outputs_diff(cand.outputs, ref.outputs)
         if self.wide_input_scale:
-            (ours, _), (theirs, _) = both(x[:1] * self.wide_input_scale, False)
-            checks[f"eval output, first sample x{self.wide_input_scale:g}"] = outputs_diff(ours, theirs)
+            cand, ref = _both(cand32, ref32, x[:1] * self.wide_input_scale, training=False, seed=self.seed)
+            checks[f"eval output, first sample x{self.wide_input_scale:g}"] = _outputs_diff(cand.outputs, ref.outputs)
         if self.output_weights is None:
             return
-        (ours, cand_step), (theirs, ref_step) = both(x, True, [w.float() for w in self.output_weights])
-        checks["train output"] = outputs_diff(ours, theirs)
-        checks["input gradient"] = compare(cand_step[0], ref_step[0]) or MISMATCH
-        pairs = [(cand_key, ref_key) for ref_key, cand_key in self.pairing.tensors]
-        grads, _ = gradient_diffs(cand_step[1], ref_step[1], pairs)
-        buffers = {c: compare(cand_step[2][c], ref_step[2][r]) or MISMATCH for c, r in pairs
-                   if c in cand_step[2] and c not in cand_step[1] and r not in ref_step[1]}
-        if grads:
-            name, worst = min(grads.items(), key=lambda kv: (kv[1].bit_exact, -kv[1].max_rel))
-            checks[f"parameter gradients (worst: {name})"] = worst
-        if buffers:
-            name, worst = min(buffers.items(), key=lambda kv: (kv[1].bit_exact, -kv[1].max_rel))
-            checks[f"buffers after the train step (worst: {name})"] = worst
+        cand, ref = _both(cand32, ref32, x, training=True, seed=self.seed,
+                          output_weights=[w.float() for w in self.output_weights])
+        diffs = _TrainDiffs.of(cand, ref, [(cand_key, ref_key) for ref_key, cand_key in self.pairing.tensors])
+        checks.update(diffs.checks)
+        for what, part in (("parameter gradients", diffs.grads), ("buffers after the train step", diffs.buffers)):
+            if part:
+                name, worst = min(part.items(), key=lambda kv: (kv[1].bit_exact, -kv[1].max_rel))
+                checks[f"{what} (worst: {name})"] = worst
 
     # -- verdict -----------------------------------------------------------------------------
     def conclude(self, not_applicable: Mapping[str, str], more: Sequence[Level]) -> None:
@@ -613,7 +650,7 @@ class _Verification:
         report.levels = {}
         if self.compared:
             report.layers = layers_frame(self.cand_graph, self.ref_graph, self.pairing, self.captures, self.grads,
-                                         self.buffers, rtol)
+                                         self.buffers, rtol, trained=self.trained)
             outputs = [d.max_abs for k, d in report.checks.items() if k in ("eval output", "train output")]
             report.max_abs_diff = max(outputs) if outputs else math.nan
             report.levels["eval"] = self._eval_level()
@@ -673,10 +710,10 @@ class _Verification:
         return Level("eval", False, False, *self._structure_divergence())
 
     def _train_level(self) -> Level:
-        if "train" not in self.captures:
+        if not self.trained:
             return Level("train step", None, detail="not checked (train=False)")
         rtol = self.rtol
-        every = [p.diff for p in self.captures["train"].points]
+        every = [p.diff for p in self.captures["train"].points] if "train" in self.captures else []
         every += list(self.grads.values()) + list(self.buffers.values())
         every += [d for k, d in self.report.checks.items() if not k.startswith("eval output")]
         exact = ("train output", "input gradient", "parameter gradients", "buffers")
