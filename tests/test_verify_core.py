@@ -251,6 +251,39 @@ def test_a_difference_only_on_the_scaled_up_sample_is_located():
     assert "wide_max_rel" in report.layers.columns
 
 
+class Saturated(Net):
+    """Its output saturates (``tanh(100 y)``): on a scaled-up input it hides a difference made upstream."""
+
+    def forward(self, x):
+        return torch.tanh(100 * super().forward(x))
+
+
+def test_a_difference_a_saturating_output_hides_is_still_found_where_it_arises():
+    class ClampedAbove(nn.Module):
+        def forward(self, x):
+            return F.silu(x).clamp(max=20.0)
+
+    report = verify(Saturated(act=ClampedAbove()), Saturated(), input_size=SIZE, train=False, wide_input_scale=50.0)
+    assert report.checks["eval output"].bit_exact
+    assert not report.levels["eval"].holds and report.levels["eval"].first_divergence == "act", str(report)
+
+
+class RandomFromItsOwnGenerator(Net):
+    """Draws random numbers in train mode from a generator of its own (the global one does not move)."""
+
+    def forward(self, x):
+        if self.training:
+            x = x * (torch.rand(x[:, :1].shape, generator=torch.Generator().manual_seed(0)) < 0.9)
+        return super().forward(x)
+
+
+def test_random_numbers_from_a_models_own_generator_are_seen_too():
+    report = verify(RandomFromItsOwnGenerator(), RandomFromItsOwnGenerator(), input_size=SIZE)
+    level = report.levels["stochastic configuration"]
+    assert level.holds is None and "not turned off" in level.detail and "(root)" in level.detail
+    assert report.equivalent
+
+
 def test_levels_are_printed_and_serialized():
     report = verify(Net(drop=nn.Dropout(0.5)), Net(), input_size=SIZE)
     text = str(report)

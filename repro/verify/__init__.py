@@ -17,10 +17,11 @@ liked, and, on copies of both models (what the user hands in is never changed):
    architecture constants such as index tables are compared, not copied);
 4. on float64 copies (``repro.equivalence``'s one definition of equivalence; float32 with a
    calibrated tolerance where a model cannot run in float64), compares every paired module (its
-   input and its own result) and the outputs: in eval mode, in eval mode on one sample scaled up
-   by 8 (so that saturating activations such as ReLU6 and hard-sigmoid leave their linear range),
-   and in one train-mode step (outputs, the input gradient, every parameter gradient, the running
-   statistics BatchNorm leaves behind); then the same passes in float32, for bit-identity;
+   input and its own result) and the outputs in eval mode, and in eval mode on one sample scaled up
+   by 8 (so that saturating activations such as ReLU6 and hard-sigmoid leave their linear range);
+   compares one train-mode step by what it leaves (outputs, the input gradient, every parameter
+   gradient, the running statistics BatchNorm leaves behind), module by module only to locate a
+   difference; then the same passes in float32, for bit-identity;
 5. gives the verdict in levels (eval, train step, stochastic configuration), each naming its
    first divergence: the innermost candidate module whose output differs while its inputs agree
    (a block whose children all agree but whose output does not is named itself).

@@ -229,6 +229,7 @@ def layers_frame(cand: Graph, ref: Graph, pairing: Pairing, captures: Mapping[st
     """One row per paired module: its worst difference in each compared pass (the passes recorded in
     ``captures``), and after a train step (``trained``) its gradients and buffers."""
     by_pass = {title: {p.key: p for p in capture.points} for title, capture in captures.items()}
+    compared = bool(captures) or trained
     rows = []
     for node in cand.called():
         if node.id not in pairing.nodes:
@@ -257,8 +258,8 @@ def layers_frame(cand: Graph, ref: Graph, pairing: Pairing, captures: Mapping[st
             row["grad_max_rel"] = max((d.max_rel for d in node_grads), default=math.nan)
             row["buffer_max_rel"] = max((d.max_rel for d in node_buffers), default=math.nan)
             checked += node_grads + node_buffers
-        row["bit_exact"] = bool(checked) and all(d.bit_exact for d in checked)
-        row["ok"] = bool(checked) and all(d.ok(rtol) for d in checked)
+        row["bit_exact"] = compared and all(d.bit_exact for d in checked)
+        row["ok"] = compared and all(d.ok(rtol) for d in checked)
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(LAYER_COLUMNS))
     always = ("candidate", "reference", "kind", "bit_exact", "ok")

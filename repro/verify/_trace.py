@@ -377,6 +377,21 @@ def _tensors(tree: Any) -> list[torch.Tensor]:
     return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
 
 
+class RandomWatch(TorchFunctionMode):
+    """Whether a pass calls a torch function that draws random numbers (``_is_random``: from the global
+    generator or the model's own): a plain pass's light stand-in for a ``Recorder``, which also says where."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not self.seen and _is_random(function_name(func), args, kwargs):
+            self.seen = True
+        return func(*args, **kwargs)
+
+
 class Recorder(TorchFunctionMode):
     """Runs a model once, recording its dataflow graph and reporting points to a sink."""
 

@@ -5,7 +5,7 @@ candidate's and the reference's float32 forward and backward passes together (tr
 same input). Verification runs: the reference's randomization (one float32 calibration pass);
 in float64 (the verdict), one recorded eval pass of the reference (its trace) and a batch-1
 tracing pass of the candidate, one recorded eval pass of the candidate (every paired module
-compared), one plain eval pass of both on one scaled-up sample, one plain train step of both
+compared), one recorded eval pass of both on one scaled-up sample, one plain train step of both
 (recorded again only where something differs); in float32 (bit-identity, plain), the same eval,
 scaled-up and train passes. A float64 pass costs about 2.2x a float32 one on this CPU. The ratio is recorded in
 ``extra_info`` rather than asserted: timings on shared machines are not a test. Beside it, the
