@@ -124,7 +124,7 @@ _NATIVE = (torch.float32, torch.float64)  # differences taken in the tensors' ow
 def _measure(actual: torch.Tensor, expected: torch.Tensor) -> tuple[float, float, bool, bool]:
     """``max|actual - expected|``, ``max|expected|``, whether the two are equal bit for bit, and whether both
     are finite; a slice of ``DIFF_CHUNK`` elements at a time, so that a large tensor (VGG's first Linear and
-    its gradient, 102M elements) needs no copy of itself.
+    its gradient, 102M elements) needs no float64 copy of itself (a non-contiguous one is copied once, flat).
 
     Two float32 (or float64) tensors are measured in their own precision: an equal slice costs one
     comparison and one min-max, an unequal one a subtraction besides (rounded once, a relative error of
