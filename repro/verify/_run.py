@@ -93,7 +93,8 @@ def _scratch(model: nn.Module, training: bool):
 @dataclass
 class _Step:
     """What one pass of a model leaves: its outputs; after a backward pass, the input gradient, the parameter
-    gradients and the buffers; whether it drew from the global random generator; its recorder, if recorded."""
+    gradients and the buffers; whether it drew random numbers (``_pass`` says how that is seen); its recorder,
+    if recorded."""
 
     outputs: list[torch.Tensor]
     input_grad: torch.Tensor | None = None
