@@ -43,7 +43,7 @@ from torch import nn
 
 from repro.verify._pairing import PairingError
 from repro.verify._report import VerifyReport
-from repro.verify._run import WIDE_INPUT_SCALE, VerifyError, verify_module
+from repro.verify._run import WIDE_INPUT_SCALE, VerifyError, VerifyOptions, verify_module
 
 __all__ = ["PairingError", "VerifyError", "VerifyReport", "verify"]
 
@@ -75,15 +75,15 @@ def verify(
     ``candidate`` is an ``nn.Module`` (``repro.verify._run.verify_module`` says how it is decided) or
     an ONNX file / ``onnx.ModelProto`` (``repro.verify._onnx.verify_onnx``: needs the onnx extra).
     """
-    kwargs = dict(input_size=input_size, port=port, train=train, rtol=rtol, seed=seed,
-                  wide_input_scale=wide_input_scale, reference_kwargs=reference_kwargs, output=output,
-                  port_into_candidate=port_into_candidate)
+    options = VerifyOptions(input_size=input_size, port=port, train=train, rtol=rtol, seed=seed,
+                            wide_input_scale=wide_input_scale, reference_kwargs=reference_kwargs, output=output,
+                            port_into_candidate=port_into_candidate)
     if is_onnx(candidate):
         try:
             from repro.verify._onnx import verify_onnx  # onnx is an optional dependency (the onnx extra)
         except ImportError as err:
             raise VerifyError(f"verifying an ONNX file needs the onnx extra (pip install 'cnn-repro[onnx]'): "
                               f"{err}") from None
-        return verify_onnx(candidate, reference, **kwargs)
-    return verify_module(candidate, reference, **kwargs)
+        return verify_onnx(candidate, reference, options)
+    return verify_module(candidate, reference, options)
 

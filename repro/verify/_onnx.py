@@ -47,19 +47,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import onnx
 import torch
 from torch import nn
 
-from repro.equivalence import FLOAT64_RTOL, Diff, Tolerance, calibrated_tolerance, copy_model, float64_copy
+from repro.equivalence import FLOAT64, FLOAT64_RTOL, Diff, Tolerance, calibrated_tolerance, copy_model, float64_copy
 from repro.export import ExportError, check
 from repro.fuse import fold_in_place, foldable
 from repro.onnx_graph import OnnxGraph, OnnxGraphError, from_proto, read, with_weights
 from repro.verify._report import Level, VerifyReport
 from repro.verify._run import (
-    WIDE_INPUT_SCALE, VerifyError, checked_input_size, compare_models, float32_error, prepare, randomize_reference,
+    VerifyError, VerifyOptions, checked_input_size, compare_models, float32_error, prepare, randomize_reference,
     resolve_reference, verification_input,
 )
 from repro.verify._trace import Call, Sink, trace
@@ -71,43 +71,31 @@ UNFOLDED_EXPORT = ("torch.onnx.export(..., dynamo=True, optimize=False), or with
                    "do_constant_folding=False or training=torch.onnx.TrainingMode.PRESERVE")
 
 
-def verify_onnx(
-    candidate: str | Path | onnx.ModelProto,
-    reference: str | nn.Module,
-    *,
-    input_size: Sequence[int] | None = None,
-    port: bool = True,
-    train: bool = True,
-    rtol: float | None = None,
-    seed: int = 0,
-    wide_input_scale: float | None = WIDE_INPUT_SCALE,
-    reference_kwargs: Mapping[str, Any] | None = None,
-    output: str | int | None = None,
-    port_into_candidate: bool = False,
-) -> VerifyReport:
+def verify_onnx(candidate: str | Path | onnx.ModelProto, reference: str | nn.Module,
+                options: VerifyOptions) -> VerifyReport:
     """``repro.verify`` for an ONNX file or ``onnx.ModelProto`` as the candidate (see the module docstring).
 
     Raises ``VerifyError`` (one line) for a file that is missing, not ONNX, invalid or uses an operator
     the reader does not support, and for an input size that does not fit the graph."""
-    if port_into_candidate:
+    if options.port_into_candidate:
         raise ValueError("port_into_candidate=True: repro.verify never changes an ONNX file")
     try:
         proto, where = read(candidate)
         graph = from_proto(proto, where)
     except OnnxGraphError as err:
         raise VerifyError(str(err)) from None
-    input_size = _input_size(graph, proto, input_size)
-    ref32, ref_name = resolve_reference(reference, reference_kwargs)
-    report = VerifyReport(where, ref_name, input_size, FLOAT64_RTOL if rtol is None else rtol)
-    prepare(graph, ref32, report, output, seed)
-    if port:
-        randomize_reference(ref32, input_size, seed)
+    input_size = _input_size(graph, proto, options.input_size)
+    ref32, ref_name = resolve_reference(reference, options.reference_kwargs)
+    report = VerifyReport(where, ref_name, input_size, (options.given_tolerance or FLOAT64).rtol)
+    prepare(graph, ref32, report, options.output, options.seed)
+    if options.port:
+        randomize_reference(ref32, input_size, options.seed)
     notes = [f"the candidate is an ONNX graph (opset {graph.opset}, {len(proto.graph.node)} nodes) read into torch "
              f"node by node; float32 bit-identity is not claimed for it (the float32 lines are torch's kernels running "
              f"it; what ONNX Runtime computes is a level of its own)"]
-    x = verification_input(input_size, seed)
-    folding = _folding(graph, ref32, x, wide_input_scale, notes)
-    not_applicable = {"train step": NO_TRAIN_MODE if train else "not checked (train=False)",
+    x = verification_input(input_size, options.seed)
+    folding = _folding(graph, ref32, x, options.wide_input_scale, notes)
+    not_applicable = {"train step": NO_TRAIN_MODE if options.train else "not checked (train=False)",
                       "stochastic configuration": NO_RATES}
     # The likelier reading first (folded where exactly the foldable BatchNorms are missing from the graph); the
     # other where the first leaves the structures apart (a candidate that lacks a BatchNorm of its own).
@@ -119,14 +107,15 @@ def verify_onnx(
         if attempt:
             report.reset()
         folded = folding is not None and ref is folding.reference
-        tolerance = None if rtol is None else Tolerance("float64", rtol, "given by the caller")
-        if folded and not port and rtol is None:
+        tolerance = options.given_tolerance
+        if folded and not options.port and options.rtol is None:
             calibrated = calibrated_tolerance(float32_error(ref, float64_copy(ref), x),
                                               "the file's folded weights carry the exporter's float32 arithmetic "
                                               "(port=False compares the weights as they are)")
             tolerance = Tolerance("float64", calibrated.rtol, calibrated.basis)
-        run = compare_models(graph, ref, report, port=port, train=False, tolerance=tolerance, seed=seed,
-                             wide_input_scale=wide_input_scale, not_applicable=not_applicable,
+        run = compare_models(graph, ref, report, port=options.port, train=False, tolerance=tolerance,
+                             seed=options.seed, wide_input_scale=options.wide_input_scale,
+                             not_applicable=not_applicable,
                              more_levels=lambda cand32, ref32: [_runtime_level(proto, cand32, ref32, report)])
         if run.compared:
             break

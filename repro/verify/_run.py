@@ -16,7 +16,7 @@ from torch.utils._pytree import tree_flatten
 
 import reference as reference_library
 from repro.equivalence import (
-    FLOAT64, FLOAT64_RTOL, Diff, Tolerance, calibrated_tolerance, copy_model, float64_copy, gradient_diffs,
+    FLOAT64, Diff, Tolerance, calibrated_tolerance, copy_model, float64_copy, gradient_diffs,
     randomize_,
 )
 from repro.porting import PortError, port_weights
@@ -225,24 +225,32 @@ def _copy(model: nn.Module, which: str) -> nn.Module:
 DEFAULT_INPUT_SIZE = (2, 3, 224, 224)
 
 
-def verify_module(
-    candidate: nn.Module,
-    reference: str | nn.Module,
-    *,
-    input_size: Sequence[int] | None = None,
-    port: bool = True,
-    train: bool = True,
-    rtol: float | None = None,
-    seed: int = 0,
-    wide_input_scale: float | None = WIDE_INPUT_SCALE,
-    reference_kwargs: Mapping[str, Any] | None = None,
-    output: str | int | None = None,
-    port_into_candidate: bool = False,
-) -> VerifyReport:
+@dataclass(frozen=True)
+class VerifyOptions:
+    """What ``repro.verify`` takes beside the two models: ``verify``'s keywords, its one signature and defaults
+    (``verify_module`` and ``verify_onnx`` take this record; ``verify_module`` says what each does)."""
+
+    input_size: Sequence[int] | None
+    port: bool
+    train: bool
+    rtol: float | None
+    seed: int
+    wide_input_scale: float | None
+    reference_kwargs: Mapping[str, Any] | None
+    output: str | int | None
+    port_into_candidate: bool
+
+    @property
+    def given_tolerance(self) -> Tolerance | None:
+        """The caller's ``rtol`` as a float64 tolerance; ``None``: ``repro.equivalence``'s (``FLOAT64``)."""
+        return None if self.rtol is None else Tolerance("float64", self.rtol, "given by the caller")
+
+
+def verify_module(candidate: nn.Module, reference: str | nn.Module, options: VerifyOptions) -> VerifyReport:
     """Check whether ``candidate`` computes exactly what ``reference`` computes, and where it first differs.
 
     ``reference`` is a spec (``"timm:resnet50"``, ``"torchvision:resnet50"``, built with
-    ``reference_kwargs``, or for a spec the suite covers with its settings that switch dropout
+    ``options.reference_kwargs``, or for a spec the suite covers with its settings that switch dropout
     and drop-path off) or a module. Both models are copied: what the user handed in is never
     changed. With ``port=True`` the reference is randomized and its weights are copied into the
     candidate's copy; with ``port=False`` both are compared with the weights they hold.
@@ -270,18 +278,18 @@ def verify_module(
     """
     if not isinstance(candidate, nn.Module):
         raise TypeError(f"candidate must be an nn.Module or an ONNX file (.onnx), got {type(candidate).__name__}")
-    input_size = checked_input_size(DEFAULT_INPUT_SIZE if input_size is None else input_size)
+    input_size = checked_input_size(DEFAULT_INPUT_SIZE if options.input_size is None else options.input_size)
     _check_cpu(candidate, "candidate")
-    ref32, ref_name = resolve_reference(reference, reference_kwargs)
+    ref32, ref_name = resolve_reference(reference, options.reference_kwargs)
     cand32 = _copy(candidate, "candidate")
-    report = VerifyReport(_type_name(candidate), ref_name, input_size, FLOAT64_RTOL if rtol is None else rtol)
-    prepare(cand32, ref32, report, output, seed)
-    if port:
-        randomize_reference(ref32, input_size, seed)
-    tolerance = None if rtol is None else Tolerance("float64", rtol, "given by the caller")
-    run = compare_models(cand32, ref32, report, port=port, train=train, tolerance=tolerance, seed=seed,
-                         wide_input_scale=wide_input_scale)
-    if port_into_candidate and report.port is not None:
+    report = VerifyReport(_type_name(candidate), ref_name, input_size, (options.given_tolerance or FLOAT64).rtol)
+    prepare(cand32, ref32, report, options.output, options.seed)
+    if options.port:
+        randomize_reference(ref32, input_size, options.seed)
+    run = compare_models(cand32, ref32, report, port=options.port, train=options.train,
+                         tolerance=options.given_tolerance, seed=options.seed,
+                         wide_input_scale=options.wide_input_scale)
+    if options.port_into_candidate and report.port is not None:
         run.port(ref32, candidate)
         report.notes.append("the reference's weights were copied into the candidate (port_into_candidate=True)")
     return report
