@@ -115,6 +115,29 @@ def test_a_pair_past_its_timeout_is_recorded_and_the_rest_still_run():
     assert records[0]["error"] == "no result within 0 s"
 
 
+def test_a_full_run_takes_its_settings_from_the_report_command_line(monkeypatch, tmp_path, capsys):
+    """``--atlas-pairs/-workers/-timeout/-max-params`` reach the run; they need --full; patterns that match no pair
+    and settings out of range are one-line errors (exit 2) before anything runs or is written."""
+    pair = atlas.Pair("torchvision", "torchvision:resnet18", "timm:resnet18", "test")
+    monkeypatch.setattr(atlas, "discover", lambda: atlas.Discovery([pair], [], 0.0))
+    ran = []
+    monkeypatch.setattr(atlas, "run_pairs", lambda pairs, *settings: ran.append((pairs, settings)) or [])
+    page = atlas.build(Options(full=True, atlas_pairs=("torchvision:resnet*",), atlas_workers=3, atlas_timeout_s=9.0,
+                               atlas_max_params=1000))
+    assert ran == [([pair], (3, 9.0, 1000, atlas._stderr))]
+    assert "(pairs torchvision:resnet*)" in page.intro
+    out = tmp_path / "r"
+    for argv, says in [
+        (["--pages", "atlas", "--atlas-workers", "3"], "--atlas-workers sets a full atlas run: add --full"),
+        (["--full", "--pages", "atlas", "--atlas-timeout", "0"], "--atlas-timeout must be above 0"),
+        (["--full", "--pages", "atlas", "--atlas-pairs", "timm:*"], "--atlas-pairs timm:*: no pair's candidate"),
+    ]:
+        assert repro.report.main(argv + ["--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
 @pytest.mark.skipif(not DEFAULT_ATLAS_RESULTS.is_file(), reason="no committed atlas results")
 def test_quick_mode_reads_the_committed_results():
     committed = json.loads(DEFAULT_ATLAS_RESULTS.read_text())

@@ -372,6 +372,18 @@ def test_pages_builds_only_those(tmp_path, capsys, monkeypatch):
     assert "no page named latnecy" in capsys.readouterr().err
 
 
+def test_pages_leave_a_whole_reports_index_as_it_was(tmp_path, capsys):
+    """Rebuilding one page into a report directory does not replace its index with one listing that page alone."""
+    a = _bench_json(tmp_path / "a.json", "box A", {"ours": 0.010, "ours+fused": 0.008, "timm:resnet18": 0.011})
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "index.md").write_text("the whole report's index")
+    assert report.main(["--from-json", str(a), "--pages", "latency", "--out", str(out)]) == 0
+    assert (out / "index.md").read_text() == "the whole report's index"
+    assert (out / "latency.md").is_file()
+    assert f"start at {out / 'latency.md'}" in capsys.readouterr().out
+
+
 def test_pages_are_one_ordered_list():
     slugs = [spec.slug for spec in report.PAGES]
     assert len(set(slugs)) == len(slugs) and report.PAGE_SLUGS == (*slugs, "errata")

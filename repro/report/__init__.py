@@ -24,6 +24,8 @@ from typing import Callable
 from repro.environment import environment
 from repro.registry import MODELS
 from repro.report.base import (  # noqa: F401  (re-exported: the names pages and callers use)
+    ATLAS_MAX_PARAMS,
+    ATLAS_TIMEOUT_S,
     DEFAULT_ATLAS_RESULTS,
     DEFAULT_RUNTIMES_RESULTS,
     DEFAULT_DEGRADATION_DIR,
@@ -131,9 +133,12 @@ def build_pages(options: Options) -> tuple[list[Page], float]:
 
 
 def write_report(pages: list[Page], out: Path, options: Options, jobs_seconds: float = 0.0) -> list[Path]:
-    """Write every file to a temporary directory, then move each into ``out`` atomically."""
+    """Write every file to a temporary directory, then move each into ``out`` atomically. A run of some pages
+    (``--pages``) leaves an index already in ``out`` as it was: it lists a whole report's pages."""
     env = environment()
-    files: dict[str, bytes] = {"index.md": render_index(pages, env, options, jobs_seconds).encode()}
+    files: dict[str, bytes] = {}
+    if not options.pages or not (out / "index.md").exists():
+        files["index.md"] = render_index(pages, env, options, jobs_seconds).encode()
     for page in pages:
         files[f"{page.slug}.md"] = render_page(page, env).encode()
         for table in page.tables:
@@ -149,6 +154,10 @@ def write_report(pages: list[Page], out: Path, options: Options, jobs_seconds: f
             os.replace(Path(tmp) / name, out / name)
             written.append(out / name)
     return written
+
+
+def _flag(option: str) -> str:
+    return "--" + option.removesuffix("_s").replace("_", "-")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -211,7 +220,25 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
         help="the runtimes page's measurements (runtimes.json of a `--pages runtimes` run), read in quick mode "
         f"(default: {DEFAULT_RUNTIMES_RESULTS}, the committed run)",
     )
+    atlas = parser.add_argument_group("a full atlas run (--full, the atlas page)")
+    atlas.add_argument("--atlas-pairs", nargs="+", metavar="PATTERN",
+                       help="fnmatch patterns over the candidates, e.g. 'torchvision:resnet*' (default: every pair)")
+    atlas.add_argument("--atlas-workers", type=int, metavar="N", help="worker processes (default: 2)")
+    atlas.add_argument("--atlas-timeout", type=float, metavar="SECONDS",
+                       help=f"per pair (default: {ATLAS_TIMEOUT_S:g})")
+    atlas.add_argument("--atlas-max-params", type=int, metavar="N",
+                       help=f"larger models are not run, for memory (default: {ATLAS_MAX_PARAMS:,})")
     args = parser.parse_args(argv)
+    atlas_run = {name: value for name, value in (("atlas_pairs", args.atlas_pairs and tuple(args.atlas_pairs)),
+                                                 ("atlas_workers", args.atlas_workers),
+                                                 ("atlas_timeout_s", args.atlas_timeout),
+                                                 ("atlas_max_params", args.atlas_max_params)) if value is not None}
+    if atlas_run and not args.full:
+        raise ReportError(f"{_flag(next(iter(atlas_run)))} sets a full atlas run: add --full (quick mode reads "
+                          f"{DEFAULT_ATLAS_RESULTS})")
+    for name in ("atlas_workers", "atlas_timeout_s", "atlas_max_params"):
+        if name in atlas_run and not atlas_run[name] > 0:
+            raise ReportError(f"{_flag(name)} must be above 0, got {atlas_run[name]:g}")
     options = Options(
         full=args.full,
         models=tuple(args.models),
@@ -220,6 +247,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
         degradation_dir=args.degradation,
         atlas_results=args.atlas_results,
         runtimes_results=args.runtimes_results,
+        **atlas_run,
     )
     for option, given, default in (("--atlas-results", args.atlas_results, DEFAULT_ATLAS_RESULTS),
                                    ("--runtimes-results", args.runtimes_results, DEFAULT_RUNTIMES_RESULTS)):
@@ -254,5 +282,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the previous report was left as it was", file=sys.stderr)
         return 130
-    print(f"wrote {len(written)} files to {out}/ (start at {out / 'index.md'})")
+    start = next((f for f in [out / "index.md", *(out / f"{p.slug}.md" for p in pages)] if f in written), out)
+    print(f"wrote {len(written)} files to {out}/ (start at {start})")
     return 0

@@ -17,13 +17,12 @@ Pairs come from the libraries:
 Every pair runs in a worker process (``run_pairs``) with a per-pair timeout; an error, a timeout or a
 dead worker is recorded in that pair's row and never stops the others. Results are one JSON
 (``reports/atlas.json``), committed; the report's quick mode reads it, ``--full`` re-runs every pair.
-From a shell: ``python -m repro.report.atlas --out reports`` (the same as
-``python -m repro.report --pages atlas --full --out reports``, without the index page).
+From a shell: ``python -m repro.report --pages atlas --full`` (``--atlas-pairs``, ``--atlas-workers``,
+``--atlas-timeout``, ``--atlas-max-params`` set the run).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import fnmatch
 import inspect
@@ -50,14 +49,12 @@ import reference
 import repro
 from repro.environment import environment
 from repro.flops import build_on_meta
-from repro.report.base import Options, Page, Table, read_results, render_page
+from repro.report.base import (
+    ATLAS_MAX_PARAMS, ATLAS_TIMEOUT_S, Options, Page, ReportError, Table, read_results,
+)
 
 RESOLUTIONS = (64, 128)  # tried in order before a model's native resolution: the smallest both models run at
 BATCH = 2  # the train step's BatchNorm needs two samples
-TIMEOUT_S = 300.0  # per pair
-# Larger models are not verified here: the verification holds several copies of both models (float32
-# and float64), which for ViT-H/14 or RegNetY-128GF (over 600M parameters) is tens of GB.
-MAX_PARAMS = 200_000_000
 # Verifying a model holds about 64 bytes per parameter at its peak (VGG-16-BN, 138M parameters: 8.9 GB, measured
 # with /usr/bin/time), so the workers together take on at most this many candidate parameters at once (a pair
 # larger than that runs alone): two VGGs side by side would need most of this machine's 23 GB.
@@ -325,7 +322,7 @@ def _counted(pair: Pair) -> int | None:
         return None
 
 
-def verify_pair(pair: Pair, max_params: int = MAX_PARAMS, count: int | None = None) -> dict[str, Any]:
+def verify_pair(pair: Pair, max_params: int = ATLAS_MAX_PARAMS, count: int | None = None) -> dict[str, Any]:
     """Verify one pair (its candidate has ``count`` parameters, counted here if not given) and return its
     record. Raises what the build or ``repro.verify`` raises."""
     start = time.perf_counter()
@@ -333,7 +330,7 @@ def verify_pair(pair: Pair, max_params: int = MAX_PARAMS, count: int | None = No
     if count > max_params:
         return {"outcome": "not run", "seconds": round(time.perf_counter() - start, 1),
                 "error": f"{count:,} parameters, over this run's limit of {max_params:,} (memory); "
-                         f"decided by a run with a higher limit (--max-params) on a machine with more memory"}
+                         f"decided by a run with a higher limit (--atlas-max-params) on a machine with more memory"}
     candidate_kwargs, reference_kwargs, sized = _matching_options(pair, _for_inspection(
         lambda: _build_candidate(pair, None)))
     pair = dataclasses.replace(pair, candidate_kwargs=pair.candidate_kwargs + tuple(candidate_kwargs.items()))
@@ -400,8 +397,8 @@ def next_pair(todo: list[int], busy: list[int], load: list[int], memory_params: 
     return next((i for i in todo if not busy or held + load[i] <= memory_params), None)
 
 
-def run_pairs(pairs: list[Pair], workers: int = 2, timeout_s: float = TIMEOUT_S, max_params: int = MAX_PARAMS,
-              progress: Callable[[str], None] | None = None,
+def run_pairs(pairs: list[Pair], workers: int = 2, timeout_s: float = ATLAS_TIMEOUT_S,
+              max_params: int = ATLAS_MAX_PARAMS, progress: Callable[[str], None] | None = None,
               memory_params: int = MEMORY_PARAMS) -> list[dict[str, Any]]:
     """Every pair's record, each verified in a worker process (spawned; one thread each), in order, as long as
     the candidates being verified hold at most ``memory_params`` parameters together (a larger pair waits until it
@@ -471,13 +468,16 @@ def run_pairs(pairs: list[Pair], workers: int = 2, timeout_s: float = TIMEOUT_S,
             for p, r in zip(pairs, results, strict=True)]
 
 
-def run_atlas(patterns: tuple[str, ...] = ("*",), workers: int = 2, timeout_s: float = TIMEOUT_S,
-              max_params: int = MAX_PARAMS, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_atlas(patterns: tuple[str, ...] = ("*",), workers: int = 2, timeout_s: float = ATLAS_TIMEOUT_S,
+              max_params: int = ATLAS_MAX_PARAMS, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Discover the pairs, verify those whose candidate matches one of ``patterns`` (fnmatch), return the results."""
     start = time.perf_counter()
     commit = _repro_commit()  # the code that runs: taken before, not after a run that may take minutes
     found = discover()
     pairs = [p for p in found.pairs if any(fnmatch.fnmatchcase(p.candidate, pattern) for pattern in patterns)]
+    if not pairs:
+        raise ReportError(f"--atlas-pairs {' '.join(patterns)}: no pair's candidate matches (candidates such as "
+                          f"{', '.join(p.candidate for p in found.pairs[:3])})")
     records = run_pairs(pairs, workers, timeout_s, max_params, progress)
     return {
         "format": RESULTS_FORMAT,
@@ -674,7 +674,10 @@ def build(options: Options) -> Page:
     """``--full`` verifies every pair; quick mode reads the committed results (or, without them, runs
     the pairs of ``QUICK_SUBSET``)."""
     if options.full:
-        return build_page(run_atlas(progress=_stderr), "Run by `python -m repro.report --pages atlas --full`.")
+        results = run_atlas(options.atlas_pairs, options.atlas_workers, options.atlas_timeout_s,
+                            options.atlas_max_params, _stderr)
+        return build_page(results, "Run by `python -m repro.report --pages atlas --full`"
+                          + (f" (pairs {' '.join(options.atlas_pairs)})." if options.atlas_pairs != ("*",) else "."))
     if options.atlas_results.is_file():
         return build_page(read_results(options.atlas_results, "atlas", RESULTS_FORMAT, RERUN),
                           f"Read from `{options.atlas_results}` (re-run: `--pages atlas --full`).")
@@ -684,28 +687,3 @@ def build(options: Options) -> Page:
 
 def _stderr(line: str) -> None:
     print(f"atlas: {line}", file=sys.stderr, flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m repro.report.atlas", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("reports"), help="directory for atlas.md/.csv/.json")
-    parser.add_argument("--pairs", nargs="+", default=["*"], metavar="PATTERN",
-                        help="fnmatch patterns over candidates, e.g. 'torchvision:resnet*'")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per pair")
-    parser.add_argument("--max-params", type=int, default=MAX_PARAMS, help="larger models are not run (memory)")
-    args = parser.parse_args(argv)
-    results = run_atlas(tuple(args.pairs), args.workers, args.timeout, args.max_params, _stderr)
-    args.out.mkdir(parents=True, exist_ok=True)
-    page = build_page(results, "Run by `python -m repro.report.atlas`.")
-    (args.out / "atlas.md").write_text(render_page(page, environment()))
-    for table in page.tables:
-        table.frame.to_csv(args.out / f"{table.slug}.csv", index=False)
-    for name, data in page.files:
-        (args.out / name).write_bytes(data)
-    print(f"wrote {args.out}/atlas.md")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

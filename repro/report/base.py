@@ -25,6 +25,10 @@ MAX_PAGE_COLUMNS = 10  # a wider table shows only its page_columns on the page; 
 DEFAULT_DEGRADATION_DIR = Path("reports/degradation")
 DEFAULT_ATLAS_RESULTS = Path("reports/atlas.json")
 DEFAULT_RUNTIMES_RESULTS = Path("reports/runtimes.json")
+ATLAS_TIMEOUT_S = 300.0  # per pair of a full atlas run
+# Larger models are not verified by the atlas: the verification holds several copies of both models (float32
+# and float64), which for ViT-H/14 or RegNetY-128GF (over 600M parameters) is tens of GB.
+ATLAS_MAX_PARAMS = 200_000_000
 
 
 class ReportError(Exception):
@@ -136,6 +140,12 @@ class Options:
     degradation_dir: Path = DEFAULT_DEGRADATION_DIR  # the degradation CLI's output, read in quick mode
     atlas_results: Path = DEFAULT_ATLAS_RESULTS  # a full atlas run's JSON, read in quick mode
     runtimes_results: Path = DEFAULT_RUNTIMES_RESULTS  # a runtimes page's measurements, read in quick mode
+    # A full atlas run (--full): the pairs whose candidate matches (fnmatch), worker processes, seconds per
+    # pair, and the parameter count above which a pair is not run (memory).
+    atlas_pairs: tuple[str, ...] = ("*",)
+    atlas_workers: int = 2
+    atlas_timeout_s: float = ATLAS_TIMEOUT_S
+    atlas_max_params: int = ATLAS_MAX_PARAMS
 
     def selected(self, names: Iterable[str]) -> list[str]:
         names = list(names)
