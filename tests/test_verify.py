@@ -206,7 +206,8 @@ def _representatives() -> list[str]:
 def test_dataflow_pairing_matches_the_registered_porting_rules(spec):
     entry = repro.REFERENCES[spec]
     ours = create_model_from_entry(entry, **entry.deterministic_model_kwargs)
-    report = verify(ours, spec, input_size=SMALL, train=False, wide_input_scale=None)
+    report = verify(ours, spec, input_size=SMALL, train=False, wide_input_scale=None,
+                    reference_kwargs=entry.deterministic_reference_kwargs)
     assert report.equivalent, str(report)
     ref = reference.create(spec, **entry.deterministic_reference_kwargs)
     by_rules = {(p.source_key, p.target_key) for p in plan_port(ref.state_dict(), ours.state_dict(), entry.rules)}

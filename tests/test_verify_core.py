@@ -218,6 +218,58 @@ def test_random_numbers_that_cannot_be_turned_off_leave_the_level_undecided():
     assert report.equivalent  # the train step ran both with one seed and agreed
 
 
+class DropConnectByArgument(Net):
+    """A drop-connect whose rate is a forward argument (as EfficientNet ports pass it to each block), not an
+    attribute: found as random draws, never turned off. ``path``: the reference's drop-path in the same place."""
+
+    def __init__(self, rate: float = 0.2, path: float = 0.0, **kwargs) -> None:
+        super().__init__(drop=DropPath(path) if path else None, **kwargs)
+        self.rates = (rate,)  # a tuple: no float attribute to find
+
+    def forward(self, x):
+        return self.block(x, self.rates[0])
+
+    def block(self, x, rate):
+        y = self.act(self.bn(self.conv(x)))
+        branch = self.drop(self.mix(y))
+        if self.training and rate:
+            branch = branch * (torch.rand(branch.shape[0], 1, 1, 1) >= rate) / (1 - rate)
+        return self.fc(F.dropout((y + branch).mean((2, 3)), p=self.drop_rate, training=self.training))
+
+
+def test_a_train_step_random_draws_may_explain_is_undecided_not_different():
+    """A drop-connect no rate attribute turns off, against the same drop-connect as a DropPath (turned off) or
+    against none: the train step differs, but the draws may be the whole difference; the eval function is
+    decided, and a real mistake is still the verdict."""
+    for reference in (Net(drop=DropPath(0.2)), Net()):
+        report = verify(DropConnectByArgument(), reference, input_size=SIZE)
+        assert report.verdict == "SAME EVAL FUNCTION, TRAIN STEP UNDECIDED" and report.undecided, str(report)
+        assert not report.equivalent and report.first_divergence is None
+        assert report.levels["eval"].holds and report.levels["eval"].bit_exact
+        train = report.levels["train step"]
+        assert train.holds is None and train.state == "undecided" and "still drawn" in train.detail
+        assert "the candidate in (root)" in train.detail and "rate 0" in train.detail
+        stochastic = report.levels["stochastic configuration"]
+        assert stochastic.holds is None and "not turned off" in stochastic.detail
+    # Both drop-connects switched off by hand: the same function, decided.
+    assert verify(DropConnectByArgument(rate=0.0), Net(), input_size=SIZE).bit_exact
+    # A definite rate difference stays a difference beside the undecided train step.
+    report = verify(DropConnectByArgument(drop_rate=0.5), Net(), input_size=SIZE)
+    assert report.verdict == "SAME EVAL FUNCTION, TRAIN STEP UNDECIDED, DIFFERENT STOCHASTIC CONFIGURATION"
+    assert report.levels["stochastic configuration"].holds is False and not report.undecided
+    # A mistake the eval pass sees is the verdict, draws or not.
+    report = verify(DropConnectByArgument(eps=1e-3), Net(), input_size=SIZE)
+    assert report.verdict == "NOT EQUIVALENT" and report.first_divergence == "bn", str(report)
+
+
+def test_settings_that_differ_by_rounding_are_written_in_full():
+    """momentum ``1 - 0.9`` against 0.1: not two equal-looking numbers."""
+    candidate = Net(eps=1e-3)
+    candidate.bn.momentum = 1 - 0.9
+    report = verify(candidate, Net(), input_size=SIZE)
+    assert "eps 0.001 vs 1e-05; momentum 0.09999999999999998 vs 0.1" in report.divergence_detail, str(report)
+
+
 class SiLUUnlessTraining(nn.Module):
     """SiLU in eval mode; in train mode a slightly different function: a mistake only a train step shows."""
 
@@ -441,6 +493,27 @@ def test_cli_bad_keyword_arguments_are_one_line_and_exit_2(models, extra, messag
     assert main([f"{models}:Net", "--against", f"{models}:Net", "--input-size", "2", "3", "8", "8", *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+
+
+def test_cli_exit_status_3_when_the_train_step_is_undecided(tmp_path, capsys):
+    path = tmp_path / "drop_connect.py"
+    path.write_text(
+        "import torch\nfrom torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, rate=0.2):\n"
+        "        super().__init__()\n"
+        "        self.rates = (rate,)\n"
+        "        self.body = nn.Conv2d(3, 4, 3, padding=1)\n"
+        "    def forward(self, x):\n"
+        "        y = self.body(x)\n"
+        "        if self.training and self.rates[0]:\n"
+        "            y = y * (torch.rand(y.shape[0], 1, 1, 1) >= self.rates[0]) / (1 - self.rates[0])\n"
+        "        return y.mean((2, 3))\n"
+    )
+    args = [f"{path}:Net", "--against", f"{path}:Net", "--input-size", "2", "3", "8", "8"]
+    assert main(args + ["--reference-kwargs", '{"rate": 0.0}']) == 3
+    assert "SAME EVAL FUNCTION, TRAIN STEP UNDECIDED" in capsys.readouterr().out
+    assert main(args + ["--reference-kwargs", '{"rate": 0.0}', "--candidate-kwargs", '{"rate": 0.0}']) == 0
 
 
 def test_cli_bad_reference_keyword_for_a_library_spec_is_exit_2(models, capsys):

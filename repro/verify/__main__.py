@@ -4,7 +4,8 @@ MODEL is ``path/to/file.py:ATTR`` or ``package.module:ATTR``, ATTR a class or a 
 factory returning an ``nn.Module``, or an ONNX file (``model.onnx``: a model from any framework,
 exported; its input size is the graph's unless ``--input-size`` is given). SPEC is a reference such
 as ``timm:resnet50`` (or another ``file.py:ATTR``). Exit status: 0 equivalent, 1 not equivalent (the
-report says where), 2 bad input (unreadable file, missing attribute, unknown spec, a model that does
+report says where), 3 undecided (nothing differs, but the train step cannot be decided here: the report
+says why and what would decide it), 2 bad input (unreadable file, missing attribute, unknown spec, a model that does
 not run, an ONNX file that is not valid or uses an operator the reader does not support), with a
 one-line error and no traceback.
 """
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report.to_markdown())
     else:
         print(report)
-    return 0 if report.equivalent else 1
+    return 0 if report.equivalent else 3 if report.undecided else 1
 
 
 if __name__ == "__main__":

@@ -119,7 +119,12 @@ def settings_difference(candidate: nn.Module, reference: nn.Module) -> str:
     if type(candidate).__name__ != type(reference).__name__:
         words.append(f"{type(candidate).__name__} vs {type(reference).__name__}")
     ours, theirs = _settings(candidate), _settings(reference)
-    words += [f"{k} {_setting(ours[k])} vs {_setting(theirs[k])}" for k in ours if k in theirs and ours[k] != theirs[k]]
+    for k in ours:
+        if k in theirs and ours[k] != theirs[k]:
+            shown = (_setting(ours[k]), _setting(theirs[k]))
+            if shown[0] == shown[1]:  # 0.09999999999999998 (1 - 0.9) vs 0.1: written in full, not as two equal numbers
+                shown = (repr(ours[k]), repr(theirs[k]))
+            words.append(f"{k} {shown[0]} vs {shown[1]}")
     return "; ".join(words)
 
 

@@ -24,6 +24,9 @@ _SHORT_COLUMNS = ("candidate", "reference", "shape", "eval_max_rel", "wide_max_r
                   "buffer_max_rel")
 
 
+UNDECIDED = "SAME EVAL FUNCTION, TRAIN STEP UNDECIDED"
+
+
 @dataclass
 class Level:
     """One level of the verdict: whether it holds (``None``: not checked, or cannot be decided
@@ -61,8 +64,10 @@ class VerifyReport:
     ``levels`` splits it: ``eval`` (the eval function), ``train step`` (outputs, gradients and
     running statistics of one train-mode step with the stochastic layers of both models turned
     off) and ``stochastic configuration`` (their dropout and drop-path rates, side by side), each
-    with its own first divergence. ``equivalent`` holds when every level does (a level that could
-    not be decided does not count against it); ``bit_exact`` when float32 is bit-identical too.
+    with its own first divergence. ``equivalent`` holds when every level does, an undecided
+    stochastic configuration aside (the train step ran both with one seed and agreed); a train step
+    that cannot be decided (random numbers drawn where no known rate turns them off, and a difference
+    they may explain) leaves the verdict ``undecided``; ``bit_exact`` when float32 is bit-identical too.
     ``tolerance`` says in which precision and within what the verdict was decided.
 
     ``layers`` has one row per paired module, in the candidate's execution order: both names,
@@ -114,10 +119,18 @@ class VerifyReport:
             return "EQUIVALENT"
         same = [self.levels.get(n) for n in ("eval", "train step")]
         stochastic = self.levels.get("stochastic configuration")
-        if all(level is not None and level.holds is not False for level in same) and same[0].holds and \
-                stochastic is not None and stochastic.holds is False and not self.structure:
-            return "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION"
-        return "NOT EQUIVALENT"
+        if any(level is None or level.holds is False for level in same) or not same[0].holds or self.structure:
+            return "NOT EQUIVALENT"
+        differs = stochastic is not None and stochastic.holds is False
+        if same[1].state == "undecided":
+            return UNDECIDED + (", DIFFERENT STOCHASTIC CONFIGURATION" if differs else "")
+        return "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION" if differs else "NOT EQUIVALENT"
+
+    @property
+    def undecided(self) -> bool:
+        """Nothing was found to differ, but the train step could not be decided here (its level says why and
+        what would decide it): neither equivalent nor not."""
+        return self.verdict == UNDECIDED
 
     def compared_output(self) -> str:
         return "; ".join(f"{side}: {o.get('what', '?')}" for side, o in zip(("candidate", "reference"), self.outputs,

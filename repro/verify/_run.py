@@ -20,7 +20,6 @@ from repro.equivalence import (
     randomize_,
 )
 from repro.porting import PortError, port_weights
-from repro.registry import REFERENCES
 from repro.verify._compare import (
     MISMATCH, CandidateCapture, Divergence, ReferenceCapture, StaleCaptureError, compare, compared_in_rows, locate,
     settings_difference,
@@ -50,13 +49,15 @@ def resolve_reference(reference: str | nn.Module, reference_kwargs: Mapping[str,
     if not isinstance(reference, str):
         raise TypeError("reference must be a spec such as 'timm:resnet50' or an nn.Module, "
                         f"got {type(reference).__name__}")
-    if reference_kwargs is None:  # a spec the suite covers: its settings without dropout and drop-path
-        entry = REFERENCES.get(reference)
-        reference_kwargs = dict(entry.deterministic_reference_kwargs) if entry is not None else {}
+    # The library's own defaults (dropout included: the stochastic level compares the rates of both) unless
+    # the caller says otherwise; the name says how it was built.
+    reference_kwargs = dict(reference_kwargs or {})
+    built = ", ".join(f"{k}={v!r}" for k, v in reference_kwargs.items())
+    name = f"{reference} ({built})" if built else reference
     try:
-        return reference_library.create(reference, **reference_kwargs), reference
+        return reference_library.create(reference, **reference_kwargs), name
     except TypeError as err:  # a keyword the library does not take
-        raise VerifyError(f"cannot build {reference} with {dict(reference_kwargs)}: {err}") from err
+        raise VerifyError(f"cannot build {reference} with {reference_kwargs}: {err}") from err
 
 
 # What a model that cannot run on the input raises; anything else is a bug to see in full.
@@ -249,9 +250,9 @@ class VerifyOptions:
 def verify_module(candidate: nn.Module, reference: str | nn.Module, options: VerifyOptions) -> VerifyReport:
     """Check whether ``candidate`` computes exactly what ``reference`` computes, and where it first differs.
 
-    ``reference`` is a spec (``"timm:resnet50"``, ``"torchvision:resnet50"``, built with
-    ``options.reference_kwargs``, or for a spec the suite covers with its settings that switch dropout
-    and drop-path off) or a module. Both models are copied: what the user handed in is never
+    ``reference`` is a spec (``"timm:resnet50"``, ``"torchvision:resnet50"``, built as the library
+    builds it by default, dropout included, or with ``options.reference_kwargs``, which the report's
+    reference name then shows) or a module. Both models are copied: what the user handed in is never
     changed. With ``port=True`` the reference is randomized and its weights are copied into the
     candidate's copy; with ``port=False`` both are compared with the weights they hold.
     ``port_into_candidate=True`` then also copies those weights into ``candidate`` itself
@@ -679,13 +680,14 @@ class _Verification:
             report.levels[level.name] = level
         levels = list(report.levels.values())
         report.equivalent = (self.compared and not report.structure and levels[0].holds is True
-                             and all(level.holds is not False for level in levels))
+                             and all(level.holds is not False for level in levels)
+                             and report.levels["train step"].state != "undecided")
         report.bit_exact = report.equivalent and all(level.bit_exact for level in levels[:2] if level.holds)
         for level in levels:
             if level.holds is False:
                 level.detail += self._settings_note(level.first_divergence)
         failing = next((level for level in levels if level.holds is False), None)
-        if self.compared and not report.equivalent:
+        if self.compared and not report.equivalent and not report.undecided:
             if failing is None:  # only the structure (gradients on one side only, say)
                 report.first_divergence, report.divergence_detail = self._structure_divergence()
             else:
@@ -734,14 +736,30 @@ class _Verification:
         bit_exact = all(self._float32_exact(k) for k in exact if any(c.startswith(k) for c in self.report.float32))
         if all(d.ok(rtol) for d in every):
             return Level("train step", True, bit_exact)
-        return Level("train step", False, False, *self._train_divergence())
+        module, detail = self._train_divergence()
+        still = self._still_drawing()
+        if still:  # the draws may be the whole difference: nothing to decide it with
+            return Level("train step", None, False, None,
+                         f"cannot be decided here: random numbers are still drawn in train mode by {still} (not a "
+                         f"rate this tool knows, so not turned off), and the train step, both models run with one "
+                         f"seed, differs, first at {module} ({detail}); turn that randomness off in the model (its "
+                         f"rate 0) to decide it")
+        return Level("train step", False, False, module, detail)
+
+    def _random_left(self) -> dict[str, list[str]]:
+        """Each side's modules that still draw random numbers in the train step (after ``turn_off``)."""
+        return {side: sorted({where for where, _ in calls})
+                for side, calls in (("candidate", self.captures["train"].random if "train" in self.captures else []),
+                                    ("reference", self.reference_random.get("train", [])))}
+
+    def _still_drawing(self) -> str:
+        return "; ".join(f"the {side} in {', '.join(places)}" for side, places in self._random_left().items() if places)
 
     def _stochastic_level(self) -> Level:
         report = self.report
         cand, ref = report.stochastic_candidate, report.stochastic_reference
-        left = {side: sorted({where for where, _ in calls})
-                for side, calls in (("candidate", self.captures["train"].random if "train" in self.captures else []),
-                                    ("reference", self.reference_random.get("train", [])))}
+        left = self._random_left()
+        still = self._still_drawing()
         cand, ref = (applications(acting(layers), self.calls.get(side, {}))
                      for side, layers in (("candidate", cand), ("reference", ref)))
         side_by_side = f"candidate: {summary(cand)}; reference: {summary(ref)}"
@@ -749,11 +767,17 @@ class _Verification:
             at = next((i for i, (a, b) in enumerate(zip(cand, ref)) if a.rate != b.rate), min(len(cand), len(ref)))
             where = cand[at].module or "(root)" if at < len(cand) else None
             first = " vs ".join(str(side[at]) if at < len(side) else "none" for side in (cand, ref))
+            drawn = (f"; random numbers still drawn in train mode by {still}: not a known rate, so not turned off"
+                     if still else "")
+            fewer = "candidate" if len(cand) < len(ref) else "reference"
+            if at == min(len(cand), len(ref)) and left[fewer]:  # its missing rates may be in the draws
+                return Level("stochastic configuration", None, False, None,
+                             f"{side_by_side}{drawn}; the {fewer}'s rates beyond those known may be in those draws, "
+                             f"so the configurations cannot be compared here")
             return Level("stochastic configuration", False, False, where,
                          f"stochastic configuration: the rates differ ({side_by_side}; the first that differs: "
-                         f"{first}); turned off in both copies for the train step")
+                         f"{first}); turned off in both copies for the train step{drawn}")
         if any(left.values()):
-            still = "; ".join(f"the {side} in {', '.join(places)}" for side, places in left.items() if places)
             return Level("stochastic configuration", None, False, None,
                          f"{side_by_side}; random numbers still drawn in train mode by {still}: not a known rate, "
                          f"so not turned off (the train step ran both with one seed)")
