@@ -262,6 +262,31 @@ def test_a_train_step_random_draws_may_explain_is_undecided_not_different():
     assert report.verdict == "NOT EQUIVALENT" and report.first_divergence == "bn", str(report)
 
 
+class Checkpointed(nn.Module):
+    """conv -> BN -> ReLU under activation checkpointing in train mode (torchvision's memory-efficient DenseNet):
+    the backward pass runs the BN again, which updates its running statistics a second time."""
+
+    def __init__(self, checkpoint: bool) -> None:
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        def features(t):
+            return torch.relu(self.bn(self.conv(t)))
+        use = self.checkpoint and x.requires_grad
+        return self.head(torch.utils.checkpoint.checkpoint(features, x, use_reentrant=False) if use else features(x))
+
+
+def test_a_module_run_twice_in_the_step_is_named_with_its_count():
+    report = verify(Checkpointed(True), Checkpointed(False), input_size=SIZE)
+    assert report.levels["eval"].bit_exact and report.verdict == "NOT EQUIVALENT" and report.first_divergence == "bn"
+    assert "bn.num_batches_tracked grew by 2 vs 1 in one step" in report.divergence_detail, str(report)
+    assert "checkpointing" in report.divergence_detail and "momentum" not in report.divergence_detail
+
+
 def test_settings_that_differ_by_rounding_are_written_in_full():
     """momentum ``1 - 0.9`` against 0.1: not two equal-looking numbers."""
     candidate = Net(eps=1e-3)

@@ -435,6 +435,7 @@ class _Verification:
         self.calls: dict[str, Counter] = {}  # side -> module name -> calls in the traced pass
         self.grads: dict[str, Diff] = {}
         self.buffers: dict[str, Diff] = {}
+        self.counts: dict[str, tuple[int, int]] = {}  # what the train step added to integer counts, both sides
         self.trained = False  # whether the train step ran
 
     def port(self, source: nn.Module, target: nn.Module):
@@ -625,6 +626,11 @@ class _Verification:
                                     "recorder): the plain run's numbers are the verdict, with nothing located")
         self.trained = True
         self.grads, self.buffers = diffs.grads, diffs.buffers
+        # What the step added to integer counts (a BatchNorm's num_batches_tracked), both sides: how often it ran.
+        before = [dict(m.named_buffers()) for m in (self.candidate, self.ref_model)]
+        self.counts = {c: (int(cand.buffers[c] - before[0][c]), int(ref.buffers[r] - before[1][r])) for c, r in pairs
+                       if c in cand.buffers and r in ref.buffers and cand.buffers[c].numel() == 1
+                       and not cand.buffers[c].is_floating_point() and not ref.buffers[r].is_floating_point()}
         report.checks.update(diffs.checks)
         if diffs.missing:
             report.structure.append(f"gradients on one side only: {', '.join(diffs.missing[:10])}")
@@ -800,8 +806,13 @@ class _Verification:
         bad_buffers = [(node_of[k], k, d) for k, d in self.buffers.items() if not d.ok(self.rtol)]
         if bad_buffers:
             node, key, d = min(bad_buffers, key=lambda b: b[0].order)
+            counts = [f"{k} grew by {self.counts[k][0]} vs {self.counts[k][1]}" for k in node.state_keys()
+                      if k in self.counts and self.counts[k][0] != self.counts[k][1]]
+            why = (f"{'; '.join(counts)} in one step: the module ran another number of times "
+                   f"(recomputed in the backward pass by activation checkpointing, say)" if counts
+                   else "its update rule differs (a BatchNorm momentum, say)")
             return node.name or "(root)", (f"train step: {key} after one step differs (max rel {d.max_rel:.3g}) "
-                                           f"while every output agrees (a BatchNorm momentum, say)")
+                                           f"while every output agrees: {why}")
         bad_grads = [(node_of[k], k, d) for k, d in self.grads.items() if not d.ok(self.rtol)]
         if bad_grads:
             node, key, d = max(bad_grads, key=lambda b: b[0].order)
