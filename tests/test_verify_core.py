@@ -476,6 +476,21 @@ def test_the_compared_output_is_chosen_and_said(kind, output, said):
         assert not wrong.equivalent
 
 
+class ReturnsFeaturesFirst(Net):
+    """A dict without ``logits``, the features first: compared on its first tensor, which is not the logits."""
+
+    def forward(self, x):
+        return {"feat": x.mean((2, 3)), "out": super().forward(x)}
+
+
+def test_the_first_of_several_outputs_is_named_and_a_matching_other_one_suggested():
+    report = verify(ReturnsFeaturesFirst(), Net(), input_size=SIZE)
+    assert not report.equivalent and report.outputs[0]["what"] == "'feat', the first of 2 tensors (dict)"
+    assert "the candidate also returns 'out' of the reference output's shape [2, 4]: output='out' compares it" \
+        in report.notes, str(report)
+    assert verify(ReturnsFeaturesFirst(), Net(), input_size=SIZE, output="out").bit_exact
+
+
 def test_a_missing_output_field_is_a_verify_error():
     with pytest.raises(VerifyError, match="output='scores'"):
         verify(Returns("dict"), Net(), input_size=SIZE, output="scores")

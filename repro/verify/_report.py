@@ -101,7 +101,7 @@ class VerifyReport:
     frozen_reference: list[str] = field(default_factory=list)
     stochastic_candidate: list[StochasticLayer] = field(default_factory=list)
     stochastic_reference: list[StochasticLayer] = field(default_factory=list)
-    outputs: list[dict[str, str]] = field(default_factory=list)  # which output was compared, candidate / reference
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # which output was compared, candidate / reference
 
     def reset(self) -> None:
         """Forget a comparison's results (keeping what was found before it ran)."""

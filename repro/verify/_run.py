@@ -381,16 +381,18 @@ def _outputs(result: Any) -> list[torch.Tensor]:
     return [t for t in tree_flatten(result)[0] if isinstance(t, torch.Tensor)]
 
 
-def _select_output(model: nn.Module, output: str | int | None, which: str) -> str:
-    """Make ``model`` (a copy) return the one compared tensor; say which it is."""
-    choice: dict[str, str] = {}
+def _select_output(model: nn.Module, output: str | int | None, which: str) -> dict[str, Any]:
+    """Make ``model`` (a copy) return the one compared tensor; say which it is (``what``) and, for a model
+    returning several, how to choose each (``choices``: ``output=`` value -> shape)."""
+    choice: dict[str, Any] = {}
 
     def select(module: nn.Module, args: Any, result: Any) -> torch.Tensor:
         if isinstance(result, torch.Tensor):  # the only tensor, whatever ``output`` names
             choice["what"] = "the output tensor"
             return result
+        tensors = _outputs(result)
+        choice["choices"] = {how: list(t.shape) for how, t in _choices(result)}
         if isinstance(output, int):
-            tensors = _outputs(result)
             if not -len(tensors) <= output < len(tensors):
                 raise VerifyError(f"output={output}: the {which} returns {len(tensors)} tensors")
             choice["what"] = f"tensor {output} of {len(tensors)} ({type(result).__name__})"
@@ -400,16 +402,27 @@ def _select_output(model: nn.Module, output: str | int | None, which: str) -> st
         if field is None and output is not None:
             raise VerifyError(f"output={output!r}: the {which} returns a {type(result).__name__} without that field")
         if field is None:
-            tensors = _outputs(result)
             if not tensors:
                 raise VerifyError(f"the {which} returns a {type(result).__name__} holding no tensor")
-            choice["what"] = f"the first of {len(tensors)} tensors ({type(result).__name__})"
+            first = next((how for how, t in _choices(result) if t is tensors[0]), None)
+            choice["what"] = (f"{first + ', ' if first else ''}the first of {len(tensors)} tensors "
+                              f"({type(result).__name__})")
             return tensors[0]
         choice["what"] = f"{name!r} ({type(result).__name__})"
         return field
 
     model.register_forward_hook(select)
     return choice
+
+
+def _choices(result: Any) -> list[tuple[str, torch.Tensor]]:
+    """The tensors a model returns directly in a mapping, tuple or list, each with the ``output=`` value that
+    chooses it (``'out'``, ``1``)."""
+    if isinstance(result, Mapping):
+        return [(repr(k), v) for k, v in result.items() if isinstance(k, str) and isinstance(v, torch.Tensor)]
+    if isinstance(result, (tuple, list)):
+        return [(str(i), v) for i, v in enumerate(result) if isinstance(v, torch.Tensor)]
+    return []
 
 
 def _field(result: Any, name: str) -> torch.Tensor | None:
@@ -479,6 +492,8 @@ class _Verification:
         del ref_eval
         report.checks["eval output"] = self.captures["eval"].output_diff()
         report.notes += compared_in_rows(self.captures["eval"], self.names)
+        if not report.checks["eval output"].ok(self.rtol):
+            report.notes += self._other_outputs(ref_outputs)
         if self.wide_input_scale:
             self._wide_pass()
         if self.train:
@@ -486,6 +501,17 @@ class _Verification:
             self._train_step(self.output_weights)
         self._note_random_numbers()
         return report
+
+    def _other_outputs(self, ref_outputs: list[torch.Tensor]) -> list[str]:
+        """Where the compared outputs differ: the candidate's other outputs of the reference output's shape."""
+        if len(ref_outputs) != 1 or not self.report.outputs:
+            return []
+        shape = list(ref_outputs[0].shape)
+        chosen = self.report.outputs[0].get("what", "")
+        others = [how for how, size in self.report.outputs[0].get("choices", {}).items()
+                  if size == shape and not chosen.startswith((how, f"tensor {how} "))]
+        return [f"the candidate also returns {', '.join(others)} of the reference output's shape {shape}: "
+                f"output={others[0]} compares {'it' if len(others) == 1 else 'the first'}"] if others else []
 
     def _settle(self, tie: UndecidedTie, ref_eval: ReferenceCapture, port: bool) -> Pairing:
         """Settle a tie the dataflow cannot break by trying each way of pairing it: port through it and compare
