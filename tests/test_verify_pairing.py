@@ -569,6 +569,33 @@ def test_missing_stem_norm_is_named_in_the_reference():
     assert report.unpaired_reference[0].startswith("stem.norm.weight")
 
 
+class ShortcutFromTheInput(PreActBlock):
+    """The projection shortcut fed the block's input instead of the pre-activation: a right tensor, wrong place."""
+
+    def forward(self, x):
+        y = self.norm1(x).relu()
+        return self.conv2(self.norm2(self.conv1(y)).relu()) + self.downsample(x)
+
+
+class TwoPreActBlocks(nn.Module):
+    def __init__(self, second: type = PreActBlock) -> None:
+        super().__init__()
+        self.stem, self.first, self.second = nn.Conv2d(3, 4, 3, padding=1), PreActBlock(4, 4), second(4, 8)
+
+    def forward(self, x):
+        return self.second(self.first(self.stem(x))).mean((2, 3))
+
+
+def test_a_right_tensor_handed_to_the_wrong_module_is_blamed_on_the_module_that_hands_it():
+    """The shortcut's input differs while that very tensor agrees as the input of the block's first norm: the
+    block before is right, the block whose forward wires it is to blame."""
+    report = verify(TwoPreActBlocks(ShortcutFromTheInput), TwoPreActBlocks(), input_size=SMALL)
+    assert not report.equivalent and report.first_divergence == "second", str(report)
+    assert "the input of second.downsample" in report.divergence_detail
+    assert "agrees with the reference's as the input of second.norm1" in report.divergence_detail
+    assert verify(TwoPreActBlocks(), TwoPreActBlocks(), input_size=SMALL).bit_exact
+
+
 # -- attention written as one functional call ------------------------------------------------------
 
 class FusedAttention(nn.Module):

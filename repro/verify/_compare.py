@@ -387,6 +387,8 @@ def locate(capture: CandidateCapture, pass_name: str, names: dict[PointKey, str]
         call = by_index[first.call]
         return Divergence(call.name or "(root)", call.end, f"{pass_name}: {where} {how}, while its input agrees")
     agreed = {p.tensor_key for p in capture.points if p.ok(rtol) and p.seq < first.seq and p.tensor_key is not None}
+    if first.key[0] == "in" and first.tensor_key in agreed:
+        return _miswired(capture, first, names, pass_name, where, how)
     allowed = first.upstream | {INPUT_POINT}
     for call in calls:
         if call.end_seq > first.seq:
@@ -407,6 +409,25 @@ def locate(capture: CandidateCapture, pass_name: str, names: dict[PointKey, str]
     name = (call.name if call else "") or "(root)"
     return Divergence(name, call.end if call else 0,
                       f"{pass_name}: {where} {how}; it is computed in {name} from tensors that agree")
+
+
+def _miswired(capture: CandidateCapture, first: PointResult, names: dict[PointKey, str], pass_name: str,
+              where: str, how: str) -> Divergence:
+    """A module's input that differs while the very tensor agrees where it is compared elsewhere (a block's
+    shortcut fed its input where the reference feeds it the pre-activation): the tensor is right and goes to the
+    wrong place. To blame is the module whose forward hands it over: the consumer's parent."""
+    consumer = next((c for c in capture.calls if c.node == first.key[1] and c.k == first.key[2]), None)
+    consumer_name = consumer.name if consumer is not None else ""
+    parent = consumer_name.rpartition(".")[0] if consumer_name else ""
+    parent_call = next((c for c in capture.calls if c.name == parent and c.node is None
+                        and consumer is not None and c.index < consumer.index and c.end > consumer.end), None)
+    elsewhere = next((names.get(p.key, str(p.key)) for p in capture.points
+                      if p.tensor_key == first.tensor_key and p.ok(capture.rtol) and p.seq < first.seq), "elsewhere")
+    order = parent_call.end if parent_call is not None else (consumer.end if consumer is not None else 0)
+    return Divergence(parent or "(root)", order,
+                      f"{pass_name}: {where} {how}, though that tensor agrees with the reference's as {elsewhere}: "
+                      f"{parent or '(root)'} hands {consumer_name or 'it'} another tensor than the reference's does "
+                      f"(wired otherwise)")
 
 
 def _describe(point: PointResult, names: dict[PointKey, str], rtol: float) -> tuple[str, str]:
