@@ -505,7 +505,8 @@ def test_bare_parameters_pair_by_where_they_are_used():
     report = verify(TokensElsewhere(), Tokens(), input_size=SMALL)
     assert report.bit_exact, str(report)
     pairs = {(c, r) for c, r in zip(report.layers["candidate"], report.layers["reference"], strict=True)}
-    assert pairs == {("conv_proj", "patch"), ("(root)", "(root)"), ("encoder", "(root)"), ("heads", "head")}
+    # The reference's root holds both tokens, used in two places: two parts, the class token's named by it.
+    assert pairs == {("conv_proj", "patch"), ("(root)", "(root)[cls_token]"), ("encoder", "(root)"), ("heads", "head")}
     ported = {p.target_key: p.source_key for p in report.port.pairs}
     assert ported["class_token"] == "cls_token" and ported["encoder.pos_embedding"] == "pos_embed"
 
@@ -513,8 +514,81 @@ def test_bare_parameters_pair_by_where_they_are_used():
 def test_class_token_in_the_wrong_place_is_caught_where_it_is_used():
     report = verify(Tokens(token_last=True), Tokens(), input_size=SMALL)
     assert not report.equivalent
-    assert report.first_divergence == "(root)", str(report)
-    assert "the output of (root)" in report.divergence_detail
+    assert report.first_divergence == "(root)[cls_token]", str(report)
+    assert "the output of (root)[cls_token]" in report.divergence_detail
+
+
+# -- a network written with functional calls on tensors of its own -----------------------------------
+
+class ModuleNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.bn1(self.conv1(x)).relu()
+        return self.fc(self.bn2(self.conv2(x)).relu().mean((2, 3)))
+
+
+class FunctionalNet(nn.Module):
+    """ModuleNet as F.conv2d / F.batch_norm / F.linear calls: parameters in a ``ParameterDict``, a ``ParameterList``
+    or on the model itself, BatchNorm statistics and counts registered on the model (a MAML-style network)."""
+
+    def __init__(self, holder: str, eps2: float = 1e-5, stride2: int = 2) -> None:
+        super().__init__()
+        self.holder, self.eps2, self.stride2 = holder, eps2, stride2
+        shapes = {"conv1": (8, 3, 3, 3), "bn1_weight": (8,), "bn1_bias": (8,), "conv2": (8, 8, 3, 3),
+                  "bn2_weight": (8,), "bn2_bias": (8,), "fc_weight": (4, 8), "fc_bias": (4,)}
+        self.order = list(shapes)
+        made = {k: nn.Parameter(torch.randn(shape)) for k, shape in shapes.items()}
+        if holder == "dict":
+            self.params = nn.ParameterDict(made)
+        elif holder == "list":
+            self.params = nn.ParameterList(made.values())
+        else:
+            for k, p in made.items():
+                self.register_parameter(k, p)
+        for bn in ("bn1", "bn2"):
+            self.register_buffer(f"{bn}_mean", torch.zeros(8))
+            self.register_buffer(f"{bn}_var", torch.ones(8))
+            self.register_buffer(f"{bn}_count", torch.tensor(0))
+
+    def p(self, name: str) -> torch.Tensor:
+        if self.holder == "dict":
+            return self.params[name]
+        return self.params[self.order.index(name)] if self.holder == "list" else getattr(self, name)
+
+    def bn(self, x, name: str, eps: float = 1e-5):
+        if self.training:
+            getattr(self, f"{name}_count").add_(1)
+        return F.batch_norm(x, getattr(self, f"{name}_mean"), getattr(self, f"{name}_var"), self.p(f"{name}_weight"),
+                            self.p(f"{name}_bias"), self.training, 0.1, eps)
+
+    def forward(self, x):
+        x = self.bn(F.conv2d(x, self.p("conv1"), padding=1), "bn1").relu()
+        x = self.bn(F.conv2d(x, self.p("conv2"), stride=self.stride2, padding=1), "bn2", self.eps2).relu()
+        return F.linear(x.mean((2, 3)), self.p("fc_weight"), self.p("fc_bias"))
+
+
+@pytest.mark.parametrize("holder", ["dict", "list", "model"])
+def test_a_network_of_functional_calls_pairs_by_where_each_tensor_is_used(holder):
+    """Each functional call is a module of its own (its tensors split off the one holding them); a count no call
+    uses goes with the statistics beside it."""
+    report = verify(FunctionalNet(holder), ModuleNet(), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    assert len(report.layers) == 5 and report.port is not None and len(report.port.pairs) == 14
+    assert {p.target_key: p.source_key for p in report.port.pairs}["bn2_count"] == "bn2.num_batches_tracked"
+
+
+@pytest.mark.parametrize("mistake, where", [
+    (dict(eps2=1e-3), "(root)[params.bn2_weight]"),
+    (dict(stride2=1), "(root)[params.conv2]"),
+])
+def test_a_mistake_in_a_functional_call_is_named_by_the_tensors_it_uses(mistake, where):
+    report = verify(FunctionalNet("dict", **mistake), ModuleNet(), input_size=SMALL)
+    assert not report.equivalent and report.first_divergence == where, str(report)
 
 
 # -- an extra module is named as the extra one ----------------------------------------------------
@@ -755,8 +829,10 @@ class CrossAttention(nn.Module):
 def test_attention_with_separate_projection_weights_is_traced_through():
     assert verify(CrossAttention(True), CrossAttention(True), input_size=SMALL).bit_exact
     report = verify(CrossAttention(True), CrossAttention(False), input_size=SMALL)
-    assert not report.equivalent and report.first_divergence == "attn", str(report)
-    assert "the candidate's attn and the reference's q, k, v (affine) hold as many values (184)" in str(report)
+    # The first part of attn's tensors that its functional body uses (the q projection and the three biases).
+    assert not report.equivalent and report.first_divergence == "attn[q_proj_weight]", str(report)
+    assert "the candidate's attn[q_proj_weight], attn and the reference's q, k, v (affine) hold as many values (184)" \
+        in str(report)
 
 
 # -- architecture constants: index tables one model stores and the other only holds ----------------

@@ -418,7 +418,9 @@ def _miswired(capture: CandidateCapture, first: PointResult, names: dict[PointKe
     wrong place. To blame is the module whose forward hands it over: the consumer's parent."""
     consumer = next((c for c in capture.calls if c.node == first.key[1] and c.k == first.key[2]), None)
     consumer_name = consumer.name if consumer is not None else ""
-    parent = consumer_name.rpartition(".")[0] if consumer_name else ""
+    # A part of a module (``(root)[params.conv1_weight]``) is used by that module's own forward.
+    module, split, _ = consumer_name.partition("[")
+    parent = ("" if module == "(root)" else module) if split else consumer_name.rpartition(".")[0]
     parent_call = next((c for c in capture.calls if c.name == parent and c.node is None
                         and consumer is not None and c.index < consumer.index and c.end > consumer.end), None)
     elsewhere = next((names.get(p.key, str(p.key)) for p in capture.points

@@ -481,23 +481,37 @@ def _same_numbers(c_shape: tuple[int, ...], r_shape: tuple[int, ...]) -> bool:
 
 
 def pair_tensors(cand: Node, ref: Node) -> list[tuple[str, str]]:
-    """Pairs (reference local name, candidate local name) of two paired nodes' tensors."""
+    """Pairs (reference local name, candidate local name) of two paired nodes' tensors: by local name where both
+    use the same; else by role (which argument of which function each is), the tensors no function uses (a
+    BatchNorm's count) then by a shape, or else a number of values, only one of them has on each side."""
     c_names, r_names = list(cand.tensors), list(ref.tensors)
     if set(c_names) == set(r_names) and all(cand.shape(n) == ref.shape(n) for n in c_names):
         return [(n, n) for n in r_names]
-    c_roles, r_roles = {cand.roles.get(n): n for n in c_names}, {ref.roles.get(n): n for n in r_names}
-    if None not in c_roles and None not in r_roles and len(c_roles) == len(c_names) == len(r_roles) == len(r_names) \
-            and set(c_roles) == set(r_roles) and all(cand.shape(c_roles[k]) == ref.shape(r_roles[k]) for k in c_roles):
-        return [(r_roles[k], c_roles[k]) for k in r_roles]
+    c_used, r_used = [n for n in c_names if n in cand.roles], [n for n in r_names if n in ref.roles]
+    c_roles, r_roles = {cand.roles[n]: n for n in c_used}, {ref.roles[n]: n for n in r_used}
+    if len(c_roles) == len(c_used) and len(r_roles) == len(r_used) and set(c_roles) == set(r_roles) \
+            and all(cand.shape(c_roles[k]) == ref.shape(r_roles[k]) for k in c_roles):
+        rest = _pair_by_size(cand, ref, [n for n in c_names if n not in c_used],
+                             [n for n in r_names if n not in r_used])
+        if rest is not None:
+            return [(r_roles[k], c_roles[k]) for k in r_roles] + rest
+    pairs = _pair_by_size(cand, ref, c_names, r_names)
+    if pairs is not None:
+        return pairs
+    raise PairingError(
+        f"cannot decide which tensor of the candidate's {cand.describe()} is which of the reference's "
+        f"{ref.describe()}: local names, uses and shapes all leave a choice (refusing to guess)"
+    )
+
+
+def _pair_by_size(cand: Node, ref: Node, c_names: list[str], r_names: list[str]) -> list[tuple[str, str]] | None:
+    """Pairs of the given tensors by a shape, or else a number of values, that only one has on each side."""
     for c_size, r_size in ((cand.shape, ref.shape), (_numel(cand), _numel(ref))):
         c_sizes, r_sizes = Counter(c_size(n) for n in c_names), Counter(r_size(n) for n in r_names)
         if c_sizes == r_sizes and all(v == 1 for v in c_sizes.values()):
             by_size = {c_size(n): n for n in c_names}
             return [(n, by_size[r_size(n)]) for n in r_names]
-    raise PairingError(
-        f"cannot decide which tensor of the candidate's {cand.describe()} is which of the reference's "
-        f"{ref.describe()}: local names, uses and shapes all leave a choice (refusing to guess)"
-    )
+    return None
 
 
 def _pair_constants(cand: Node, ref: Node) -> list[tuple[str, str]]:

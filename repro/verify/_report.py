@@ -85,7 +85,9 @@ class VerifyReport:
     equivalent: bool = False
     bit_exact: bool = False
     max_abs_diff: float = math.nan  # over the model outputs, eval and train mode; nan when nothing was compared
-    first_divergence: str | None = None  # candidate module name; "(root)" for the model itself
+    # candidate module name; "(root)" for the model itself; "module[tensor]" for the part of a module's tensors one
+    # functional call uses (a network written as F.conv2d calls on a ParameterDict)
+    first_divergence: str | None = None
     divergence_detail: str = ""
     layers: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LAYER_COLUMNS))
     checks: dict[str, Diff] = field(default_factory=dict)  # whole-model checks
@@ -248,7 +250,7 @@ def layers_frame(cand: Graph, ref: Graph, pairing: Pairing, captures: Mapping[st
         if node.id not in pairing.nodes:
             continue
         partner = ref.nodes[pairing.nodes[node.id]]
-        row: dict[str, Any] = {"candidate": node.name or "(root)", "reference": partner.name or "(root)",
+        row: dict[str, Any] = {"candidate": node.display, "reference": partner.display,
                                "kind": node.kind}
         checked = []
         for title, points in by_pass.items():

@@ -195,8 +195,8 @@ def _point_names(cand: Graph) -> dict[PointKey, str]:
     for node in cand.called():
         for k in range(node.calls):
             call = f" (call {k + 1})" if node.calls > 1 else ""
-            names[("in", node.id, k)] = f"the input of {node.name or '(root)'}{call}"
-            names[("core", node.id, k)] = f"the output of {node.name or '(root)'}{call}"
+            names[("in", node.id, k)] = f"the input of {node.display}{call}"
+            names[("core", node.id, k)] = f"the output of {node.display}{call}"
     return names
 
 
@@ -581,7 +581,7 @@ class _Verification:
         if not indexing_visible():  # the difference may be indexing this torch hides from the trace: say so
             report.structure.append(INDEXING_INVISIBLE)
         if pairing.divergence is not None:
-            report.first_divergence = cand.nodes[pairing.divergence].name or "(root)"
+            report.first_divergence = cand.nodes[pairing.divergence].display
             report.divergence_detail = f"structure: {pairing.divergence_reason}"
         counts = [sum(t.numel() for t in m.state_dict().values()) for m in (self.candidate, self.ref_model)]
         report.structure.insert(0, f"the structures differ: {len(pairing.nodes)} modules paired, "
@@ -729,10 +729,10 @@ class _Verification:
         """Where a divergence is located at a paired module: how its settings differ from its partner's."""
         if module is None or not hasattr(self, "pairing"):
             return ""
-        name = "" if module == "(root)" else module
         for node in self.cand_graph.called():
             partner = self.pairing.nodes.get(node.id)
-            if node.name == name and partner is not None:
+            # A part of a module (its tensors used by functional calls) has no settings of its own to show.
+            if node.display == module and partner is not None and not node.part:
                 words = settings_difference(node.module, self.ref_graph.nodes[partner].module)
                 partner_name = self.ref_graph.name(partner)
                 return f" [settings of {module} vs the reference's {partner_name}: {words}]" if words else ""
@@ -817,7 +817,7 @@ class _Verification:
 
     def _structure_divergence(self) -> tuple[str, str]:
         if self.pairing.divergence is not None:
-            return (self.cand_graph.nodes[self.pairing.divergence].name or "(root)",
+            return (self.cand_graph.nodes[self.pairing.divergence].display,
                     f"structure: {self.pairing.divergence_reason}")
         return "(root)", "; ".join(self.report.structure) or "the whole-model checks differ"
 
@@ -837,12 +837,12 @@ class _Verification:
             why = (f"{'; '.join(counts)} in one step: the module ran another number of times "
                    f"(recomputed in the backward pass by activation checkpointing, say)" if counts
                    else "its update rule differs (a BatchNorm momentum, say)")
-            return node.name or "(root)", (f"train step: {key} after one step differs (max rel {d.max_rel:.3g}) "
+            return node.display, (f"train step: {key} after one step differs (max rel {d.max_rel:.3g}) "
                                            f"while every output agrees: {why}")
         bad_grads = [(node_of[k], k, d) for k, d in self.grads.items() if not d.ok(self.rtol)]
         if bad_grads:
             node, key, d = max(bad_grads, key=lambda b: b[0].order)
-            return node.name or "(root)", (
+            return node.display, (
                 f"train step: the gradient of {key} differs (max rel {d.max_rel:.3g}) while the forward passes agree; "
                 f"it is the last module in execution order with a differing gradient, where backward goes wrong")
         if self.pairing.divergence is not None:

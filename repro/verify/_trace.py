@@ -13,7 +13,12 @@ Parameter of its own (a block's layer scale, a model's class token), a weight pa
 functional call (``F.linear(x, self.fc.weight)``), or a module called without data that computes
 from its own tensors alone (an ONNX graph's ``Reshape`` of a layer scale). Each operation that
 combines such tensors with data is then a call of that node, and a container's tensors used in
-different places become nodes of their own. Padding done by a separate op or module (``F.pad``,
+different places become nodes of their own, each named by its module and largest tensor
+(``(root)[params.conv1_weight]``). The root counts as a container (a network written as functional calls on
+parameters of its own), and a module without a forward that only holds tensors (``nn.ParameterDict``,
+``nn.ParameterList``) as part of its parent; a count no operation uses (a BatchNorm's ``num_batches_tracked``
+kept beside ``F.batch_norm``) goes with the part whose tensor names share the longest prefix with its own.
+Padding done by a separate op or module (``F.pad``,
 ``nn.ZeroPad2d``) belongs to the node it feeds: that node's input is the unpadded tensor; so does a
 change of layout (``permute``, ``transpose``, ``contiguous``): timm's ``LayerNorm2d`` permutes inside
 the module, an ONNX graph in ``Transpose`` nodes before it, and both take the tensor before the
@@ -53,6 +58,7 @@ from __future__ import annotations
 import dis
 import functools
 import itertools
+import os
 import types
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -204,6 +210,14 @@ class Node:
     # Its architecture constants, persistent or not (local name -> buffer): compared, never ported or paired by.
     constants: dict[str, torch.Tensor] = field(default_factory=dict)
     stored: frozenset[str] = frozenset()  # the constants in its state dict (persistent)
+    # A part split off a module whose tensors are used in several places (a network written with functional calls
+    # on parameters of its own): its first tensor, which names it beside the module.
+    part: str = ""
+
+    @property
+    def display(self) -> str:
+        """How reports name it: its module, and for a part split off one, which (``(root)[params.conv1_weight]``)."""
+        return f"{self.name or '(root)'}[{self.part}]" if self.part else self.name or "(root)"
 
     @property
     def kind(self) -> str:
@@ -249,19 +263,51 @@ class Node:
         return [prefix + n for n in self.tensors]
 
 
+def _holder(module: nn.Module) -> bool:
+    """A module that only holds tensors for its parent, with no forward of its own (``nn.ParameterDict``,
+    ``nn.ParameterList``): its tensors are the parent's, used where the parent's forward uses them."""
+    unimplemented = getattr(type(module), "forward", None) is nn.Module.forward  # a scripted module's raises
+    return unimplemented and next(module.children(), None) is None
+
+
+def _holds_for_others(name: str, module: nn.Module) -> bool:
+    """Whether a module's tensors are used where the model uses them rather than by a forward of the module's
+    own: a module with child modules (a block's layer scale), the root (its forward is the whole model: a network
+    written with functional calls on parameters of its own, or of a holder)."""
+    return next(module.children(), None) is not None or name == ""
+
+
 def model_nodes(model: nn.Module) -> list[Node]:
+    """One node per module holding parameters or persistent buffers of its own, a holder's (``_holder``) counted
+    as its parent's, under their state-dict names relative to the parent (``params.conv1``)."""
+    modules = dict(model.named_modules())
+    owned: dict[str, tuple[dict[str, torch.Tensor], set[str], dict[str, torch.Tensor], set[str]]] = {}
+    for name, module in modules.items():
+        owner, prefix = name, ""
+        while owner and _holder(modules[owner]):  # a holder's tensors belong to the nearest module that is not one
+            parent, _, local = owner.rpartition(".")
+            owner, prefix = parent, f"{local}.{prefix}"
+        tensors, params, constants, stored = owned.setdefault(owner, ({}, set(), {}, set()))
+        for n, p in module._parameters.items():
+            if p is not None:
+                tensors[prefix + n] = p
+                params.add(prefix + n)
+        for n, b in module._buffers.items():
+            if b is None:
+                continue
+            if is_constant(b):
+                constants[prefix + n] = b
+                if n not in module._non_persistent_buffers_set:
+                    stored.add(prefix + n)
+            elif n not in module._non_persistent_buffers_set:
+                tensors[prefix + n] = b
     nodes = []
-    for name, module in model.named_modules():
-        tensors = {n: p for n, p in module._parameters.items() if p is not None}
-        params = frozenset(tensors)
-        buffers = {n: b for n, b in module._buffers.items() if b is not None}
-        constants = {n: b for n, b in buffers.items() if is_constant(b)}
-        tensors.update((n, b) for n, b in buffers.items()
-                       if n not in constants and n not in module._non_persistent_buffers_set)
+    for name, (tensors, params, constants, stored) in owned.items():
         if tensors:
-            nodes.append(Node(len(nodes), name, module, tensors, params,
-                              container=next(module.children(), None) is not None, constants=constants,
-                              stored=frozenset(constants) - module._non_persistent_buffers_set))
+            module = modules[name]
+            nodes.append(Node(len(nodes), name, module, tensors, frozenset(params),
+                              container=_holds_for_others(name, module), constants=constants,
+                              stored=frozenset(stored)))
     return nodes
 
 
@@ -287,7 +333,7 @@ class Graph:
         return self.nodes[node].succs
 
     def name(self, node: int) -> str:
-        return {INPUT: "(input)", OUTPUT: "(output)"}.get(node) or self.nodes[node].name or "(root)"
+        return {INPUT: "(input)", OUTPUT: "(output)"}.get(node) or self.nodes[node].display
 
     def siblings(self, node: int) -> set[int]:
         """The nodes first called inside the same module call as ``node`` (a block's convolutions and norms)."""
@@ -524,12 +570,32 @@ class Recorder(TorchFunctionMode):
         return source[0]
 
     def graph(self) -> Graph:
+        self._place_counts()
         notes = list(self.notes)
         for function, places in self.traced.items():
             more = f"; ... ({len(places)} places in all)" if len(places) > 2 else ""
             notes.append(f"{function} uses the tensors of several modules at once, traced through its Python body: "
                          f"{'; '.join(places[:2])}{more}")
         return Graph(self.nodes, self.output_preds, {k: frozenset(v) for k, v in self.edge_slots.items()}, notes)
+
+    def _place_counts(self) -> None:
+        """A count no operation uses (a BatchNorm's ``num_batches_tracked`` registered beside functional calls)
+        left on a module whose tensors were split by use goes with the part holding the tensors whose names share
+        the longest prefix with its own, where one part does: where it would sit in a module of its own."""
+        for node in [n for n in self.nodes if n.container]:
+            parts = [n for n in self.nodes if n.module is node.module]
+            if len(parts) < 2:
+                continue
+            for local in [n for n, t in node.tensors.items()
+                          if not t.is_floating_point() and t.numel() == 1 and n not in node.roles]:
+                shared = {part.id: max((len(os.path.commonprefix([local, other])) for other, t in part.tensors.items()
+                                        if t.is_floating_point()), default=0) for part in parts}
+                best = max(shared.values())
+                winners = [parts_id for parts_id, n in shared.items() if n == best]
+                if best and len(winners) == 1 and winners[0] != node.id:
+                    part = self.nodes[winners[0]]
+                    part.tensors[local] = node.tensors.pop(local)
+                    self.owner[id(part.tensors[local])] = (part, local)
 
     # -- hooks -----------------------------------------------------------------------------
     def _pre_hook(self, name: str):
@@ -664,7 +730,7 @@ class Recorder(TorchFunctionMode):
              before: torch.Tensor | None) -> None:
         """A call of ``node`` made by an operation that uses its tensors outside its own ``forward``
         (``F.linear(x, self.fc.weight)``, ``x * self.gamma`` in a block holding child modules)."""
-        call = Call(len(self.calls), node.name, node.id, node.calls)
+        call = Call(len(self.calls), node.display if node.part else node.name, node.id, node.calls)
         self.calls.append(call)
         if node.calls == 0:
             node.order = self.first_calls
@@ -713,8 +779,10 @@ class Recorder(TorchFunctionMode):
             return next((n for n in self.nodes if n.module is node.module and locals_ <= set(n.tensors)), node)
         if all(not node.tensors[n].is_floating_point() for n in set(node.tensors) - locals_):
             return node  # a count left over (a BatchNorm's: not floating, not a constant) belongs with what is used
+        # Named by its largest parameter (a weight before its bias).
+        named = max(locals_, key=lambda n: (n in node.parameters, node.tensors[n].numel(), n))
         part = Node(len(self.nodes), node.name, node.module, {n: node.tensors.pop(n) for n in sorted(locals_)},
-                    node.parameters & locals_, container=True)
+                    node.parameters & locals_, container=True, part=named)
         node.parameters = node.parameters - locals_
         self.nodes.append(part)
         for local, t in part.tensors.items():
