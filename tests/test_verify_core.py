@@ -316,6 +316,60 @@ def test_the_train_step_is_recorded_only_to_locate_what_differs():
     assert "train_max_rel" in report.layers.columns and report.first_divergence == "act"
 
 
+class SwishWithWrongBackward(torch.autograd.Function):
+    """A swish whose hand-written backward is 1% off (a memory-efficient swish): its forward is right."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return grad * s * (1 + x * (1 - s)) * 1.01
+
+
+class GradientOnePercentOff(torch.autograd.Function):
+    """The identity, whose backward scales the gradient by 1.01."""
+
+    @staticmethod
+    def forward(ctx, w):
+        return w.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 1.01
+
+
+class MixWithWrongWeightGradient(nn.Conv2d):
+    """A 1x1 convolution whose weight gradient is 1% off; its input gradient is right."""
+
+    def forward(self, x):
+        return F.conv2d(x, GradientOnePercentOff.apply(self.weight), self.bias)
+
+
+def test_a_wrong_backward_is_located_where_backward_goes_wrong():
+    """The gradient at every point of the train step is compared: an activation without parameters whose backward
+    is wrong is named, not the convolution before it whose weight gradient it spoils; a module whose own weight
+    gradient is wrong while its output's gradient agrees is named too."""
+    class Act(nn.Module):
+        def forward(self, x):
+            return SwishWithWrongBackward.apply(x)
+
+    report = verify(Net(act=Act()), Net(), input_size=SIZE)
+    assert report.levels["eval"].holds and report.levels["train step"].holds is False
+    assert report.first_divergence == "act", str(report)
+    assert "backward goes wrong in act" in report.divergence_detail
+    candidate = Net()
+    candidate.mix = MixWithWrongWeightGradient(8, 8, 1)
+    report = verify(candidate, Net(), input_size=SIZE)
+    assert report.first_divergence == "mix", str(report)
+    assert "the gradient of mix.weight differs" in report.divergence_detail and "its backward goes wrong" in \
+        report.divergence_detail
+
+
 def test_a_difference_only_on_the_scaled_up_sample_is_located():
     """The eval pass on the first sample scaled up is compared at the output, and recorded to locate a difference."""
     class ClampedAbove(nn.Module):  # SiLU below 20, clamped above: agrees on the input, not on the scaled-up one

@@ -21,7 +21,8 @@ liked, and, on copies of both models (what the user hands in is never changed):
    by 8 (so that saturating activations such as ReLU6 and hard-sigmoid leave their linear range);
    compares one train-mode step by what it leaves (outputs, the input gradient, every parameter
    gradient, the running statistics BatchNorm leaves behind), module by module only to locate a
-   difference; then the same passes in float32, for bit-identity;
+   difference (with the gradient at every point, so a wrong backward is named where backward goes
+   wrong); then the same passes in float32, for bit-identity;
 5. gives the verdict in levels (eval, train step, stochastic configuration), each naming its
    first divergence: the innermost candidate module whose output differs while its inputs agree
    (a block whose children all agree but whose output does not is named itself).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 from dataclasses import dataclass, field
 
 import torch
@@ -186,6 +187,23 @@ class Fingerprints:
         return bool(close.any())
 
 
+def keep_grad(tensor: torch.Tensor, into: dict, key: Any) -> None:
+    """Keep ``tensor``'s gradient in ``into[key]`` when a backward pass reaches it (the gradient with respect to
+    the value it holds now, even if an in-place operation changes it afterwards)."""
+    if tensor.requires_grad:
+        tensor.register_hook(lambda grad: into.__setitem__(key, grad.detach().clone()))
+
+
+@dataclass
+class GradPoint:
+    """The gradient at one point of a train step, the candidate's against its partner's."""
+
+    key: PointKey  # candidate's
+    seq: int
+    diff: Diff
+    tensor_key: tuple[int, int] | None
+
+
 class StaleCaptureError(Exception):
     """A captured tensor was changed in place by an operation the recorder did not recognize as
     in-place (one on a view of it, say): the pass has to run again, copying every point."""
@@ -199,8 +217,11 @@ class ReferenceCapture(Sink):
     them (copy on write); a version check on reading guards against in-place operations the
     recorder did not recognize (``StaleCaptureError``; ``eager=True`` copies every point at once)."""
 
-    def __init__(self, rtol: float, fingerprints: bool = False, eager: bool = False) -> None:
+    def __init__(self, rtol: float, fingerprints: bool = False, eager: bool = False, grads: bool = False) -> None:
         self.points: dict[PointKey, tuple[torch.Tensor, int]] = {}
+        # With ``grads`` (a pass with a backward), each point's gradient, to say where backward goes wrong.
+        self.want_grads = grads
+        self.grads: dict[PointKey, torch.Tensor] = {}
         self.fingerprints = Fingerprints(rtol) if fingerprints else None
         self.wants_ops = fingerprints
         self.eager = eager
@@ -239,9 +260,13 @@ class ReferenceCapture(Sink):
     def node_input(self, call: Call, tensor, upstream, seq, producer, key) -> None:
         self._hold(("in", call.node, call.k), tensor)
         self._fingerprint(tensor, key)
+        if self.want_grads:
+            keep_grad(tensor, self.grads, ("in", call.node, call.k))
 
     def core(self, call: Call, tensor, upstream, seq, key) -> None:
         self._hold(("core", call.node, call.k), tensor)
+        if self.want_grads:
+            keep_grad(tensor, self.grads, ("core", call.node, call.k))
 
     def op_output(self, tensor, key) -> None:
         self._fingerprint(tensor, key)
@@ -284,6 +309,9 @@ class CandidateCapture(Sink):
     calls: list[Call] = field(default_factory=list)
     random: list[tuple[str, str]] = field(default_factory=list)
     _cores: dict[tuple[int, int], tuple[torch.Tensor, int, frozenset, int, int, tuple]] = field(default_factory=dict)
+    grads: dict[PointKey, torch.Tensor] = field(default_factory=dict)  # with a backward: each point's gradient
+    grad_points: list[GradPoint] = field(default_factory=list)  # after ``compare_grads``
+    _grad_keys: dict[PointKey, tuple[PointKey, int, tuple]] = field(default_factory=dict)
 
     def _result(self, key: PointKey, ref_key: PointKey, tensor, upstream, seq, tensor_key, call) -> None:
         expected = self.reference.get(ref_key)
@@ -292,6 +320,18 @@ class CandidateCapture(Sink):
         ref_shape = () if expected is None else tuple(expected.shape)
         self.points.append(PointResult(key, seq, diff, (tuple(tensor.shape), ref_shape), upstream, tensor_key, call,
                                        reordered))
+        if self.reference.want_grads:
+            keep_grad(tensor, self.grads, key)
+            self._grad_keys[key] = (ref_key, seq, tensor_key)
+
+    def compare_grads(self) -> None:
+        """After the backward pass of both: each point's gradient against its partner's."""
+        self.grad_points = []
+        for key, grad in self.grads.items():
+            ref_key, seq, tensor_key = self._grad_keys[key]
+            expected = self.reference.grads.get(ref_key)
+            found = None if expected is None else compare_rows(grad, expected)
+            self.grad_points.append(GradPoint(key, seq, found[0] if found else MISMATCH, tensor_key))
 
     def node_input(self, call: Call, tensor, upstream, seq, producer, key) -> None:
         if call.node not in self.node_map:

@@ -21,13 +21,13 @@ from repro.equivalence import (
 )
 from repro.porting import PortError, port_weights
 from repro.verify._compare import (
-    MISMATCH, CandidateCapture, Divergence, ReferenceCapture, StaleCaptureError, compare, compared_in_rows, locate,
-    settings_difference,
+    MISMATCH, CandidateCapture, Divergence, GradPoint, ReferenceCapture, StaleCaptureError, compare, compared_in_rows,
+    locate, settings_difference,
 )
 from repro.verify._pairing import Pairing, PairingError, UndecidedTie, pair_nodes, pair_state, reshaped_state
 from repro.verify._report import Level, VerifyReport, layers_frame, unpaired_tensors
 from repro.verify._stochastic import acting, applications, rates_match, stochastic_layers, summary, turn_off
-from repro.verify._trace import (INDEXING_INVISIBLE, INPUT, Graph, PointKey, RandomWatch, Recorder,
+from repro.verify._trace import (INDEXING_INVISIBLE, INPUT, Graph, Node, PointKey, RandomWatch, Recorder,
                                  indexing_visible, stored_constants, trace)
 
 WIDE_INPUT_SCALE = 8.0
@@ -602,11 +602,14 @@ class _Verification:
         for eager in (False, True):
             ref_step = None
             if ref_capture is None or eager:
-                ref_capture = ReferenceCapture(self.rtol, fingerprints=fingerprints, eager=eager)
+                ref_capture = ReferenceCapture(self.rtol, fingerprints=fingerprints, eager=eager,
+                                               grads=output_weights is not None)
                 ref_step = _run("reference", run, self.ref_model, ref_capture)
             capture = CandidateCapture(ref_capture, self.pairing.nodes, self.rtol, eager=eager)
             try:
-                return ref_step, capture, _run("candidate", run, self.candidate, capture)
+                step = _run("candidate", run, self.candidate, capture)
+                capture.compare_grads()
+                return ref_step, capture, step
             except StaleCaptureError:
                 if eager:
                     raise
@@ -821,11 +824,58 @@ class _Verification:
                     f"structure: {self.pairing.divergence_reason}")
         return "(root)", "; ".join(self.report.structure) or "the whole-model checks differ"
 
+    def _backward_divergence(self, node_of: dict[str, Node]) -> tuple[str, str] | None:
+        """Where backward first goes wrong, from the gradients at every point of the recorded train step (backward
+        runs against execution order): the latest point whose gradient differs, blamed on the module that takes
+        that tensor (its backward turns agreeing gradients into a differing one); or a module whose parameter
+        gradient differs while its own output's gradient agrees; whichever backward reaches first. ``None``
+        where no gradient at a point was compared."""
+        capture = self.captures.get("train")
+        if capture is None or not capture.grad_points:
+            return None
+        rtol = self.rtol
+        cores: dict[int, list] = {}
+        for g in capture.grad_points:
+            if g.key[0] == "core":
+                cores.setdefault(g.key[1], []).append(g)
+        own = []  # (where backward reaches it, node, parameter, its gradient's Diff)
+        for key, d in self.grads.items():
+            node = node_of[key]
+            if not d.ok(rtol) and node.id in cores and all(c.diff.ok(rtol) for c in cores[node.id]):
+                own.append((max(c.seq for c in cores[node.id]), node, key, d))
+        bad = [g for g in capture.grad_points if not g.diff.ok(rtol)]
+        latest = max(bad, key=lambda g: g.seq) if bad else None
+        if own and (latest is None or max(own, key=lambda o: o[0])[0] > latest.seq):
+            _, node, key, d = max(own, key=lambda o: o[0])
+            return node.display, (f"train step: the gradient of {key} differs (max rel {d.max_rel:.3g}) while the "
+                                  f"gradient of {node.display}'s output agrees: its backward goes wrong")
+        if latest is None:
+            return None
+        where = self.names.get(latest.key, str(latest.key))
+        taker = self._consumer(capture, latest)
+        return taker, (f"train step: the gradient at {where} differs (max rel {latest.diff.max_rel:.3g}) while every "
+                       f"gradient after it agrees: backward goes wrong in {taker}, which takes that tensor")
+
+    def _consumer(self, capture: CandidateCapture, point: GradPoint) -> str:
+        """The innermost module call that takes the tensor at ``point`` (other than the node whose output it is);
+        else the module whose forward holds the node."""
+        node = self.cand_graph.nodes[point.key[1]]
+        own = next((c for c in capture.calls if c.node == node.id and c.k == point.key[2]), None)
+        takers = [c for c in capture.calls if point.tensor_key in c.input_keys
+                  and (point.key[0] == "in" or c is not own) and not (own is not None and c.index < own.index
+                                                                      and c.end > own.end)]
+        innermost = [c for c in takers if not any(o.index > c.index and o.end < c.end for o in takers)]
+        if point.key[0] == "in" and own is not None and own in innermost:
+            return node.display
+        if innermost:
+            return innermost[0].name or "(root)"
+        return node.name.rpartition(".")[0] or "(root)"
+
     def _train_divergence(self) -> tuple[str, str]:
         """In order of precedence: the earliest module (in the candidate's execution order) that
         explains a difference in the train-mode forward pass; the earliest module whose buffers
-        differ after the train step; the latest whose gradients differ (backward runs the other
-        way); where the wiring differs."""
+        differ after the train step; where backward first goes wrong (``_backward_divergence``), or
+        without gradients at points the latest module whose gradients differ; where the wiring differs."""
         if "train" in self.divergences:
             return self.divergences["train"].module, self.divergences["train"].detail
         node_of = {key: node for node in self.cand_graph.called() for key in node.state_keys()}
@@ -839,6 +889,9 @@ class _Verification:
                    else "its update rule differs (a BatchNorm momentum, say)")
             return node.display, (f"train step: {key} after one step differs (max rel {d.max_rel:.3g}) "
                                            f"while every output agrees: {why}")
+        backward = self._backward_divergence(node_of)
+        if backward is not None:
+            return backward
         bad_grads = [(node_of[k], k, d) for k, d in self.grads.items() if not d.ok(self.rtol)]
         if bad_grads:
             node, key, d = max(bad_grads, key=lambda b: b[0].order)
