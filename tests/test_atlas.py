@@ -73,8 +73,10 @@ def test_one_pair_end_to_end_and_a_failing_pair_is_recorded_not_raised():
 
 
 class Tiny(nn.Module):
-    def __init__(self, p: float = 0.0, eps: float = 1e-5, momentum: float = 0.1, extra: bool = False) -> None:
+    def __init__(self, p: float = 0.0, eps: float = 1e-5, momentum: float = 0.1, extra: bool = False,
+                 drop_connect: float = 0.0) -> None:
         super().__init__()
+        self.drop_connect = (drop_connect,)  # a rate no attribute holds: drawn, never turned off
         self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(4, eps=eps, momentum=momentum)
         self.extra = nn.Conv2d(4, 4, 1) if extra else nn.Identity()
@@ -82,7 +84,10 @@ class Tiny(nn.Module):
         self.fc = nn.Linear(4, 2)
 
     def forward(self, x):
-        return self.fc(self.drop(self.extra(torch.relu(self.bn(self.conv(x)))).mean((2, 3))))
+        y = self.extra(torch.relu(self.bn(self.conv(x))))
+        if self.training and self.drop_connect[0]:
+            y = y * (torch.rand(y.shape[0], 1, 1, 1) >= self.drop_connect[0]) / (1 - self.drop_connect[0])
+        return self.fc(self.drop(y.mean((2, 3))))
 
 
 @pytest.mark.parametrize("candidate, expected, cause", [
@@ -91,7 +96,8 @@ class Tiny(nn.Module):
     (Tiny(momentum=0.01), "eval equivalent, train step differs", "momentum 0.01 vs 0.1"),
     (Tiny(eps=1e-3), "not equivalent", "eps 0.001 vs 1e-05"),
     (Tiny(extra=True), "structures differ", "extra"),
-], ids=["same", "dropout", "momentum", "eps", "extra-module"])
+    (Tiny(drop_connect=0.5), atlas.TRAIN_UNDECIDED, "still drawn"),
+], ids=["same", "dropout", "momentum", "eps", "extra-module", "drop-connect"])
 def test_outcomes_read_verify_levels(candidate, expected, cause):
     report = repro.verify(candidate, Tiny(), input_size=(2, 3, 8, 8))
     record = {"table": "torchvision", "outcome": "ran", "report": json.loads(json.dumps(report.to_dict()))}

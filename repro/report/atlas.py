@@ -514,9 +514,10 @@ def _transformers_version() -> str:
 
 # -- the page -----------------------------------------------------------------------------------
 SAME_FUNCTION = "same function, stochastic configuration differs"
-OUTCOMES = ("bit-identical", "equivalent", SAME_FUNCTION, "eval equivalent, train step differs", "not equivalent",
-            "structures differ", "tool error", "timeout", "crashed", "not run")
-SAME_EVAL = ("bit-identical", "equivalent", SAME_FUNCTION, "eval equivalent, train step differs")
+TRAIN_UNDECIDED = "eval equivalent, train step undecided"
+OUTCOMES = ("bit-identical", "equivalent", SAME_FUNCTION, TRAIN_UNDECIDED, "eval equivalent, train step differs",
+            "not equivalent", "structures differ", "tool error", "timeout", "crashed", "not run")
+SAME_EVAL = ("bit-identical", "equivalent", SAME_FUNCTION, TRAIN_UNDECIDED, "eval equivalent, train step differs")
 
 
 def levels(record: dict[str, Any]) -> dict[str, str]:
@@ -536,6 +537,8 @@ def outcome(record: dict[str, Any]) -> str:
         return "equivalent"
     if report.get("verdict") == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION":
         return SAME_FUNCTION
+    if report.get("verdict", "").startswith("SAME EVAL FUNCTION, TRAIN STEP UNDECIDED"):
+        return TRAIN_UNDECIDED
     by_level = levels(record)
     if "structure" in by_level or report["structure"] or any(report["unpaired"].values()):
         return "structures differ"
@@ -558,7 +561,9 @@ def cause(record: dict[str, Any]) -> str:
         where = f" (raised at {record['raised_at']})" if record.get("raised_at") else ""
         return _cell(f"{record.get('error', '')}{where}")
     report = record["report"]
-    words = [report["divergence_detail"]] if report["divergence_detail"] else []
+    words = [report["divergence_detail"]] if report["divergence_detail"] else [
+        f"{name}: {level['detail']}" for name, level in report["levels"].items() if level["state"] == "undecided"
+        and name != "stochastic configuration"]  # a train step that cannot be decided says why
     unpaired = report["unpaired"]
     words += [f"{len(unpaired[side])} {side} tensors unpaired, e.g. {unpaired[side][0]}"
               for side in ("candidate", "reference") if unpaired[side]]
@@ -647,7 +652,9 @@ timeout {results["timeout_s"]:.0f} s; models over {results["max_params"]:,} para
 the workers verify at most {results.get("memory_params", MEMORY_PARAMS):,} candidate parameters at once.
 Outcomes: `bit-identical` and `equivalent` are verify's verdicts (the same function in eval and in a train step,
 decided in float64; bit-identical: float32 too); `same function, stochastic configuration differs`: both of those
-hold and the libraries' default dropout or drop-path rates differ; `eval equivalent, train step differs`: every
+hold and the libraries' default dropout or drop-path rates differ; `eval equivalent, train step undecided`: random
+numbers drawn where no known rate turns them off may explain the train step's difference; `eval equivalent, train
+step differs`: every
 eval check passed and a train-step check did not (a BatchNorm momentum, say); `not equivalent`: the eval function
 differs; `structures differ`: the modules do not pair one to one (the first place is named); `tool error` is an
 exception from the build or from `repro.verify` (its message in `cause`). Where a divergence sits at a paired

@@ -3,10 +3,11 @@
 MODEL is ``path/to/file.py:ATTR`` or ``package.module:ATTR``, ATTR a class or a zero-argument
 factory returning an ``nn.Module``, or an ONNX file (``model.onnx``: a model from any framework,
 exported; its input size is the graph's unless ``--input-size`` is given). SPEC is a reference such
-as ``timm:resnet50`` (or another ``file.py:ATTR``). Exit status: 0 equivalent, 1 not equivalent (the
-report says where), 3 undecided (nothing differs, but the train step cannot be decided here: the report
-says why and what would decide it), 2 bad input (unreadable file, missing attribute, unknown spec, a model that does
-not run, an ONNX file that is not valid or uses an operator the reader does not support), with a
+as ``timm:resnet50`` (or another ``file.py:ATTR``). Exit status: 0 equivalent; 1 not equivalent (the
+report says where) or structures that do not pair one to one (what does not pair); 3 undecided (nothing
+differs, but the train step cannot be decided here: the report says why and what would decide it); 2 bad
+input (unreadable file, missing attribute, unknown spec, a model that does not run, an ONNX file that is not
+valid or uses an operator the reader does not support), with a
 one-line error and no traceback.
 """
 
