@@ -248,7 +248,7 @@ def test_a_train_step_random_draws_may_explain_is_undecided_not_different():
         assert report.levels["eval"].holds and report.levels["eval"].bit_exact
         train = report.levels["train step"]
         assert train.holds is None and train.state == "undecided" and "still drawn" in train.detail
-        assert "the candidate in (root)" in train.detail and "rate 0" in train.detail
+        assert "the candidate in (root)" in train.detail and "turn that randomness off" in train.detail
         stochastic = report.levels["stochastic configuration"]
         assert stochastic.holds is None and "not turned off" in stochastic.detail
     # Both drop-connects switched off by hand: the same function, decided.
@@ -260,6 +260,26 @@ def test_a_train_step_random_draws_may_explain_is_undecided_not_different():
     # A mistake the eval pass sees is the verdict, draws or not.
     report = verify(DropConnectByArgument(eps=1e-3), Net(), input_size=SIZE)
     assert report.verdict == "NOT EQUIVALENT" and report.first_divergence == "bn", str(report)
+    # A train-mode mistake that arises before the first draw is one the draws cannot explain.
+    report = verify(DropConnectByArgument(act=SiLUUnlessTraining()), Net(), input_size=SIZE)
+    assert report.levels["train step"].holds is False and report.first_divergence == "act", str(report)
+
+
+class DrawsAndKeepsEverything(Net):
+    """Draws random numbers in train mode that change nothing: every forward point agrees."""
+
+    def forward(self, x):
+        if self.training:
+            x = x * (torch.rand(x.shape[0], 1, 1, 1) >= 0.0)
+        return super().forward(x)
+
+
+def test_a_difference_where_every_forward_point_agrees_is_not_put_down_to_random_draws():
+    candidate = DrawsAndKeepsEverything()
+    candidate.bn.momentum = 0.2
+    report = verify(candidate, Net(), input_size=SIZE)
+    assert report.verdict == "NOT EQUIVALENT" and report.first_divergence == "bn", str(report)
+    assert report.levels["train step"].holds is False and "momentum 0.2 vs 0.1" in report.divergence_detail
 
 
 class Checkpointed(nn.Module):

@@ -506,7 +506,8 @@ def test_bare_parameters_pair_by_where_they_are_used():
     assert report.bit_exact, str(report)
     pairs = {(c, r) for c, r in zip(report.layers["candidate"], report.layers["reference"], strict=True)}
     # The reference's root holds both tokens, used in two places: two parts, the class token's named by it.
-    assert pairs == {("conv_proj", "patch"), ("(root)", "(root)[cls_token]"), ("encoder", "(root)"), ("heads", "head")}
+    assert pairs == {("conv_proj", "patch"), ("(root)", "(root)[cls_token]"), ("encoder", "(root)[pos_embed]"),
+                     ("heads", "head")}
     ported = {p.target_key: p.source_key for p in report.port.pairs}
     assert ported["class_token"] == "cls_token" and ported["encoder.pos_embedding"] == "pos_embed"
 
@@ -832,8 +833,8 @@ def test_attention_with_separate_projection_weights_is_traced_through():
     report = verify(CrossAttention(True), CrossAttention(False), input_size=SMALL)
     # The first part of attn's tensors that its functional body uses (the q projection and the three biases).
     assert not report.equivalent and report.first_divergence == "attn[q_proj_weight]", str(report)
-    assert "the candidate's attn[q_proj_weight], attn and the reference's q, k, v (affine) hold as many values (184)" \
-        in str(report)
+    assert ("the candidate's attn[q_proj_weight], attn[v_proj_weight] and the reference's q, k, v (affine) hold as "
+            "many values (184)") in str(report)
 
 
 # -- architecture constants: index tables one model stores and the other only holds ----------------

@@ -202,6 +202,8 @@ class GradPoint:
     seq: int
     diff: Diff
     tensor_key: tuple[int, int] | None
+    missing: str = ""  # the side no gradient reached ("candidate" / "reference"); the other's did
+    carries_grad: bool = True  # whether the candidate's tensor there takes part in autograd at all
 
 
 class StaleCaptureError(Exception):
@@ -226,7 +228,10 @@ class ReferenceCapture(Sink):
         self.wants_ops = fingerprints
         self.eager = eager
         self.outputs: list[torch.Tensor] = []
+        self.output_seq = 0
         self.random: list[tuple[str, str]] = []
+        self.random_seqs: list[int] = []  # where in the pass each random draw happened
+        self.seqs: dict[PointKey, int] = {}  # where in the pass each point was taken
         self._seen: set[tuple[int, int]] = set()
         self._held: dict[int, list[PointKey]] = {}  # id of a tensor held by reference -> its points
 
@@ -259,12 +264,14 @@ class ReferenceCapture(Sink):
 
     def node_input(self, call: Call, tensor, upstream, seq, producer, key) -> None:
         self._hold(("in", call.node, call.k), tensor)
+        self.seqs[("in", call.node, call.k)] = seq
         self._fingerprint(tensor, key)
         if self.want_grads:
             keep_grad(tensor, self.grads, ("in", call.node, call.k))
 
     def core(self, call: Call, tensor, upstream, seq, key) -> None:
         self._hold(("core", call.node, call.k), tensor)
+        self.seqs[("core", call.node, call.k)] = seq
         if self.want_grads:
             keep_grad(tensor, self.grads, ("core", call.node, call.k))
 
@@ -275,11 +282,13 @@ class ReferenceCapture(Sink):
         for t, key in zip(outputs, call.output_keys, strict=True):
             self._fingerprint(t, key)
 
-    def random_op(self, where: str, function: str) -> None:
+    def random_op(self, where: str, function: str, seq: int) -> None:
         self.random.append((where, function))
+        self.random_seqs.append(seq)
 
     def model_output(self, outputs, upstream, seq, producers, keys) -> None:
         self.outputs = [t.detach().clone() for t in outputs]
+        self.output_seq = seq
 
 
 @dataclass
@@ -292,6 +301,7 @@ class PointResult:
     tensor_key: tuple[int, int] | None  # (id, version) of the candidate tensor
     call: int  # the call it belongs to (for a core) or the innermost call that produced it
     reordered: bool = False  # compared with its rows in another order than the reference's (``compare_rows``)
+    ref_seq: int | None = None  # where in the reference's pass its partner was taken
 
     def ok(self, rtol: float) -> bool:
         return self.diff.ok(rtol)
@@ -308,10 +318,12 @@ class CandidateCapture(Sink):
     points: list[PointResult] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     random: list[tuple[str, str]] = field(default_factory=list)
+    random_seqs: list[int] = field(default_factory=list)
+    reference_random_seqs: list[int] = field(default_factory=list)  # kept when the reference's capture is dropped
     _cores: dict[tuple[int, int], tuple[torch.Tensor, int, frozenset, int, int, tuple]] = field(default_factory=dict)
     grads: dict[PointKey, torch.Tensor] = field(default_factory=dict)  # with a backward: each point's gradient
     grad_points: list[GradPoint] = field(default_factory=list)  # after ``compare_grads``
-    _grad_keys: dict[PointKey, tuple[PointKey, int, tuple]] = field(default_factory=dict)
+    _grad_keys: dict[PointKey, tuple[PointKey, int, tuple, bool]] = field(default_factory=dict)
 
     def _result(self, key: PointKey, ref_key: PointKey, tensor, upstream, seq, tensor_key, call) -> None:
         expected = self.reference.get(ref_key)
@@ -319,19 +331,22 @@ class CandidateCapture(Sink):
         diff, reordered = found or (MISMATCH, False)
         ref_shape = () if expected is None else tuple(expected.shape)
         self.points.append(PointResult(key, seq, diff, (tuple(tensor.shape), ref_shape), upstream, tensor_key, call,
-                                       reordered))
+                                       reordered, self.reference.seqs.get(ref_key)))
         if self.reference.want_grads:
             keep_grad(tensor, self.grads, key)
-            self._grad_keys[key] = (ref_key, seq, tensor_key)
+            self._grad_keys[key] = (ref_key, seq, tensor_key, tensor.requires_grad)
 
     def compare_grads(self) -> None:
-        """After the backward pass of both: each point's gradient against its partner's."""
+        """After the backward pass of both: each point's gradient against its partner's, and the points a
+        gradient reaches on one side only (a ``detach`` or ``torch.no_grad`` on the other)."""
         self.grad_points = []
-        for key, grad in self.grads.items():
-            ref_key, seq, tensor_key = self._grad_keys[key]
-            expected = self.reference.grads.get(ref_key)
-            found = None if expected is None else compare_rows(grad, expected)
-            self.grad_points.append(GradPoint(key, seq, found[0] if found else MISMATCH, tensor_key))
+        for key, (ref_key, seq, tensor_key, carries) in self._grad_keys.items():
+            grad, expected = self.grads.get(key), self.reference.grads.get(ref_key)
+            if grad is None and expected is None:
+                continue
+            missing = "candidate" if grad is None else "reference" if expected is None else ""
+            found = None if missing else compare_rows(grad, expected)
+            self.grad_points.append(GradPoint(key, seq, found[0] if found else MISMATCH, tensor_key, missing, carries))
 
     def node_input(self, call: Call, tensor, upstream, seq, producer, key) -> None:
         if call.node not in self.node_map:
@@ -369,8 +384,9 @@ class CandidateCapture(Sink):
             call.agrees = all(self.reference.fingerprints.matches(t) for t in outputs)
         self.calls.append(call)
 
-    def random_op(self, where: str, function: str) -> None:
+    def random_op(self, where: str, function: str, seq: int) -> None:
         self.random.append((where, function))
+        self.random_seqs.append(seq)
 
     def model_output(self, outputs, upstream, seq, producers, keys) -> None:
         expected = self.reference.outputs
@@ -380,7 +396,19 @@ class CandidateCapture(Sink):
             return
         for i, (t, e, up, producer, key) in enumerate(zip(outputs, expected, upstream, producers, keys, strict=True)):
             diff = compare(t, e) or MISMATCH
-            self.points.append(PointResult(("out", i), seq, diff, (tuple(t.shape), tuple(e.shape)), up, key, producer))
+            self.points.append(PointResult(("out", i), seq, diff, (tuple(t.shape), tuple(e.shape)), up, key, producer,
+                                           ref_seq=self.reference.output_seq))
+
+    def draws_may_explain(self, rtol: float) -> bool:
+        """Whether random draws (on either side) may explain what differs in this pass: some forward point
+        differs, and a draw came before the first such point on one side or the other. Where every point agrees,
+        or the first difference arises before any draw, the draws explain nothing."""
+        bad = [p for p in self.points if not p.ok(rtol)]
+        if not bad:
+            return False
+        first = min(bad, key=lambda p: p.seq)
+        before = any(seq < first.seq for seq in self.random_seqs)
+        return before or first.ref_seq is None or any(seq < first.ref_seq for seq in self.reference_random_seqs)
 
     def diverges(self) -> bool:
         return not all(p.ok(self.rtol) for p in self.points)

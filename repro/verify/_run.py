@@ -584,10 +584,14 @@ class _Verification:
             report.first_divergence = cand.nodes[pairing.divergence].display
             report.divergence_detail = f"structure: {pairing.divergence_reason}"
         counts = [sum(t.numel() for t in m.state_dict().values()) for m in (self.candidate, self.ref_model)]
+        params = [sum(p.numel() for p in m.parameters()) for m in (self.candidate, self.ref_model)]
+        same = ("as many parameters: the same numbers may be arranged otherwise (split over several modules, say), "
+                "which a one-to-one port cannot follow" if params[0] == params[1] else "parameters")
         report.structure.insert(0, f"the structures differ: {len(pairing.nodes)} modules paired, "
                                    f"{len(pairing.unpaired_candidate) + len(never_c)} of the candidate's and "
                                    f"{len(pairing.unpaired_reference) + len(never_r)} of the reference's left over "
-                                   f"({counts[0]:,} vs {counts[1]:,} values in their state)")
+                                   f"({counts[0]:,} vs {counts[1]:,} values in their state; {params[0]:,} vs "
+                                   f"{params[1]:,} {same})")
         return False
 
     # -- passes ------------------------------------------------------------------------------
@@ -621,6 +625,7 @@ class _Verification:
         ref_step, capture, step = self._run_pair(x, training, ref_capture, output_weights)
         self.captures[title] = capture
         self.reference_random[title] = capture.reference.random
+        capture.reference_random_seqs = capture.reference.random_seqs
         capture.reference = None  # its tensors are no longer needed
         if capture.diverges():
             _, located, _ = self._run_pair(x, training, None, None, fingerprints=True)
@@ -773,12 +778,12 @@ class _Verification:
             return Level("train step", True, bit_exact)
         module, detail = self._train_divergence()
         still = self._still_drawing()
-        if still:  # the draws may be the whole difference: nothing to decide it with
+        if still and "train" in self.captures and self.captures["train"].draws_may_explain(rtol):
             return Level("train step", None, False, None,
                          f"cannot be decided here: random numbers are still drawn in train mode by {still} (not a "
-                         f"rate this tool knows, so not turned off), and the train step, both models run with one "
-                         f"seed, differs, first at {module} ({detail}); turn that randomness off in the model (its "
-                         f"rate 0) to decide it")
+                         f"rate this tool knows, so not turned off), drawn before the first difference, and the "
+                         f"train step, both models run with one seed, differs, first at {module} ({detail}); turn "
+                         f"that randomness off in the model to decide it")
         return Level("train step", False, False, module, detail)
 
     def _random_left(self) -> dict[str, list[str]]:
@@ -852,9 +857,29 @@ class _Verification:
         if latest is None:
             return None
         where = self.names.get(latest.key, str(latest.key))
+        if latest.missing:
+            return self._cut(capture, latest, where)
         taker = self._consumer(capture, latest)
         return taker, (f"train step: the gradient at {where} differs (max rel {latest.diff.max_rel:.3g}) while every "
                        f"gradient after it agrees: backward goes wrong in {taker}, which takes that tensor")
+
+    def _cut(self, capture: CandidateCapture, point: GradPoint, where: str) -> tuple[str, str]:
+        """Where no gradient reaches a point on one side while every later point's agrees: the gradient is cut
+        there. A tensor that takes no part in autograd at a node's input was detached (or computed without
+        gradients) before it: by the module whose forward hands it over; one that does, or a node's own output
+        computed without gradients: by that node."""
+        node = self.cand_graph.nodes[point.key[1]]
+        own = next((c for c in capture.calls if c.node == node.id and c.k == point.key[2]), None)
+        inside = point.key[0] == "in" and point.carries_grad or point.key[0] == "core" and not point.carries_grad
+        if inside or own is None:
+            blamed = node.display
+        else:
+            around = [c for c in capture.calls if c.index < own.index and c.end > own.end]
+            blamed = (max(around, key=lambda c: c.index).name or "(root)") if around else "(root)"
+        side, other = point.missing, "reference" if point.missing == "candidate" else "candidate"
+        return blamed, (f"train step: no gradient reaches {where} in the {side} while one does in the {other}, and "
+                        f"every gradient after it agrees: the {side} cuts the gradient in {blamed} (a detach, or a "
+                        f"computation under torch.no_grad)")
 
     def _consumer(self, capture: CandidateCapture, point: GradPoint) -> str:
         """The innermost module call that takes the tensor at ``point`` (other than the node whose output it is);

@@ -73,7 +73,7 @@ class _RandomCalls(Sink):
     def __init__(self) -> None:
         self.where: set[str] = set()
 
-    def random_op(self, where: str, function: str) -> None:
+    def random_op(self, where: str, function: str, seq: int) -> None:
         self.where.add("" if where == "(root)" else where)
 
 

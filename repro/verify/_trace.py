@@ -274,7 +274,7 @@ def _holds_for_others(name: str, module: nn.Module) -> bool:
     """Whether a module's tensors are used where the model uses them rather than by a forward of the module's
     own: a module with child modules (a block's layer scale), the root (its forward is the whole model: a network
     written with functional calls on parameters of its own, or of a holder)."""
-    return next(module.children(), None) is not None or name == ""
+    return any(not _holder(child) for child in module.children()) or name == ""
 
 
 def model_nodes(model: nn.Module) -> list[Node]:
@@ -375,7 +375,7 @@ class Sink:
     def node_end(self, call: Call) -> None: ...
     def op_output(self, tensor: torch.Tensor, key: tuple[int, int]) -> None: ...
     def call_end(self, call: Call, outputs: list[torch.Tensor]) -> None: ...
-    def random_op(self, where: str, function: str) -> None: ...
+    def random_op(self, where: str, function: str, seq: int) -> None: ...
     def model_output(self, outputs: list[torch.Tensor], upstream: list[frozenset], seq: int, producers: list[int],
                      keys: list[tuple]) -> None: ...
 
@@ -593,9 +593,24 @@ class Recorder(TorchFunctionMode):
                 best = max(shared.values())
                 winners = [parts_id for parts_id, n in shared.items() if n == best]
                 if best and len(winners) == 1 and winners[0] != node.id:
-                    part = self.nodes[winners[0]]
-                    part.tensors[local] = node.tensors.pop(local)
-                    self.owner[id(part.tensors[local])] = (part, local)
+                    self._move(node, local, self.nodes[winners[0]])
+            # Counts their names do not place: one to each BatchNorm part without one, in execution order, where
+            # there are as many.
+            left = [n for n, t in node.tensors.items() if not t.is_floating_point() and t.numel() == 1
+                    and n not in node.roles]
+            norms = sorted((p for p in parts if p.kind == "batchnorm" and p.order >= 0
+                            and all(t.is_floating_point() or (p is node and n in left) for n, t in p.tensors.items())),
+                           key=lambda p: p.order)
+            if left and len(left) == len(norms):
+                for local, part in zip(left, norms, strict=True):
+                    self._move(node, local, part)
+            # Each node of a module split by use is a part: named by its largest tensor, the last one left too.
+            if not node.part and any(p is not node and p.order >= 0 for p in parts) and node.tensors:
+                node.part = max(node.tensors, key=lambda n: (n in node.parameters, node.tensors[n].numel(), n))
+
+    def _move(self, node: Node, local: str, part: Node) -> None:
+        part.tensors[local] = node.tensors.pop(local)
+        self.owner[id(part.tensors[local])] = (part, local)
 
     # -- hooks -----------------------------------------------------------------------------
     def _pre_hook(self, name: str):
@@ -795,7 +810,7 @@ class Recorder(TorchFunctionMode):
     def _on_op(self, func, args: tuple, kwargs: dict, out: Any, before: torch.Tensor | None = None) -> None:
         name = function_name(func)
         if _is_random(name, args, kwargs):
-            self.sink.random_op(self._where() or "(root)", name)
+            self.sink.random_op(self._where() or "(root)", name, self.seq)
         outs = _tensors(out)
         if name == "__setitem__" and args and isinstance(args[0], torch.Tensor):
             outs.append(args[0])
