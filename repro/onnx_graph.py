@@ -870,13 +870,13 @@ def _gather(node, args, dtype):
     return picked.reshape(data.shape[:axis] + indices.shape + data.shape[axis + 1:])
 
 
-@_kernel("Shape")
+@_kernel("Shape", control=(0,))  # only its input's shape is read: a weight there is no weight of it
 def _shape(node, args, dtype):
     start, end = node.attributes.get("start", 0), node.attributes.get("end")
     return torch.tensor(list(args[0].shape)[start:end], dtype=torch.int64)
 
 
-@_kernel("Size")
+@_kernel("Size", control=(0,))
 def _size(node, args, dtype):
     return torch.tensor(args[0].numel(), dtype=torch.int64)
 

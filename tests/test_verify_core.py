@@ -390,6 +390,22 @@ def test_a_wrong_backward_is_located_where_backward_goes_wrong():
         report.divergence_detail
 
 
+class CutAfterTheActivation(Net):
+    """Net whose forward detaches the activation's output: the same eval function, no gradient before the cut."""
+
+    def forward(self, x):
+        y = self.act(self.bn(self.conv(x))).detach()
+        y = y + self.drop(self.mix(y))
+        return self.fc(F.dropout(y.mean((2, 3)), p=self.drop_rate, training=self.training))
+
+
+def test_a_gradient_cut_is_named_where_no_gradient_reaches():
+    report = verify(CutAfterTheActivation(), Net(), input_size=SIZE)
+    assert report.levels["eval"].bit_exact and report.levels["train step"].holds is False
+    assert report.first_divergence == "(root)", str(report)
+    assert "no gradient reaches the input of mix in the candidate" in report.divergence_detail
+
+
 def test_a_difference_only_on_the_scaled_up_sample_is_located():
     """The eval pass on the first sample scaled up is compared at the output, and recorded to locate a difference."""
     class ClampedAbove(nn.Module):  # SiLU below 20, clamped above: agrees on the input, not on the scaled-up one

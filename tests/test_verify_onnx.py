@@ -534,6 +534,19 @@ def test_merged_initializers_become_one_weight_per_node_and_are_written_back_apa
         assert torch.allclose(run_session(session(written.SerializeToString()), x), graph(x), rtol=1e-4, atol=1e-4)
 
 
+def test_a_weight_whose_shape_alone_is_read_is_no_weight_of_the_reader():
+    """torch's dynamo exporter (optimize=False) writes a bias-free convolution's bias as ``Expand(0, Shape(W))``:
+    ``W`` is the convolution's weight; the ``Shape`` node reads only its shape and holds no copy of it."""
+    nodes = [helper.make_node("Shape", ["w"], ["shape"], start=0, end=1),
+             helper.make_node("ConstantOfShape", ["shape"], ["b"], value=numpy_helper.from_array(
+                 np.zeros(1, np.float32))),
+             helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])]
+    graph = load(graph_of(nodes, [("w", W)], 17))
+    holders = {type(m).__name__ if not hasattr(m, "op_type") else m.op_type: [n for n, _ in m.named_parameters()]
+               for m in graph.children() if list(m.named_parameters())}
+    assert holders == {"Conv": ["weight"]}, holders
+
+
 def test_float_attributes_are_read_as_the_numbers_they_stand_for():
     """ONNX keeps float attributes in float32: 1/6 is 0.16666667163. It is read back as 1/6 (so that a
     float64 comparison does not see float32 rounding as a difference), never farther than that rounding."""
