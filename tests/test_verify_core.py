@@ -652,6 +652,15 @@ def test_cli_bad_reference_keyword_for_a_library_spec_is_exit_2(models, capsys):
     assert err.count("\n") == 1 and "cannot build timm:resnet18" in err and "no_such_option" in err
 
 
+def test_a_compiled_model_is_verified_as_the_module_it_compiles():
+    """``torch.compile`` wraps a module whose verification hooks it would compile too: the module inside is
+    verified (never run compiled), and the report says so."""
+    model = Net()
+    report = verify(torch.compile(model), Net(), input_size=SIZE)
+    assert report.bit_exact, str(report)
+    assert any("torch.compile wrapper" in note for note in report.notes)
+
+
 def test_a_forward_set_on_the_instance_runs_on_the_copy():
     """``net.forward = lambda x: ...net...``: the copy's forward must call the copy's modules."""
     candidate = Net()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,14 @@ class VerifyError(ValueError):
     """The verification could not run: a model that fails on the input, a model off the CPU, ..."""
 
 
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile`` wrapper compiles (its hooks and passes would be compiled too), else ``model``.
+    A model was compiled only where dynamo is loaded already: nothing is imported to find out."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    optimized = getattr(eval_frame, "OptimizedModule", None)
+    return model._orig_mod if optimized is not None and isinstance(model, optimized) else model
+
+
 def _type_name(obj: Any) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
@@ -44,6 +53,7 @@ def _type_name(obj: Any) -> str:
 def resolve_reference(reference: str | nn.Module, reference_kwargs: Mapping[str, Any] | None) -> tuple[nn.Module, str]:
     """The reference to compare with (built from its spec, or a copy of the module) and its name."""
     if isinstance(reference, nn.Module):
+        reference = uncompiled(reference)
         _check_cpu(reference, "reference")
         return _copy(reference, "reference"), _type_name(reference)
     if not isinstance(reference, str):
@@ -279,6 +289,9 @@ def verify_module(candidate: nn.Module, reference: str | nn.Module, options: Ver
     """
     if not isinstance(candidate, nn.Module):
         raise TypeError(f"candidate must be an nn.Module or an ONNX file (.onnx), got {type(candidate).__name__}")
+    compiled = [side for side, model in (("candidate", candidate), ("reference", reference))
+                if isinstance(model, nn.Module) and uncompiled(model) is not model]
+    candidate = uncompiled(candidate)
     input_size = checked_input_size(DEFAULT_INPUT_SIZE if options.input_size is None else options.input_size)
     _check_cpu(candidate, "candidate")
     ref32, ref_name = resolve_reference(reference, options.reference_kwargs)
@@ -287,6 +300,8 @@ def verify_module(candidate: nn.Module, reference: str | nn.Module, options: Ver
     prepare(cand32, ref32, report, options.output, options.seed)
     if options.port:
         randomize_reference(ref32, input_size, options.seed)
+    report.notes += [f"the {side} is a torch.compile wrapper: the module it compiles is verified (what the compiled "
+                     f"kernels compute is not; time or run them with repro.bench)" for side in compiled]
     run = compare_models(cand32, ref32, report, port=options.port, train=options.train,
                          tolerance=options.given_tolerance, seed=options.seed,
                          wide_input_scale=options.wide_input_scale)
