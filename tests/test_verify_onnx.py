@@ -295,6 +295,28 @@ def test_a_mistake_of_the_exported_model_is_named_at_its_node(tmp_path):
     assert report.first_divergence == names[pool.name], str(report)
 
 
+class FixedBatch(torch.nn.Module):
+    """Reshapes to a batch of two written as a number, as an export with a static batch does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).relu().mean((2, 3)).reshape(2, 8))
+
+
+def test_a_graph_with_a_fixed_batch_is_traced_and_scaled_up_at_that_batch(tmp_path):
+    path = tmp_path / "fixed.onnx"
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(FixedBatch().eval(), (torch.randn(2, 3, SIZE, SIZE),), str(path), **legacy)
+    report = verify(str(path), FixedBatch())
+    assert report.equivalent and report.input_size[0] == 2, str(report)
+    assert "eval output, input x8" in report.checks
+
+
 def test_random_numbers_drawn_in_the_graph_are_drawn_by_torch():
     """A graph that draws random numbers in inference (drop-connect left on at export) runs, drawing them
     from torch's generator, so that the verification sees where they are drawn."""

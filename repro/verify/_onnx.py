@@ -115,7 +115,7 @@ def verify_onnx(candidate: str | Path | onnx.ModelProto, reference: str | nn.Mod
             tolerance = Tolerance("float64", calibrated.rtol, calibrated.basis)
         run = compare_models(graph, ref, report, port=options.port, train=False, tolerance=tolerance,
                              seed=options.seed, wide_input_scale=options.wide_input_scale,
-                             not_applicable=not_applicable,
+                             whole_batch=graph_batch(graph) is not None, not_applicable=not_applicable,
                              more_levels=lambda cand32, ref32: [_runtime_level(proto, cand32, ref32, report)])
         if run.compared:
             break
@@ -134,6 +134,12 @@ def verify_onnx(candidate: str | Path | onnx.ModelProto, reference: str | nn.Mod
     for level in report.levels.values():
         level.bit_exact = False
     return report
+
+
+def graph_batch(graph: OnnxGraph) -> int | None:
+    """The batch the graph's input fixes (an export with a static batch), or ``None`` where it is symbolic."""
+    batch = graph.input_shapes[0][0] if graph.input_shapes and graph.input_shapes[0] else None
+    return batch if isinstance(batch, int) and batch > 0 else None
 
 
 def _input_size(graph: OnnxGraph, proto: onnx.ModelProto, given: Sequence[int] | None) -> tuple[int, ...]:
@@ -217,7 +223,8 @@ def _folding(graph: OnnxGraph, ref32: nn.Module, x: torch.Tensor, wide_input_sca
         return None
     ref64, folded64 = float64_copy(ref32).eval(), float64_copy(ref32).eval()
     fold_in_place(folded64, pairs)
-    inputs = [x.double()] + ([x[:1].double() * wide_input_scale] if wide_input_scale else [])
+    inputs = [x.double()] + ([x[:1 if graph_batch(graph) is None else None].double() * wide_input_scale]
+                             if wide_input_scale else [])
     with torch.no_grad():
         error = max(Diff.of(folded64(t), ref64(t)).max_rel for t in inputs)
     said = (f"the graph has {kept} BatchNormalization nodes where the reference has {norms} BatchNorms: the export "

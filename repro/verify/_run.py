@@ -348,18 +348,20 @@ def verification_input(input_size: tuple[int, ...], seed: int) -> torch.Tensor:
 
 def compare_models(cand32: nn.Module, ref32: nn.Module, report: VerifyReport, *, port: bool, train: bool,
                    tolerance: Tolerance | None, seed: int, wide_input_scale: float | None,
-                   not_applicable: Mapping[str, str] | None = None,
+                   whole_batch: bool = False, not_applicable: Mapping[str, str] | None = None,
                    more_levels: Callable[[nn.Module, nn.Module], list[Level]] | None = None) -> _Verification:
     """Pair, port (``port=True``: ``ref32``'s weights into ``cand32``) and compare two prepared copies,
     filling in ``report``: in float64 (within ``tolerance``, default ``FLOAT64``), or in float32 within a
     calibrated tolerance where float64 fails; then float32 bit-identity and the verdict. ``not_applicable``
-    names levels that do not apply to the candidate, with the reason; ``more_levels(cand32, ref32)``,
+    names levels that do not apply to the candidate, with the reason; ``whole_batch``: the candidate takes
+    only the input's batch (an ONNX graph with a fixed one), so its trace and the scaled-up pass run on every
+    sample, not the first alone; ``more_levels(cand32, ref32)``,
     called once the models compare (ported), adds levels of the caller's own."""
     x = verification_input(report.input_size, seed)
     cand64, ref64 = float64_copy(cand32), float64_copy(ref32)
     report.rtol = (tolerance or FLOAT64).rtol
     try:
-        run = _Verification(cand64, ref64, report, x.double(), seed, train, wide_input_scale)
+        run = _Verification(cand64, ref64, report, x.double(), seed, train, wide_input_scale, whole_batch)
         run.run(port)
         report.tolerance = tolerance or FLOAT64
     except VerifyError as err:  # fails in float64: decide in float32 within a calibrated tolerance
@@ -369,7 +371,7 @@ def compare_models(cand32: nn.Module, ref32: nn.Module, report: VerifyReport, *,
             calibrated = Tolerance("float32", tolerance.rtol, f"{calibrated.basis}; rtol {tolerance.basis} instead")
         report.tolerance = calibrated
         report.rtol = report.tolerance.rtol
-        run = _Verification(cand32, ref32, report, x, seed, train, wide_input_scale)
+        run = _Verification(cand32, ref32, report, x, seed, train, wide_input_scale, whole_batch)
         run.run(port)
     if report.port is not None:
         run.port(ref32, cand32)
@@ -449,9 +451,13 @@ class _Verification:
     """One verification of two models in one precision (float64, or float32 where float64 fails)."""
 
     def __init__(self, candidate: nn.Module, ref_model: nn.Module, report: VerifyReport, x: torch.Tensor, seed: int,
-                 train: bool, wide_input_scale: float | None) -> None:
+                 train: bool, wide_input_scale: float | None, whole_batch: bool = False) -> None:
         self.candidate, self.ref_model, self.report = candidate, ref_model, report
         self.rtol, self.seed, self.train, self.wide_input_scale = report.rtol, seed, train, wide_input_scale
+        # The samples the trace and the scaled-up pass run on: the first alone, or every one where the candidate
+        # takes only the input's batch.
+        self.samples = slice(None) if whole_batch else slice(0, 1)
+        self.wide_title = f"{'input' if whole_batch else 'first sample'} x{wide_input_scale or 0:g}"
         self.gen = torch.Generator().manual_seed(seed + 2)
         self.x = x
         self.rules: dict[str, str] | None = None
@@ -481,7 +487,8 @@ class _Verification:
                             seed=self.seed).recorder
         self.ref_graph = ref_recorder.graph()
         with torch.no_grad():
-            self.cand_graph, cand_recorder = _run("candidate", trace, self.candidate.eval(), self.x[:1].clone())
+            self.cand_graph, cand_recorder = _run("candidate", trace, self.candidate.eval(),
+                                                  self.x[self.samples].clone())
         # How often each module runs in one pass: a stochastic module applied twice counts twice.
         self.calls = {"candidate": Counter(c.name for c in cand_recorder.calls),
                       "reference": Counter(c.name for c in ref_recorder.calls)}
@@ -652,9 +659,9 @@ class _Verification:
     def _wide_pass(self) -> None:
         """The eval pass on the first sample scaled up, every paired module compared (a difference an activation
         saturating downstream hides from the output is seen where it arises)."""
-        title = f"eval, first sample x{self.wide_input_scale:g}"
-        self._compare_pass(title, self.x[:1] * self.wide_input_scale, training=False)
-        self.report.checks[f"eval output, first sample x{self.wide_input_scale:g}"] = self.captures[title].output_diff()
+        title = f"eval, {self.wide_title}"
+        self._compare_pass(title, self.x[self.samples] * self.wide_input_scale, training=False)
+        self.report.checks[f"eval output, {self.wide_title}"] = self.captures[title].output_diff()
 
     def _train_step(self, output_weights: list[torch.Tensor]) -> None:
         """One train step of both models, compared by what it leaves: the outputs, the input gradient, every
@@ -698,8 +705,8 @@ class _Verification:
         cand, ref = _both(cand32, ref32, x, training=False, seed=self.seed)
         checks["eval output"] = _outputs_diff(cand.outputs, ref.outputs)
         if self.wide_input_scale:
-            cand, ref = _both(cand32, ref32, x[:1] * self.wide_input_scale, training=False, seed=self.seed)
-            checks[f"eval output, first sample x{self.wide_input_scale:g}"] = _outputs_diff(cand.outputs, ref.outputs)
+            cand, ref = _both(cand32, ref32, x[self.samples] * self.wide_input_scale, training=False, seed=self.seed)
+            checks[f"eval output, {self.wide_title}"] = _outputs_diff(cand.outputs, ref.outputs)
         if self.output_weights is None:
             return
         cand, ref = _both(cand32, ref32, x, training=True, seed=self.seed,
