@@ -390,6 +390,41 @@ def test_a_wrong_backward_is_located_where_backward_goes_wrong():
         report.divergence_detail
 
 
+class TwoActivations(Net):
+    """Net with ``act`` (a wrong backward) followed by a ReLU, or with a second branch from the norm's output: the
+    gradient at the norm's output is the first that differs, and more than one module takes it there."""
+
+    def __init__(self, branch: bool) -> None:
+        super().__init__(act=_WrongBackwardSwish())
+        self.branch = branch
+        self.relu = nn.ReLU()
+        self.side = nn.Conv2d(8, 8, 1) if branch else None
+
+    def forward(self, x):
+        z = self.bn(self.conv(x))
+        y = self.act(z) + self.side(z) if self.branch else self.relu(self.act(z))
+        y = y + self.drop(self.mix(y))
+        return self.fc(y.mean((2, 3)))
+
+
+class _WrongBackwardSwish(nn.Module):
+    def forward(self, x):
+        return SwishWithWrongBackward.apply(x)
+
+
+class TwoActivationsReference(TwoActivations):
+    def __init__(self, branch: bool) -> None:
+        super().__init__(branch)
+        self.act = nn.SiLU()
+
+
+@pytest.mark.parametrize("branch, suspects", [(False, "one of act, relu"), (True, "one of side, act")])
+def test_where_backward_cannot_be_told_apart_every_suspect_is_named(branch, suspects):
+    report = verify(TwoActivations(branch), TwoActivationsReference(branch), input_size=SIZE)
+    assert report.levels["train step"].holds is False and report.first_divergence == "(root)", str(report)
+    assert suspects in report.divergence_detail
+
+
 class CutAfterTheActivation(Net):
     """Net whose forward detaches the activation's output: the same eval function, no gradient before the cut."""
 

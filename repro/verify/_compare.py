@@ -479,25 +479,29 @@ def locate(capture: CandidateCapture, pass_name: str, names: dict[PointKey, str]
                       f"{pass_name}: {where} {how}; it is computed in {name} from tensors that agree")
 
 
+def enclosing(calls: list[Call], call: Call | None) -> Call | None:
+    """The innermost module call that ``call`` ran inside: the module whose forward made it (for a module's
+    tensors used outside a forward of its own, the module whose forward uses them)."""
+    around = [] if call is None else [c for c in calls if c.index < call.index and c.end > call.end]
+    return max(around, key=lambda c: c.index) if around else None
+
+
 def _miswired(capture: CandidateCapture, first: PointResult, names: dict[PointKey, str], pass_name: str,
               where: str, how: str) -> Divergence:
     """A module's input that differs while the very tensor agrees where it is compared elsewhere (a block's
     shortcut fed its input where the reference feeds it the pre-activation): the tensor is right and goes to the
-    wrong place. To blame is the module whose forward hands it over: the consumer's parent."""
+    wrong place. To blame is the module whose forward hands it over."""
     consumer = next((c for c in capture.calls if c.node == first.key[1] and c.k == first.key[2]), None)
-    consumer_name = consumer.name if consumer is not None else ""
-    # A part of a module (``(root)[params.conv1_weight]``) is used by that module's own forward.
-    module, split, _ = consumer_name.partition("[")
-    parent = ("" if module == "(root)" else module) if split else consumer_name.rpartition(".")[0]
-    parent_call = next((c for c in capture.calls if c.name == parent and c.node is None
-                        and consumer is not None and c.index < consumer.index and c.end > consumer.end), None)
+    consumer_name = consumer.name if consumer is not None else "it"
+    caller = enclosing(capture.calls, consumer)
+    parent = (caller.name if caller is not None else "") or "(root)"
     elsewhere = next((names.get(p.key, str(p.key)) for p in capture.points
                       if p.tensor_key == first.tensor_key and p.ok(capture.rtol) and p.seq < first.seq), "elsewhere")
-    order = parent_call.end if parent_call is not None else (consumer.end if consumer is not None else 0)
-    return Divergence(parent or "(root)", order,
+    order = caller.end if caller is not None else (consumer.end if consumer is not None else 0)
+    handed = ("applies its own tensors to" if consumer_name == parent else f"hands {consumer_name}")
+    return Divergence(parent, order,
                       f"{pass_name}: {where} {how}, though that tensor agrees with the reference's as {elsewhere}: "
-                      f"{parent or '(root)'} hands {consumer_name or 'it'} another tensor than the reference's does "
-                      f"(wired otherwise)")
+                      f"{parent} {handed} another tensor than the reference's does (wired otherwise)")
 
 
 def _describe(point: PointResult, names: dict[PointKey, str], rtol: float) -> tuple[str, str]:

@@ -23,12 +23,12 @@ from repro.equivalence import (
 from repro.porting import PortError, port_weights
 from repro.verify._compare import (
     MISMATCH, CandidateCapture, Divergence, GradPoint, ReferenceCapture, StaleCaptureError, compare, compared_in_rows,
-    locate, settings_difference,
+    enclosing, locate, settings_difference,
 )
 from repro.verify._pairing import Pairing, PairingError, UndecidedTie, pair_nodes, pair_state, reshaped_state
 from repro.verify._report import Level, VerifyReport, layers_frame, unpaired_tensors
 from repro.verify._stochastic import acting, applications, rates_match, stochastic_layers, summary, turn_off
-from repro.verify._trace import (INDEXING_INVISIBLE, INPUT, Graph, Node, PointKey, RandomWatch, Recorder,
+from repro.verify._trace import (INDEXING_INVISIBLE, INPUT, Call, Graph, Node, PointKey, RandomWatch, Recorder,
                                  indexing_visible, stored_constants, trace)
 
 WIDE_INPUT_SCALE = 8.0
@@ -881,9 +881,12 @@ class _Verification:
         where = self.names.get(latest.key, str(latest.key))
         if latest.missing:
             return self._cut(capture, latest, where)
-        taker = self._consumer(capture, latest)
-        return taker, (f"train step: the gradient at {where} differs (max rel {latest.diff.max_rel:.3g}) while every "
-                       f"gradient after it agrees: backward goes wrong in {taker}, which takes that tensor")
+        module, takers = self._consumers(capture, latest)
+        which = (f"in {module}, which takes that tensor" if len(takers) <= 1 else
+                 f"in one of {', '.join(takers)} (each takes that tensor, or what one of them computes from it, "
+                 f"before the next point compared), inside {module}")
+        return module, (f"train step: the gradient at {where} differs (max rel {latest.diff.max_rel:.3g}) while every "
+                        f"gradient after it agrees: backward goes wrong {which}")
 
     def _cut(self, capture: CandidateCapture, point: GradPoint, where: str) -> tuple[str, str]:
         """Where no gradient reaches a point on one side while every later point's agrees: the gradient is cut
@@ -893,30 +896,62 @@ class _Verification:
         node = self.cand_graph.nodes[point.key[1]]
         own = next((c for c in capture.calls if c.node == node.id and c.k == point.key[2]), None)
         inside = point.key[0] == "in" and point.carries_grad or point.key[0] == "core" and not point.carries_grad
-        if inside or own is None:
-            blamed = node.display
-        else:
-            around = [c for c in capture.calls if c.index < own.index and c.end > own.end]
-            blamed = (max(around, key=lambda c: c.index).name or "(root)") if around else "(root)"
+        caller = enclosing(capture.calls, own)
+        blamed = node.display if inside or own is None else (caller.name if caller is not None else "") or "(root)"
         side, other = point.missing, "reference" if point.missing == "candidate" else "candidate"
         return blamed, (f"train step: no gradient reaches {where} in the {side} while one does in the {other}, and "
                         f"every gradient after it agrees: the {side} cuts the gradient in {blamed} (a detach, or a "
                         f"computation under torch.no_grad)")
 
-    def _consumer(self, capture: CandidateCapture, point: GradPoint) -> str:
-        """The innermost module call that takes the tensor at ``point`` (other than the node whose output it is);
-        else the module whose forward holds the node."""
+    def _consumers(self, capture: CandidateCapture, point: GradPoint) -> tuple[str, list[str]]:
+        """The modules whose backward may turn agreeing gradients into the differing one at ``point``: the
+        innermost module calls that take its tensor (not the node whose output it is), and after a module without
+        parameters those that take its output in turn, up to the next point. One module: it; several (the tensor
+        feeds two branches, or a chain of activations lies between two points): the innermost module call around
+        them all, and their names."""
         node = self.cand_graph.nodes[point.key[1]]
         own = next((c for c in capture.calls if c.node == node.id and c.k == point.key[2]), None)
-        takers = [c for c in capture.calls if point.tensor_key in c.input_keys
-                  and (point.key[0] == "in" or c is not own) and not (own is not None and c.index < own.index
-                                                                      and c.end > own.end)]
-        innermost = [c for c in takers if not any(o.index > c.index and o.end < c.end for o in takers)]
-        if point.key[0] == "in" and own is not None and own in innermost:
-            return node.display
-        if innermost:
-            return innermost[0].name or "(root)"
-        return node.name.rpartition(".")[0] or "(root)"
+        ancestors = set()
+        call = own
+        while (call := enclosing(capture.calls, call)) is not None:
+            ancestors.add(call.index)
+
+        affine = {n.name for n in self.cand_graph.nodes if n.kind == "affine" and n.name}
+
+        def inside_a_node(call: Call) -> bool:  # a padding module inside a convolution's: part of that node
+            while (call := enclosing(capture.calls, call)) is not None:
+                if call.node is not None or call.name in affine:
+                    return True
+            return False
+
+        def takers(keys: set) -> list[Call]:
+            found = [c for c in capture.calls if keys & set(c.input_keys) and c is not own and c.index not in ancestors
+                     and not inside_a_node(c)]
+            return [c for c in found if not any(o.index > c.index and o.end < c.end for o in found)]
+
+        def is_node(call: Call) -> bool:  # compared at its input: the chain of suspects stops there
+            return call.node is not None or call.name in affine
+
+        found: list[Call] = []
+        todo = takers({point.tensor_key}) if point.key[0] == "core" else [c for c in [own] if c is not None] + [
+            c for c in takers({point.tensor_key}) if not is_node(c)]
+        while todo:
+            call = todo.pop(0)
+            if call in found:
+                continue
+            found.append(call)
+            if not is_node(call):  # no point at its output: whatever takes that output may be to blame too
+                todo += [c for c in takers(set(call.output_keys)) if not is_node(c)]
+        names = [c.name or "(root)" for c in found]
+        if len(found) == 1:
+            return names[0] if found[0] is not own else node.display, names
+        if not found:
+            caller = enclosing(capture.calls, own)
+            return (caller.name if caller is not None else "") or "(root)", []
+        common = enclosing(capture.calls, found[0])
+        while common is not None and not all(common.index < c.index and common.end > c.end for c in found):
+            common = enclosing(capture.calls, common)
+        return (common.name if common is not None else "") or "(root)", names
 
     def _train_divergence(self) -> tuple[str, str]:
         """In order of precedence: the earliest module (in the candidate's execution order) that
