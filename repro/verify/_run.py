@@ -408,12 +408,18 @@ def _select_output(model: nn.Module, output: str | int | None, which: str) -> di
             choice["what"] = "the output tensor"
             return result
         tensors = _outputs(result)
-        choice["choices"] = {how: list(t.shape) for how, t in _choices(result)}
+        choices = _choices(result)
+        choice["choices"] = {how: list(t.shape) for how, t in choices}
+
+        def chosen(tensor: torch.Tensor) -> torch.Tensor:
+            choice["chosen"] = next((how for how, t in choices if t is tensor), None)
+            return tensor
+
         if isinstance(output, int):
             if not -len(tensors) <= output < len(tensors):
                 raise VerifyError(f"output={output}: the {which} returns {len(tensors)} tensors")
-            choice["what"] = f"tensor {output} of {len(tensors)} ({type(result).__name__})"
-            return tensors[output]
+            choice["what"] = f"tensor {output % len(tensors)} of {len(tensors)} ({type(result).__name__})"
+            return chosen(tensors[output])
         name = output or "logits"
         field = _field(result, name)
         if field is None and output is not None:
@@ -421,12 +427,12 @@ def _select_output(model: nn.Module, output: str | int | None, which: str) -> di
         if field is None:
             if not tensors:
                 raise VerifyError(f"the {which} returns a {type(result).__name__} holding no tensor")
-            first = next((how for how, t in _choices(result) if t is tensors[0]), None)
+            first = next((how for how, t in choices if t is tensors[0]), None)
             choice["what"] = (f"{first + ', ' if first else ''}the first of {len(tensors)} tensors "
                               f"({type(result).__name__})")
-            return tensors[0]
+            return chosen(tensors[0])
         choice["what"] = f"{name!r} ({type(result).__name__})"
-        return field
+        return chosen(field)
 
     model.register_forward_hook(select)
     return choice
@@ -529,10 +535,11 @@ class _Verification:
         if len(ref_outputs) != 1 or not self.report.outputs:
             return []
         shape = list(ref_outputs[0].shape)
-        chosen = self.report.outputs[0].get("what", "")
+        chosen = self.report.outputs[0].get("chosen")
         others = [how for how, size in self.report.outputs[0].get("choices", {}).items()
-                  if size == shape and not chosen.startswith((how, f"tensor {how} "))]
-        return [f"the candidate also returns {', '.join(others)} of the reference output's shape {shape}: "
+                  if size == shape and how != chosen]
+        shown = ", ".join(how if how.startswith("'") else f"tensor {how}" for how in others)
+        return [f"the candidate also returns {shown} of the reference output's shape {shape}: "
                 f"output={others[0]} compares {'it' if len(others) == 1 else 'the first'}"] if others else []
 
     def _settle(self, tie: UndecidedTie, ref_eval: ReferenceCapture, port: bool) -> Pairing:
