@@ -2,10 +2,12 @@
 
 The procedure every equivalence test, the report and ``repro.verify`` share:
 
-1. ``randomize_`` the reference: every floating parameter and buffer redrawn, BatchNorm gammas
-   away from zero (timm zero-initializes the last gamma of each residual block, which would hide
-   any bug in the residual branch), running statistics calibrated on data and then perturbed,
-   ``num_batches_tracked`` set to a random count.
+1. ``randomize_`` the reference: every floating parameter and BatchNorm buffer redrawn, BatchNorm
+   gammas away from zero (timm zero-initializes the last gamma of each residual block, which would
+   hide any bug in the residual branch), running statistics calibrated on data and then perturbed,
+   ``num_batches_tracked`` set to a random count; a frozen BatchNorm's vectors (weight, bias and
+   statistics held as buffers, torchvision's ``FrozenBatchNorm2d``) redrawn like a BatchNorm's.
+   Other floating buffers (an attention mask, a fixed position table) are the architecture's, kept.
 2. Port its weights into the hand-written model.
 3. Compare parameter and buffer counts; eval outputs; then, in train mode, outputs, the input
    gradient, every parameter's gradient and the running statistics BatchNorm leaves behind.
@@ -114,7 +116,27 @@ def randomize_(model: nn.Module, input_size: tuple[int, ...] | None = (2, 3, 224
         m.running_mean.add_(normal(m.running_mean, 0.1) * m.running_var.sqrt())
         m.running_var.mul_(uniform(m.running_var, 0.8, 1.25))
         m.num_batches_tracked.fill_(int(torch.randint(1, 10_000, (1,), generator=gen)))
+    # Frozen ones learn nothing from data: statistics drawn near those of a unit-variance input.
+    for m in filter(is_frozen_batchnorm, model.modules()):
+        m.weight.copy_(uniform(m.weight, 0.5, 1.5))
+        m.bias.copy_(normal(m.bias, 0.1))
+        m.running_mean.copy_(normal(m.running_mean, 0.1))
+        m.running_var.copy_(uniform(m.running_var, 0.5, 1.5))
     return model
+
+
+_FROZEN_BATCHNORM_BUFFERS = {"weight", "bias", "running_mean", "running_var"}
+
+
+def is_frozen_batchnorm(module: nn.Module) -> bool:
+    """A BatchNorm frozen into buffers (torchvision's ``FrozenBatchNorm2d``, detection backbones'): no floating
+    parameters of its own, and floating buffers ``weight``, ``bias``, ``running_mean`` and ``running_var`` alone,
+    vectors of one length."""
+    buffers = {n: b for n, b in module._buffers.items() if b is not None and b.is_floating_point()}
+    params = [p for p in module._parameters.values() if p is not None and p.is_floating_point()]
+    return (not params and set(buffers) == _FROZEN_BATCHNORM_BUFFERS
+            and len({b.numel() for b in buffers.values()}) == 1
+            and all(max(b.shape, default=1) == b.numel() for b in buffers.values()))
 
 
 DIFF_CHUNK = 1 << 22  # elements compared at once (32 MB of float64 per operand)

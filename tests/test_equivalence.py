@@ -3,6 +3,7 @@
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 import reference
@@ -123,6 +124,25 @@ def test_randomize_leaves_no_zero_gamma_and_calibrated_stats():
         if isinstance(m, nn.BatchNorm2d):
             assert (m.weight.abs() >= 0.5).all()
             assert (m.running_var > 0).all() and m.num_batches_tracked > 0
+
+
+def test_randomize_redraws_a_frozen_batchnorm_and_keeps_other_floating_buffers():
+    """A BatchNorm frozen into buffers (torchvision's, a detection backbone's) starts as the identity (weight and
+    variance 1, bias and mean 0), under which a mean and a variance swapped, or a weight taken for the variance,
+    compute the same: redrawn like a BatchNorm's. A floating buffer of the architecture's (a mask) is kept."""
+    class Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = torchvision.ops.FrozenBatchNorm2d(8)
+            self.register_buffer("mask", torch.tril(torch.ones(3, 3)))
+
+    model = randomize_(Masked(), input_size=None)
+    norm = model.norm
+    assert len({norm.weight[0].item(), norm.running_var[0].item(), norm.bias[0].item(),
+                norm.running_mean[0].item()}) == 4
+    assert (norm.weight >= 0.5).all() and (norm.running_var >= 0.5).all()
+    assert torch.equal(model.mask, torch.tril(torch.ones(3, 3)))
+    assert equivalence.is_frozen_batchnorm(norm) and not equivalence.is_frozen_batchnorm(nn.BatchNorm2d(8))
 
 
 def test_default_init_hides_residual_branch_bug_randomized_does_not():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Callable
 
 import pytest
 import torch
@@ -670,6 +671,94 @@ def test_a_right_tensor_handed_to_the_wrong_module_is_blamed_on_the_module_that_
     assert "the input of second.downsample" in report.divergence_detail
     assert "agrees with the reference's as the input of second.norm1" in report.divergence_detail
     assert verify(TwoPreActBlocks(), TwoPreActBlocks(), input_size=SMALL).bit_exact
+
+
+# -- a BatchNorm written out on buffers (a frozen one) pairs with a BatchNorm -----------------------
+
+class WrittenOutNorm(nn.Module):
+    """A BatchNorm frozen for fine-tuning, its four vectors buffers and no count (torchvision's FrozenBatchNorm2d,
+    detection backbones): written out as ``x * scale + shift``, or as ``F.batch_norm`` in eval mode; its vectors
+    ``[C]`` or ``[1, C, 1, 1]``. ``mean_from_var``: the mistake of normalizing by the wrong statistic."""
+
+    def __init__(self, channels: int, eps: float = 1e-5, functional: bool = False, broadcast: bool = False,
+                 mean_from_var: bool = False) -> None:
+        super().__init__()
+        shape = (1, channels, 1, 1) if broadcast else (channels,)
+        for name, fill in (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0)):
+            self.register_buffer(name, torch.full(shape, fill))
+        self.eps, self.functional, self.mean_from_var = eps, functional, mean_from_var
+
+    def forward(self, x):
+        mean = self.running_var if self.mean_from_var else self.running_mean
+        if self.functional:
+            flat = [t.reshape(-1) for t in (mean, self.running_var, self.weight, self.bias)]
+            return F.batch_norm(x, *flat, training=False, eps=self.eps)
+        scale = self.weight.reshape(1, -1, 1, 1) * (self.running_var.reshape(1, -1, 1, 1) + self.eps).rsqrt()
+        return x * scale + (self.bias.reshape(1, -1, 1, 1) - mean.reshape(1, -1, 1, 1) * scale)
+
+
+class NormedNet(nn.Module):
+    def __init__(self, norm: Callable[[int], nn.Module] = nn.BatchNorm2d,
+                 second_norm: Callable[[int], nn.Module] | None = None) -> None:
+        super().__init__()
+        self.conv1, self.norm1 = nn.Conv2d(3, 4, 3, padding=1, bias=False), norm(4)
+        self.conv2, self.norm2 = nn.Conv2d(4, 4, 3, padding=1, bias=False), (second_norm or norm)(4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.norm1(self.conv1(x)).relu()
+        return self.fc(self.norm2(self.conv2(x)).relu().mean((2, 3)))
+
+
+FROZEN = {
+    "written out": WrittenOutNorm,
+    "F.batch_norm on buffers": lambda c: WrittenOutNorm(c, functional=True),
+    "[1, C, 1, 1] buffers": lambda c: WrittenOutNorm(c, broadcast=True),
+    "torchvision FrozenBatchNorm2d": torchvision.ops.FrozenBatchNorm2d,
+}
+
+
+@pytest.mark.parametrize("frozen", FROZEN.values(), ids=FROZEN.keys())
+def test_a_frozen_batchnorm_pairs_with_a_batchnorm_and_differs_in_train_mode_only(frozen):
+    report = verify(NormedNet(frozen), NormedNet(), input_size=SMALL)
+    assert report.levels["eval"].holds, str(report)
+    train = report.levels["train step"]
+    assert not train.holds and train.first_divergence == "norm1", str(report)
+    assert "the candidate's holds its weight and bias as buffers, a frozen BatchNorm" in train.detail
+    assert any("2 counts only the reference keeps" in note and "norm1.num_batches_tracked (BatchNorm2d)" in note
+               for note in report.notes), str(report)
+    assert report.port is not None and report.unpaired_candidate == report.unpaired_reference == []
+
+
+def test_a_batchnorm_verified_against_a_frozen_one_keeps_its_count():
+    candidate = NormedNet()
+    count = candidate.norm1.num_batches_tracked.clone()
+    report = verify(candidate, NormedNet(WrittenOutNorm), input_size=SMALL)
+    assert report.levels["eval"].holds and not report.levels["train step"].holds, str(report)
+    assert "the reference's holds its weight and bias as buffers" in report.levels["train step"].detail
+    assert any("2 counts only the candidate keeps" in note for note in report.notes), str(report)
+    assert torch.equal(candidate.norm1.num_batches_tracked, count)
+
+
+MISTAKES = {
+    "eps": lambda c: WrittenOutNorm(c, eps=1e-2),
+    "the variance as the mean": lambda c: WrittenOutNorm(c, mean_from_var=True),
+}
+
+
+@pytest.mark.parametrize("mistake", MISTAKES.values(), ids=MISTAKES.keys())
+def test_a_mistake_in_a_frozen_batchnorm_is_caught_there_in_eval_mode(mistake):
+    report = verify(NormedNet(WrittenOutNorm, second_norm=mistake), NormedNet(), input_size=SMALL)
+    assert not report.levels["eval"].holds and report.levels["eval"].first_divergence == "norm2", str(report)
+
+
+def test_torchvision_resnet_with_frozen_batchnorm_is_timm_resnet_in_eval_mode():
+    """A detection backbone's ResNet-18 (torchvision's, BatchNorms frozen) against timm's."""
+    model = torchvision.models.resnet18(norm_layer=torchvision.ops.FrozenBatchNorm2d)
+    report = verify(model, "timm:resnet18", input_size=(2, 3, 32, 32))
+    assert report.levels["eval"].holds and not report.levels["train step"].holds, str(report)
+    assert report.levels["train step"].first_divergence == "bn1"
+    assert report.port is not None and len(report.layers) == 41
 
 
 # -- attention written as one functional call ------------------------------------------------------

@@ -34,9 +34,10 @@ Architecture constants (index tables, masks) of paired modules are compared, whe
 stores them or only holds them; one stored by one model only is named in the notes, one that
 differs is a structure difference.
 
-Within a pair of nodes, tensors pair by local name (``weight``, ``running_mean``); where the
-local names differ, by the argument of the function that consumed them (the second argument
-of a convolution is its weight), then by shape, then by element count, when that is unique.
+Within a pair of nodes, tensors pair by local name (``weight``, ``running_mean``; a count one side
+alone keeps, a BatchNorm's beside a frozen one's, is left alone and named); where the local names
+differ, by the argument of the function that consumed them (the second argument of a convolution
+is its weight), then by shape, then by element count, when that is unique.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class Pairing:
     # differ from their counterpart (a structure difference).
     stored_once: dict[str, list[str]] = field(default_factory=dict)  # "candidate" / "reference" -> entries
     constant_differences: list[str] = field(default_factory=list)
+    # Counts of paired modules that only one side keeps (a BatchNorm's beside a frozen one's): (side, state key,
+    # module type). Neither ported nor compared.
+    counts_alone: list[tuple[str, str, str]] = field(default_factory=list)
 
     def notes(self, ref: Graph) -> list[str]:
         """What the report says about the pairing: what the traces could not see, the ties the wider dataflow
@@ -106,6 +110,14 @@ class Pairing:
             notes.append(f"{len(self.settled)} ties settled by the dataflow: {'; '.join(self.settled[:3])}{more}")
         if self.tried:
             notes.append(self.tried)
+        for side in ("candidate", "reference"):
+            alone = [f"{key} ({module})" for who, key, module in self.counts_alone if who == side]
+            if alone:
+                other = "reference" if side == "candidate" else "candidate"
+                more = f"; ... and {len(alone) - 3} more" if len(alone) > 3 else ""
+                notes.append(f"{len(alone)} count{'s' if len(alone) > 1 else ''} only the {side} keeps, in modules "
+                             f"paired with the {other}'s (a BatchNorm beside one written out without a count, "
+                             f"a frozen one say; neither ported nor compared): {'; '.join(alone[:3])}{more}")
         if not self.reshapes:
             return notes
         pairs = [f"{to_cand[k]} {list(shape)} <- {k} {shapes[k]}" for k, shape in self.reshapes.items()]
@@ -475,8 +487,7 @@ def _numel(node: Node) -> Callable[[str], int]:
 
 def _same_numbers(c_shape: tuple[int, ...], r_shape: tuple[int, ...]) -> bool:
     """Shapes that need no reshape beyond the porting's own (a Linear weight and a 1x1 convolution's)."""
-    squeeze = lambda shape: tuple(d for d in shape if d != 1)  # noqa: E731
-    return c_shape == r_shape or (squeeze(c_shape) == squeeze(r_shape) and len(c_shape) + len(r_shape) == 6
+    return c_shape == r_shape or (_squeezed(c_shape) == _squeezed(r_shape) and len(c_shape) + len(r_shape) == 6
                                   and (c_shape[2:] == (1, 1) or r_shape[2:] == (1, 1)))
 
 
@@ -487,6 +498,11 @@ def pair_tensors(cand: Node, ref: Node) -> list[tuple[str, str]]:
     c_names, r_names = list(cand.tensors), list(ref.tensors)
     if set(c_names) == set(r_names) and all(cand.shape(n) == ref.shape(n) for n in c_names):
         return [(n, n) for n in r_names]
+    # The same names for every floating tensor, a count kept by one side alone (a frozen BatchNorm keeps none):
+    # the counts both keep pair by name, the others stay alone (``Pairing.counts_alone``).
+    c_float, r_float = [n for n in c_names if not _is_count(cand, n)], [n for n in r_names if not _is_count(ref, n)]
+    if set(c_float) == set(r_float) and all(_squeezed(cand.shape(n)) == _squeezed(ref.shape(n)) for n in c_float):
+        return [(n, n) for n in r_names if n in cand.tensors]
     c_used, r_used = [n for n in c_names if n in cand.roles], [n for n in r_names if n in ref.roles]
     c_roles, r_roles = {cand.roles[n]: n for n in c_used}, {ref.roles[n]: n for n in r_used}
     if len(c_roles) == len(c_used) and len(r_roles) == len(r_used) and set(c_roles) == set(r_roles) \
@@ -502,6 +518,16 @@ def pair_tensors(cand: Node, ref: Node) -> list[tuple[str, str]]:
         f"cannot decide which tensor of the candidate's {cand.describe()} is which of the reference's "
         f"{ref.describe()}: local names, uses and shapes all leave a choice (refusing to guess)"
     )
+
+
+def _is_count(node: Node, local: str) -> bool:
+    """A count a module keeps (a BatchNorm's ``num_batches_tracked``): a scalar that is not floating."""
+    tensor = node.tensors[local]
+    return tensor.ndim == 0 and not tensor.is_floating_point()
+
+
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
 
 
 def _pair_by_size(cand: Node, ref: Node, c_names: list[str], r_names: list[str]) -> list[tuple[str, str]] | None:
@@ -558,12 +584,17 @@ def compare_constants(cand: Graph, ref: Graph, pairing: Pairing) -> None:
 
 def pair_state(cand: Graph, ref: Graph, pairing: Pairing) -> None:
     """Fill in (anew) which tensor of the reference is which of the candidate, and the reshapes."""
-    pairing.tensors, pairing.reshapes = [], {}
+    pairing.tensors, pairing.reshapes, pairing.counts_alone = [], {}, []
     for c, r in pairing.nodes.items():
         c_node, r_node = cand.nodes[c], ref.nodes[r]
         c_prefix = f"{c_node.name}." if c_node.name else ""
         r_prefix = f"{r_node.name}." if r_node.name else ""
-        for r_local, c_local in pair_tensors(c_node, r_node):
+        pairs = pair_tensors(c_node, r_node)
+        for side, node, prefix, paired in (("candidate", c_node, c_prefix, {c for _, c in pairs}),
+                                           ("reference", r_node, r_prefix, {r for r, _ in pairs})):
+            pairing.counts_alone += [(side, prefix + n, type(node.module).__name__) for n in node.tensors
+                                     if n not in paired]
+        for r_local, c_local in pairs:
             pairing.tensors.append((r_prefix + r_local, c_prefix + c_local))
             c_shape, r_shape = tuple(c_node.tensors[c_local].shape), tuple(r_node.tensors[r_local].shape)
             if not _same_numbers(c_shape, r_shape):

@@ -482,9 +482,11 @@ class _Verification:
     def port(self, source: nn.Module, target: nn.Module):
         """Copy ``source``'s tensors into ``target`` through the dataflow pairing (reshaped where it says); the
         architecture constants of both stay as they are (the pairing compares them)."""
-        constants = stored_constants(source)
-        state = reshaped_state({k: t for k, t in source.state_dict().items() if k not in constants}, self.pairing)
-        return port_weights(state, target, self.rules, keep=stored_constants(target))
+        alone = {key for _, key, _ in self.pairing.counts_alone}  # counts one side alone keeps: not ported
+        left = stored_constants(source) | alone
+        state = reshaped_state({k: t for k, t in source.state_dict().items() if k not in left}, self.pairing)
+        keep = stored_constants(target) | (alone & target.state_dict().keys())
+        return port_weights(state, target, self.rules, keep=keep)
 
     def run(self, port: bool) -> VerifyReport:
         report = self.report
@@ -771,7 +773,13 @@ class _Verification:
             partner = self.pairing.nodes.get(node.id)
             # A part of a module (its tensors used by functional calls) has no settings of its own to show.
             if node.display == module and partner is not None and not node.part:
-                words = settings_difference(node.module, self.ref_graph.nodes[partner].module)
+                ref_node = self.ref_graph.nodes[partner]
+                words = settings_difference(node.module, ref_node.module)
+                frozen = [side for side, n in (("candidate", node), ("reference", ref_node)) if n.frozen_norm]
+                if len(frozen) == 1:
+                    words += (f"{'; ' if words else ''}the {frozen[0]}'s holds its weight and bias as buffers, a "
+                              f"frozen BatchNorm (no gradients; in train mode it may normalize by its running "
+                              f"statistics, not the batch's)")
                 partner_name = self.ref_graph.name(partner)
                 return f" [settings of {module} vs the reference's {partner_name}: {words}]" if words else ""
         return ""

@@ -76,6 +76,10 @@ PointKey = tuple  # ("in", node, k) | ("core", node, k) | ("out", i) | ("input",
 INPUT_POINT: PointKey = ("input",)
 
 _AFFINE_FUNCTIONS = {"conv1d", "conv2d", "conv3d", "linear"}
+# A BatchNorm written out (torchvision's ``FrozenBatchNorm2d``: ``x * scale + shift`` with ``scale = weight *
+# (running_var + eps).rsqrt()``, ``shift = bias - running_mean * scale``): four per-channel vectors combined with the
+# data by elementwise arithmetic alone compute what an eval-mode BatchNorm computes, and pair with one.
+_ELEMENTWISE_ARITHMETIC = {"add", "sub", "rsub", "mul", "div", "rsqrt", "sqrt", "reciprocal", "pow", "neg"}
 # Padding: a convolution padded by a separate op or module (``F.pad``, ``nn.ZeroPad2d``) computes what one that
 # pads inside (``padding=``, timm's ``Conv2dSame``) does; the node it feeds takes the unpadded tensor as its input.
 # The same for a layout change: a norm over channels permuted to the last axis outside the module or inside it.
@@ -226,9 +230,30 @@ class Node:
             return f"unused {type(self.module).__name__}"
         if names <= _AFFINE_FUNCTIONS:
             return "affine"  # convolutions and Linear: a Linear pairs with a 1x1 convolution
-        if names == {"batch_norm"}:
+        if names == {"batch_norm"} or (names <= _ELEMENTWISE_ARITHMETIC and self.channel_vectors() == 4):
             return "batchnorm"
         return "+".join(sorted(names))
+
+    def channel_vectors(self) -> int:
+        """How many floating tensors it holds, if they are all vectors of one length (``[C]``, ``[1, C, 1, 1]``);
+        0 otherwise."""
+        floating = [t for t in self.tensors.values() if t.is_floating_point()]
+        vectors = all(max(t.shape, default=1) == t.numel() for t in floating)
+        return len(floating) if vectors and len({t.numel() for t in floating}) == 1 else 0
+
+    @property
+    def frozen_norm(self) -> bool:
+        """A BatchNorm holding its weight and bias as buffers beside its statistics (a frozen one, torchvision's
+        ``FrozenBatchNorm2d``): no parameters, so no gradients."""
+        return self.kind == "batchnorm" and not self.parameters and self.channel_vectors() == 4
+
+    def _label_tensors(self) -> tuple[list[str], list[str]]:
+        """The tensors a label sorts as parameters and as buffers. A BatchNorm's floating tensors are one group
+        and its count is left out: a BatchNorm written out may hold its weight and bias as buffers (a frozen one)
+        and keep no count."""
+        if self.kind == "batchnorm":
+            return [n for n, t in self.tensors.items() if t.is_floating_point()], []
+        return [n for n in self.tensors if n in self.parameters], [n for n in self.tensors if n not in self.parameters]
 
     def shape(self, local: str) -> tuple[int, ...]:
         """The tensor's shape, a Linear weight ``[o, i]`` written as the 1x1 convolution ``[o, i, 1, 1]``."""
@@ -241,18 +266,17 @@ class Node:
     def label(self) -> tuple:
         """What pairs nodes: their kind and tensor shapes. Not stride, eps or momentum: those
         are mistakes to find numerically, not reasons to leave a module unpaired."""
-        params = tuple(sorted(self.shape(n) for n in self.tensors if n in self.parameters))
-        buffers = tuple(sorted(self.shape(n) for n in self.tensors if n not in self.parameters))
-        return (self.kind, params, buffers)
+        params, buffers = self._label_tensors()
+        return (self.kind, tuple(sorted(self.shape(n) for n in params)), tuple(sorted(self.shape(n) for n in buffers)))
 
     @property
     def loose_label(self) -> tuple:
         """The label with element counts for shapes: the same numbers arranged otherwise (a Linear on a
         flattened CxKxK map and a KxK convolution, a ``[C]`` and a ``[C, 1, 1]`` scale) play the same role
         when the dataflow puts them at the same place."""
-        params = tuple(sorted(self.tensors[n].numel() for n in self.tensors if n in self.parameters))
-        buffers = tuple(sorted(self.tensors[n].numel() for n in self.tensors if n not in self.parameters))
-        return (self.kind, params, buffers)
+        params, buffers = self._label_tensors()
+        return (self.kind, tuple(sorted(self.tensors[n].numel() for n in params)),
+                tuple(sorted(self.tensors[n].numel() for n in buffers)))
 
     def describe(self) -> str:
         shapes = ", ".join(f"{n} {list(t.shape)}" for n, t in self.tensors.items())
