@@ -616,6 +616,23 @@ def test_the_first_of_several_outputs_is_named_and_a_matching_other_one_suggeste
     assert verify(ReturnsFeaturesFirst(), Net(), input_size=SIZE, output="out").bit_exact
 
 
+class Squeezes(Net):
+    """``squeeze()`` where ``flatten(1)`` belongs: right on a batch, a single sample's batch dimension dropped."""
+
+    def forward(self, x):
+        return super().forward(x).squeeze()
+
+
+def test_an_output_of_another_shape_differs_even_holding_the_same_numbers():
+    report = verify(Squeezes(), Net(), input_size=SIZE)
+    assert not report.equivalent and not report.levels["eval"].holds, str(report)
+    assert report.checks["eval output"].bit_exact  # batch 2: the same shape
+    assert not report.checks["eval output, first sample x8"].ok(report.rtol)
+    assert ("the model output has shape [4] where the reference's has [1, 4], as many numbers: dimensions of size 1 "
+            "dropped or added") in report.levels["eval"].detail
+    assert not report.float32["eval output, first sample x8"].bit_exact
+
+
 def test_a_missing_output_field_is_a_verify_error():
     with pytest.raises(VerifyError, match="output='scores'"):
         verify(Returns("dict"), Net(), input_size=SIZE, output="scores")

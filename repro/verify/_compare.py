@@ -65,6 +65,13 @@ def compare(actual: torch.Tensor, expected: torch.Tensor) -> Diff | None:
     return None if found is None else found[0]
 
 
+def compare_output(actual: torch.Tensor, expected: torch.Tensor) -> Diff:
+    """``Diff`` of two model outputs. Their shape is part of what a model computes (a ``squeeze()`` that drops
+    the batch dimension of a single sample breaks its callers), so unlike a point inside the models they are
+    not reshaped: ``MISMATCH`` where the shapes differ."""
+    return _compare_same_shape(actual.detach(), expected.detach()) if actual.shape == expected.shape else MISMATCH
+
+
 def compare_rows(actual: torch.Tensor, expected: torch.Tensor) -> tuple[Diff, bool] | None:
     """``compare``, where the reshaped tensors differ also with their rows in each other order
     (``_row_orders``), keeping the closest; and whether that was another order of rows."""
@@ -395,7 +402,7 @@ class CandidateCapture(Sink):
                                            None, 0))
             return
         for i, (t, e, up, producer, key) in enumerate(zip(outputs, expected, upstream, producers, keys, strict=True)):
-            diff = compare(t, e) or MISMATCH
+            diff = compare_output(t, e)
             self.points.append(PointResult(("out", i), seq, diff, (tuple(t.shape), tuple(e.shape)), up, key, producer,
                                            ref_seq=self.reference.output_seq))
 
@@ -451,6 +458,11 @@ def locate(capture: CandidateCapture, pass_name: str, names: dict[PointKey, str]
 
     by_index = {c.index: c for c in capture.calls}
     where, how = _describe(first, names, rtol)
+    if first.key[0] == "out" and first.diff is MISMATCH and math.prod(first.shapes[0]) == math.prod(first.shapes[1]):
+        call = by_index.get(first.call)
+        return Divergence((call.name if call else "") or "(root)", call.end if call else 0,
+                          f"{pass_name}: the model output {how}, as many numbers: dimensions of size 1 dropped or "
+                          f"added (a squeeze() that drops the batch dimension of a single sample, say)")
     if first.key[0] == "core":
         call = by_index[first.call]
         return Divergence(call.name or "(root)", call.end, f"{pass_name}: {where} {how}, while its input agrees")

@@ -22,8 +22,8 @@ from repro.equivalence import (
 )
 from repro.porting import PortError, port_weights
 from repro.verify._compare import (
-    MISMATCH, CandidateCapture, Divergence, GradPoint, ReferenceCapture, StaleCaptureError, compare, compared_in_rows,
-    enclosing, locate, settings_difference,
+    MISMATCH, CandidateCapture, Divergence, GradPoint, ReferenceCapture, StaleCaptureError, compare, compare_output,
+    compared_in_rows, enclosing, locate, settings_difference,
 )
 from repro.verify._pairing import Pairing, PairingError, UndecidedTie, pair_nodes, pair_state, reshaped_state
 from repro.verify._report import Level, VerifyReport, layers_frame, unpaired_tensors
@@ -170,10 +170,10 @@ def _both(candidate: nn.Module, reference: nn.Module, x: torch.Tensor, *, traini
 
 
 def _outputs_diff(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> Diff:
-    """The worst ``Diff`` among the outputs; ``MISMATCH`` where their number or sizes differ."""
+    """The worst ``Diff`` among the outputs; ``MISMATCH`` where their number or shapes differ."""
     if len(ours) != len(theirs):
         return MISMATCH
-    diffs = [compare(a, b) or MISMATCH for a, b in zip(ours, theirs, strict=True)]
+    diffs = [compare_output(a, b) for a, b in zip(ours, theirs, strict=True)]
     return max(diffs, key=lambda d: (not d.finite, d.max_rel, d.max_abs)) if diffs else MISMATCH
 
 
