@@ -6,6 +6,7 @@ Each capability on small synthetic models, each with the mismatch it must still 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 
 import pytest
@@ -113,6 +114,10 @@ def test_a_model_that_cannot_run_in_float64_falls_back_to_a_calibrated_float32_t
     broken = Float32Only(Swish(), eps=1e-2)
     report = verify(broken, Net(nn.SiLU()), input_size=SIZE)
     assert not report.equivalent and report.first_divergence == "bn"
+    # What preparing the copies noted survives the comparison starting afresh in float32.
+    report = verify(Float32Only(Swish()).half(), Net(nn.SiLU()), input_size=SIZE)
+    assert report.tolerance.dtype == "float32" and report.equivalent, str(report)
+    assert any(note.startswith("the candidate holds float16 tensors") for note in report.notes), str(report)
 
 
 # -- levels: eval, train step, stochastic configuration ------------------------------------------
@@ -543,6 +548,40 @@ def test_copying_the_reference_weights_into_the_candidate_is_explicit():
     verify(candidate, reference, input_size=SIZE, port_into_candidate=True)
     randomized = randomize_(copy.deepcopy(reference), SIZE, seed=0)  # what verify compared with
     assert_state_unchanged(candidate, state_snapshot(randomized))
+
+
+# -- models as users hold them: another precision, lazy modules -------------------------------------
+
+class LazyNet(Net):
+    """``Net`` with its first convolution and its classifier lazy (shapes known at the first call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.LazyConv2d(8, 3, padding=1, bias=False), nn.LazyLinear(4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_a_model_in_another_precision_is_verified_as_float32_and_float64_copies(dtype):
+    candidate = Net().to(dtype)
+    report = verify(candidate, Net(), input_size=SIZE)
+    assert report.bit_exact, str(report)
+    name = str(dtype).removeprefix("torch.")
+    assert any(note.startswith(f"the candidate holds {name} tensors: the verdict is decided on a float64 copy")
+               and (f"what it computes in {name} is not checked" in note) is (dtype != torch.float64)
+               for note in report.notes), str(report)
+    assert all(t.dtype == dtype for t in itertools.chain(candidate.parameters(), candidate.buffers())
+               if t.is_floating_point())
+    assert not verify(Net(eps=1e-3).to(dtype), Net(), input_size=SIZE).equivalent
+
+
+def test_lazy_modules_are_materialized_on_the_copy():
+    candidate = LazyNet()
+    report = verify(candidate, Net(), input_size=SIZE)
+    assert report.bit_exact, str(report)
+    assert "the candidate's lazy modules were materialized by one eval pass on the verification input: conv, fc" \
+        in report.notes
+    assert nn.parameter.is_lazy(candidate.conv.weight) and nn.parameter.is_lazy(candidate.fc.weight)
+    assert not verify(LazyNet(), Net(eps=1e-3), input_size=SIZE).equivalent
 
 
 # -- frozen parameters ----------------------------------------------------------------------------

@@ -107,13 +107,14 @@ class VerifyReport:
     stochastic_reference: list[StochasticLayer] = field(default_factory=list)
     outputs: list[dict[str, Any]] = field(default_factory=list)  # which output was compared, candidate / reference
 
-    def reset(self) -> None:
-        """Forget a comparison's results (keeping what was found before it ran)."""
+    def reset(self, keep_notes: Sequence[str] = ()) -> None:
+        """Forget a comparison's results (keeping what was found before it ran: ``keep_notes``, the notes then)."""
         fresh = VerifyReport(self.candidate, self.reference, self.input_size, self.rtol)
         for name in ("equivalent", "bit_exact", "max_abs_diff", "first_divergence", "divergence_detail", "layers",
                      "checks", "unpaired_candidate", "unpaired_reference", "structure", "notes", "port", "levels",
                      "float32"):
             setattr(self, name, getattr(fresh, name))
+        self.notes = list(keep_notes)
 
     @property
     def verdict(self) -> str:

@@ -4,6 +4,7 @@ port, compare, and name the first divergence."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import sys
 from collections import Counter
@@ -13,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 from torch.utils._pytree import tree_flatten
 
 import reference as reference_library
@@ -320,12 +322,14 @@ def checked_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
 
 
 def prepare(cand32: nn.Module, ref32: nn.Module, report: VerifyReport, output: str | int | None, seed: int) -> None:
-    """Ready the copies for comparison, noting what was done in ``report``: frozen parameters take
-    gradients, each returns its compared output, their stochastic layers are found (on the verification
-    input) and turned off."""
+    """Ready the copies for comparison, noting what was done in ``report``: float32 (``_as_float32``), lazy
+    modules materialized, frozen parameters take gradients, each returns its compared output, their
+    stochastic layers are found (on the verification input) and turned off."""
+    x = verification_input(report.input_size, seed)
+    for side, model in (("candidate", cand32), ("reference", ref32)):
+        report.notes += _as_float32(model, side) + _materialized(model, side, x)
     report.frozen_candidate, report.frozen_reference = _unfreeze(cand32), _unfreeze(ref32)
     report.outputs = [_select_output(cand32, output, "candidate"), _select_output(ref32, output, "reference")]
-    x = verification_input(report.input_size, seed)
     report.stochastic_candidate = _run("candidate", stochastic_layers, cand32, x)
     report.stochastic_reference = _run("reference", stochastic_layers, ref32, x)
     for side, layers in (("candidate", report.stochastic_candidate), ("reference", report.stochastic_reference)):
@@ -334,6 +338,34 @@ def prepare(cand32: nn.Module, ref32: nn.Module, report: VerifyReport, output: s
     turn_off(cand32, report.stochastic_candidate)
     turn_off(ref32, report.stochastic_reference)
 
+
+
+def _as_float32(model: nn.Module, side: str) -> list[str]:
+    """A copy holding floating tensors of another precision (a model converted to float16 for deployment) made
+    float32, so that it runs on the verification input: the verdict is decided on a float64 copy as for any model,
+    and float32 bit-identity is then the float32 copy's. The note saying so, if it was needed."""
+    others = sorted({str(t.dtype).removeprefix("torch.") for t in itertools.chain(model.parameters(), model.buffers())
+                     if t.is_floating_point() and t.dtype != torch.float32 and not is_lazy(t)})
+    if not others:
+        return []
+    model.float()
+    lower = [d for d in others if d != "float64"]
+    unchecked = f"; what it computes in {' and '.join(lower)} is not checked" if lower else ""
+    return [f"the {side} holds {' and '.join(others)} tensors: the verdict is decided on a float64 copy, float32 "
+            f"bit-identity on a float32 copy{unchecked}"]
+
+
+def _materialized(model: nn.Module, side: str, x: torch.Tensor) -> list[str]:
+    """A copy with lazy modules (``nn.LazyLinear``: shapes unknown until the first call) materialized by one eval
+    pass on the verification input, as their own first call would; the note saying so, if it was needed."""
+    lazy = sorted({name.rpartition(".")[0] or "(root)" for name, t in
+                   itertools.chain(model.named_parameters(), model.named_buffers()) if is_lazy(t)})
+    if not lazy:
+        return []
+    with torch.no_grad():
+        _run(side, model.eval(), x)
+    return [f"the {side}'s lazy modules were materialized by one eval pass on the verification input: "
+            f"{', '.join(lazy[:5])}{' ...' if len(lazy) > 5 else ''}"]
 
 
 def randomize_reference(ref32: nn.Module, input_size: tuple[int, ...], seed: int) -> None:
@@ -359,6 +391,7 @@ def compare_models(cand32: nn.Module, ref32: nn.Module, report: VerifyReport, *,
     sample, not the first alone; ``more_levels(cand32, ref32)``,
     called once the models compare (ported), adds levels of the caller's own."""
     x = verification_input(report.input_size, seed)
+    before = list(report.notes)  # what preparing the copies found: kept when the comparison starts afresh
     cand64, ref64 = float64_copy(cand32), float64_copy(ref32)
     report.rtol = (tolerance or FLOAT64).rtol
     try:
@@ -366,7 +399,7 @@ def compare_models(cand32: nn.Module, ref32: nn.Module, report: VerifyReport, *,
         run.run(port)
         report.tolerance = tolerance or FLOAT64
     except VerifyError as err:  # fails in float64: decide in float32 within a calibrated tolerance
-        report.reset()
+        report.reset(keep_notes=before)
         calibrated = calibrated_tolerance(float32_error(ref32, ref64, x), f"float64 fails: {err}")
         if tolerance is not None:
             calibrated = Tolerance("float32", tolerance.rtol, f"{calibrated.basis}; rtol {tolerance.basis} instead")
