@@ -761,6 +761,64 @@ def test_torchvision_resnet_with_frozen_batchnorm_is_timm_resnet_in_eval_mode():
     assert report.port is not None and len(report.layers) == 41
 
 
+# -- modules called in train mode alone (auxiliary heads) ------------------------------------------
+
+class WithAuxHead(nn.Module):
+    """A classifier with an auxiliary head on its first block, run in train mode alone (Inception-v3, GoogLeNet):
+    ``(logits, aux)`` in train mode, the logits in eval mode. ``aux_eps``: a mistake in the auxiliary head."""
+
+    def __init__(self, aux: bool = True, aux_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.stem, self.block = ConvBN(3, 4, kernel=3), ConvBN(4, 6, kernel=3)
+        self.fc = nn.Linear(6, 2)
+        self.aux = nn.Sequential(ConvBN(4, 5, eps=aux_eps), nn.Flatten(2), nn.Linear(64, 3)) if aux else None
+
+    def forward(self, x):
+        x = self.stem(x).relu()
+        logits = self.fc(self.block(x).relu().mean((2, 3)))
+        if self.training and self.aux is not None:
+            return logits, self.aux(x).mean(1)
+        return logits
+
+
+def test_auxiliary_heads_run_in_train_mode_alone_pair_by_a_train_mode_trace():
+    report = verify(WithAuxHead(), WithAuxHead(), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    assert report.port is not None and "aux.2.weight" in {pair.target_key for pair in report.port.pairs}
+    assert any(note.startswith("3 modules run in train mode alone") and note.endswith(": aux.0.0, aux.0.1, aux.2")
+               for note in report.notes), str(report)
+
+
+class AuxInEvalToo(WithAuxHead):
+    """Runs its auxiliary head in eval mode too, and drops it there (timm's Inception-v3): the same eval function."""
+
+    def forward(self, x):
+        x = self.stem(x).relu()
+        logits, aux = self.fc(self.block(x).relu().mean((2, 3))), self.aux(x).mean(1)
+        return (logits, aux) if self.training else logits
+
+
+@pytest.mark.parametrize("candidate, reference", [(AuxInEvalToo, WithAuxHead), (WithAuxHead, AuxInEvalToo)])
+def test_an_auxiliary_head_one_model_also_runs_in_eval_mode_pairs_by_the_train_mode_trace(candidate, reference):
+    report = verify(candidate(), reference(), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    side = "candidate" if candidate is AuxInEvalToo else "reference"
+    assert any(f"aux.0.0 (the {side}'s runs in eval mode too)" in note for note in report.notes), str(report)
+    assert not verify(candidate(aux_eps=1e-2), reference(), input_size=SMALL).equivalent
+
+
+def test_a_mistake_in_an_auxiliary_head_is_caught_by_the_train_step():
+    report = verify(WithAuxHead(aux_eps=1e-2), WithAuxHead(), input_size=SMALL)
+    assert report.levels["eval"].holds and not report.levels["train step"].holds, str(report)
+    assert report.levels["train step"].first_divergence == "aux.0.1", str(report)
+
+
+def test_an_auxiliary_head_on_one_side_only_is_a_structure_difference():
+    report = verify(WithAuxHead(), WithAuxHead(aux=False), input_size=SMALL)
+    assert report.verdict == "STRUCTURES DIFFER, NOT COMPARED", str(report)
+    assert report.unpaired_candidate[0].startswith("aux.0.0.weight") and "never called" in report.unpaired_candidate[0]
+
+
 # -- attention written as one functional call ------------------------------------------------------
 
 class FusedAttention(nn.Module):

@@ -27,10 +27,11 @@ from repro.verify._compare import (
     MISMATCH, CandidateCapture, Divergence, GradPoint, ReferenceCapture, StaleCaptureError, compare, compare_output,
     compared_in_rows, enclosing, locate, settings_difference,
 )
-from repro.verify._pairing import Pairing, PairingError, UndecidedTie, pair_nodes, pair_state, reshaped_state
+from repro.verify._pairing import (Pairing, PairingError, UndecidedTie, compare_constants, pair_nodes, pair_state,
+                                   reshaped_state)
 from repro.verify._report import Level, VerifyReport, layers_frame, unpaired_tensors
 from repro.verify._stochastic import acting, applications, rates_match, stochastic_layers, summary, turn_off
-from repro.verify._trace import (INDEXING_INVISIBLE, INPUT, Call, Graph, Node, PointKey, RandomWatch, Recorder,
+from repro.verify._trace import (INDEXING_INVISIBLE, INPUT, Call, Graph, Node, PointKey, RandomWatch, Recorder, Sink,
                                  indexing_visible, stored_constants, trace)
 
 WIDE_INPUT_SCALE = 8.0
@@ -511,6 +512,7 @@ class _Verification:
         self.buffers: dict[str, Diff] = {}
         self.counts: dict[str, tuple[int, int]] = {}  # what the train step added to integer counts, both sides
         self.trained = False  # whether the train step ran
+        self.train_only = False  # whether modules called in train mode alone were paired (``_pair_train_only``)
 
     def port(self, source: nn.Module, target: nn.Module):
         """Copy ``source``'s tensors into ``target`` through the dataflow pairing (reshaped where it says); the
@@ -538,6 +540,7 @@ class _Verification:
             self.pairing = pair_nodes(self.cand_graph, self.ref_graph)
         except UndecidedTie as tie:
             self.pairing = self._settle(tie, ref_eval, port)
+        self._pair_train_only()
         if not self._structure_matches():
             return report
         pair_state(self.cand_graph, self.ref_graph, self.pairing)
@@ -565,6 +568,58 @@ class _Verification:
             self._train_step(self.output_weights)
         self._note_random_numbers()
         return report
+
+    def _pair_train_only(self) -> None:
+        """Modules a model calls in train mode alone (auxiliary heads: GoogLeNet's, torchvision's Inception-v3's;
+        timm's Inception-v3 runs its head in eval mode too and drops it) leave the eval trace without the dataflow
+        that pairs them, and change the dataflow around them. Where either model has a module its eval pass does
+        not call, both are traced in train mode: a pairing of every module of both there (each called) takes the
+        eval pairing's place where that one is incomplete, or adds the modules it left out where it agrees with
+        it; the train-mode uses give their tensors roles, and the train step then runs recorded, comparing them.
+        Otherwise the eval pairing stands (a module one model has and never calls is a structure difference)."""
+        graphs = (self.cand_graph, self.ref_graph)
+        if all(n.order >= 0 for g in graphs for n in g.nodes):
+            return
+        train = [_run(side, _pass, model, self.x, training=True, seed=self.seed, sink=Sink()).recorder.graph()
+                 for side, model in (("candidate", self.candidate), ("reference", self.ref_model))]
+        try:
+            found = pair_nodes(*train)
+        except PairingError:
+            return
+        if not found.complete or any(n.order < 0 for g in train for n in g.nodes):
+            return
+        # The same node in both traces of one model: its module, and the part of it (functional uses).
+        at = [{(id(n.module), n.part): n for n in g.nodes} for g in graphs]
+        pairs: dict[int, tuple[Node, Node, Node, Node]] = {}  # candidate id -> eval and train nodes of both
+        for tc, tr in found.nodes.items():
+            c, r = (at[i].get((id(g.nodes[n].module), g.nodes[n].part))
+                    for i, (g, n) in enumerate(zip(train, (tc, tr), strict=True)))
+            if c is None or r is None:
+                return
+            pairs[c.id] = (c, r, train[0].nodes[tc], train[1].nodes[tr])
+        if self.pairing.complete and any(self.pairing.nodes.get(c) not in (None, r.id) for c, (_, r, _, _) in
+                                         pairs.items()):
+            return  # the two traces pair otherwise: the eval pairing stands
+        alone = [c for c, r, _, _ in pairs.values() if c.order < 0 or r.order < 0]
+        pairing, self.train_only = self.pairing, True
+        if not pairing.complete:
+            pairing.unpaired_candidate, pairing.unpaired_reference, pairing.undecided = [], [], []
+            pairing.wiring, pairing.settled = list(found.wiring), list(found.settled)
+            pairing.divergence, pairing.divergence_reason = None, ""
+        pairing.nodes = {c: r.id for c, (_, r, _, _) in pairs.items()}
+        for c, r, c_train, r_train in pairs.values():
+            for node, used in ((c, c_train), (r, r_train)):
+                if node.order < 0:
+                    node.functions, node.roles = set(used.functions), dict(used.roles)
+        pairing.stored_once, pairing.constant_differences = {}, []
+        compare_constants(self.cand_graph, self.ref_graph, pairing)
+        names = ", ".join(c.display + ("" if (c.order < 0) == (r.order < 0) else
+                                       f" (the {'reference' if c.order < 0 else 'candidate'}'s runs in eval mode too)")
+                          for c, r, _, _ in [pairs[c.id] for c in alone[:5]])
+        self.report.notes.append(
+            f"{len(alone)} modules run in train mode alone (auxiliary heads, say): both models traced in train mode "
+            f"and paired there, ported, and compared module by module in the train step, which runs recorded (their "
+            f"outputs are not the compared output): {names}{' ...' if len(alone) > 5 else ''}")
 
     def _other_outputs(self, ref_outputs: list[torch.Tensor]) -> list[str]:
         """Where the compared outputs differ: the candidate's other outputs of the reference output's shape."""
@@ -634,8 +689,8 @@ class _Verification:
     def _structure_matches(self) -> bool:
         """Fill in what the pairing found; whether the structures match well enough to compare."""
         report, pairing, cand, ref = self.report, self.pairing, self.cand_graph, self.ref_graph
-        never_c = [n.id for n in cand.nodes if n.order < 0]
-        never_r = [n.id for n in ref.nodes if n.order < 0]
+        never_c = [n.id for n in cand.nodes if n.order < 0 and n.id not in pairing.nodes]
+        never_r = [n.id for n in ref.nodes if n.order < 0 and n.id not in pairing.nodes.values()]
         report.unpaired_candidate = unpaired_tensors(cand, pairing.unpaired_candidate, never_c)
         report.unpaired_reference = unpaired_tensors(ref, pairing.unpaired_reference, never_r)
         report.structure = list(pairing.wiring) + pairing.constant_differences + [
@@ -709,14 +764,14 @@ class _Verification:
     def _train_step(self, output_weights: list[torch.Tensor]) -> None:
         """One train step of both models, compared by what it leaves: the outputs, the input gradient, every
         paired parameter's gradient and buffer. Run again recorded (every paired module's train-mode output
-        compared) only to locate a difference, or to say where random numbers are drawn; the plain pass's
-        numbers stay the verdict."""
+        compared) only to locate a difference, to say where random numbers are drawn, or to compare modules
+        called in train mode alone (``_pair_train_only``); the plain pass's numbers stay the verdict."""
         report = self.report
         pairs = [(cand_key, ref_key) for ref_key, cand_key in self.pairing.tensors]
         cand, ref = _both(self.candidate, self.ref_model, self.x, training=True, seed=self.seed, watch=True,
                           output_weights=output_weights)
         diffs = _TrainDiffs.of(cand, ref, pairs)
-        if cand.drew or ref.drew or not diffs.agrees(self.rtol):
+        if cand.drew or ref.drew or not diffs.agrees(self.rtol) or self.train_only:
             del cand, ref
             ref, cand = self._compare_pass("train", self.x, training=True, output_weights=output_weights)
             if not diffs.agrees(self.rtol) and _TrainDiffs.of(cand, ref, pairs).agrees(self.rtol):
