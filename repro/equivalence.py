@@ -6,8 +6,9 @@ The procedure every equivalence test, the report and ``repro.verify`` share:
    gammas away from zero (timm zero-initializes the last gamma of each residual block, which would
    hide any bug in the residual branch), running statistics calibrated on data and then perturbed,
    ``num_batches_tracked`` set to a random count; a frozen BatchNorm's vectors (weight, bias and
-   statistics held as buffers, torchvision's ``FrozenBatchNorm2d``) redrawn like a BatchNorm's.
-   Other floating buffers (an attention mask, a fixed position table) are the architecture's, kept.
+   statistics held as buffers, torchvision's ``FrozenBatchNorm2d``) redrawn and calibrated like a
+   BatchNorm's (or, named otherwise, each drawn positive and apart from the others). Other floating
+   buffers (an attention mask, a fixed position table) are the architecture's, kept.
 2. Port its weights into the hand-written model.
 3. Compare parameter and buffer counts; eval outputs; then, in train mode, outputs, the input
    gradient, every parameter's gradient and the running statistics BatchNorm leaves behind.
@@ -100,43 +101,72 @@ def randomize_(model: nn.Module, input_size: tuple[int, ...] | None = (2, 3, 224
 
     batchnorms = [m for m in model.modules()
                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if batchnorms and input_size is not None:
+    frozen = [(m, vectors) for m in model.modules() if (vectors := frozen_batchnorm_vectors(m)) is not None]
+    named = [m for m, vectors in frozen if set(vectors) == _BATCHNORM_VECTORS]  # which vector is which: known
+    if (batchnorms or named) and input_size is not None:
         # Calibrate: running statistics equal to real batch statistics, so eval-mode activations
-        # stay in a sensible range however deep the network is.
+        # stay in a sensible range however deep the network is (a frozen one's set from its input as it runs).
         was_training = model.training
         momenta = [m.momentum for m in batchnorms]
         for m in batchnorms:
             m.momentum = 1.0
+        hooks = [m.register_forward_pre_hook(_calibrate_frozen) for m in named]
         model.train()
-        model(torch.randn(input_size, generator=gen))
+        try:
+            model(torch.randn(input_size, generator=gen))
+        finally:
+            for hook in hooks:
+                hook.remove()
         model.train(was_training)
         for m, momentum in zip(batchnorms, momenta, strict=True):
             m.momentum = momentum
-    for m in batchnorms:
+    elif named:  # nothing to calibrate on: statistics near those of a unit-variance input
+        for m in named:
+            m.running_mean.zero_()
+            m.running_var.fill_(1.0)
+    for m in batchnorms + named:
         m.running_mean.add_(normal(m.running_mean, 0.1) * m.running_var.sqrt())
         m.running_var.mul_(uniform(m.running_var, 0.8, 1.25))
+    for m in batchnorms:
         m.num_batches_tracked.fill_(int(torch.randint(1, 10_000, (1,), generator=gen)))
-    # Frozen ones learn nothing from data: statistics drawn near those of a unit-variance input.
-    for m in filter(is_frozen_batchnorm, model.modules()):
-        m.weight.copy_(uniform(m.weight, 0.5, 1.5))
-        m.bias.copy_(normal(m.bias, 0.1))
-        m.running_mean.copy_(normal(m.running_mean, 0.1))
-        m.running_var.copy_(uniform(m.running_var, 0.5, 1.5))
+    for m, vectors in frozen:
+        if m in named:
+            m.weight.copy_(uniform(m.weight, 0.5, 1.5))
+            m.bias.copy_(normal(m.bias, 0.1))
+        else:  # which vector is the variance is not known: each positive, and each other than the rest
+            for vector in vectors.values():
+                vector.copy_(uniform(vector, 0.5, 1.5))
     return model
 
 
-_FROZEN_BATCHNORM_BUFFERS = {"weight", "bias", "running_mean", "running_var"}
+_BATCHNORM_VECTORS = {"weight", "bias", "running_mean", "running_var"}
+
+
+def frozen_batchnorm_vectors(module: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The four vectors of a BatchNorm frozen into buffers (torchvision's ``FrozenBatchNorm2d``, detection
+    backbones'), by name: a module with no floating parameters of its own and four floating buffers, vectors of
+    one length, whatever their names. ``None`` for any other module."""
+    buffers = {n: b for n, b in module._buffers.items() if b is not None and b.is_floating_point()}
+    params = [p for p in module._parameters.values() if p is not None and p.is_floating_point()]
+    vectors = all(max(b.shape, default=1) == b.numel() for b in buffers.values())
+    if params or len(buffers) != 4 or not vectors or len({b.numel() for b in buffers.values()}) != 1:
+        return None
+    return buffers
 
 
 def is_frozen_batchnorm(module: nn.Module) -> bool:
-    """A BatchNorm frozen into buffers (torchvision's ``FrozenBatchNorm2d``, detection backbones'): no floating
-    parameters of its own, and floating buffers ``weight``, ``bias``, ``running_mean`` and ``running_var`` alone,
-    vectors of one length."""
-    buffers = {n: b for n, b in module._buffers.items() if b is not None and b.is_floating_point()}
-    params = [p for p in module._parameters.values() if p is not None and p.is_floating_point()]
-    return (not params and set(buffers) == _FROZEN_BATCHNORM_BUFFERS
-            and len({b.numel() for b in buffers.values()}) == 1
-            and all(max(b.shape, default=1) == b.numel() for b in buffers.values()))
+    """A BatchNorm frozen into buffers (``frozen_batchnorm_vectors``) that names them as a BatchNorm does
+    (``weight``, ``bias``, ``running_mean``, ``running_var``): which is which is known."""
+    vectors = frozen_batchnorm_vectors(module)
+    return vectors is not None and set(vectors) == _BATCHNORM_VECTORS
+
+
+def _calibrate_frozen(module: nn.Module, args: tuple) -> None:
+    """Forward pre-hook: a frozen BatchNorm's statistics set to those of its input, per channel (dimension 1)."""
+    x = args[0].detach()
+    dims = [d for d in range(x.ndim) if d != 1]
+    module.running_mean.copy_(x.mean(dims).reshape(module.running_mean.shape))
+    module.running_var.copy_(x.var(dims, unbiased=False).reshape(module.running_var.shape))
 
 
 DIFF_CHUNK = 1 << 22  # elements compared at once (32 MB of float64 per operand)

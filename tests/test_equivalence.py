@@ -145,6 +145,21 @@ def test_randomize_redraws_a_frozen_batchnorm_and_keeps_other_floating_buffers()
     assert equivalence.is_frozen_batchnorm(norm) and not equivalence.is_frozen_batchnorm(nn.BatchNorm2d(8))
 
 
+def test_randomize_calibrates_a_frozen_batchnorm_on_its_input():
+    """Its statistics are those of its input (perturbed as a BatchNorm's), not drawn blind: deep in a network,
+    blind ones let activations grow stage by stage until a mistake is a rounding-sized change of the output."""
+    class Amplify(nn.Module):  # an input of variance about 2e4 where a blind draw would say about 1
+        def forward(self, x):
+            return 100 * x
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), Amplify(), torchvision.ops.FrozenBatchNorm2d(8))
+    randomize_(model, input_size=(4, 3, 16, 16), seed=1)
+    x = torch.randn((4, 3, 16, 16), generator=torch.Generator().manual_seed(2))
+    variance = model[:2](x).detach().var((0, 2, 3), unbiased=False)
+    ratio = model[2].running_var / variance
+    assert ((ratio > 0.5) & (ratio < 2.0)).all(), ratio
+
+
 def test_default_init_hides_residual_branch_bug_randomized_does_not():
     """With timm's zero gammas a broken residual branch is invisible; after randomizing it is not."""
     spec = "timm:resnet18"

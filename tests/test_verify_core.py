@@ -561,17 +561,30 @@ class LazyNet(Net):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
-def test_a_model_in_another_precision_is_verified_as_float32_and_float64_copies(dtype):
+def test_a_model_converted_to_another_precision_is_verified_as_a_float32_copy(dtype):
     candidate = Net().to(dtype)
     report = verify(candidate, Net(), input_size=SIZE)
-    assert report.bit_exact, str(report)
+    assert report.equivalent and not report.bit_exact and report.converted == ["candidate"], str(report)
     name = str(dtype).removeprefix("torch.")
-    assert any(note.startswith(f"the candidate holds {name} tensors: the verdict is decided on a float64 copy")
+    assert any(note.startswith(f"the candidate holds {name} tensors and cannot run on the float32 verification input")
                and (f"what it computes in {name} is not checked" in note) is (dtype != torch.float64)
                for note in report.notes), str(report)
     assert all(t.dtype == dtype for t in itertools.chain(candidate.parameters(), candidate.buffers())
                if t.is_floating_point())
     assert not verify(Net(eps=1e-3).to(dtype), Net(), input_size=SIZE).equivalent
+
+
+class CastsItsInput(Net):
+    """Casts its input to its own precision: runs on a float32 input as it is, in that precision."""
+
+    def forward(self, x):
+        return super().forward(x.to(self.conv.weight.dtype)).float()
+
+
+def test_a_model_that_runs_on_the_input_in_its_own_precision_is_verified_as_it_is():
+    report = verify(CastsItsInput().to(torch.bfloat16), Net(), input_size=SIZE)
+    assert report.converted == [] and not any("holds bfloat16" in note for note in report.notes), str(report)
+    assert report.equivalent and not report.float32["eval output"].bit_exact  # it computes in bfloat16
 
 
 def test_lazy_modules_are_materialized_on_the_copy():
@@ -582,6 +595,13 @@ def test_lazy_modules_are_materialized_on_the_copy():
         in report.notes
     assert nn.parameter.is_lazy(candidate.conv.weight) and nn.parameter.is_lazy(candidate.fc.weight)
     assert not verify(LazyNet(), Net(eps=1e-3), input_size=SIZE).equivalent
+
+
+def test_lazy_modules_that_hold_no_weights_yet_cannot_be_compared_as_they_are():
+    with pytest.raises(VerifyError, match="port=False compares the weights the models hold, and the candidate's lazy"):
+        verify(LazyNet(), Net(), input_size=SIZE, port=False)
+    with pytest.raises(VerifyError, match="port_into_candidate=True copies weights into the candidate, whose lazy"):
+        verify(LazyNet(), Net(), input_size=SIZE, port_into_candidate=True)
 
 
 # -- frozen parameters ----------------------------------------------------------------------------
@@ -667,9 +687,21 @@ def test_an_output_of_another_shape_differs_even_holding_the_same_numbers():
     assert not report.equivalent and not report.levels["eval"].holds, str(report)
     assert report.checks["eval output"].bit_exact  # batch 2: the same shape
     assert not report.checks["eval output, first sample x8"].ok(report.rtol)
-    assert ("the model output has shape [4] where the reference's has [1, 4], as many numbers: dimensions of size 1 "
-            "dropped or added") in report.levels["eval"].detail
+    assert ("the model output has shape [4] where the reference's has [1, 4]: dimensions of size 1 dropped or "
+            "added") in report.levels["eval"].detail
     assert not report.float32["eval output, first sample x8"].bit_exact
+
+
+class Flattens(Net):
+    def forward(self, x):
+        return super().forward(x).reshape(-1)
+
+
+def test_an_output_of_the_same_numbers_arranged_otherwise_differs():
+    report = verify(Flattens(), Net(), input_size=SIZE)
+    assert not report.levels["eval"].holds, str(report)
+    assert ("the model output has shape [8] where the reference's has [2, 4]: the same number of values arranged "
+            "otherwise") in report.levels["eval"].detail
 
 
 def test_a_missing_output_field_is_a_verify_error():

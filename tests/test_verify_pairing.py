@@ -724,7 +724,7 @@ def test_a_frozen_batchnorm_pairs_with_a_batchnorm_and_differs_in_train_mode_onl
     assert report.levels["eval"].holds, str(report)
     train = report.levels["train step"]
     assert not train.holds and train.first_divergence == "norm1", str(report)
-    assert "the candidate's holds its weight and bias as buffers, a frozen BatchNorm" in train.detail
+    assert "the candidate's norm1 holds its weight and bias as buffers, a frozen BatchNorm" in train.detail
     assert any("2 counts only the reference keeps" in note and "norm1.num_batches_tracked (BatchNorm2d)" in note
                for note in report.notes), str(report)
     assert report.port is not None and report.unpaired_candidate == report.unpaired_reference == []
@@ -735,9 +735,37 @@ def test_a_batchnorm_verified_against_a_frozen_one_keeps_its_count():
     count = candidate.norm1.num_batches_tracked.clone()
     report = verify(candidate, NormedNet(WrittenOutNorm), input_size=SMALL)
     assert report.levels["eval"].holds and not report.levels["train step"].holds, str(report)
-    assert "the reference's holds its weight and bias as buffers" in report.levels["train step"].detail
+    assert "the reference's norm1 holds its weight and bias as buffers" in report.levels["train step"].detail
     assert any("2 counts only the candidate keeps" in note for note in report.notes), str(report)
     assert torch.equal(candidate.norm1.num_batches_tracked, count)
+
+
+class OtherNames(nn.Module):
+    """A frozen BatchNorm whose buffers are named otherwise (``gamma``, ``beta``, ``mean``, ``var``); ``swap``: the
+    mistake of taking the variance for the scale, which the identity a fresh one holds (1, 0, 0, 1) hides."""
+
+    def __init__(self, channels: int, swap: bool = False) -> None:
+        super().__init__()
+        for name, fill in (("gamma", 1.0), ("beta", 0.0), ("mean", 0.0), ("var", 1.0)):
+            self.register_buffer(name, torch.full((channels,), fill))
+        self.swap = swap
+
+    def forward(self, x):
+        scale, var = (self.var, self.gamma) if self.swap else (self.gamma, self.var)
+        scale = scale.view(1, -1, 1, 1) * (var.view(1, -1, 1, 1) + 1e-5).rsqrt()
+        return x * scale + (self.beta.view(1, -1, 1, 1) - self.mean.view(1, -1, 1, 1) * scale)
+
+
+def test_a_frozen_batchnorm_named_otherwise_is_randomized_so_that_a_swap_shows():
+    assert verify(NormedNet(OtherNames), NormedNet(OtherNames), input_size=SMALL).bit_exact
+    report = verify(NormedNet(lambda c: OtherNames(c, swap=True)), NormedNet(OtherNames), input_size=SMALL)
+    assert not report.equivalent and report.first_divergence == "norm1", str(report)
+
+
+def test_a_frozen_batchnorm_named_otherwise_does_not_pair_with_a_batchnorm():
+    """Which buffer is the variance is not known from the names: not paired, rather than guessed."""
+    report = verify(NormedNet(OtherNames), NormedNet(), input_size=SMALL)
+    assert report.verdict == "STRUCTURES DIFFER, NOT COMPARED", str(report)
 
 
 MISTAKES = {

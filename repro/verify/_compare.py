@@ -464,9 +464,12 @@ def locate(capture: CandidateCapture, pass_name: str, names: dict[PointKey, str]
     where, how = _describe(first, names, rtol)
     if first.key[0] == "out" and first.diff is MISMATCH and math.prod(first.shapes[0]) == math.prod(first.shapes[1]):
         call = by_index.get(first.call)
+        squeezed = [tuple(d for d in shape if d != 1) for shape in first.shapes]
+        why = ("dimensions of size 1 dropped or added (a squeeze() that drops the batch dimension of a single sample, "
+               "say)" if squeezed[0] == squeezed[1] else "the same number of values arranged otherwise (another "
+               "layout, a flattening)")
         return Divergence((call.name if call else "") or "(root)", call.end if call else 0,
-                          f"{pass_name}: the model output {how}, as many numbers: dimensions of size 1 dropped or "
-                          f"added (a squeeze() that drops the batch dimension of a single sample, say)")
+                          f"{pass_name}: the model output {how}: {why}")
     if first.key[0] == "core":
         call = by_index[first.call]
         return Divergence(call.name or "(root)", call.end, f"{pass_name}: {where} {how}, while its input agrees")

@@ -88,6 +88,7 @@ def verify_onnx(candidate: str | Path | onnx.ModelProto, reference: str | nn.Mod
     ref32, ref_name = resolve_reference(reference, options.reference_kwargs)
     report = VerifyReport(where, ref_name, input_size, (options.given_tolerance or FLOAT64).rtol)
     prepare(graph, ref32, report, options.output, options.seed)
+    prepared = list(report.notes)  # what preparing the copies found: kept for each attempt
     if options.port:
         randomize_reference(ref32, input_size, options.seed)
     notes = [f"the candidate is an ONNX graph (opset {graph.opset}, {len(proto.graph.node)} nodes) read into torch "
@@ -105,7 +106,7 @@ def verify_onnx(candidate: str | Path | onnx.ModelProto, reference: str | nn.Mod
         attempts.append(attempts[0])  # where neither compares, the likelier reading's report
     for attempt, ref in enumerate(attempts):
         if attempt:
-            report.reset()
+            report.reset(keep_notes=prepared)
         folded = folding is not None and ref is folding.reference
         tolerance = options.given_tolerance
         if folded and not options.port and options.rtol is None:

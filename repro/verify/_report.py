@@ -102,6 +102,8 @@ class VerifyReport:
     levels: dict[str, Level] = field(default_factory=dict)
     float32: dict[str, Diff] = field(default_factory=dict)  # the float32 passes, for bit-identity
     frozen_candidate: list[str] = field(default_factory=list)  # requires_grad=False, compared as trainable
+    # The sides verified as float32 copies of a model in another precision (``prepare``): no bit-identity claimed.
+    converted: list[str] = field(default_factory=list)
     frozen_reference: list[str] = field(default_factory=list)
     stochastic_candidate: list[StochasticLayer] = field(default_factory=list)
     stochastic_reference: list[StochasticLayer] = field(default_factory=list)

@@ -297,6 +297,14 @@ def verify_module(candidate: nn.Module, reference: str | nn.Module, options: Ver
     candidate = uncompiled(candidate)
     input_size = checked_input_size(DEFAULT_INPUT_SIZE if options.input_size is None else options.input_size)
     _check_cpu(candidate, "candidate")
+    for side, model in (("candidate", candidate), ("reference", reference)):
+        lazy = isinstance(model, nn.Module) and any(map(is_lazy, itertools.chain(model.parameters(), model.buffers())))
+        if lazy and not options.port:
+            raise VerifyError(f"port=False compares the weights the models hold, and the {side}'s lazy modules hold "
+                              f"none yet: call it once on an input first, or verify with port=True")
+        if lazy and side == "candidate" and options.port_into_candidate:
+            raise VerifyError("port_into_candidate=True copies weights into the candidate, whose lazy modules have no "
+                              "shapes yet: call it once on an input first")
     ref32, ref_name = resolve_reference(reference, options.reference_kwargs)
     cand32 = _copy(candidate, "candidate")
     report = VerifyReport(_type_name(candidate), ref_name, input_size, (options.given_tolerance or FLOAT64).rtol)
@@ -323,12 +331,23 @@ def checked_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
 
 
 def prepare(cand32: nn.Module, ref32: nn.Module, report: VerifyReport, output: str | int | None, seed: int) -> None:
-    """Ready the copies for comparison, noting what was done in ``report``: float32 (``_as_float32``), lazy
-    modules materialized, frozen parameters take gradients, each returns its compared output, their
-    stochastic layers are found (on the verification input) and turned off."""
+    """Ready the copies for comparison, noting what was done in ``report``: float32 where they cannot run on the
+    float32 input as they are, lazy modules materialized, frozen parameters take gradients, each returns its
+    compared output, their stochastic layers are found (on the verification input) and turned off."""
     x = verification_input(report.input_size, seed)
     for side, model in (("candidate", cand32), ("reference", ref32)):
-        report.notes += _as_float32(model, side) + _materialized(model, side, x)
+        # A model converted to another precision (float16 for deployment) that cannot run on the float32 input as
+        # it is (one casting its input itself, or mixing precisions on purpose, can) is verified as a float32 copy.
+        precisions = _precisions(model)
+        if precisions and not _runs(model, x, seed):
+            model.float()
+            report.converted.append(side)
+            lower = " and ".join(p for p in precisions.split(" and ") if p != "float64")
+            unchecked = f"what it computes in {lower} is not checked, and " if lower else ""
+            report.notes.append(f"the {side} holds {precisions} tensors and cannot run on the float32 verification "
+                                f"input: verified as a float32 copy ({unchecked}that copy's float32 bit-identity is "
+                                f"not claimed for it)")
+        report.notes += _materialized(model, side, x, seed)
     report.frozen_candidate, report.frozen_reference = _unfreeze(cand32), _unfreeze(ref32)
     report.outputs = [_select_output(cand32, output, "candidate"), _select_output(ref32, output, "reference")]
     report.stochastic_candidate = _run("candidate", stochastic_layers, cand32, x)
@@ -341,30 +360,31 @@ def prepare(cand32: nn.Module, ref32: nn.Module, report: VerifyReport, output: s
 
 
 
-def _as_float32(model: nn.Module, side: str) -> list[str]:
-    """A copy holding floating tensors of another precision (a model converted to float16 for deployment) made
-    float32, so that it runs on the verification input: the verdict is decided on a float64 copy as for any model,
-    and float32 bit-identity is then the float32 copy's. The note saying so, if it was needed."""
-    others = sorted({str(t.dtype).removeprefix("torch.") for t in itertools.chain(model.parameters(), model.buffers())
-                     if t.is_floating_point() and t.dtype != torch.float32 and not is_lazy(t)})
-    if not others:
-        return []
-    model.float()
-    lower = [d for d in others if d != "float64"]
-    unchecked = f"; what it computes in {' and '.join(lower)} is not checked" if lower else ""
-    return [f"the {side} holds {' and '.join(others)} tensors: the verdict is decided on a float64 copy, float32 "
-            f"bit-identity on a float32 copy{unchecked}"]
+def _runs(model: nn.Module, x: torch.Tensor, seed: int) -> bool:
+    """Whether ``model`` runs on ``x`` in eval mode as it is."""
+    try:
+        _pass(model, x, training=False, seed=seed)
+    except _MODEL_FAILURES:
+        return False
+    return True
 
 
-def _materialized(model: nn.Module, side: str, x: torch.Tensor) -> list[str]:
+def _precisions(model: nn.Module) -> str:
+    """The floating precisions other than float32 that ``model``'s tensors hold (``float16 and bfloat16``)."""
+    return " and ".join(sorted({str(t.dtype).removeprefix("torch.") for t in
+                                itertools.chain(model.parameters(), model.buffers())
+                                if t.is_floating_point() and t.dtype != torch.float32}))
+
+
+def _materialized(model: nn.Module, side: str, x: torch.Tensor, seed: int) -> list[str]:
     """A copy with lazy modules (``nn.LazyLinear``: shapes unknown until the first call) materialized by one eval
-    pass on the verification input, as their own first call would; the note saying so, if it was needed."""
+    pass on the verification input, as their own first call would (seeded; mode and buffers left as they were);
+    the note saying so, if it was needed."""
     lazy = sorted({name.rpartition(".")[0] or "(root)" for name, t in
                    itertools.chain(model.named_parameters(), model.named_buffers()) if is_lazy(t)})
     if not lazy:
         return []
-    with torch.no_grad():
-        _run(side, model.eval(), x)
+    _run(side, _pass, model, x, training=False, seed=seed)
     return [f"the {side}'s lazy modules were materialized by one eval pass on the verification input: "
             f"{', '.join(lazy[:5])}{' ...' if len(lazy) > 5 else ''}"]
 
@@ -515,13 +535,14 @@ class _Verification:
         self.train_only = False  # whether modules called in train mode alone were paired (``_pair_train_only``)
 
     def port(self, source: nn.Module, target: nn.Module):
-        """Copy ``source``'s tensors into ``target`` through the dataflow pairing (reshaped where it says); the
-        architecture constants of both stay as they are (the pairing compares them)."""
-        alone = {key for _, key, _ in self.pairing.counts_alone}  # counts one side alone keeps: not ported
-        left = stored_constants(source) | alone
+        """Copy ``source``'s tensors (the reference's) into ``target`` (the candidate's) through the dataflow
+        pairing (reshaped where it says); the architecture constants of both, and the counts one alone keeps,
+        stay as they are (the pairing compares the constants)."""
+        alone = {side: {key for who, key, _ in self.pairing.counts_alone if who == side}
+                 for side in ("candidate", "reference")}
+        left = stored_constants(source) | alone["reference"]
         state = reshaped_state({k: t for k, t in source.state_dict().items() if k not in left}, self.pairing)
-        keep = stored_constants(target) | (alone & target.state_dict().keys())
-        return port_weights(state, target, self.rules, keep=keep)
+        return port_weights(state, target, self.rules, keep=stored_constants(target) | alone["candidate"])
 
     def run(self, port: bool) -> VerifyReport:
         report = self.report
@@ -842,7 +863,8 @@ class _Verification:
         report.equivalent = (self.compared and not report.structure and levels[0].holds is True
                              and all(level.holds is not False for level in levels)
                              and report.levels["train step"].state != "undecided")
-        report.bit_exact = report.equivalent and all(level.bit_exact for level in levels[:2] if level.holds)
+        report.bit_exact = (report.equivalent and all(level.bit_exact for level in levels[:2] if level.holds)
+                            and not report.converted)
         for level in levels:
             if level.holds is False:
                 level.detail += self._settings_note(level.first_divergence)
@@ -863,12 +885,14 @@ class _Verification:
             if node.display == module and partner is not None and not node.part:
                 ref_node = self.ref_graph.nodes[partner]
                 words = settings_difference(node.module, ref_node.module)
-                frozen = [side for side, n in (("candidate", node), ("reference", ref_node)) if n.frozen_norm]
+                partner_name = self.ref_graph.name(partner)
+                frozen = [(side, name) for side, n, name in (("candidate", node, module),
+                                                             ("reference", ref_node, partner_name)) if n.frozen_norm]
                 if len(frozen) == 1:
-                    words += (f"{'; ' if words else ''}the {frozen[0]}'s holds its weight and bias as buffers, a "
+                    side, name = frozen[0]
+                    words += (f"{'; ' if words else ''}the {side}'s {name} holds its weight and bias as buffers, a "
                               f"frozen BatchNorm (no gradients; in train mode it may normalize by its running "
                               f"statistics, not the batch's)")
-                partner_name = self.ref_graph.name(partner)
                 return f" [settings of {module} vs the reference's {partner_name}: {words}]" if words else ""
         return ""
 

@@ -69,6 +69,8 @@ from torch.overrides import TorchFunctionMode, has_torch_function, has_torch_fun
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
+from repro.equivalence import frozen_batchnorm_vectors, is_frozen_batchnorm
+
 INPUT = -1
 OUTPUT = -2
 
@@ -76,9 +78,10 @@ PointKey = tuple  # ("in", node, k) | ("core", node, k) | ("out", i) | ("input",
 INPUT_POINT: PointKey = ("input",)
 
 _AFFINE_FUNCTIONS = {"conv1d", "conv2d", "conv3d", "linear"}
-# A BatchNorm written out (torchvision's ``FrozenBatchNorm2d``: ``x * scale + shift`` with ``scale = weight *
-# (running_var + eps).rsqrt()``, ``shift = bias - running_mean * scale``): four per-channel vectors combined with the
-# data by elementwise arithmetic alone compute what an eval-mode BatchNorm computes, and pair with one.
+# A BatchNorm frozen and written out (torchvision's ``FrozenBatchNorm2d``: ``x * scale + shift`` with ``scale =
+# weight * (running_var + eps).rsqrt()``, ``shift = bias - running_mean * scale``): its four buffers, named as a
+# BatchNorm's (``is_frozen_batchnorm``), combined with the data by elementwise arithmetic alone compute what an
+# eval-mode BatchNorm computes, and pair with one.
 _ELEMENTWISE_ARITHMETIC = {"add", "sub", "rsub", "mul", "div", "rsqrt", "sqrt", "reciprocal", "pow", "neg"}
 # Padding: a convolution padded by a separate op or module (``F.pad``, ``nn.ZeroPad2d``) computes what one that
 # pads inside (``padding=``, timm's ``Conv2dSame``) does; the node it feeds takes the unpadded tensor as its input.
@@ -230,7 +233,8 @@ class Node:
             return f"unused {type(self.module).__name__}"
         if names <= _AFFINE_FUNCTIONS:
             return "affine"  # convolutions and Linear: a Linear pairs with a 1x1 convolution
-        if names == {"batch_norm"} or (names <= _ELEMENTWISE_ARITHMETIC and self.channel_vectors() == 4):
+        if names == {"batch_norm"} or (names <= _ELEMENTWISE_ARITHMETIC and not self.part
+                                        and is_frozen_batchnorm(self.module)):
             return "batchnorm"
         return "+".join(sorted(names))
 
@@ -245,13 +249,13 @@ class Node:
     def frozen_norm(self) -> bool:
         """A BatchNorm holding its weight and bias as buffers beside its statistics (a frozen one, torchvision's
         ``FrozenBatchNorm2d``): no parameters, so no gradients."""
-        return self.kind == "batchnorm" and not self.parameters and self.channel_vectors() == 4
+        return self.kind == "batchnorm" and frozen_batchnorm_vectors(self.module) is not None
 
     def _label_tensors(self) -> tuple[list[str], list[str]]:
-        """The tensors a label sorts as parameters and as buffers. A BatchNorm's floating tensors are one group
-        and its count is left out: a BatchNorm written out may hold its weight and bias as buffers (a frozen one)
-        and keep no count."""
-        if self.kind == "batchnorm":
+        """The tensors a label sorts as parameters and as buffers. The four vectors of a BatchNorm are one group
+        and its count is left out: a frozen one holds its weight and bias as buffers and keeps no count. (With
+        fewer, the groups keep ``affine=False`` and ``track_running_stats=False`` apart.)"""
+        if self.kind == "batchnorm" and self.channel_vectors() == 4:
             return [n for n, t in self.tensors.items() if t.is_floating_point()], []
         return [n for n in self.tensors if n in self.parameters], [n for n in self.tensors if n not in self.parameters]
 
