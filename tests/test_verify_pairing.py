@@ -646,6 +646,23 @@ def test_missing_stem_norm_is_named_in_the_reference():
     assert report.unpaired_reference[0].startswith("stem.norm.weight")
 
 
+def _head(bias: bool, linear: bool = False) -> nn.Module:
+    """A network whose last 1x1 convolution (or Linear) has a bias or not (pytorchcv's MobileNetV3 head against
+    timm's, say)."""
+    last = nn.Linear(8, 6, bias=bias) if linear else nn.Conv2d(8, 6, 1, bias=bias)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         *([nn.Flatten()] if linear else []), last, *([] if linear else [nn.Flatten()]),
+                         nn.ReLU(), nn.Linear(6, 2))
+
+
+@pytest.mark.parametrize("linear", [False, True], ids=["convolution", "Linear"])
+def test_a_bias_on_one_side_only_is_named_as_the_only_difference(linear):
+    report = verify(_head(bias=False), _head(bias=True, linear=linear), input_size=SMALL)
+    assert report.verdict == "STRUCTURES DIFFER, NOT COMPARED" and report.first_divergence == "3", str(report)
+    assert "the reference's also holds bias [6], which the candidate's lacks (a bias on one side only, say)" \
+        in report.divergence_detail, str(report)
+
+
 class ShortcutFromTheInput(PreActBlock):
     """The projection shortcut fed the block's input instead of the pre-activation: a right tensor, wrong place."""
 

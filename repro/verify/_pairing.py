@@ -462,6 +462,13 @@ def _note_fused(cand: Graph, ref: Graph, pairing: Pairing, m: dict[int, int]) ->
             place = frozenset(m[p] for p in after) if side == 0 else frozenset(after)
             groups[(graph.nodes[n].kind, place)][side].append(n)
     for (kind, place), (c_group, r_group) in groups.items():
+        if len(c_group) == 1 and len(r_group) == 1:
+            line = _only_a_bias(cand.nodes[c_group[0]], ref.nodes[r_group[0]], kind)
+            if line:
+                pairing.wiring.append(line)
+                if pairing.divergence in c_group:
+                    pairing.divergence_reason += f"; {line}"
+                continue
         values = [sum(t.numel() for n in group for t in graph.nodes[n].tensors.values())
                   for group, graph in ((c_group, cand), (r_group, ref))]
         if not c_group or not r_group or values[0] != values[1]:
@@ -479,6 +486,23 @@ def _note_fused(cand: Graph, ref: Graph, pairing: Pairing, m: dict[int, int]) ->
         pairing.wiring.append(line)
         if pairing.divergence in c_group:
             pairing.divergence_reason += f"; {line}"
+
+
+def _only_a_bias(cand: Node, ref: Node, kind: str) -> str:
+    """Where two unpaired modules of one kind feed the same modules and one holds every tensor shape of the other
+    and vectors besides (a convolution with a bias against one without, a head that drops it): the words saying
+    so; empty otherwise."""
+    shapes = [Counter(node.shape(n) for n in node.tensors) for node in (cand, ref)]
+    for more, fewer, side, other in ((0, 1, "candidate", "reference"), (1, 0, "reference", "candidate")):
+        extra = shapes[more] - shapes[fewer]
+        if shapes[fewer] - shapes[more] or not extra or any(len(shape) != 1 for shape in extra):
+            continue
+        node = (cand, ref)[more]
+        held = [f"{n} {list(node.tensors[n].shape)}" for n in node.tensors if node.shape(n) in extra]
+        return (f"the candidate's {cand.describe()} and the reference's {ref.describe()} ({kind}) feed the same "
+                f"modules with tensors of the same shapes, and the {side}'s also holds {', '.join(held)}, which the "
+                f"{other}'s lacks (a bias on one side only, say): structurally they differ by that alone")
+    return ""
 
 
 def _numel(node: Node) -> Callable[[str], int]:
