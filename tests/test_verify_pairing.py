@@ -640,6 +640,60 @@ def test_extra_stem_norm_is_named_as_the_extra_module():
     assert report.unpaired_reference == []
 
 
+class PreConv(nn.Module):
+    """BatchNorm, ReLU, convolution as one module (pytorchcv's PreConvBlock): a block of two nests its norms a
+    level deeper than one written flat (timm's PreActBasic)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bn, self.conv = nn.BatchNorm2d(channels), nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return self.conv(self.bn(x).relu())
+
+
+class NestedPreActBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.c1, self.c2 = PreConv(channels), PreConv(channels)
+
+    def forward(self, x):
+        return self.c2(self.c1(x)) + x
+
+
+class FlatPreActBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = nn.BatchNorm2d(channels), nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.norm2, self.conv2 = nn.BatchNorm2d(channels), nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return self.conv2(self.norm2(self.conv1(self.norm1(x).relu())).relu()) + x
+
+
+class PreActOfNesting(nn.Module):
+    def __init__(self, block: type, stem_norm: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.stem_norm = nn.BatchNorm2d(4) if stem_norm else None
+        self.block, self.head = block(4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.stem(x)
+        if self.stem_norm is not None:
+            x = self.stem_norm(x).relu()
+        return self.head(self.block(x).mean((2, 3)))
+
+
+def test_extra_stem_norm_before_a_block_nested_otherwise_is_named_as_the_extra_module():
+    """Both the extra stem norm and the block's first norm follow the stem; what follows them tells them apart
+    (pytorchcv's preresnet18 against timm's resnetv2_18)."""
+    assert verify(PreActOfNesting(NestedPreActBlock), PreActOfNesting(FlatPreActBlock), input_size=SMALL).bit_exact
+    report = verify(PreActOfNesting(NestedPreActBlock, stem_norm=True), PreActOfNesting(FlatPreActBlock),
+                    input_size=SMALL)
+    assert report.verdict == "STRUCTURES DIFFER, NOT COMPARED" and report.first_divergence == "stem_norm", str(report)
+
+
 def test_missing_stem_norm_is_named_in_the_reference():
     report = verify(PreActNet(), PreActNet(stem_norm=True), input_size=SMALL)
     assert not report.equivalent and report.unpaired_candidate == []

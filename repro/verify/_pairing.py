@@ -147,6 +147,10 @@ class _Matcher:
         # Where the structures differ, first pair only what also sits in the same place of the module
         # hierarchy, so that an extra module is left over rather than paired with its neighbour's partner.
         self.hierarchy = False
+        # Where the structures differ, pair two nodes found by their predecessors (the strict forward step) only
+        # where the kinds of their successors agree too: an extra module before a block is not paired with the
+        # block's first one because both follow the same module (the backward step pairs that one).
+        self.wary = False
         self._colors: dict[bool, list[tuple[dict[int, int], dict[int, int]]]] = {}
         self.settled: list[str] = []  # ties the wider dataflow broke, in words
 
@@ -165,6 +169,12 @@ class _Matcher:
         c_sibs, r_sibs = self.cand.siblings(c), self.ref.siblings(r)
         return all(self.m[s] in r_sibs for s in c_sibs if s in self.m) and \
             all(self.inv[s] in c_sibs for s in r_sibs if s in self.inv)
+
+    def _same_kinds(self, neighbours: Callable[[Graph, int], set[int]], c: int, r: int) -> bool:
+        """Whether ``c`` and ``r`` have as many neighbours of each label on that side of the dataflow."""
+        def kinds(graph: Graph, node: int) -> Counter:
+            return Counter(n if n in (INPUT, OUTPUT) else self.label(graph, n) for n in neighbours(graph, node))
+        return kinds(self.cand, c) == kinds(self.ref, r)
 
     def colors(self) -> list[tuple[dict[int, int], dict[int, int]]]:
         """Colour refinement of both graphs at once: round 0 colours a node by its label, round d+1 by its
@@ -212,15 +222,16 @@ class _Matcher:
     def complete(self) -> bool:
         return len(self.m) - 2 == len(self.c_nodes) == len(self.r_nodes)
 
-    def _step(self, neighbours: Callable[[Graph, int], set[int]],
-              relaxed: bool) -> tuple[bool, list[tuple[list[int], list[int]]]]:
+    def _step(self, neighbours: Callable[[Graph, int], set[int]], relaxed: bool,
+              successors: Callable[[Graph, int], set[int]] | None = None) -> tuple[bool, list[tuple[list, list]]]:
         """Pair every node whose signature is unique on both sides; return whether any paired,
         and the groups that tie (several nodes with one signature on some side).
 
         Strict: a node is ready when all its neighbours are paired. Relaxed (only once the
         structures are known to differ): unpaired neighbours are looked through, replaced by
         their own neighbours, so that a missing or extra module between two paired ones does
-        not stop the pairing of everything after it."""
+        not stop the pairing of everything after it. With ``successors`` (the strict forward step, once wary), a
+        unique pair whose successors are of other kinds waits."""
         groups: dict[tuple, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
         for side, graph, nodes in ((0, self.cand, self.c_nodes), (1, self.ref, self.r_nodes)):
             paired = self.m if side == 0 else self.inv
@@ -242,6 +253,8 @@ class _Matcher:
             unique = len(c_group) == 1 and len(r_group) == 1
             if unique and self.hierarchy and not self._same_parent(c_group[0], r_group[0]):
                 ties.append((c_group, r_group))
+            elif unique and self.wary and successors and not self._same_kinds(successors, c_group[0], r_group[0]):
+                continue  # deferred: the backward pass, or looking through what is left, decides
             elif unique:
                 self.m[c_group[0]] = r_group[0]
                 self.inv[r_group[0]] = c_group[0]
@@ -262,7 +275,7 @@ class _Matcher:
         preds = lambda g, n: g.preds(n)  # noqa: E731
         succs = lambda g, n: g.succs(n)  # noqa: E731
         while True:
-            progress, ties_f = self._step(preds, relaxed=False)
+            progress, ties_f = self._step(preds, relaxed=False, successors=succs)
             if progress:
                 continue
             progress, ties_b = self._step(succs, relaxed=False)
@@ -330,7 +343,7 @@ def pair_nodes(cand: Graph, ref: Graph) -> Pairing:
     if not same_labels:
         matcher.hierarchy = True
         matcher.run(relaxed=False)
-        matcher.hierarchy = False
+        matcher.hierarchy, matcher.wary = False, True
     ties = matcher.run(relaxed=False)
     if not matcher.complete and not same_labels:
         # The same numbers arranged otherwise: pair what is left by element counts, at its place in the dataflow.
