@@ -148,10 +148,14 @@ def frozen_batchnorm_vectors(module: nn.Module) -> dict[str, torch.Tensor] | Non
     one length, whatever their names. ``None`` for any other module."""
     buffers = {n: b for n, b in module._buffers.items() if b is not None and b.is_floating_point()}
     params = [p for p in module._parameters.values() if p is not None and p.is_floating_point()]
-    vectors = all(max(b.shape, default=1) == b.numel() for b in buffers.values())
-    if params or len(buffers) != 4 or not vectors or len({b.numel() for b in buffers.values()}) != 1:
-        return None
-    return buffers
+    return None if params or len(buffers) != 4 or not vectors_of_one_length(buffers.values()) else buffers
+
+
+def vectors_of_one_length(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether the tensors are all vectors (``[C]``, ``[1, C, 1, 1]``) of one length, and there is one at least."""
+    tensors = list(tensors)
+    return bool(tensors) and all(max(t.shape, default=1) == t.numel() for t in tensors) \
+        and len({t.numel() for t in tensors}) == 1
 
 
 def is_frozen_batchnorm(module: nn.Module) -> bool:

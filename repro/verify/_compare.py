@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from repro.equivalence import Diff
-from repro.verify._trace import INPUT_POINT, Call, PointKey, Sink
+from repro.verify._trace import INPUT_POINT, Call, PointKey, Sink, squeezed
 
 
 MAX_ROW_ORDERS = 24  # the orders of at most four leading dimensions
@@ -136,10 +136,6 @@ def settings_difference(candidate: nn.Module, reference: nn.Module) -> str:
     return "; ".join(words)
 
 
-def _squeezed(t: torch.Tensor) -> tuple[int, ...]:
-    return tuple(d for d in t.shape if d != 1)
-
-
 _PROJECTION = torch.empty(2, 0)
 _PROJECTION_SEED = torch.Generator().manual_seed(20240611)
 
@@ -173,13 +169,13 @@ class Fingerprints:
     def add(self, t: torch.Tensor) -> None:
         if t.numel() == 0 or not t.is_floating_point():
             return
-        self.by_shape.setdefault(_squeezed(t), []).append(self.of(t))
-        self._stacked.pop(_squeezed(t), None)
+        self.by_shape.setdefault(squeezed(t.shape), []).append(self.of(t))
+        self._stacked.pop(squeezed(t.shape), None)
 
     def matches(self, t: torch.Tensor) -> bool:
         if t.numel() == 0 or not t.is_floating_point():
             return True
-        key = _squeezed(t)
+        key = squeezed(t.shape)
         if key not in self.by_shape:
             return False
         stacked = self._stacked.get(key)
@@ -464,10 +460,9 @@ def locate(capture: CandidateCapture, pass_name: str, names: dict[PointKey, str]
     where, how = _describe(first, names, rtol)
     if first.key[0] == "out" and first.diff is MISMATCH and math.prod(first.shapes[0]) == math.prod(first.shapes[1]):
         call = by_index.get(first.call)
-        squeezed = [tuple(d for d in shape if d != 1) for shape in first.shapes]
+        size_1 = squeezed(first.shapes[0]) == squeezed(first.shapes[1])
         why = ("dimensions of size 1 dropped or added (a squeeze() that drops the batch dimension of a single sample, "
-               "say)" if squeezed[0] == squeezed[1] else "the same number of values arranged otherwise (another "
-               "layout, a flattening)")
+               "say)" if size_1 else "the same number of values arranged otherwise (another layout, a flattening)")
         return Divergence((call.name if call else "") or "(root)", call.end if call else 0,
                           f"{pass_name}: the model output {how}: {why}")
     if first.key[0] == "core":

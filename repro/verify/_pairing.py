@@ -51,7 +51,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from repro.verify._trace import INPUT, OUTPUT, Graph, Node
+from repro.verify._trace import INPUT, OUTPUT, Graph, Node, squeezed
 
 
 MAX_ROUNDS = 12  # colour refinement: how far (in modules) the dataflow is looked at to break a tie
@@ -524,7 +524,7 @@ def _numel(node: Node) -> Callable[[str], int]:
 
 def _same_numbers(c_shape: tuple[int, ...], r_shape: tuple[int, ...]) -> bool:
     """Shapes that need no reshape beyond the porting's own (a Linear weight and a 1x1 convolution's)."""
-    return c_shape == r_shape or (_squeezed(c_shape) == _squeezed(r_shape) and len(c_shape) + len(r_shape) == 6
+    return c_shape == r_shape or (squeezed(c_shape) == squeezed(r_shape) and len(c_shape) + len(r_shape) == 6
                                   and (c_shape[2:] == (1, 1) or r_shape[2:] == (1, 1)))
 
 
@@ -538,7 +538,7 @@ def pair_tensors(cand: Node, ref: Node) -> list[tuple[str, str]]:
     # The same names for every floating tensor, a count kept by one side alone (a frozen BatchNorm keeps none):
     # the counts both keep pair by name, the others stay alone (``Pairing.counts_alone``).
     c_float, r_float = [n for n in c_names if not _is_count(cand, n)], [n for n in r_names if not _is_count(ref, n)]
-    if set(c_float) == set(r_float) and all(_squeezed(cand.shape(n)) == _squeezed(ref.shape(n)) for n in c_float):
+    if set(c_float) == set(r_float) and all(squeezed(cand.shape(n)) == squeezed(ref.shape(n)) for n in c_float):
         return [(n, n) for n in r_names if n in cand.tensors]
     c_used, r_used = [n for n in c_names if n in cand.roles], [n for n in r_names if n in ref.roles]
     c_roles, r_roles = {cand.roles[n]: n for n in c_used}, {ref.roles[n]: n for n in r_used}
@@ -561,10 +561,6 @@ def _is_count(node: Node, local: str) -> bool:
     """A count a module keeps (a BatchNorm's ``num_batches_tracked``): a scalar that is not floating."""
     tensor = node.tensors[local]
     return tensor.ndim == 0 and not tensor.is_floating_point()
-
-
-def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(d for d in shape if d != 1)
 
 
 def _pair_by_size(cand: Node, ref: Node, c_names: list[str], r_names: list[str]) -> list[tuple[str, str]] | None:

@@ -298,7 +298,7 @@ def verify_module(candidate: nn.Module, reference: str | nn.Module, options: Ver
     input_size = checked_input_size(DEFAULT_INPUT_SIZE if options.input_size is None else options.input_size)
     _check_cpu(candidate, "candidate")
     for side, model in (("candidate", candidate), ("reference", reference)):
-        lazy = isinstance(model, nn.Module) and any(map(is_lazy, itertools.chain(model.parameters(), model.buffers())))
+        lazy = isinstance(model, nn.Module) and bool(_lazy_modules(model))
         if lazy and not options.port:
             raise VerifyError(f"port=False compares the weights the models hold, and the {side}'s lazy modules hold "
                               f"none yet: call it once on an input first, or verify with port=True")
@@ -376,12 +376,17 @@ def _precisions(model: nn.Module) -> str:
                                 if t.is_floating_point() and t.dtype != torch.float32}))
 
 
+def _lazy_modules(model: nn.Module) -> list[str]:
+    """The modules of ``model`` holding tensors a lazy module has not given a shape yet."""
+    return sorted({name.rpartition(".")[0] or "(root)" for name, t in
+                   itertools.chain(model.named_parameters(), model.named_buffers()) if is_lazy(t)})
+
+
 def _materialized(model: nn.Module, side: str, x: torch.Tensor, seed: int) -> list[str]:
     """A copy with lazy modules (``nn.LazyLinear``: shapes unknown until the first call) materialized by one eval
     pass on the verification input, as their own first call would (seeded; mode and buffers left as they were);
     the note saying so, if it was needed."""
-    lazy = sorted({name.rpartition(".")[0] or "(root)" for name, t in
-                   itertools.chain(model.named_parameters(), model.named_buffers()) if is_lazy(t)})
+    lazy = _lazy_modules(model)
     if not lazy:
         return []
     _run(side, _pass, model, x, training=False, seed=seed)

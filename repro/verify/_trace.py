@@ -61,7 +61,7 @@ import itertools
 import os
 import types
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -69,7 +69,7 @@ from torch.overrides import TorchFunctionMode, has_torch_function, has_torch_fun
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
-from repro.equivalence import frozen_batchnorm_vectors, is_frozen_batchnorm
+from repro.equivalence import frozen_batchnorm_vectors, is_frozen_batchnorm, vectors_of_one_length
 
 INPUT = -1
 OUTPUT = -2
@@ -142,6 +142,11 @@ INDEXING_INVISIBLE = (
     "split by `qkv[0]`, a relative-position table looked up by `table[index]`) shows a structure difference that "
     "may be only that; verify it with a newer torch (2.14 shows such indexing)"
 )
+
+
+def squeezed(shape: Sequence[int]) -> tuple[int, ...]:
+    """A shape without its dimensions of size 1: ``[1, C, 1, 1]`` and ``[C]`` alike are ``(C,)``."""
+    return tuple(d for d in shape if d != 1)
 
 
 def canonical_function(name: str) -> str:
@@ -242,8 +247,7 @@ class Node:
         """How many floating tensors it holds, if they are all vectors of one length (``[C]``, ``[1, C, 1, 1]``);
         0 otherwise."""
         floating = [t for t in self.tensors.values() if t.is_floating_point()]
-        vectors = all(max(t.shape, default=1) == t.numel() for t in floating)
-        return len(floating) if vectors and len({t.numel() for t in floating}) == 1 else 0
+        return len(floating) if vectors_of_one_length(floating) else 0
 
     @property
     def frozen_norm(self) -> bool:
