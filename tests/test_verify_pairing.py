@@ -96,6 +96,83 @@ def test_wrong_padding_is_caught_at_the_convolution_it_feeds(candidate, where):
     assert "while its input agrees" in report.divergence_detail
 
 
+@pytest.mark.parametrize("candidate, words", [
+    pytest.param(lambda: PadsOutside(pad=(1, 1, 1, 1)),
+                 "[settings of down vs the reference's c1: Conv2d vs Conv2dSame; padding in all 1 on every side vs "
+                 "top 0, bottom 1, left 0, right 1 (the candidate's: F.pad (1, 1, 1, 1) in pad, then padding (0, 0); "
+                 "the reference's: F.pad (0, 1, 0, 1) inside c1, then padding (0, 0))]", id="zeros"),
+    pytest.param(lambda: PadsOutside(value=1.0), "padding in all not zeros vs top 0, bottom 1, left 0, right 1 (the "
+                 "candidate's: F.pad (0, 1, 0, 1) value 1 in pad, then padding (0, 0);", id="ones"),
+])
+def test_the_padding_of_a_convolution_fed_by_a_pad_is_shown_in_all(candidate, words):
+    """Its ``padding`` setting is only a part of its padding: "padding (0, 0) vs (0, 0)" would hide the difference."""
+    assert words in verify(candidate(), PadsInside(), input_size=SMALL).divergence_detail
+
+
+class Doubled(nn.Conv2d):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+def test_padding_that_adds_up_to_the_same_is_not_named_as_a_difference():
+    """``F.pad`` by 1 then ``padding=0`` is ``padding=1``: a divergence at that convolution names its class alone."""
+    candidate = PadsOutside()
+    candidate.conv = Doubled(8, 8, 3)
+    report = verify(candidate, PadsInside(), input_size=SMALL)
+    assert report.first_divergence == "conv", str(report)
+    assert report.divergence_detail.endswith("[settings of conv vs the reference's c2: Doubled vs Conv2d]")
+
+
+# -- a module holding no tensors where a divergence is located: its partner by the dataflow ----------
+
+class Stem(nn.Module):
+    """A convolution, an activation, a pooling; ``extra`` steps (an ``nn.Identity`` computes nothing) between."""
+
+    def __init__(self, act: nn.Module, pool: nn.Module, extra: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.extra = extra or nn.Identity()
+        self.act, self.pool = act, pool
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.act(self.extra(self.conv(x)))).mean((2, 3)))
+
+
+class OtherStem(nn.Module):
+    """The same network, its steps named otherwise and without the ``nn.Identity``."""
+
+    def __init__(self, act: nn.Module, pool: nn.Module) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu, self.maxpool = act, pool
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.maxpool(self.relu(self.stem(x))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("candidate, where, words", [
+    pytest.param(OtherStem(nn.ReLU6(), nn.MaxPool2d(3, 2, 1)), "relu", "[settings of relu vs the reference's act: "
+                 "ReLU6 vs ReLU]", id="activation"),
+    pytest.param(OtherStem(nn.ReLU(), nn.MaxPool2d(3, 2, 0)), "maxpool", "[settings of maxpool vs the reference's "
+                 "pool: padding 0 vs 1]", id="pooling"),
+])
+def test_a_divergence_at_a_module_without_tensors_names_its_partners_settings(candidate, where, words):
+    report = verify(candidate, Stem(nn.ReLU(), nn.MaxPool2d(3, 2, 1)), input_size=SMALL)
+    assert report.first_divergence == where, str(report)
+    assert report.divergence_detail.endswith(words)
+
+
+def test_steps_that_are_not_one_for_one_name_no_partner():
+    """Two steps of the reference (a Hardtanh, then a ReLU) where the candidate has one: which is its partner is not
+    known, and none is named."""
+    reference = Stem(nn.ReLU(), nn.MaxPool2d(3, 2, 1), extra=nn.Hardtanh(-8.0, 8.0))
+    report = verify(OtherStem(nn.ReLU6(), nn.MaxPool2d(3, 2, 1)), reference, input_size=SMALL)
+    assert report.first_divergence == "relu", str(report)
+    assert "[settings" not in report.divergence_detail
+
+
 # -- a permute done outside the module it feeds is part of it, as a pad is ---------------------------
 
 class ChannelsFirstNorm(nn.LayerNorm):

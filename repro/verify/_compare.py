@@ -118,17 +118,18 @@ def _setting(value: object) -> str:
     return f"{value:.6g}" if isinstance(value, float) else repr(value)
 
 
-def settings_difference(candidate: nn.Module, reference: nn.Module) -> str:
+def settings_difference(candidate: nn.Module, reference: nn.Module, leave: frozenset[str] = frozenset()) -> str:
     """What differs between two paired modules' settings, in words (empty when nothing visible does):
     their classes where those differ, then every setting both have with another value, candidate's first.
     A cause to read beside a numerical divergence, never a verdict: settings are named differently
-    across libraries, and a setting may not matter (or be applied elsewhere, as TF "same" padding is)."""
+    across libraries, and a setting may not matter (or be applied elsewhere, as TF "same" padding is: ``leave``
+    names the settings to leave out, said otherwise by the caller)."""
     words = []
     if type(candidate).__name__ != type(reference).__name__:
         words.append(f"{type(candidate).__name__} vs {type(reference).__name__}")
     ours, theirs = _settings(candidate), _settings(reference)
     for k in ours:
-        if k in theirs and ours[k] != theirs[k]:
+        if k in theirs and ours[k] != theirs[k] and k not in leave:
             shown = (_setting(ours[k]), _setting(theirs[k]))
             if shown[0] == shown[1]:  # 0.09999999999999998 (1 - 0.9) vs 0.1: written in full, not as two equal numbers
                 shown = (repr(ours[k]), repr(theirs[k]))

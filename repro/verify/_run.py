@@ -560,8 +560,8 @@ class _Verification:
             self.cand_graph, cand_recorder = _run("candidate", trace, self.candidate.eval(),
                                                   self.x[self.samples].clone())
         # How often each module runs in one pass: a stochastic module applied twice counts twice.
-        self.calls = {"candidate": Counter(c.name for c in cand_recorder.calls),
-                      "reference": Counter(c.name for c in ref_recorder.calls)}
+        self.trace_calls = {"candidate": cand_recorder.calls, "reference": ref_recorder.calls}
+        self.calls = {side: Counter(c.name for c in calls) for side, calls in self.trace_calls.items()}
         try:
             self.pairing = pair_nodes(self.cand_graph, self.ref_graph)
         except UndecidedTie as tie:
@@ -881,7 +881,8 @@ class _Verification:
                 report.first_divergence, report.divergence_detail = failing.first_divergence, failing.detail
 
     def _settings_note(self, module: str | None) -> str:
-        """Where a divergence is located at a paired module: how its settings differ from its partner's."""
+        """Where a divergence is located at a module with a partner (a paired node, or a module holding no tensors
+        that the dataflow puts in a reference module's place): how its settings differ from its partner's."""
         if module is None or not hasattr(self, "pairing"):
             return ""
         for node in self.cand_graph.called():
@@ -889,17 +890,62 @@ class _Verification:
             # A part of a module (its tensors used by functional calls) has no settings of its own to show.
             if node.display == module and partner is not None and not node.part:
                 ref_node = self.ref_graph.nodes[partner]
-                words = settings_difference(node.module, ref_node.module)
                 partner_name = self.ref_graph.name(partner)
+                pads = (node.padding, ref_node.padding)
+                # Padding by F.pad or a padding module (inside the convolution or before it) makes its padding
+                # setting only a part of the padding: the padding in all is compared instead.
+                padded = pads[0] is not None and pads[1] is not None and (len(pads[0].steps) > 1
+                                                                          or len(pads[1].steps) > 1)
+                words = [settings_difference(node.module, ref_node.module,
+                                             frozenset({"padding", "padding_mode"}) if padded else frozenset())]
+                if padded and (pads[0].sides is None or pads[0].sides != pads[1].sides):
+                    words.append(f"padding in all {pads[0].in_all()} vs {pads[1].in_all()} (the candidate's: "
+                                 f"{', then '.join(pads[0].steps)}; the reference's: {', then '.join(pads[1].steps)})")
                 frozen = [(side, name) for side, n, name in (("candidate", node, module),
                                                              ("reference", ref_node, partner_name)) if n.frozen_norm]
                 if len(frozen) == 1:
                     side, name = frozen[0]
-                    words += (f"{'; ' if words else ''}the {side}'s {name} holds its weight and bias as buffers, a "
-                              f"frozen BatchNorm (no gradients; in train mode it may normalize by its running "
-                              f"statistics, not the batch's)")
-                return f" [settings of {module} vs the reference's {partner_name}: {words}]" if words else ""
-        return ""
+                    words.append(f"the {side}'s {name} holds its weight and bias as buffers, a frozen BatchNorm (no "
+                                 f"gradients; in train mode it may normalize by its running statistics, not the "
+                                 f"batch's)")
+                shown = "; ".join(w for w in words if w)
+                return f" [settings of {module} vs the reference's {partner_name}: {shown}]" if shown else ""
+        found = self._step_partner(module)
+        if found is None:
+            return ""
+        partner_name, ours, theirs = found
+        words = settings_difference(ours, theirs)
+        return f" [settings of {module} vs the reference's {partner_name}: {words}]" if words else ""
+
+    def _step_partner(self, module: str) -> tuple[str, nn.Module, nn.Module] | None:
+        """The reference module in the place of ``module``, a module holding no tensors (an activation, a pooling):
+        the leaf modules that compute from the same points (paired nodes' inputs and outputs, the model input) are
+        taken in order on both sides, and where there are as many on each, the one at its position is its partner
+        (timm's ``act1``, ``maxpool`` for another ResNet's ``relu``, ``pool``). ``None`` where they are not one for
+        one (a step written as a function on one side) or ``module`` holds tensors or runs no module of its own."""
+        def step(model: nn.Module, call: Call) -> bool:  # a leaf module that computes (not an ``nn.Identity``)
+            return (call.node is None and bool(call.name) and call.output_keys != call.input_keys
+                    and next(model.get_submodule(call.name).children(), None) is None)
+
+        calls = self.trace_calls
+        # The call the divergence was located at (``Divergence.order``: its place in end order), else the first.
+        ends = {found.order for found in self.divergences.values() if found.module == module}
+        named = [c for c in calls["candidate"] if c.name == module and c.node is None]
+        for call in [c for c in named if c.end in ends] or named[:1]:
+            upstream = set()
+            for key in call.upstream:
+                partner = self.pairing.nodes.get(key[1]) if len(key) == 3 else -1
+                if partner is None:
+                    break
+                upstream.add(key if len(key) != 3 else (key[0], partner, key[2]))
+            else:
+                ours, theirs = ([c for c in calls[side] if c.upstream == at and step(model, c)]
+                                for side, model, at in (("candidate", self.candidate, call.upstream),
+                                                        ("reference", self.ref_model, frozenset(upstream))))
+                if call in ours and len(ours) == len(theirs):
+                    name = theirs[ours.index(call)].name
+                    return name, self.candidate.get_submodule(module), self.ref_model.get_submodule(name)
+        return None
 
     def _float32_exact(self, prefix: str) -> bool:
         diffs = [d for k, d in self.report.float32.items() if k.startswith(prefix)]

@@ -86,8 +86,10 @@ _ELEMENTWISE_ARITHMETIC = {"add", "sub", "rsub", "mul", "div", "rsqrt", "sqrt", 
 # Padding: a convolution padded by a separate op or module (``F.pad``, ``nn.ZeroPad2d``) computes what one that
 # pads inside (``padding=``, timm's ``Conv2dSame``) does; the node it feeds takes the unpadded tensor as its input.
 # The same for a layout change: a norm over channels permuted to the last axis outside the module or inside it.
-_ARRANGE_FUNCTIONS = {"pad", "constant_pad_nd", "_pad", "permute", "transpose", "movedim", "swapaxes", "swapdims",
+_PAD_FUNCTIONS = {"pad", "constant_pad_nd", "_pad"}
+_ARRANGE_FUNCTIONS = _PAD_FUNCTIONS | {"permute", "transpose", "movedim", "swapaxes", "swapdims",
                       "contiguous"}
+_CONV_FUNCTIONS = {"conv1d", "conv2d", "conv3d"}
 # Concatenations keep their inputs apart: which slot a module's output fills is part of where it goes.
 _CAT_FUNCTIONS = {"cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack", "column_stack"}
 _RANDOM_FUNCTIONS = {
@@ -200,6 +202,65 @@ def stored_constants(model: nn.Module) -> set[str]:
             if b is not None and is_constant(b) and n not in module._non_persistent_buffers_set}
 
 
+_SIDES_2D = ("top", "bottom", "left", "right")
+
+
+@dataclass(frozen=True)
+class ConvPadding:
+    """How a convolution's input was padded, whoever padded it: the steps in words (``F.pad (0, 1, 0, 1) inside
+    conv_stem``, then the convolution's own ``padding (0, 0)``), and the zero padding they add up to on each side
+    (``(before, after)`` per spatial dimension, height first), ``None`` where a step pads otherwise (reflect,
+    a constant other than 0). A convolution padding inside (``padding=1``) and one fed by ``F.pad`` or
+    ``nn.ZeroPad2d`` compute the same where these sides agree, whatever their ``padding`` settings say."""
+
+    steps: tuple[str, ...]
+    sides: tuple[tuple[int, int], ...] | None
+
+    def in_all(self) -> str:
+        if self.sides is None:
+            return "not zeros"
+        flat = [n for pair in self.sides for n in pair]
+        if len(set(flat)) == 1:
+            return f"{flat[0]} on every side"
+        names = _SIDES_2D if len(self.sides) == 2 else tuple(
+            f"dim {d} {end}" for d in range(len(self.sides)) for end in ("before", "after"))
+        if len(self.sides) == 1:
+            names = ("left", "right")
+        return ", ".join(f"{name} {n}" for name, n in zip(names, flat, strict=True))
+
+
+def conv_padding(name: str, args: tuple, kwargs: dict, padded: list[tuple[tuple[int, ...], str, float, str]] | None,
+                 owner: str) -> ConvPadding:
+    """The ``ConvPadding`` of one call of a convolution function (``F.conv2d(x, w, b, stride, padding, ...)``)
+    whose input the pad operations ``padded`` (``(pad, mode, value, where)``, first first) made."""
+    weight = args[1] if len(args) > 1 else kwargs["weight"]
+    spatial = weight.ndim - 2
+    padding = kwargs.get("padding", args[4] if len(args) > 4 else 0)
+    dilation = kwargs.get("dilation", args[5] if len(args) > 5 else 1)
+    dilation = (dilation,) * spatial if isinstance(dilation, int) else tuple(dilation)
+    if padding == "same":  # what torch does for padding="same": the odd one at the end
+        totals = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:], strict=True)]
+        sides = [(t // 2, t - t // 2) for t in totals]
+    elif padding == "valid":
+        sides = [(0, 0)] * spatial
+    else:
+        own = (padding,) * spatial if isinstance(padding, int) else tuple(padding)
+        sides = [(p, p) for p in own]
+    shown = padding if isinstance(padding, str) else tuple(p for p, _ in sides)
+    steps, zeros = [], True
+    for pad, mode, value, where in padded or ():
+        inside = where == owner or where.startswith(f"{owner}.")
+        place = f"inside {owner or '(root)'}" if inside else f"in {where or '(root)'}"
+        how = "" if mode == "constant" and not value else f" {mode}" if mode != "constant" else f" value {value:g}"
+        steps.append(f"F.pad {tuple(pad)}{how} {place}")
+        zeros &= mode == "constant" and not value and all(p == 0 for p in pad[2 * spatial:])
+        for d in range(min(spatial, len(pad) // 2)):  # F.pad's pairs start from the last dimension
+            before, after = sides[spatial - 1 - d]
+            sides[spatial - 1 - d] = (before + pad[2 * d], after + pad[2 * d + 1])
+    steps.append(f"padding {shown}")
+    return ConvPadding(tuple(steps), tuple(sides) if zeros else None)
+
+
 @dataclass
 class Node:
     """A module holding parameters or persistent buffers of its own (architecture constants aside)."""
@@ -225,6 +286,7 @@ class Node:
     # A part split off a module whose tensors are used in several places (a network written with functional calls
     # on parameters of its own): its first tensor, which names it beside the module.
     part: str = ""
+    padding: ConvPadding | None = None  # a convolution's, from its first call
 
     @property
     def display(self) -> str:
@@ -487,6 +549,7 @@ class Recorder(TorchFunctionMode):
         self.producer = WeakIdKeyDictionary()  # tensor -> index of the innermost call that last wrote it
         self.serial = WeakIdKeyDictionary()  # tensor -> number unique within the pass (ids are reused)
         self.arranged = WeakIdKeyDictionary()  # padded or permuted tensor -> (its source, the source's version)
+        self.padded = WeakIdKeyDictionary()  # padded tensor -> the pad operations that made it (``conv_padding``)
         self._serials = itertools.count()
         self.calls: list[Call] = []
         self.stack: list[Call] = []
@@ -882,6 +945,10 @@ class Recorder(TorchFunctionMode):
                 role = "affine" if name in _AFFINE_FUNCTIONS else canonical_function(name)
                 for local in locals_:
                     node.roles.setdefault(local, f"{role}#{position}")
+        if name in _CONV_FUNCTIONS and data and consumed and consumed[0][1].padding is None:
+            node = consumed[0][1]
+            source = args[0] if args else kwargs.get("input")
+            node.padding = conv_padding(name, args, kwargs, self.padded.get(source), node.name)
         if data and uses:
             in_own_call = {c.node for c in self.node_stack}
             outside = [n for n in uses if self.nodes[n].container or n not in in_own_call]
@@ -899,6 +966,14 @@ class Recorder(TorchFunctionMode):
         if name in _ARRANGE_FUNCTIONS and len(outs) == 1 and data and isinstance(args[0], torch.Tensor):
             source = self._unarranged(args[0])
             self.arranged[outs[0]] = (source, source._version)
+            if name in _PAD_FUNCTIONS:
+                pad = kwargs.get("pad", args[1] if len(args) > 1 else ())
+                mode = "constant" if name == "constant_pad_nd" else kwargs.get("mode", args[2] if len(args) > 2 else
+                                                                               "constant")
+                value = kwargs.get("value", args[3 if name != "constant_pad_nd" else 2] if len(args) > (
+                    3 if name != "constant_pad_nd" else 2) else None)
+                self.padded[outs[0]] = [*self.padded.get(args[0], ()), (tuple(pad), mode, value or 0.0,
+                                                                         self._where())]
         if data and (name in _CAT_FUNCTIONS or any(t in self.slots for t in inputs)):
             entries: set = set()
             for position, t in enumerate(inputs):
