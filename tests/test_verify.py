@@ -423,3 +423,7 @@ def test_cli_broken_user_code_is_bad_input(tmp_path, capsys):
     assert "NameError" in capsys.readouterr().err
     assert main([f"{needs_args}:Net", "--against", RESNET]) == 2
     assert "missing 1 required positional argument" in capsys.readouterr().err
+    not_a_module = tmp_path / "not_a_module.py"
+    not_a_module.write_text("def make():\n    return 3\n")
+    assert main([f"{not_a_module}:make", "--against", RESNET]) == 2
+    assert "make() returned an object of type int, not an nn.Module" in capsys.readouterr().err

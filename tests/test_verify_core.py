@@ -709,6 +709,14 @@ def test_a_missing_output_field_is_a_verify_error():
         verify(Returns("dict"), Net(), input_size=SIZE, output="scores")
 
 
+def test_an_output_field_that_chooses_nothing_is_said():
+    """Both models return one tensor: ``output=`` names nothing, and the report says so rather than ignore it."""
+    report = verify(Net(), Net(), input_size=SIZE, output="scores")
+    assert report.bit_exact
+    assert "output='scores' chooses nothing: both models return one tensor, and it is compared" in report.notes
+    assert not any("chooses nothing" in n for n in verify(Returns("dict"), Net(), input_size=SIZE).notes)
+
+
 # -- command line ----------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -735,6 +743,19 @@ def test_cli_passes_keyword_arguments_to_both_models(models, capsys):
     assert data["levels"]["stochastic configuration"]["holds"] is True
     assert main(args + ["--candidate-kwargs", '{"drop": 0.3}']) == 1
     assert json.loads(capsys.readouterr().out)["verdict"] == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION"
+
+
+@pytest.mark.parametrize("size", [["2", "3", "8", "8"], ["2x3x8x8"], ["2,3,8,8"], ["8"]])
+def test_cli_input_size_as_written_here_or_in_the_atlas(models, size, capsys):
+    assert main([f"{models}:Net", "--against", f"{models}:Net", "--input-size", *size, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_size"] == [2, 3, 8, 8]
+
+
+@pytest.mark.parametrize("size", [["2x3x8x"], ["2", "3", "0", "8"], ["two"]])
+def test_cli_bad_input_size_is_one_line_and_exit_2(models, size, capsys):
+    assert main([f"{models}:Net", "--against", f"{models}:Net", "--input-size", *size]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --input-size takes") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -17,6 +17,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _input_size(values: list[str]) -> tuple[int, ...]:
+    """``2 3 224 224``, ``2x3x224x224`` (as the atlas writes it), ``2,3,224,224``, or ``224`` for 2x3x224x224."""
     try:
-        sizes = [int(v) for v in values]
+        sizes = [int(v) for v in re.split(r"[x,]", ",".join(values).lower())]
     except ValueError as err:
         raise CliError(f"--input-size takes integers such as '2 3 224 224' or '224', got {' '.join(values)!r}") from err
     if len(sizes) == 1:
@@ -119,7 +121,7 @@ def _build(target: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         raise CliError(f"{target}({args}) failed: {type(err).__name__}: {err}") from err
     if not isinstance(model, nn.Module):
-        raise CliError(f"{target}() returned a {type(model).__name__}, not an nn.Module")
+        raise CliError(f"{target}() returned an object of type {type(model).__name__}, not an nn.Module")
     return model
 
 
@@ -140,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", required=True, metavar="SPEC",
                         help="reference, e.g. timm:resnet50 or torchvision:resnet50")
     parser.add_argument("--input-size", nargs="+", default=None, metavar="N",
-                        help="input size, e.g. '2 3 224 224' (the default; an ONNX file's: its graph's) or '224' "
-                             "for 2x3x224x224")
+                        help="input size, e.g. '2 3 224 224' or '2x3x224x224' (the default; an ONNX file's: its "
+                             "graph's) or '224' for 2x3x224x224")
     parser.add_argument("--format", choices=("markdown", "json", "text"), default="markdown")
     parser.add_argument("--rtol", type=float, default=None,
                         help=f"relative tolerance (default: float64 copies, within {FLOAT64_RTOL:g})")
