@@ -318,7 +318,8 @@ def verify_module(candidate: nn.Module, reference: str | nn.Module, options: Ver
     report.notes += [f"the {side} is a torch.compile wrapper: the module it compiles is verified (what the compiled "
                      f"kernels compute is not; time or run them with repro.bench)" for side in compiled]
     if options.output is not None and all(o.get("what") == "the output tensor" for o in report.outputs):
-        report.notes.append(f"output={options.output!r} chooses nothing: both models return one tensor, and it is compared")
+        report.notes.append(f"output={options.output!r} chooses nothing: both models return one tensor, and it is "
+                            f"compared")
     if options.port_into_candidate and report.port is not None:
         run.port(ref32, candidate)
         report.notes.append("the reference's weights were copied into the candidate (port_into_candidate=True)")
