@@ -30,6 +30,8 @@ if neither model runs in float64, the stated ``FLOAT32_RTOL``.
 from __future__ import annotations
 
 import copy
+import gc
+import itertools
 import math
 import types
 from dataclasses import dataclass, field
@@ -286,7 +288,9 @@ def calibrated_tolerance(reference_errors: Sequence[float] | None, why: str) -> 
 def copy_model(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` that runs on its own tensors only: a ``forward`` set on an
     instance (``net.forward = lambda x: net.head(...)``) is rebuilt with its closure copied
-    along, so that it calls the copy's modules, not the original's."""
+    along, so that it calls the copy's modules, not the original's. What that closure holds and
+    cannot be copied (a context variable in a ``torch.export`` program's guard function) is shared
+    where it reaches none of the model's modules and tensors."""
     # A scripted function held as an attribute is stateless and cannot be deep-copied: share it.
     memo: dict[int, Any] = {
         id(value): value
@@ -295,21 +299,49 @@ def copy_model(model: nn.Module) -> nn.Module:
         if isinstance(value, torch.jit.ScriptFunction)
     }
     clone = copy.deepcopy(model, memo)
+    own = {id(o) for o in itertools.chain(model.modules(), model.parameters(), model.buffers())}
     for name, module in model.named_modules():
         fn = module.__dict__.get("forward")
         if isinstance(fn, types.FunctionType) and fn.__closure__:
-            cells = tuple(_copy_cell(cell, memo) for cell in fn.__closure__)
+            cells = tuple(_copy_cell(cell, memo, own) for cell in fn.__closure__)
             clone.get_submodule(name).forward = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__,
                                                                    fn.__defaults__, cells)
     return clone
 
 
-def _copy_cell(cell: types.CellType, memo: dict[int, Any]) -> types.CellType:
+def _copy_cell(cell: types.CellType, memo: dict[int, Any], own: set[int]) -> types.CellType:
     try:
         contents = cell.cell_contents
     except ValueError:  # an empty cell
         return cell
-    return types.CellType(copy.deepcopy(contents, memo))
+    try:
+        return types.CellType(copy.deepcopy(contents, memo))
+    except (TypeError, copy.Error):
+        if _reaches(contents, own):
+            raise
+        return cell
+
+
+def _reaches(root: object, own: set[int], depth: int = 6) -> bool:
+    """Whether ``root`` holds one of the objects ``own`` (by id), through its referents (a function's: its
+    closure and defaults, not its module's globals), ``depth`` steps at most."""
+    seen: set[int] = set()
+    level = [root]
+    for _ in range(depth):
+        following = []
+        for obj in level:
+            if id(obj) in own:
+                return True
+            if id(obj) in seen or isinstance(obj, (type, types.ModuleType, types.CodeType, str, bytes, int, float)):
+                continue
+            seen.add(id(obj))
+            if isinstance(obj, types.FunctionType):
+                following += [c.cell_contents for c in obj.__closure__ or () if c != types.CellType()]
+                following += list(obj.__defaults__ or ()) + list((obj.__kwdefaults__ or {}).values())
+            else:
+                following += gc.get_referents(obj)
+        level = following
+    return any(id(obj) in own for obj in level)
 
 
 def float64_copy(model: nn.Module) -> nn.Module:

@@ -717,6 +717,46 @@ def test_an_output_field_that_chooses_nothing_is_said():
     assert not any("chooses nothing" in n for n in verify(Returns("dict"), Net(), input_size=SIZE).notes)
 
 
+# -- deployment artifacts: a torch.export program, an fx graph; TorchScript said ----------------------
+
+def _exported(model: nn.Module, dynamic: bool = True) -> torch.export.ExportedProgram:
+    shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic else None
+    return torch.export.export(model.eval(), (torch.randn(SIZE),), dynamic_shapes=shapes)
+
+
+@pytest.mark.parametrize("dynamic", [True, False], ids=["any-batch", "its-batch-alone"])
+@pytest.mark.parametrize("as_module", [False, True], ids=["program", "module"])
+def test_a_torch_export_program_is_verified_in_the_mode_it_was_exported_in(dynamic, as_module):
+    """Its weights sit in modules without a forward, its operators are ATen's; its train() raises, so the train step
+    and the dropout rates do not apply; exported for one batch size, it runs on the whole batch."""
+    program = _exported(Net(drop=nn.Dropout(0.2)), dynamic)
+    report = verify(program.module() if as_module else program, Net(), input_size=SIZE)
+    assert report.bit_exact, str(report)
+    assert set(report.layers["candidate"]) == {"conv", "bn", "mix", "fc"}  # named by the modules holding them
+    for level in ("train step", "stochastic configuration"):
+        assert report.levels[level].holds is None
+        assert "train() raises NotImplementedError" in report.levels[level].detail
+    assert any(n.startswith("the candidate fails on a single sample") for n in report.notes) is not dynamic
+
+
+def test_a_mistake_in_a_torch_export_program_is_caught_where_it_lives():
+    report = verify(_exported(Net(eps=1e-3)), Net(), input_size=SIZE)
+    assert not report.equivalent and report.first_divergence == "bn", str(report)
+
+
+def test_an_fx_graph_module_is_verified_like_the_model_it_traces():
+    assert verify(torch.fx.symbolic_trace(Net()), Net(), input_size=SIZE).bit_exact
+    report = verify(torch.fx.symbolic_trace(Net(eps=1e-3)), Net(), input_size=SIZE)
+    assert not report.equivalent and report.first_divergence == "bn", str(report)
+
+
+@pytest.mark.parametrize("make", [torch.jit.script, lambda m: torch.jit.trace(m.eval(), torch.randn(SIZE))],
+                         ids=["script", "trace"])
+def test_a_torchscript_model_is_a_verify_error_saying_what_to_verify_instead(make):
+    with pytest.raises(VerifyError, match=r"TorchScript module .* its ONNX export"):
+        verify(make(Net()), Net(), input_size=SIZE)
+
+
 # -- command line ----------------------------------------------------------------------------------
 
 @pytest.fixture

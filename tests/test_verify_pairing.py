@@ -615,9 +615,9 @@ class FunctionalNet(nn.Module):
     """ModuleNet as F.conv2d / F.batch_norm / F.linear calls: parameters in a ``ParameterDict``, a ``ParameterList``
     or on the model itself, BatchNorm statistics and counts registered on the model (a MAML-style network)."""
 
-    def __init__(self, holder: str, eps2: float = 1e-5, stride2: int = 2) -> None:
+    def __init__(self, holder: str, eps2: float = 1e-5, stride2: int = 2, ops: str = "F") -> None:
         super().__init__()
-        self.holder, self.eps2, self.stride2 = holder, eps2, stride2
+        self.holder, self.eps2, self.stride2, self.ops = holder, eps2, stride2, ops
         shapes = {"conv1": (8, 3, 3, 3), "bn1_weight": (8,), "bn1_bias": (8,), "conv2": (8, 8, 3, 3),
                   "bn2_weight": (8,), "bn2_bias": (8,), "fc_weight": (4, 8), "fc_bias": (4,)}
         self.order = list(shapes)
@@ -642,8 +642,13 @@ class FunctionalNet(nn.Module):
     def bn(self, x, name: str, eps: float = 1e-5):
         if self.training:
             getattr(self, f"{name}_count").add_(1)
-        return F.batch_norm(x, getattr(self, f"{name}_mean"), getattr(self, f"{name}_var"), self.p(f"{name}_weight"),
-                            self.p(f"{name}_bias"), self.training, 0.1, eps)
+        mean, var, weight, bias = (getattr(self, f"{name}_mean"), getattr(self, f"{name}_var"),
+                                   self.p(f"{name}_weight"), self.p(f"{name}_bias"))
+        if self.ops == "F":
+            return F.batch_norm(x, mean, var, weight, bias, self.training, 0.1, eps)
+        # torch.batch_norm and ATen's take the weight and bias before the statistics, F.batch_norm after them.
+        batch_norm = torch.batch_norm if self.ops == "torch" else torch.ops.aten.batch_norm.default
+        return batch_norm(x, weight, bias, mean, var, self.training, 0.1, eps, False)
 
     def forward(self, x):
         x = self.bn(F.conv2d(x, self.p("conv1"), padding=1), "bn1").relu()
@@ -651,11 +656,14 @@ class FunctionalNet(nn.Module):
         return F.linear(x.mean((2, 3)), self.p("fc_weight"), self.p("fc_bias"))
 
 
-@pytest.mark.parametrize("holder", ["dict", "list", "model"])
-def test_a_network_of_functional_calls_pairs_by_where_each_tensor_is_used(holder):
+@pytest.mark.parametrize("holder, ops", [("dict", "F"), ("list", "F"), ("model", "F"), ("dict", "torch"),
+                                         ("model", "aten")])
+def test_a_network_of_functional_calls_pairs_by_where_each_tensor_is_used(holder, ops):
     """Each functional call is a module of its own (its tensors split off the one holding them); a count no call
-    uses goes with the statistics beside it."""
-    report = verify(FunctionalNet(holder), ModuleNet(), input_size=SMALL)
+    uses goes with the statistics beside it. Its tensors pair by the argument each is passed as, by name: the
+    same for ``F.batch_norm``, ``torch.batch_norm`` and the ATen operator a ``torch.export`` program calls, which
+    take them in another order."""
+    report = verify(FunctionalNet(holder, ops=ops), ModuleNet(), input_size=SMALL)
     assert report.bit_exact, str(report)
     assert len(report.layers) == 5 and report.port is not None and len(report.port.pairs) == 14
     assert {p.target_key: p.source_key for p in report.port.pairs}["bn2_count"] == "bn2.num_batches_tracked"

@@ -290,11 +290,26 @@ def verify_module(candidate: nn.Module, reference: str | nn.Module, options: Ver
     way under which every paired module agrees) decides which module is which, and
     ``VerifyError`` when a model cannot run on the input.
     """
+    exported = [side for side, model in (("candidate", candidate), ("reference", reference))
+                if isinstance(model, torch.export.ExportedProgram)]
+    candidate, reference = (model.module() if isinstance(model, torch.export.ExportedProgram) else model
+                            for model in (candidate, reference))
     if not isinstance(candidate, nn.Module):
-        raise TypeError(f"candidate must be an nn.Module or an ONNX file (.onnx), got {type(candidate).__name__}")
+        raise TypeError(f"candidate must be an nn.Module, a torch.export program or an ONNX file (.onnx), got "
+                        f"{type(candidate).__name__}")
+    for side, model in (("candidate", candidate), ("reference", reference)):
+        if isinstance(model, torch.jit.ScriptModule):
+            raise VerifyError(f"the {side} is a TorchScript module (torch.jit.script or trace): it runs outside "
+                              f"Python, where verify cannot follow its dataflow; verify the module it was made from, "
+                              f"or its ONNX export (torch.onnx.export(model, x, 'model.onnx', dynamo=False, "
+                              f"do_constant_folding=False), then verify('model.onnx', ...))")
     compiled = [side for side, model in (("candidate", candidate), ("reference", reference))
                 if isinstance(model, nn.Module) and uncompiled(model) is not model]
     candidate = uncompiled(candidate)
+    name = "torch.export.ExportedProgram" if "candidate" in exported else _type_name(candidate)
+    # A model that refuses train mode (a torch.export program runs in the mode it was exported in): one function.
+    refusing = {side: why for side, model in (("candidate", candidate), ("reference", reference))
+                if isinstance(model, nn.Module) and (why := _refuses_train_mode(model))}
     input_size = checked_input_size(DEFAULT_INPUT_SIZE if options.input_size is None else options.input_size)
     _check_cpu(candidate, "candidate")
     for side, model in (("candidate", candidate), ("reference", reference)):
@@ -307,16 +322,30 @@ def verify_module(candidate: nn.Module, reference: str | nn.Module, options: Ver
                               "shapes yet: call it once on an input first")
     ref32, ref_name = resolve_reference(reference, options.reference_kwargs)
     cand32 = _copy(candidate, "candidate")
-    report = VerifyReport(_type_name(candidate), ref_name, input_size, (options.given_tolerance or FLOAT64).rtol)
+    report = VerifyReport(name, ref_name, input_size, (options.given_tolerance or FLOAT64).rtol)
     prepare(cand32, ref32, report, options.output, options.seed)
     if options.port:
         randomize_reference(ref32, input_size, options.seed)
-    run = compare_models(cand32, ref32, report, port=options.port, train=options.train,
+    one_sample = _fails_on_one_sample(cand32, input_size, options.seed)
+    not_applicable = {}
+    if refusing:
+        why = "; ".join(f"the {side}'s train() raises {err}" for side, err in refusing.items())
+        not_applicable = {"train step": f"not applicable: {why} (a torch.export program runs in the mode it was "
+                                        f"exported in); the eval levels compare the one function it computes",
+                          "stochastic configuration": f"not applicable: {why}, so no dropout rate acts"}
+    run = compare_models(cand32, ref32, report, port=options.port, train=options.train and not refusing,
                          tolerance=options.given_tolerance, seed=options.seed,
-                         wide_input_scale=options.wide_input_scale)
+                         wide_input_scale=options.wide_input_scale, whole_batch=one_sample is not None,
+                         not_applicable=not_applicable)
     # After the comparison, which starts its notes afresh where float64 fails.
     report.notes += [f"the {side} is a torch.compile wrapper: the module it compiles is verified (what the compiled "
                      f"kernels compute is not; time or run them with repro.bench)" for side in compiled]
+    report.notes += [f"the {side} is a torch.export program: the module its module() builds is verified"
+                     for side in exported]
+    if one_sample is not None:
+        report.notes.append(f"the candidate fails on a single sample ({one_sample}) and runs on the whole batch: its "
+                            f"trace and the scaled-up pass take every sample, so a single sample's output shape is not "
+                            f"checked")
     if options.output is not None and all(o.get("what") == "the output tensor" for o in report.outputs):
         report.notes.append(f"output={options.output!r} chooses nothing: both models return one tensor, and it is "
                             f"compared")
@@ -324,6 +353,35 @@ def verify_module(candidate: nn.Module, reference: str | nn.Module, options: Ver
         run.port(ref32, candidate)
         report.notes.append("the reference's weights were copied into the candidate (port_into_candidate=True)")
     return report
+
+
+def _refuses_train_mode(model: nn.Module) -> str | None:
+    """Why ``model`` cannot be put in train mode (a ``torch.export`` program's ``train()`` raises
+    NotImplementedError), or ``None``: asked for the mode it is in, every module's mode restored after."""
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        model.train(model.training)
+    except (NotImplementedError, RuntimeError) as err:
+        return f"{type(err).__name__}: {err}"
+    finally:
+        for module, training in modes:
+            module.training = training
+    return None
+
+
+def _fails_on_one_sample(model: nn.Module, input_size: tuple[int, ...], seed: int) -> str | None:
+    """How ``model`` (a copy) fails on the first sample alone in eval mode where it runs on the whole input (a
+    ``torch.export`` program exported for that batch size alone); ``None`` where it runs on one sample, or fails on
+    the whole input too (which the comparison then reports)."""
+    if input_size[0] == 1:
+        return None
+    x = verification_input(input_size, seed)
+    try:
+        _pass(model, x[:1], training=False, seed=seed)
+    except _MODEL_FAILURES as err:
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        return f"{type(err).__name__}: {first_line}" if _runs(model, x, seed) else None
+    return None
 
 
 def checked_input_size(input_size: Sequence[int]) -> tuple[int, ...]:

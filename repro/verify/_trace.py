@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import dis
 import functools
+import inspect
 import itertools
 import os
 import types
@@ -162,7 +163,10 @@ def canonical_function(name: str) -> str:
 
 
 def function_name(func: Callable) -> str:
-    return getattr(func, "__name__", None) or str(func)
+    """The name of a torch function or tensor method; an ATen operator called directly (a ``torch.export``
+    program calls ``torch.ops.aten.conv2d.default``) by its operator's name (``conv2d``), overload left out."""
+    packet = getattr(func, "overloadpacket", None)
+    return getattr(packet or func, "__name__", None) or str(func)
 
 
 def _writes_in_place(func: Callable, kwargs: dict) -> bool:
@@ -290,8 +294,23 @@ class Node:
 
     @property
     def display(self) -> str:
-        """How reports name it: its module, and for a part split off one, which (``(root)[params.conv1_weight]``)."""
-        return f"{self.name or '(root)'}[{self.part}]" if self.part else self.name or "(root)"
+        """How reports name it: its module, and for a part split off one, which (``(root)[params.conv1_weight]``);
+        a part holding exactly the tensors of one module without a forward is named by that module (a ``torch.export``
+        program keeps each layer's weights in one: ``layer1.0.conv1``)."""
+        if not self.part:
+            return self.name or "(root)"
+        holder = {local.rpartition(".")[0] for local in self.tensors}
+        if len(holder) == 1 and (prefix := holder.pop()):
+            try:
+                module = self.module.get_submodule(prefix)
+            except AttributeError:
+                module = None
+            # A count (a BatchNorm's) joins its part only once the pass ends (``_place_counts``): left out.
+            held = {f"{prefix}.{n}" for n, t in module.state_dict(keep_vars=True).items()
+                    if not is_constant(t) and (t.ndim or t.is_floating_point())} if module is not None else set()
+            if held == {n for n, t in self.tensors.items() if t.ndim or t.is_floating_point()}:
+                return f"{self.name}.{prefix}" if self.name else prefix
+        return f"{self.name or '(root)'}[{self.part}]"
 
     @property
     def kind(self) -> str:
@@ -358,10 +377,11 @@ class Node:
 
 
 def _holder(module: nn.Module) -> bool:
-    """A module that only holds tensors for its parent, with no forward of its own (``nn.ParameterDict``,
-    ``nn.ParameterList``): its tensors are the parent's, used where the parent's forward uses them."""
-    unimplemented = getattr(type(module), "forward", None) is nn.Module.forward  # a scripted module's raises
-    return unimplemented and next(module.children(), None) is None
+    """A module that only holds tensors for its parent, with no forward of its own nor in any module inside it
+    (``nn.ParameterDict``, ``nn.ParameterList``; the plain modules a ``torch.export`` program keeps its weights
+    in, ``layer1.0.conv1``): its tensors are the parent's, used where the parent's forward uses them."""
+    # A scripted module's forward raises rather than being unimplemented.
+    return all(getattr(type(m), "forward", None) is nn.Module.forward for m in module.modules())
 
 
 def _holds_for_others(name: str, module: nn.Module) -> bool:
@@ -515,6 +535,39 @@ class _ScriptedCall:
 
 def _tensors(tree: Any) -> list[torch.Tensor]:
     return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+
+
+@functools.lru_cache(maxsize=None)
+def _signatures() -> dict[Callable, Callable]:
+    """A Python signature for each torch function implemented in C++ (``torch.overrides``' dummies)."""
+    return torch.overrides.get_testing_overrides()
+
+
+def argument_names(func: Callable) -> tuple[str, ...] | None:
+    """The names of a torch function's arguments, in order: from an ATen operator's schema, a C++ function's
+    documented signature or a Python function's own; ``None`` where none is known. ``F.batch_norm`` takes the
+    running statistics before the weight, ``torch.batch_norm`` and ``aten.batch_norm`` after it: a tensor's role
+    is the argument it is passed as, by name."""
+    schema = getattr(func, "_schema", None)
+    if schema is not None:
+        return tuple(a.name for a in schema.arguments)
+    try:
+        return tuple(inspect.signature(_signatures().get(func, func)).parameters)
+    except (TypeError, ValueError):
+        return None
+
+
+def argument_of_each_tensor(func: Callable, args: tuple, kwargs: dict) -> list[str]:
+    """For each tensor ``_tensors((args, kwargs))`` lists, the argument it is passed as: its name (a method's
+    ``self`` called ``input``, as the function's first argument is), or its position where no name is known."""
+    names = argument_names(func) or ()
+    labels = []
+    for i, value in enumerate(args):
+        label = names[i] if i < len(names) and not names[i].startswith("*") else str(i)
+        labels += [label] * len(_tensors(value))
+    for key, value in kwargs.items():
+        labels += [key] * len(_tensors(value))
+    return ["input" if label == "self" else label for label in labels]
 
 
 class RandomWatch(TorchFunctionMode):
@@ -937,6 +990,7 @@ class Recorder(TorchFunctionMode):
             claimed = {n: self._claim(self.nodes[n], locals_) for n, locals_ in together.items()}
             consumed = [(position, claimed[node.id], locals_) for position, node, locals_ in consumed]
         derived_from: dict[int, frozenset] = {}
+        arguments = argument_of_each_tensor(func, args, kwargs) if consumed else []
         for position, node, locals_ in consumed:
             uses.add(node.id)
             derived_from[node.id] = derived_from.get(node.id, frozenset()) | locals_
@@ -944,7 +998,7 @@ class Recorder(TorchFunctionMode):
                 node.functions.add(name)
                 role = "affine" if name in _AFFINE_FUNCTIONS else canonical_function(name)
                 for local in locals_:
-                    node.roles.setdefault(local, f"{role}#{position}")
+                    node.roles.setdefault(local, f"{role}#{arguments[position]}")
         if name in _CONV_FUNCTIONS and data and consumed and consumed[0][1].padding is None:
             node = consumed[0][1]
             source = args[0] if args else kwargs.get("input")
