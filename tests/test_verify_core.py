@@ -199,6 +199,26 @@ def test_a_stochastic_module_applied_twice_counts_twice():
         "stochastic configuration"].detail
 
 
+class UnusedDropPath(Net):
+    """Builds a drop-path it never calls (timm's blocks build one and call it only where they have a residual)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = DropPath(0.1)
+
+
+def test_a_stochastic_layer_never_called_applies_no_rate():
+    report = verify(UnusedDropPath(), Net(), input_size=SIZE)
+    assert report.bit_exact, str(report)
+    assert report.levels["stochastic configuration"].detail == "candidate: none; reference: none"
+
+
+def test_a_rate_only_the_reference_has_is_a_divergence_at_the_candidates_root():
+    report = verify(Net(), Net(drop=nn.Dropout(0.2)), input_size=SIZE)
+    assert report.verdict == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION"
+    assert report.first_divergence == "(root)" and "none vs drop (Dropout.p=0.2)" in report.divergence_detail
+
+
 def test_a_real_mistake_behind_dropout_is_still_the_verdict():
     report = verify(Net(drop=nn.Dropout(0.2), eps=1e-3), Net(drop=nn.Dropout(0.2)), input_size=SIZE)
     assert report.verdict == "NOT EQUIVALENT" and report.first_divergence == "bn"
@@ -268,6 +288,13 @@ def test_a_train_step_random_draws_may_explain_is_undecided_not_different():
     # A train-mode mistake that arises before the first draw is one the draws cannot explain.
     report = verify(DropConnectByArgument(act=SiLUUnlessTraining()), Net(), input_size=SIZE)
     assert report.levels["train step"].holds is False and report.first_divergence == "act", str(report)
+    # So is a running statistic updated otherwise before the first draw, while every forward point agrees there.
+    candidate = DropConnectByArgument()
+    candidate.bn.momentum = 0.2
+    report = verify(candidate, Net(), input_size=SIZE)
+    train = report.levels["train step"]
+    assert train.holds is False and train.first_divergence == "bn", str(report)
+    assert "before any random number is drawn" in train.detail and "momentum 0.2 vs 0.1" in train.detail
 
 
 class DrawsAndKeepsEverything(Net):

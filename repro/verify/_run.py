@@ -4,6 +4,7 @@ port, compare, and name the first divergence."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import sys
@@ -414,8 +415,10 @@ def prepare(cand32: nn.Module, ref32: nn.Module, report: VerifyReport, output: s
     report.stochastic_candidate = _run("candidate", stochastic_layers, cand32, x)
     report.stochastic_reference = _run("reference", stochastic_layers, ref32, x)
     for side, layers in (("candidate", report.stochastic_candidate), ("reference", report.stochastic_reference)):
-        report.notes += [f"the {side}'s {layer} is kept on a module that draws no random numbers itself: a setting "
-                         f"for its children, not a stochastic layer" for layer in layers if not layer.acts]
+        report.notes += [f"the {side}'s {layer} is kept on a module that draws no random numbers itself in a "
+                         f"train-mode pass: a rate it does not apply (a setting for its children, or unused, as a "
+                         f"block without a residual leaves its drop-connect rate), not a stochastic layer"
+                         for layer in layers if not layer.acts]
     turn_off(cand32, report.stochastic_candidate)
     turn_off(ref32, report.stochastic_reference)
 
@@ -594,6 +597,7 @@ class _Verification:
         self.reference_random: dict[str, list[tuple[str, str]]] = {}
         self.divergences: dict[str, Divergence] = {}  # by pass
         self.calls: dict[str, Counter] = {}  # side -> module name -> calls in the traced pass
+        self.train_calls: dict[str, Counter] = {}  # side -> stochastic layer -> calls in the train step's forward
         self.grads: dict[str, Diff] = {}
         self.buffers: dict[str, Diff] = {}
         self.counts: dict[str, tuple[int, int]] = {}  # what the train step added to integer counts, both sides
@@ -855,8 +859,9 @@ class _Verification:
         called in train mode alone (``_pair_train_only``); the plain pass's numbers stay the verdict."""
         report = self.report
         pairs = [(cand_key, ref_key) for ref_key, cand_key in self.pairing.tensors]
-        cand, ref = _both(self.candidate, self.ref_model, self.x, training=True, seed=self.seed, watch=True,
-                          output_weights=output_weights)
+        with self._counting_stochastic_calls():
+            cand, ref = _both(self.candidate, self.ref_model, self.x, training=True, seed=self.seed, watch=True,
+                              output_weights=output_weights)
         diffs = _TrainDiffs.of(cand, ref, pairs)
         if cand.drew or ref.drew or not diffs.agrees(self.rtol) or self.train_only:
             del cand, ref
@@ -881,6 +886,29 @@ class _Verification:
         if self.buffers:
             name, worst = Diff.worst(self.buffers)
             report.checks[f"buffers after the train step (worst: {name})"] = worst
+
+    @contextmanager
+    def _counting_stochastic_calls(self):
+        """Count, in ``self.train_calls``, how often each stochastic layer of both models is called in the forward
+        pass of a train step (not again where activation checkpointing recomputes it in the backward pass): a
+        drop-path module a block builds and never calls (timm's, in a block without a residual) applies no rate."""
+        self.train_calls = {"candidate": Counter(), "reference": Counter()}
+        handles = []
+
+        def count(calls: Counter, name: str, module: nn.Module, args: tuple) -> None:
+            if torch._C._current_autograd_node() is None:
+                calls[name] += 1
+
+        for side, model, layers in (("candidate", self.candidate, self.report.stochastic_candidate),
+                                    ("reference", self.ref_model, self.report.stochastic_reference)):
+            for name in dict.fromkeys(layer.module for layer in acting(layers)):
+                handles.append(model.get_submodule(name).register_forward_pre_hook(
+                    functools.partial(count, self.train_calls[side], name)))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     # -- float32 ---------------------------------------------------------------------------
     def float32_checks(self, cand32: nn.Module, ref32: nn.Module, x: torch.Tensor) -> None:
@@ -1040,7 +1068,10 @@ class _Verification:
             return Level("train step", True, bit_exact)
         module, detail = self._train_divergence()
         still = self._still_drawing()
-        if still and "train" in self.captures and self.captures["train"].draws_may_explain(rtol):
+        early = self._buffer_difference_before_draws() if still else None
+        if early is not None:
+            module, detail = early
+        elif still and "train" in self.captures and self.captures["train"].draws_may_explain(rtol):
             return Level("train step", None, False, None,
                          f"cannot be decided here: random numbers are still drawn in train mode by {still} (not a "
                          f"rate this tool knows, so not turned off), drawn before the first difference, and the "
@@ -1062,12 +1093,15 @@ class _Verification:
         cand, ref = report.stochastic_candidate, report.stochastic_reference
         left = self._random_left()
         still = self._still_drawing()
-        cand, ref = (applications(acting(layers), self.calls.get(side, {}))
+        # How often each is applied: counted in the train step where one ran, else its calls in the eval trace.
+        observed = self.train_calls if self.trained else None
+        cand, ref = (applications(acting(layers), (observed or self.calls).get(side, {}), observed is not None)
                      for side, layers in (("candidate", cand), ("reference", ref)))
         side_by_side = f"candidate: {summary(cand)}; reference: {summary(ref)}"
         if not rates_match(cand, ref):
             at = next((i for i, (a, b) in enumerate(zip(cand, ref)) if a.rate != b.rate), min(len(cand), len(ref)))
-            where = cand[at].module or "(root)" if at < len(cand) else None
+            # A rate the candidate lacks: the candidate as a whole (its root) is where it differs.
+            where = cand[at].module or "(root)" if at < len(cand) else "(root)"
             first = " vs ".join(str(side[at]) if at < len(side) else "none" for side in (cand, ref))
             drawn = (f"; random numbers still drawn in train mode by {still}: not a known rate, so not turned off"
                      if still else "")
@@ -1193,6 +1227,35 @@ class _Verification:
             common = enclosing(capture.calls, common)
         return (common.name if common is not None else "") or "(root)", names
 
+    def _buffer_divergence(self, bad: list[tuple[Node, str, Diff]], agreeing: str) -> tuple[str, str]:
+        """The first module (in execution order) among ``bad`` (node, state key, ``Diff``), whose buffers differ after
+        the step while ``agreeing`` says what agrees; and why (it ran another number of times, or updates otherwise)."""
+        node, key, d = min(bad, key=lambda b: b[0].order)
+        counts = [f"{k} grew by {self.counts[k][0]} vs {self.counts[k][1]}" for k in node.state_keys()
+                  if k in self.counts and self.counts[k][0] != self.counts[k][1]]
+        why = (f"{'; '.join(counts)} in one step: the module ran another number of times "
+               f"(recomputed in the backward pass by activation checkpointing, say)" if counts
+               else "its update rule differs (a BatchNorm momentum, say)")
+        return node.display, f"train step: {key} after one step differs (max rel {d.max_rel:.3g}) {agreeing}: {why}"
+
+    def _buffer_difference_before_draws(self) -> tuple[str, str] | None:
+        """A buffer that differs after the step, of a module whose every call (its input and its own result agreeing)
+        comes before any random number is drawn on either side: a difference the draws cannot explain."""
+        capture = self.captures.get("train")
+        if capture is None:
+            return None
+        first = (min(capture.random_seqs, default=math.inf), min(capture.reference_random_seqs, default=math.inf))
+        node_of = {key: node for node in self.cand_graph.called() for key in node.state_keys()}
+        early = []
+        for key, d in self.buffers.items():
+            points = [p for p in capture.points if p.key[0] in ("in", "core") and p.key[1] == node_of[key].id]
+            if not d.ok(self.rtol) and points and all(
+                    p.ok(self.rtol) and p.seq < first[0] and p.ref_seq is not None and p.ref_seq < first[1]
+                    for p in points):
+                early.append((node_of[key], key, d))
+        return self._buffer_divergence(early, "while its input and its output agree, before any random number is "
+                                              "drawn") if early else None
+
     def _train_divergence(self) -> tuple[str, str]:
         """In order of precedence: the earliest module (in the candidate's execution order) that
         explains a difference in the train-mode forward pass; the earliest module whose buffers
@@ -1203,14 +1266,7 @@ class _Verification:
         node_of = {key: node for node in self.cand_graph.called() for key in node.state_keys()}
         bad_buffers = [(node_of[k], k, d) for k, d in self.buffers.items() if not d.ok(self.rtol)]
         if bad_buffers:
-            node, key, d = min(bad_buffers, key=lambda b: b[0].order)
-            counts = [f"{k} grew by {self.counts[k][0]} vs {self.counts[k][1]}" for k in node.state_keys()
-                      if k in self.counts and self.counts[k][0] != self.counts[k][1]]
-            why = (f"{'; '.join(counts)} in one step: the module ran another number of times "
-                   f"(recomputed in the backward pass by activation checkpointing, say)" if counts
-                   else "its update rule differs (a BatchNorm momentum, say)")
-            return node.display, (f"train step: {key} after one step differs (max rel {d.max_rel:.3g}) "
-                                           f"while every output agrees: {why}")
+            return self._buffer_divergence(bad_buffers, "while every output agrees")
         backward = self._backward_divergence(node_of)
         if backward is not None:
             return backward

@@ -98,11 +98,15 @@ def acting(layers: list[StochasticLayer]) -> list[StochasticLayer]:
     return [layer for layer in layers if layer.acts]
 
 
-def applications(layers: list[StochasticLayer], calls: Mapping[str, int]) -> list[StochasticLayer]:
-    """Each layer once per call in a pass (``calls``: module name -> calls; at least once): torchvision's Swin
-    applies one ``StochasticDepth`` module to both branches of a block where timm's has two ``DropPath`` modules,
-    and the two draw the same random numbers per application."""
-    return [layer for layer in layers for _ in range(max(1, calls.get(layer.module, 0)))]
+def applications(layers: list[StochasticLayer], calls: Mapping[str, int], observed: bool) -> list[StochasticLayer]:
+    """Each layer once per call in a pass (``calls``: module name -> calls): torchvision's Swin applies one
+    ``StochasticDepth`` module to both branches of a block where timm's has two ``DropPath`` modules, and the two
+    draw the same random numbers per application. ``observed``: the calls were counted in a train-mode pass, and a
+    layer never called there applies no rate (timm builds a ``DropPath`` in each block and calls it only where the
+    block has a residual); else they come from an eval pass, which may skip a layer called in train mode alone,
+    and each layer counts at least once."""
+    return [layer for layer in layers for _ in range(calls.get(layer.module, 0) if observed else
+                                                      max(1, calls.get(layer.module, 0)))]
 
 
 def summary(layers: list[StochasticLayer]) -> str:
