@@ -327,7 +327,6 @@ def verify_module(candidate: nn.Module, reference: str | nn.Module, options: Ver
     prepare(cand32, ref32, report, options.output, options.seed)
     if options.port:
         randomize_reference(ref32, input_size, options.seed)
-    one_sample = _fails_on_one_sample(cand32, input_size, options.seed)
     not_applicable = {}
     if refusing:
         why = "; ".join(f"the {side}'s train() raises {err}" for side, err in refusing.items())
@@ -336,17 +335,12 @@ def verify_module(candidate: nn.Module, reference: str | nn.Module, options: Ver
                           "stochastic configuration": f"not applicable: {why}, so no dropout rate acts"}
     run = compare_models(cand32, ref32, report, port=options.port, train=options.train and not refusing,
                          tolerance=options.given_tolerance, seed=options.seed,
-                         wide_input_scale=options.wide_input_scale, whole_batch=one_sample is not None,
-                         not_applicable=not_applicable)
+                         wide_input_scale=options.wide_input_scale, not_applicable=not_applicable)
     # After the comparison, which starts its notes afresh where float64 fails.
     report.notes += [f"the {side} is a torch.compile wrapper: the module it compiles is verified (what the compiled "
                      f"kernels compute is not; time or run them with repro.bench)" for side in compiled]
     report.notes += [f"the {side} is a torch.export program: the module its module() builds is verified"
                      for side in exported]
-    if one_sample is not None:
-        report.notes.append(f"the candidate fails on a single sample ({one_sample}) and runs on the whole batch: its "
-                            f"trace and the scaled-up pass take every sample, so a single sample's output shape is not "
-                            f"checked")
     if options.output is not None and all(o.get("what") == "the output tensor" for o in report.outputs):
         report.notes.append(f"output={options.output!r} chooses nothing: both models return one tensor, and it is "
                             f"compared")
@@ -367,21 +361,6 @@ def _refuses_train_mode(model: nn.Module) -> str | None:
     finally:
         for module, training in modes:
             module.training = training
-    return None
-
-
-def _fails_on_one_sample(model: nn.Module, input_size: tuple[int, ...], seed: int) -> str | None:
-    """How ``model`` (a copy) fails on the first sample alone in eval mode where it runs on the whole input (a
-    ``torch.export`` program exported for that batch size alone); ``None`` where it runs on one sample, or fails on
-    the whole input too (which the comparison then reports)."""
-    if input_size[0] == 1:
-        return None
-    x = verification_input(input_size, seed)
-    try:
-        _pass(model, x[:1], training=False, seed=seed)
-    except _MODEL_FAILURES as err:
-        first_line = str(err).splitlines()[0] if str(err) else ""
-        return f"{type(err).__name__}: {first_line}" if _runs(model, x, seed) else None
     return None
 
 
@@ -621,9 +600,14 @@ class _Verification:
         ref_recorder = _run("reference", _pass, self.ref_model, self.x, sink=ref_eval, training=False,
                             seed=self.seed).recorder
         self.ref_graph = ref_recorder.graph()
-        with torch.no_grad():
-            self.cand_graph, cand_recorder = _run("candidate", trace, self.candidate.eval(),
-                                                  self.x[self.samples].clone())
+        try:
+            with torch.no_grad():
+                self.cand_graph, cand_recorder = _run("candidate", trace, self.candidate.eval(),
+                                                      self.x[self.samples].clone())
+        except VerifyError as err:
+            self._take_whole_batch(err)
+            with torch.no_grad():
+                self.cand_graph, cand_recorder = _run("candidate", trace, self.candidate.eval(), self.x.clone())
         # How often each module runs in one pass: a stochastic module applied twice counts twice.
         self.trace_calls = {"candidate": cand_recorder.calls, "reference": ref_recorder.calls}
         self.calls = {side: Counter(c.name for c in calls) for side, calls in self.trace_calls.items()}
@@ -659,6 +643,19 @@ class _Verification:
             self._train_step(self.output_weights)
         self._note_random_numbers()
         return report
+
+    def _take_whole_batch(self, err: VerifyError) -> None:
+        """Where the candidate fails on the first sample alone and runs on the whole input (a ``torch.export``
+        program exported for that batch size alone), trace it and run the scaled-up pass on every sample, saying so;
+        else ``err`` stands."""
+        if self.samples == slice(None) or not _runs(self.candidate, self.x, self.seed):
+            raise err
+        cause = err.__cause__ or err
+        self.samples, self.wide_title = slice(None), f"input x{self.wide_input_scale or 0:g}"
+        self.report.notes.append(f"the candidate fails on a single sample ({type(cause).__name__}: "
+                                 f"{(str(cause).splitlines() or [''])[0]}) and runs on the whole batch: its trace and "
+                                 f"the scaled-up pass take every sample, so a single sample's output shape is not "
+                                 f"checked")
 
     def _pair_train_only(self) -> None:
         """Modules a model calls in train mode alone (auxiliary heads: GoogLeNet's, torchvision's Inception-v3's;
