@@ -744,6 +744,32 @@ def test_an_output_field_that_chooses_nothing_is_said():
     assert not any("chooses nothing" in n for n in verify(Returns("dict"), Net(), input_size=SIZE).notes)
 
 
+@pytest.mark.parametrize("keywords, message", [
+    (dict(input_size="2,3,8,8"), "input_size must be positive integers"),
+    (dict(input_size=(2, 3, 8.5, 8)), "input_size must be positive integers"),  # never rounded
+    (dict(input_size=(2, 3, 0, 8)), "input_size must be positive integers"),
+    (dict(rtol=-1e-5), "rtol must be a positive number"),
+    (dict(rtol=float("nan")), "rtol must be a positive number"),
+    (dict(rtol="1e-5"), "rtol must be a positive number"),
+    (dict(seed="0"), "seed must be an integer"),
+    (dict(wide_input_scale=0.0), "wide_input_scale must be a positive number"),
+    (dict(reference_kwargs=[("drop_rate", 0.0)]), "reference_kwargs must be a mapping"),
+    (dict(reference_kwargs={"drop_rate": 0.0}), "the reference given is a module"),
+    (dict(output=1.5), "output must be a field name, a key or an index"),
+    (dict(train="no"), "train must be True or False"),
+])
+def test_a_bad_argument_is_a_one_line_error_before_anything_runs(keywords, message):
+    keywords.setdefault("input_size", SIZE)
+    with pytest.raises(VerifyError, match=message) as caught:
+        verify(Net(), Net(), **keywords)
+    assert "\n" not in str(caught.value)
+
+
+def test_cli_bad_rtol_is_exit_2(models, capsys):
+    assert main([f"{models}:Net", "--against", f"{models}:Net", "--input-size", "8", "--rtol", "-1"]) == 2
+    assert capsys.readouterr().err.startswith("error: rtol must be a positive number")
+
+
 # -- deployment artifacts: a torch.export program, an fx graph; TorchScript said ----------------------
 
 def _exported(model: nn.Module, dynamic: bool = True) -> torch.export.ExportedProgram:

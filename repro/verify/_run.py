@@ -7,6 +7,7 @@ import contextlib
 import functools
 import itertools
 import math
+import numbers
 import sys
 from collections import Counter
 from contextlib import contextmanager
@@ -57,6 +58,9 @@ def _type_name(obj: Any) -> str:
 def resolve_reference(reference: str | nn.Module, reference_kwargs: Mapping[str, Any] | None) -> tuple[nn.Module, str]:
     """The reference to compare with (built from its spec, or a copy of the module) and its name."""
     if isinstance(reference, nn.Module):
+        if reference_kwargs:
+            raise VerifyError(f"reference_kwargs build a reference from a spec ('timm:resnet50'); the reference given "
+                              f"is a module, built already: {dict(reference_kwargs)}")
         reference = uncompiled(reference)
         _check_cpu(reference, "reference")
         return _copy(reference, "reference"), _type_name(reference)
@@ -255,6 +259,30 @@ class VerifyOptions:
     output: str | int | None
     port_into_candidate: bool
 
+    def __post_init__(self) -> None:
+        """A bad argument is a one-line error before anything runs."""
+        def positive(value: Any) -> bool:
+            real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            return real and math.isfinite(value) and value > 0
+
+        if self.input_size is not None:
+            checked_input_size(self.input_size)
+        if self.rtol is not None and not positive(self.rtol):
+            raise VerifyError(f"rtol must be a positive number, got {self.rtol!r}")
+        if self.wide_input_scale is not None and not positive(self.wide_input_scale):
+            raise VerifyError(f"wide_input_scale must be a positive number (None leaves the scaled-up pass out), got "
+                              f"{self.wide_input_scale!r}")
+        if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool):
+            raise VerifyError(f"seed must be an integer, got {self.seed!r}")
+        if self.reference_kwargs is not None and not isinstance(self.reference_kwargs, Mapping):
+            raise VerifyError(f"reference_kwargs must be a mapping of keyword arguments such as {{'drop_rate': 0.0}}, "
+                              f"got {type(self.reference_kwargs).__name__}")
+        if self.output is not None and (not isinstance(self.output, (str, int)) or isinstance(self.output, bool)):
+            raise VerifyError(f"output must be a field name, a key or an index, got {self.output!r}")
+        for name in ("port", "train", "port_into_candidate"):
+            if not isinstance(getattr(self, name), bool):
+                raise VerifyError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
     @property
     def given_tolerance(self) -> Tolerance | None:
         """The caller's ``rtol`` as a float64 tolerance; ``None``: ``repro.equivalence``'s (``FLOAT64``)."""
@@ -365,9 +393,14 @@ def _refuses_train_mode(model: nn.Module) -> str | None:
 
 
 def checked_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
+    """``input_size`` as a tuple of at least two positive integers (a batch, then each sample's shape); a float, a
+    string or a size below 1 is a ``VerifyError`` (nothing is rounded)."""
+    if isinstance(input_size, (str, bytes)) or not isinstance(input_size, Sequence) or not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in input_size):
+        raise VerifyError(f"input_size must be positive integers such as (2, 3, 224, 224), got {input_size!r}")
     sizes = tuple(int(s) for s in input_size)
     if len(sizes) < 2 or any(s < 1 for s in sizes):
-        raise ValueError(f"input_size must be positive sizes such as (2, 3, 224, 224), got {sizes}")
+        raise VerifyError(f"input_size must be positive integers such as (2, 3, 224, 224), got {sizes}")
     return sizes
 
 
