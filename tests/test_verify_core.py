@@ -339,6 +339,23 @@ def test_a_module_run_twice_in_the_step_is_named_with_its_count():
     assert "checkpointing" in report.divergence_detail and "momentum" not in report.divergence_detail
 
 
+class CopiedStatistics(nn.BatchNorm2d):
+    """Normalizes with copies of its running statistics (as onnx2torch's BatchNorm does): train mode updates the
+    copies, and the statistics stay as they were."""
+
+    def forward(self, x):
+        return F.batch_norm(x, self.running_mean.clone(), self.running_var.clone(), self.weight, self.bias,
+                            self.training, self.momentum, self.eps)
+
+
+def test_statistics_a_train_step_leaves_as_they_were_are_said_to_be():
+    candidate = Net()
+    candidate.bn = CopiedStatistics(8)
+    report = verify(candidate, Net(), input_size=SIZE)
+    assert report.levels["eval"].bit_exact and report.first_divergence == "bn", str(report)
+    assert "the candidate's step leaves it as it was while the reference's updates it" in report.divergence_detail
+
+
 def test_settings_that_differ_by_rounding_are_written_in_full():
     """momentum ``1 - 0.9`` against 0.1: not two equal-looking numbers."""
     candidate = Net(eps=1e-3)

@@ -615,9 +615,9 @@ class FunctionalNet(nn.Module):
     """ModuleNet as F.conv2d / F.batch_norm / F.linear calls: parameters in a ``ParameterDict``, a ``ParameterList``
     or on the model itself, BatchNorm statistics and counts registered on the model (a MAML-style network)."""
 
-    def __init__(self, holder: str, eps2: float = 1e-5, stride2: int = 2, ops: str = "F") -> None:
+    def __init__(self, holder: str, eps2: float = 1e-5, stride2: int = 2, ops: str = "F", counts: bool = True) -> None:
         super().__init__()
-        self.holder, self.eps2, self.stride2, self.ops = holder, eps2, stride2, ops
+        self.holder, self.eps2, self.stride2, self.ops, self.counts = holder, eps2, stride2, ops, counts
         shapes = {"conv1": (8, 3, 3, 3), "bn1_weight": (8,), "bn1_bias": (8,), "conv2": (8, 8, 3, 3),
                   "bn2_weight": (8,), "bn2_bias": (8,), "fc_weight": (4, 8), "fc_bias": (4,)}
         self.order = list(shapes)
@@ -632,7 +632,8 @@ class FunctionalNet(nn.Module):
         for bn in ("bn1", "bn2"):
             self.register_buffer(f"{bn}_mean", torch.zeros(8))
             self.register_buffer(f"{bn}_var", torch.ones(8))
-            self.register_buffer(f"{bn}_count", torch.tensor(0))
+            if counts:
+                self.register_buffer(f"{bn}_count", torch.tensor(0))
 
     def p(self, name: str) -> torch.Tensor:
         if self.holder == "dict":
@@ -640,7 +641,7 @@ class FunctionalNet(nn.Module):
         return self.params[self.order.index(name)] if self.holder == "list" else getattr(self, name)
 
     def bn(self, x, name: str, eps: float = 1e-5):
-        if self.training:
+        if self.training and self.counts:
             getattr(self, f"{name}_count").add_(1)
         mean, var, weight, bias = (getattr(self, f"{name}_mean"), getattr(self, f"{name}_var"),
                                    self.p(f"{name}_weight"), self.p(f"{name}_bias"))
@@ -667,6 +668,14 @@ def test_a_network_of_functional_calls_pairs_by_where_each_tensor_is_used(holder
     assert report.bit_exact, str(report)
     assert len(report.layers) == 5 and report.port is not None and len(report.port.pairs) == 14
     assert {p.target_key: p.source_key for p in report.port.pairs}["bn2_count"] == "bn2.num_batches_tracked"
+
+
+def test_a_functional_batchnorm_keeping_no_count_pairs_and_leaves_the_count_alone():
+    report = verify(FunctionalNet("dict", counts=False), ModuleNet(), input_size=SMALL)
+    assert report.bit_exact, str(report)
+    assert ("2 counts only the reference keeps, in modules paired with the candidate's (a BatchNorm beside one "
+            "written out without a count, a frozen one say; neither ported nor compared): bn1.num_batches_tracked "
+            "(BatchNorm2d); bn2.num_batches_tracked (BatchNorm2d)") in report.notes, str(report)
 
 
 @pytest.mark.parametrize("mistake, where", [

@@ -544,8 +544,11 @@ def pair_tensors(cand: Node, ref: Node) -> list[tuple[str, str]]:
     c_roles, r_roles = {cand.roles[n]: n for n in c_used}, {ref.roles[n]: n for n in r_used}
     if len(c_roles) == len(c_used) and len(r_roles) == len(r_used) and set(c_roles) == set(r_roles) \
             and all(cand.shape(c_roles[k]) == ref.shape(r_roles[k]) for k in c_roles):
-        rest = _pair_by_size(cand, ref, [n for n in c_names if n not in c_used],
-                             [n for n in r_names if n not in r_used])
+        c_rest, r_rest = [n for n in c_names if n not in c_used], [n for n in r_names if n not in r_used]
+        rest = _pair_by_size(cand, ref, c_rest, r_rest)
+        if rest is None and not (c_rest and r_rest) and all(_is_count(cand, n) for n in c_rest) \
+                and all(_is_count(ref, n) for n in r_rest):
+            rest = []  # a count one side alone keeps (F.batch_norm on tensors of its own, none kept): left alone
         if rest is not None:
             return [(r_roles[k], c_roles[k]) for k in r_roles] + rest
     pairs = _pair_by_size(cand, ref, c_names, r_names)

@@ -610,6 +610,7 @@ class _Verification:
         self.divergences: dict[str, Divergence] = {}  # by pass
         self.calls: dict[str, Counter] = {}  # side -> module name -> calls in the traced pass
         self.train_calls: dict[str, Counter] = {}  # side -> stochastic layer -> calls in the train step's forward
+        self.unchanged: set[str] = set()  # candidate buffers its train step leaves alone, the reference's changing
         self.grads: dict[str, Diff] = {}
         self.buffers: dict[str, Diff] = {}
         self.counts: dict[str, tuple[int, int]] = {}  # what the train step added to integer counts, both sides
@@ -907,6 +908,10 @@ class _Verification:
         self.counts = {c: (int(cand.buffers[c] - before[0][c]), int(ref.buffers[r] - before[1][r])) for c, r in pairs
                        if c in cand.buffers and r in ref.buffers and cand.buffers[c].numel() == 1
                        and not cand.buffers[c].is_floating_point() and not ref.buffers[r].is_floating_point()}
+        # The buffers the candidate's step leaves as they were while the reference's changes them.
+        self.unchanged = {c for c, r in pairs if c in cand.buffers and r in ref.buffers
+                          and torch.equal(cand.buffers[c], before[0][c])
+                          and not torch.equal(ref.buffers[r], before[1][r])}
         report.checks.update(diffs.checks)
         if diffs.missing:
             report.structure.append(f"gradients on one side only: {', '.join(diffs.missing[:10])}")
@@ -1263,8 +1268,10 @@ class _Verification:
         node, key, d = min(bad, key=lambda b: b[0].order)
         counts = [f"{k} grew by {self.counts[k][0]} vs {self.counts[k][1]}" for k in node.state_keys()
                   if k in self.counts and self.counts[k][0] != self.counts[k][1]]
-        why = (f"{'; '.join(counts)} in one step: the module ran another number of times "
-               f"(recomputed in the backward pass by activation checkpointing, say)" if counts
+        why = ("the candidate's step leaves it as it was while the reference's updates it (a copy of it updated "
+               "instead, or statistics kept fixed in train mode)" if key in self.unchanged
+               else f"{'; '.join(counts)} in one step: the module ran another number of times "
+                    f"(recomputed in the backward pass by activation checkpointing, say)" if counts
                else "its update rule differs (a BatchNorm momentum, say)")
         return node.display, f"train step: {key} after one step differs (max rel {d.max_rel:.3g}) {agreeing}: {why}"
 
