@@ -379,8 +379,12 @@ def verify_module(candidate: nn.Module, reference: str | nn.Module, options: Ver
 
 
 def _refuses_train_mode(model: nn.Module) -> str | None:
-    """Why ``model`` cannot be put in train mode (a ``torch.export`` program's ``train()`` raises
-    NotImplementedError), or ``None``: asked for the mode it is in, every module's mode restored after."""
+    """Why ``model`` cannot be put in train mode (a ``torch.export`` program's ``train()``, set on the instance,
+    raises NotImplementedError), or ``None``. Only a ``train`` set on the instance is asked (for the mode the model
+    is in, every module's mode restored after): a class's own ``train`` (freezing BatchNorms in a detector, say) may
+    change more than modes, and is left alone."""
+    if "train" not in vars(model):
+        return None
     modes = [(module, module.training) for module in model.modules()]
     try:
         model.train(model.training)
