@@ -299,7 +299,10 @@ def copy_model(model: nn.Module) -> nn.Module:
         if isinstance(value, torch.jit.ScriptFunction)
     }
     clone = copy.deepcopy(model, memo)
-    own = {id(o) for o in itertools.chain(model.modules(), model.parameters(), model.buffers())}
+    tensors = list(itertools.chain(model.parameters(), model.buffers()))
+    # A lazy module's tensors have no storage yet.
+    own = {id(o) for o in itertools.chain(model.modules(), tensors)} | {
+        t.untyped_storage().data_ptr() for t in tensors if not isinstance(t, nn.parameter.UninitializedTensorMixin)}
     for name, module in model.named_modules():
         fn = module.__dict__.get("forward")
         if isinstance(fn, types.FunctionType) and fn.__closure__:
@@ -314,23 +317,29 @@ def _copy_cell(cell: types.CellType, memo: dict[int, Any], own: set[int]) -> typ
         contents = cell.cell_contents
     except ValueError:  # an empty cell
         return cell
+    trial = dict(memo)  # a copy that fails half-way leaves nothing half-built for the next cell
     try:
-        return types.CellType(copy.deepcopy(contents, memo))
+        copied = copy.deepcopy(contents, trial)
     except (TypeError, copy.Error):
         if _reaches(contents, own):
             raise
         return cell
+    memo.update(trial)
+    return types.CellType(copied)
 
 
-def _reaches(root: object, own: set[int], depth: int = 6) -> bool:
-    """Whether ``root`` holds one of the objects ``own`` (by id), through its referents (a function's: its
-    closure and defaults, not its module's globals), ``depth`` steps at most."""
+def _reaches(root: object, own: set[int], depth: int = 8) -> bool:
+    """Whether ``root`` may hold one of the objects ``own`` (ids of modules and tensors, and the data pointers of
+    the tensors' storages, so that a view of a weight counts), through its referents (a function's: its closure
+    and defaults, not its module's globals): ``True`` where it does within ``depth`` steps, and where ``depth``
+    steps do not settle it."""
     seen: set[int] = set()
     level = [root]
     for _ in range(depth):
         following = []
         for obj in level:
-            if id(obj) in own:
+            if id(obj) in own or (isinstance(obj, torch.Tensor) and not isinstance(
+                    obj, nn.parameter.UninitializedTensorMixin) and obj.untyped_storage().data_ptr() in own):
                 return True
             if id(obj) in seen or isinstance(obj, (type, types.ModuleType, types.CodeType, str, bytes, int, float)):
                 continue
@@ -340,8 +349,10 @@ def _reaches(root: object, own: set[int], depth: int = 6) -> bool:
                 following += list(obj.__defaults__ or ()) + list((obj.__kwdefaults__ or {}).values())
             else:
                 following += gc.get_referents(obj)
+        if not following:
+            return False
         level = following
-    return any(id(obj) in own for obj in level)
+    return True
 
 
 def float64_copy(model: nn.Module) -> nn.Module:

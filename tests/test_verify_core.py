@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import threading
 
 import pytest
 import torch
@@ -820,6 +821,28 @@ def test_an_fx_graph_module_is_verified_like_the_model_it_traces():
     assert not report.equivalent and report.first_divergence == "bn", str(report)
 
 
+class LockedForward(nn.Module):
+    """A forward set on the instance whose closure holds what cannot be copied (a lock), and maybe the model's own
+    module too (as a ``torch.export`` program's guard function holds a context variable)."""
+
+    def __init__(self, holds_the_model: bool) -> None:
+        super().__init__()
+        self.net = Net()
+        held = {"lock": threading.Lock(), "net": self.net if holds_the_model else None}
+
+        def forward(x):
+            with held["lock"]:
+                return self.net(x)
+
+        self.forward = forward
+
+
+def test_what_a_closure_holds_and_cannot_be_copied_is_shared_only_where_it_reaches_nothing_of_the_model():
+    assert verify(LockedForward(holds_the_model=False), Net(), input_size=SIZE).bit_exact
+    with pytest.raises(VerifyError, match="cannot copy the candidate"):  # sharing it would run the user's model
+        verify(LockedForward(holds_the_model=True), Net(), input_size=SIZE)
+
+
 @pytest.mark.parametrize("make", [torch.jit.script, lambda m: torch.jit.trace(m.eval(), torch.randn(SIZE))],
                          ids=["script", "trace"])
 def test_a_torchscript_model_is_a_verify_error_saying_what_to_verify_instead(make):
@@ -855,13 +878,13 @@ def test_cli_passes_keyword_arguments_to_both_models(models, capsys):
     assert json.loads(capsys.readouterr().out)["verdict"] == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION"
 
 
-@pytest.mark.parametrize("size", [["2", "3", "8", "8"], ["2x3x8x8"], ["2,3,8,8"], ["8"]])
+@pytest.mark.parametrize("size", [["2", "3", "8", "8"], ["2x3x8x8"], ["2,3,8,8"], ["2,", "3,", "8,", "8"], ["8"]])
 def test_cli_input_size_as_written_here_or_in_the_atlas(models, size, capsys):
     assert main([f"{models}:Net", "--against", f"{models}:Net", "--input-size", *size, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["input_size"] == [2, 3, 8, 8]
 
 
-@pytest.mark.parametrize("size", [["2x3x8x"], ["2", "3", "0", "8"], ["two"]])
+@pytest.mark.parametrize("size", [["2x3x8x"], ["2", "3", "0", "8"], ["two"], ["3x8x8"], ["8x8"]])
 def test_cli_bad_input_size_is_one_line_and_exit_2(models, size, capsys):
     assert main([f"{models}:Net", "--against", f"{models}:Net", "--input-size", *size]) == 2
     err = capsys.readouterr().err

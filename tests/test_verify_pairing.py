@@ -101,7 +101,8 @@ def test_wrong_padding_is_caught_at_the_convolution_it_feeds(candidate, where):
                  "[settings of down vs the reference's c1: Conv2d vs Conv2dSame; padding in all 1 on every side vs "
                  "top 0, bottom 1, left 0, right 1 (the candidate's: F.pad (1, 1, 1, 1) in pad, then padding (0, 0); "
                  "the reference's: F.pad (0, 1, 0, 1) inside c1, then padding (0, 0))]", id="zeros"),
-    pytest.param(lambda: PadsOutside(value=1.0), "padding in all not zeros vs top 0, bottom 1, left 0, right 1 (the "
+    pytest.param(lambda: PadsOutside(value=1.0), "padding in all not by zeros alone vs top 0, bottom 1, left 0, "
+                 "right 1 (the "
                  "candidate's: F.pad (0, 1, 0, 1) value 1 in pad, then padding (0, 0);", id="ones"),
 ])
 def test_the_padding_of_a_convolution_fed_by_a_pad_is_shown_in_all(candidate, words):
@@ -171,6 +172,62 @@ def test_steps_that_are_not_one_for_one_name_no_partner():
     report = verify(OtherStem(nn.ReLU6(), nn.MaxPool2d(3, 2, 1)), reference, input_size=SMALL)
     assert report.first_divergence == "relu", str(report)
     assert "[settings" not in report.divergence_detail
+
+
+class FunctionalReluStem(OtherStem):
+    """The activation as a function, a flattening as a module: as many module steps as ``Stem``, shifted by one."""
+
+    def __init__(self) -> None:
+        super().__init__(nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        self.relu, self.flatten = None, nn.Flatten()
+        self.head = nn.Linear(8 * 4 * 4, 2)
+
+    def forward(self, x):
+        return self.head(self.flatten(self.maxpool(F.relu(self.stem(x)))))
+
+
+class FlattenedStem(Stem):
+    def __init__(self, act: nn.Module) -> None:
+        super().__init__(act, nn.MaxPool2d(3, 2, 1))
+        self.fc = nn.Linear(8 * 4 * 4, 2)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.act(self.extra(self.conv(x)))).flatten(1))
+
+
+def test_steps_shifted_by_one_written_as_a_function_name_no_partner():
+    """As many module steps on each side, but not the same ones: shapes in and out tell (no 'LeakyReLU vs
+    MaxPool2d')."""
+    report = verify(FlattenedStem(nn.LeakyReLU(0.2)), FunctionalReluStem(), input_size=SMALL)
+    assert report.first_divergence == "act", str(report)
+    assert "[settings" not in report.divergence_detail
+
+
+def test_padding_that_pads_alike_otherwise_than_by_zeros_is_not_named():
+    """Reflect padding on both sides: nothing about the padding differs, whatever else does."""
+    candidate, reference = PadsInside(), PadsInside()
+    candidate.c2 = Doubled(8, 8, 3, padding=1, padding_mode="reflect")
+    reference.c2 = nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect")
+    report = verify(candidate, reference, input_size=SMALL)
+    assert report.divergence_detail.endswith("[settings of c2 vs the reference's c2: Doubled vs Conv2d]"), str(report)
+
+
+class Crops(PadsInside):
+    """Crops the map by 1 before ``c2`` (``F.pad`` by -1): not padding, which its ``padding=1`` must not hide."""
+
+    def forward(self, x):
+        return self.fc(self.c2(F.pad(self.c1(x).relu(), (-1, -1, -1, -1))).mean((2, 3)))
+
+
+def test_a_crop_before_a_convolution_is_not_counted_as_padding():
+    candidate = Crops()
+    candidate.c2 = nn.Conv2d(8, 8, 3, padding=2)
+    reference = PadsInside()
+    reference.c2 = nn.Conv2d(8, 8, 3, padding=1)
+    report = verify(candidate, reference, input_size=SMALL)
+    assert report.first_divergence == "c2", str(report)
+    assert "padding in all not by zeros alone vs 1 on every side (the candidate's: F.pad (-1, -1, -1, -1) in " \
+           "(root), then padding (2, 2); the reference's: padding (1, 1))" in report.divergence_detail
 
 
 # -- a permute done outside the module it feeds is part of it, as a pad is ---------------------------
@@ -577,6 +634,30 @@ class TokensElsewhere(nn.Module):
         x = self.conv_proj(x).reshape(x.shape[0], 6, -1).permute(0, 2, 1)
         x = self.encoder(torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1))
         return F.linear(x[:, 0], self.heads.weight, self.heads.bias)
+
+
+class TwoTokens(nn.Module):
+    """Two tokens of one shape concatenated in one ``torch.cat`` (DeiT's class and distillation tokens), declared
+    in either order under any names: which is which is their slot in the concatenation."""
+
+    def __init__(self, names: tuple[str, str] = ("cls_token", "dist_token"), declared_reversed: bool = False) -> None:
+        super().__init__()
+        self.names = names
+        for name in names[::-1] if declared_reversed else names:
+            self.register_parameter(name, nn.Parameter(torch.randn(1, 1, 6)))
+        self.proj, self.head = nn.Linear(3, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        tokens = self.proj(x.flatten(2).transpose(1, 2))
+        first, second = (getattr(self, n).expand(x.shape[0], -1, -1) for n in self.names)
+        tokens = torch.cat([first, second, tokens], 1)
+        return self.head(tokens[:, 0] + 2 * tokens[:, 1])
+
+
+def test_tensors_in_one_concatenation_pair_by_their_slot():
+    assert verify(TwoTokens(), TwoTokens(("tok_a", "tok_b"), declared_reversed=True), input_size=SMALL).bit_exact
+    swapped = verify(TwoTokens(("dist_token", "cls_token")), TwoTokens(), input_size=SMALL)
+    assert swapped.bit_exact  # the tensors follow their slots: named otherwise, the same function
 
 
 def test_bare_parameters_pair_by_where_they_are_used():

@@ -45,8 +45,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _input_size(values: list[str]) -> tuple[int, ...]:
     """``2 3 224 224``, ``2x3x224x224`` (as the atlas writes it), ``2,3,224,224``, or ``224`` for 2x3x224x224."""
+    written = " ".join(values).lower()
+    if "x" in written and len(re.split(r"x", written)) in (2, 3):  # 224x224, 3x224x224: no batch
+        raise CliError(f"--input-size takes the batch first where written with x, such as 2x3x224x224, got "
+                       f"{written!r}")
     try:
-        sizes = [int(v) for v in re.split(r"[x,]", ",".join(values).lower())]
+        sizes = [int(v) for v in re.split(r"[x,\s]+", written.strip(" ,"))]
     except ValueError as err:
         raise CliError(f"--input-size takes integers such as '2 3 224 224' or '224', got {' '.join(values)!r}") from err
     if len(sizes) == 1:

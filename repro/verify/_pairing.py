@@ -529,10 +529,16 @@ def _same_numbers(c_shape: tuple[int, ...], r_shape: tuple[int, ...]) -> bool:
 
 
 def pair_tensors(cand: Node, ref: Node) -> list[tuple[str, str]]:
-    """Pairs (reference local name, candidate local name) of two paired nodes' tensors: by local name where both
-    use the same; else by role (which argument of which function each is), the tensors no function uses (a
-    BatchNorm's count) then by a shape, or else a number of values, only one of them has on each side."""
+    """Pairs (reference local name, candidate local name) of two paired nodes' tensors: by role (which argument
+    of which function each is) where every floating tensor of both has one, the roles telling them apart and
+    agreeing (two tokens in one concatenation pair by their slots, whatever they are named); else by local name
+    where both use the same; else by role as far as roles go, the tensors no function uses (a BatchNorm's count)
+    then by a shape, or else a number of values, only one of them has on each side."""
     c_names, r_names = list(cand.tensors), list(ref.tensors)
+    by_role = _pair_by_role(cand, ref)
+    if by_role is not None and all(n in node.roles for node in (cand, ref) for n in node.tensors
+                                   if not _is_count(node, n)):
+        return by_role
     if set(c_names) == set(r_names) and all(cand.shape(n) == ref.shape(n) for n in c_names):
         return [(n, n) for n in r_names]
     # The same names for every floating tensor, a count kept by one side alone (a frozen BatchNorm keeps none):
@@ -540,17 +546,8 @@ def pair_tensors(cand: Node, ref: Node) -> list[tuple[str, str]]:
     c_float, r_float = [n for n in c_names if not _is_count(cand, n)], [n for n in r_names if not _is_count(ref, n)]
     if set(c_float) == set(r_float) and all(squeezed(cand.shape(n)) == squeezed(ref.shape(n)) for n in c_float):
         return [(n, n) for n in r_names if n in cand.tensors]
-    c_used, r_used = [n for n in c_names if n in cand.roles], [n for n in r_names if n in ref.roles]
-    c_roles, r_roles = {cand.roles[n]: n for n in c_used}, {ref.roles[n]: n for n in r_used}
-    if len(c_roles) == len(c_used) and len(r_roles) == len(r_used) and set(c_roles) == set(r_roles) \
-            and all(cand.shape(c_roles[k]) == ref.shape(r_roles[k]) for k in c_roles):
-        c_rest, r_rest = [n for n in c_names if n not in c_used], [n for n in r_names if n not in r_used]
-        rest = _pair_by_size(cand, ref, c_rest, r_rest)
-        if rest is None and not (c_rest and r_rest) and all(_is_count(cand, n) for n in c_rest) \
-                and all(_is_count(ref, n) for n in r_rest):
-            rest = []  # a count one side alone keeps (F.batch_norm on tensors of its own, none kept): left alone
-        if rest is not None:
-            return [(r_roles[k], c_roles[k]) for k in r_roles] + rest
+    if by_role is not None:
+        return by_role
     pairs = _pair_by_size(cand, ref, c_names, r_names)
     if pairs is not None:
         return pairs
@@ -558,6 +555,24 @@ def pair_tensors(cand: Node, ref: Node) -> list[tuple[str, str]]:
         f"cannot decide which tensor of the candidate's {cand.describe()} is which of the reference's "
         f"{ref.describe()}: local names, uses and shapes all leave a choice (refusing to guess)"
     )
+
+
+def _pair_by_role(cand: Node, ref: Node) -> list[tuple[str, str]] | None:
+    """Pairs by role where each role is one tensor's on each side, the same roles on both with the same shapes; the
+    tensors without one then by a shape or number of values only one has on each side, or left alone where they
+    are counts one side alone keeps. ``None`` where roles do not decide."""
+    c_names, r_names = list(cand.tensors), list(ref.tensors)
+    c_used, r_used = [n for n in c_names if n in cand.roles], [n for n in r_names if n in ref.roles]
+    c_roles, r_roles = {cand.roles[n]: n for n in c_used}, {ref.roles[n]: n for n in r_used}
+    if not (c_used and len(c_roles) == len(c_used) and len(r_roles) == len(r_used) and set(c_roles) == set(r_roles)
+            and all(cand.shape(c_roles[k]) == ref.shape(r_roles[k]) for k in c_roles)):
+        return None
+    c_rest, r_rest = [n for n in c_names if n not in c_used], [n for n in r_names if n not in r_used]
+    rest = _pair_by_size(cand, ref, c_rest, r_rest)
+    if rest is None and not (c_rest and r_rest) and all(_is_count(cand, n) for n in c_rest) \
+            and all(_is_count(ref, n) for n in r_rest):
+        rest = []  # a count one side alone keeps (F.batch_norm on tensors of its own, none kept): left alone
+    return None if rest is None else [(r_roles[k], c_roles[k]) for k in r_roles] + rest
 
 
 def _is_count(node: Node, local: str) -> bool:

@@ -350,6 +350,7 @@ def verify_module(candidate: nn.Module, reference: str | nn.Module, options: Ver
             raise VerifyError("port_into_candidate=True copies weights into the candidate, whose lazy modules have no "
                               "shapes yet: call it once on an input first")
     ref32, ref_name = resolve_reference(reference, options.reference_kwargs)
+    ref_name = "torch.export.ExportedProgram" if "reference" in exported else ref_name
     cand32 = _copy(candidate, "candidate")
     report = VerifyReport(name, ref_name, input_size, (options.given_tolerance or FLOAT64).rtol)
     prepare(cand32, ref32, report, options.output, options.seed)
@@ -358,8 +359,10 @@ def verify_module(candidate: nn.Module, reference: str | nn.Module, options: Ver
     not_applicable = {}
     if refusing:
         why = "; ".join(f"the {side}'s train() raises {err}" for side, err in refusing.items())
-        not_applicable = {"train step": f"not applicable: {why} (a torch.export program runs in the mode it was "
-                                        f"exported in); the eval levels compare the one function it computes",
+        not_applicable = {"train step": f"not applicable: {why} (a torch.export program computes what the model "
+                                        f"computed in the mode it was exported in; exported in train mode, its "
+                                        f"BatchNorms use the batch's statistics in every pass); the eval levels "
+                                        f"compare the one function it computes",
                           "stochastic configuration": f"not applicable: {why}, so no dropout rate acts"}
     run = compare_models(cand32, ref32, report, port=options.port, train=options.train and not refusing,
                          tolerance=options.given_tolerance, seed=options.seed,
@@ -378,6 +381,20 @@ def verify_module(candidate: nn.Module, reference: str | nn.Module, options: Ver
     return report
 
 
+def _one_for_one(ours: list[Call], theirs: list[Call], at: int, candidate: nn.Module, reference: nn.Module) -> bool:
+    """Whether two sequences of steps correspond one for one, not shifted by a step one side writes as a function:
+    each step before ``at`` of the same shapes in and out as its partner; the step at ``at`` of the same input
+    shape, and output shape unless both are of one class (a pooling whose padding differs); those after it too,
+    unless its output shapes differ (then theirs follow from it)."""
+    ins = [(a.shapes[0], b.shapes[0]) for a, b in zip(ours, theirs, strict=True)]
+    outs = [(a.shapes[1], b.shapes[1]) for a, b in zip(ours, theirs, strict=True)]
+    if any(x != y for x, y in ins[:at + 1] + outs[:at]):
+        return False
+    if outs[at][0] == outs[at][1]:
+        return all(x == y for x, y in ins[at:] + outs[at:])
+    return type(candidate.get_submodule(ours[at].name)) is type(reference.get_submodule(theirs[at].name))
+
+
 def _refuses_train_mode(model: nn.Module) -> str | None:
     """Why ``model`` cannot be put in train mode (a ``torch.export`` program's ``train()``, set on the instance,
     raises NotImplementedError), or ``None``. Only a ``train`` set on the instance is asked (for the mode the model
@@ -388,7 +405,7 @@ def _refuses_train_mode(model: nn.Module) -> str | None:
     modes = [(module, module.training) for module in model.modules()]
     try:
         model.train(model.training)
-    except (NotImplementedError, RuntimeError) as err:
+    except (NotImplementedError, RuntimeError, TypeError, AttributeError, ValueError) as err:
         return f"{type(err).__name__}: {err}"
     finally:
         for module, training in modes:
@@ -1026,7 +1043,7 @@ class _Verification:
                                                                           or len(pads[1].steps) > 1)
                 words = [settings_difference(node.module, ref_node.module,
                                              frozenset({"padding", "padding_mode"}) if padded else frozenset())]
-                if padded and (pads[0].sides is None or pads[0].sides != pads[1].sides):
+                if padded and pads[0].differs(pads[1]):
                     words.append(f"padding in all {pads[0].in_all()} vs {pads[1].in_all()} (the candidate's: "
                                  f"{', then '.join(pads[0].steps)}; the reference's: {', then '.join(pads[1].steps)})")
                 frozen = [(side, name) for side, n, name in (("candidate", node, module),
@@ -1070,7 +1087,8 @@ class _Verification:
                 ours, theirs = ([c for c in calls[side] if c.upstream == at and step(model, c)]
                                 for side, model, at in (("candidate", self.candidate, call.upstream),
                                                         ("reference", self.ref_model, frozenset(upstream))))
-                if call in ours and len(ours) == len(theirs):
+                if call in ours and len(ours) == len(theirs) and _one_for_one(ours, theirs, ours.index(call),
+                                                                             self.candidate, self.ref_model):
                     name = theirs[ours.index(call)].name
                     return name, self.candidate.get_submodule(module), self.ref_model.get_submodule(name)
         return None
@@ -1280,22 +1298,27 @@ class _Verification:
         return node.display, f"train step: {key} after one step differs (max rel {d.max_rel:.3g}) {agreeing}: {why}"
 
     def _buffer_difference_before_draws(self) -> tuple[str, str] | None:
-        """A buffer that differs after the step, of a module whose every call (its input and its own result agreeing)
-        comes before any random number is drawn on either side: a difference the draws cannot explain."""
+        """A buffer that differs after the step, of a BatchNorm (whose statistics its own operation writes) whose
+        every call (its input and its own result agreeing) comes before any random number is drawn on either side:
+        a difference the draws cannot explain. (Another module's buffers may be written later, by another module.)"""
         capture = self.captures.get("train")
         if capture is None:
             return None
         first = (min(capture.random_seqs, default=math.inf), min(capture.reference_random_seqs, default=math.inf))
-        node_of = {key: node for node in self.cand_graph.called() for key in node.state_keys()}
+        node_of = self._node_of()
         early = []
         for key, d in self.buffers.items():
             points = [p for p in capture.points if p.key[0] in ("in", "core") and p.key[1] == node_of[key].id]
-            if not d.ok(self.rtol) and points and all(
+            if not d.ok(self.rtol) and node_of[key].kind == "batchnorm" and points and all(
                     p.ok(self.rtol) and p.seq < first[0] and p.ref_seq is not None and p.ref_seq < first[1]
                     for p in points):
                 early.append((node_of[key], key, d))
         return self._buffer_divergence(early, "while its input and its output agree, before any random number is "
                                               "drawn") if early else None
+
+    def _node_of(self) -> dict[str, Node]:
+        """The called candidate node holding each state key."""
+        return {key: node for node in self.cand_graph.called() for key in node.state_keys()}
 
     def _train_divergence(self) -> tuple[str, str]:
         """In order of precedence: the earliest module (in the candidate's execution order) that
@@ -1304,7 +1327,7 @@ class _Verification:
         without gradients at points the latest module whose gradients differ; where the wiring differs."""
         if "train" in self.divergences:
             return self.divergences["train"].module, self.divergences["train"].detail
-        node_of = {key: node for node in self.cand_graph.called() for key in node.state_keys()}
+        node_of = self._node_of()
         bad_buffers = [(node_of[k], k, d) for k, d in self.buffers.items() if not d.ok(self.rtol)]
         if bad_buffers:
             return self._buffer_divergence(bad_buffers, "while every output agrees")

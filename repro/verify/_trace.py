@@ -206,30 +206,36 @@ def stored_constants(model: nn.Module) -> set[str]:
             if b is not None and is_constant(b) and n not in module._non_persistent_buffers_set}
 
 
-_SIDES_2D = ("top", "bottom", "left", "right")
+_SIDES = {1: ("left", "right"), 2: ("top", "bottom", "left", "right"),
+          3: ("front", "back", "top", "bottom", "left", "right")}
 
 
 @dataclass(frozen=True)
 class ConvPadding:
     """How a convolution's input was padded, whoever padded it: the steps in words (``F.pad (0, 1, 0, 1) inside
-    conv_stem``, then the convolution's own ``padding (0, 0)``), and the zero padding they add up to on each side
-    (``(before, after)`` per spatial dimension, height first), ``None`` where a step pads otherwise (reflect,
-    a constant other than 0). A convolution padding inside (``padding=1``) and one fed by ``F.pad`` or
-    ``nn.ZeroPad2d`` compute the same where these sides agree, whatever their ``padding`` settings say."""
+    conv_stem``, then the convolution's own ``padding (0, 0)``); the zero padding they add up to on each side
+    (``(before, after)`` per spatial dimension, height first), ``None`` where a step pads otherwise (reflect, a
+    constant other than 0, a crop); and the steps as numbers (``how``). A convolution padding inside (``padding=1``)
+    and one fed by ``F.pad`` or ``nn.ZeroPad2d`` compute the same where these sides agree, whatever their
+    ``padding`` settings say."""
 
     steps: tuple[str, ...]
     sides: tuple[tuple[int, int], ...] | None
+    how: tuple = ()
+
+    def differs(self, other: "ConvPadding") -> bool:
+        if self.sides is not None and other.sides is not None:
+            return self.sides != other.sides
+        return self.how != other.how
 
     def in_all(self) -> str:
         if self.sides is None:
-            return "not zeros"
+            return "not by zeros alone"
         flat = [n for pair in self.sides for n in pair]
         if len(set(flat)) == 1:
             return f"{flat[0]} on every side"
-        names = _SIDES_2D if len(self.sides) == 2 else tuple(
-            f"dim {d} {end}" for d in range(len(self.sides)) for end in ("before", "after"))
-        if len(self.sides) == 1:
-            names = ("left", "right")
+        names = _SIDES.get(len(self.sides)) or [f"dimension {d} {end}" for d in range(len(self.sides))
+                                                for end in ("before", "after")]
         return ", ".join(f"{name} {n}" for name, n in zip(names, flat, strict=True))
 
 
@@ -257,12 +263,14 @@ def conv_padding(name: str, args: tuple, kwargs: dict, padded: list[tuple[tuple[
         place = f"inside {owner or '(root)'}" if inside else f"in {where or '(root)'}"
         how = "" if mode == "constant" and not value else f" {mode}" if mode != "constant" else f" value {value:g}"
         steps.append(f"F.pad {tuple(pad)}{how} {place}")
-        zeros &= mode == "constant" and not value and all(p == 0 for p in pad[2 * spatial:])
+        # Zeros added on the spatial sides alone; a crop (a negative pad) is not padding.
+        zeros &= mode == "constant" and not value and all(p == 0 for p in pad[2 * spatial:]) and min(pad) >= 0
         for d in range(min(spatial, len(pad) // 2)):  # F.pad's pairs start from the last dimension
             before, after = sides[spatial - 1 - d]
             sides[spatial - 1 - d] = (before + pad[2 * d], after + pad[2 * d + 1])
     steps.append(f"padding {shown}")
-    return ConvPadding(tuple(steps), tuple(sides) if zeros else None)
+    how = (tuple((tuple(pad), mode, value) for pad, mode, value, _ in padded or ()), shown)
+    return ConvPadding(tuple(steps), tuple(sides) if zeros else None, how)
 
 
 @dataclass
@@ -473,6 +481,7 @@ class Call:
     input_keys: tuple = ()  # (id, version) of each tensor it was called with
     upstream: frozenset = frozenset()  # points its outputs were computed from
     agrees: bool | None = None  # whether its outputs have counterparts in the reference (candidate side)
+    shapes: tuple = ()  # (its inputs' shapes, its outputs' shapes), each without the batch dimension
 
 
 class Sink:
@@ -544,30 +553,46 @@ def _signatures() -> dict[Callable, Callable]:
 
 
 def argument_names(func: Callable) -> tuple[str, ...] | None:
-    """The names of a torch function's arguments, in order: from an ATen operator's schema, a C++ function's
-    documented signature or a Python function's own; ``None`` where none is known. ``F.batch_norm`` takes the
-    running statistics before the weight, ``torch.batch_norm`` and ``aten.batch_norm`` after it: a tensor's role
-    is the argument it is passed as, by name."""
+    """The names of a torch function's positional arguments, in order, a variable-length one written ``*tensors``:
+    from an ATen operator's schema, a C++ function's documented signature or a Python function's own; ``None``
+    where none is known. ``F.batch_norm`` takes the running statistics before the weight, ``torch.batch_norm`` and
+    ``aten.batch_norm`` after it: a tensor's role is the argument it is passed as, by name."""
     schema = getattr(func, "_schema", None)
     if schema is not None:
         return tuple(a.name for a in schema.arguments)
     try:
-        return tuple(inspect.signature(_signatures().get(func, func)).parameters)
+        parameters = inspect.signature(_signatures().get(func, func)).parameters.values()
     except (TypeError, ValueError):
         return None
+    return tuple(f"*{p.name}" if p.kind is p.VAR_POSITIONAL else p.name for p in parameters
+                 if p.kind is not p.VAR_KEYWORD)
 
 
 def argument_of_each_tensor(func: Callable, args: tuple, kwargs: dict) -> list[str]:
     """For each tensor ``_tensors((args, kwargs))`` lists, the argument it is passed as: its name (a method's
-    ``self`` called ``input``, as the function's first argument is), or its position where no name is known."""
+    ``self`` called ``input``, as the function's first argument is), with its index inside a list or tuple
+    (``tensors[1]`` of ``torch.cat``) or among variable-length arguments; its position where no name is known."""
     names = argument_names(func) or ()
+    var = next((i for i, n in enumerate(names) if n.startswith("*")), None)
     labels = []
     for i, value in enumerate(args):
-        label = names[i] if i < len(names) and not names[i].startswith("*") else str(i)
-        labels += [label] * len(_tensors(value))
+        if var is not None and i >= var:
+            label = f"{names[var][1:]}[{i - var}]"
+        else:
+            label = names[i] if i < len(names) else str(i)
+        labels += _element_labels("input" if label == "self" else label, value)
     for key, value in kwargs.items():
-        labels += [key] * len(_tensors(value))
-    return ["input" if label == "self" else label for label in labels]
+        labels += _element_labels(key, value)
+    return labels
+
+
+def _element_labels(label: str, value: Any) -> list[str]:
+    """``label`` for a tensor, ``label[i]`` for each tensor inside a list or tuple (nested: ``label[i][j]``)."""
+    if isinstance(value, torch.Tensor):
+        return [label]
+    if isinstance(value, (list, tuple)):
+        return [inner for j, item in enumerate(value) for inner in _element_labels(f"{label}[{j}]", item)]
+    return [label] * len(_tensors(value))
 
 
 class RandomWatch(TorchFunctionMode):
@@ -775,7 +800,8 @@ class Recorder(TorchFunctionMode):
                     # graph does): what it returns is derived from its tensors, and it is called where that meets data.
                     node = None
                 call = Call(len(self.calls), name, node.id if node else None, node.calls if node else 0,
-                            input_keys=tuple(self.key(t) for t in inputs))
+                            input_keys=tuple(self.key(t) for t in inputs),
+                            shapes=tuple(tuple(t.shape[1:]) for t in inputs))  # the outputs' added at its end
                 self.calls.append(call)
                 self.stack.append(call)
                 if node is None:
@@ -824,6 +850,7 @@ class Recorder(TorchFunctionMode):
                 self.ended += 1
                 call.end_seq = self.seq
                 call.output_keys = tuple(self.key(t) for t in outputs)
+                call.shapes = (call.shapes, tuple(tuple(t.shape[1:]) for t in outputs))
                 call.upstream = frozenset().union(*(self.pprov.get(t, frozenset()) for t in outputs))
                 for t in outputs:
                     if t not in self.producer:
