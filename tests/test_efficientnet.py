@@ -226,12 +226,14 @@ def test_scaling_claims_of_section_3_1():
     channel-mixing layers quadratically, the rest linearly; the SE bias counted apart from the SE width."""
     from repro.report import Outcome
 
-    phi = page.one_phi_erratum()
-    assert phi.outcome is Outcome.PARTLY and phi.measured.startswith("one φ fits B1, B2 of B1-B7")
+    together, phi = page.one_phi_errata()  # the claim in two statements, each with its own outcome
+    assert together.outcome is Outcome.HOLDS and "B7 3.1 / 2 / 600" in together.measured
+    assert phi.outcome is Outcome.FAILS and phi.measured.startswith("one φ fits B1, B2 of B1-B7")
     assert "B7 6.12-6.29 / 7.01-7.53 / 7.04-7.06 (no common φ)" in phi.measured
-    width = page.width_only_erratum()
-    assert width.outcome is Outcome.PARTLY and "channel-mixing convolutions x3.99" in width.measured
-    assert "depthwise convolutions x2.00" in width.measured
+    width = page.width_only_erratum()  # one quantitative statement: 3.43x at width x2 is not quadratic
+    assert width.outcome is Outcome.FAILS and "3.43x B0's" in width.measured and "width^1.78" in width.measured
+    assert "channel-mixing convolutions x3.99" in width.note and "72% of B0's parameters" in width.note
+    assert "depthwise convolutions x2.00" in width.note
     seed_block, ours = page.SeedMBConvBlock(16, 24, 3, 2, expand_ratio=6), page.MBConv(16, 24, 6, 3, 2)
     bias = page.se_bias_erratum(seed_block, ours)
     assert not bias.holds and "100 bias parameters (4 in conv_reduce + 96 in conv_expand)" in bias.measured

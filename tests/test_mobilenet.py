@@ -156,7 +156,7 @@ def test_mobilenet_errata_are_measured():
     by_start = {r.claim.split(" (")[0].split(":")[0]: r for r in rows}
     assert all(r.section == "4.2" for r in rows) and len(rows) == 4
     assert by_start["a 3x3 convolution, M=N=64, D_F=14"].holds  # the formula is right, and counted
-    assert not by_start["those counts are FLOPS"].holds  # but they are multiply-accumulates
+    assert by_start["those counts are FLOPs"].holds  # multiply-adds: the papers' FLOPs
     v1 = by_start["`MobileNetV1` is MobileNetV1"]  # the seed's has 12 blocks, four of them 512 -> 512
     assert not v1.holds and "3,963,176" in v1.measured and "4,231,976" in v1.measured and "12 depthwise" in v1.measured
     speed = by_start["depthwise-separable convolution is 7.89x faster"]  # judged on the seed's own layer

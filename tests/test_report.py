@@ -47,9 +47,10 @@ def test_equivalence_and_errata(resnet18_report):
     errata = pd.read_csv(resnet18_report / "errata.csv")
     flops = errata[errata["claim"].str.contains("gives each model's FLOPs")]
     assert len(flops) == 1 and (flops["verdict"] == "✗").all()  # one row for the defect, its instances inside
-    assert "ResNet-18 0.023 vs 3.63" in flops["evidence"].iloc[0]
+    assert "ResNet-18 0.023 vs 1.81" in flops["evidence"].iloc[0]  # FLOPs as the papers count them: multiply-adds
     assert list(errata["seed section"]) == sorted(errata["seed section"], key=report.base.section_key)
     assert set(errata["verdict"]) <= {o.value for o in report.Outcome}
+    assert [o.value for o in report.Outcome] == ["✓", "✗", "not decided here"]  # three outcomes, no fourth
     undecided = errata[errata["verdict"] == report.Outcome.UNDECIDED.value]
     assert undecided["evidence"].str.contains("Would decide it:").all()
 

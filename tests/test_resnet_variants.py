@@ -239,18 +239,20 @@ def test_seed_resnext_block_forward_returns_none():
 
 def test_seed_errata():
     rows = {e.claim: e for e in seed_variant_blocks(Options())}
-    assert len(rows) == 5
+    assert len(rows) == 7
     outcomes = [e.outcome for e in rows.values()]
-    assert outcomes == [Outcome.PARTLY, Outcome.HOLDS, Outcome.HOLDS, Outcome.UNDECIDED, Outcome.PARTLY], list(rows)
-    # its layers are ResNeXt's (the claim's half that holds); the seed elides the forward, which returns None
-    resnext = next(e for e in rows.values() if "ResNeXtBlock" in e.claim)
-    assert resnext.outcome is Outcome.PARTLY and "标准残差块逻辑" in resnext.note
-    assert "not runnable as printed" in resnext.note
+    assert outcomes == [Outcome.HOLDS, Outcome.FAILS, Outcome.HOLDS, Outcome.HOLDS, Outcome.UNDECIDED,
+                        Outcome.HOLDS, Outcome.FAILS], list(rows)
+    # its layers are ResNeXt's (holds); the seed elides the forward, which returns None (does not hold)
+    layers, forward = (e for e in rows.values() if "ResNeXtBlock" in e.claim)
+    assert layers.holds and "names and shapes of resnext50_32x4d's layer1.1" in layers.measured
+    assert not forward.holds and "标准残差块逻辑" in forward.measured and "not runnable as printed" in forward.measured
     stability = next(e for e in rows.values() if "training stability" in e.claim)  # not measured: says what would
     assert "training runs" in stability.decide
-    preact = next(e for e in rows.values() if "PreActResidualBlock" in e.claim)
-    assert preact.outcome is Outcome.PARTLY  # v2 with identity shortcuts; the projection taps the raw input
-    assert "max rel diff 0" in preact.measured  # identity-shortcut blocks agree exactly
+    assert "7.61% (original unit) -> 4.92% (pre-activation)" in stability.measured and "Figure 1" in stability.measured
+    identity, projection = (e for e in rows.values() if "PreActResidualBlock" in e.claim)
+    assert identity.holds and "max rel output diff 0" in identity.measured  # identity-shortcut blocks agree exactly
+    assert not projection.holds and "projects the raw x" in projection.measured
     assert not seed_variant_blocks(Options(models=("resnet18",)))
 
 

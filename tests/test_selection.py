@@ -55,7 +55,8 @@ def test_scenarios_decided_by_measurements():
     assert mobile["verdict"] == "not decided here" and "would read 'agrees'" in mobile["measured"]
     assert "phone or an edge board" in mobile["would decide it"]
     realtime = table.loc["real-time detection / segmentation"]  # the seed names no device: decided here
-    assert realtime["device the seed names"] == "none" and realtime["verdict"] == "partly"
+    assert realtime["device the seed names"] == "none"
+    assert realtime["verdict"] == "agrees for mobilenetv3_small_100, mobilenetv3_large_100; disagrees for resnet18"
     assert realtime["measured"].startswith(f"on CPU (x86_64), {TIMED}:")  # each latency says how it was timed
     measured = realtime["measured"]
     assert "beaten by mobilenetv3_large_100" in measured and "not measured: resnet34" in measured
@@ -66,9 +67,16 @@ def test_scenarios_decided_by_measurements():
         errata["for server deployment"].outcome is Outcome.UNDECIDED and "GPU" in errata["for server deployment"].decide
     )
     assert errata["for mobile / edge devices"].outcome is Outcome.UNDECIDED
-    assert errata["for real-time detection / segmentation"].outcome is Outcome.PARTLY
+    # a scenario whose models do not all agree is two claims, one per group, each with its group's evidence
+    realtime_rows = [e for e in selection.scenario_errata(table.reset_index()) if "real-time" in e.claim]
+    assert [(e.claim.split(", use ")[1].split(" (")[0], e.outcome) for e in realtime_rows] == [
+        ("mobilenetv3_small_100, mobilenetv3_large_100", Outcome.HOLDS), ("resnet18", Outcome.FAILS)]
+    assert "resnet18" not in realtime_rows[0].measured and "beaten by" in realtime_rows[1].measured
+    assert all(e.outcome in (Outcome.HOLDS, Outcome.FAILS, Outcome.UNDECIDED)
+               for e in selection.scenario_errata(table.reset_index()))
     distillation = errata["for compression / distillation"]  # no outcome outside the four
     assert distillation.outcome is Outcome.UNDECIDED and "distillation runs" in distillation.decide
+    assert distillation.measured == table.loc["compression / distillation", "criterion"]  # nothing measured beside
     assert table.loc["high accuracy", "verdict"] == "not measured" and "for high accuracy" not in errata
     # on a GPU the GPU scenario is decided; the mobile one still is not
     on_gpu = selection.scenario_table(frame, "NVIDIA H100", timed=TIMED).set_index("scenario (seed 5.1)")
@@ -83,7 +91,8 @@ def test_scenarios_decided_by_measurements():
     )
     high = selection.scenario_table(frame, "CPU", accuracy, timed=TIMED).set_index("scenario (seed 5.1)")
     high = high.loc["high accuracy"]
-    assert high["verdict"] == "partly" and "resnet152: 78.3%" in high["measured"]
+    assert high["verdict"] == "agrees for efficientnet_b5, efficientnet_b7; disagrees for resnet152"
+    assert "resnet152: 78.3%" in high["measured"] and "resnet152" not in high["measured, agreeing"]
 
 
 def test_insight_4_follows_the_device_rule():
@@ -173,7 +182,13 @@ def test_top1_tables_share_one_rule():
 
 
 def test_insight_3_against_each_architectures_best_weights():
+    """Decided on the EfficientNet paper's like-for-like Table 2 and on each architecture's best torchvision
+    weights; torchvision's V1 weights (different recipes per family) beside it, their recipes named."""
     row = selection.insight_3_erratum(Options(models=("resnet50", "efficientnet_b0")))
     assert "ResNet-50 80.86% (IMAGENET1K_V2" in row.measured  # above B0's 77.69% with its newer recipe
-    assert "stays below EfficientNet-B0 77.69%" in row.note  # with the papers' recipes it does not reach B0
-    assert row.outcome is Outcome.PARTLY  # so it holds with one recipe only
+    assert "ResNet-152 77.8% (60M)" in row.measured and "EfficientNet-B0 77.1% (5.3M)" in row.measured
+    assert "ResNet-50 76.0% (26M)" in row.measured  # the paper's like-for-like table
+    assert "stays below EfficientNet-B0 77.69%" in row.note  # torchvision's V1 weights: recipes differ
+    assert "ported from timm" in row.note and "torchvision's original reference recipe" in row.note
+    assert "papers' recipes" not in row.note + row.measured
+    assert row.outcome is Outcome.HOLDS  # both sources agree

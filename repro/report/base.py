@@ -72,11 +72,11 @@ class Table:
 
 
 class Outcome(enum.Enum):
-    """A verdict on one claim of the seed."""
+    """A verdict on one claim of the seed: exactly three. A claim with parts is split into rows, one
+    checkable statement each, each with its own outcome and evidence."""
 
     HOLDS = "✓"
     FAILS = "✗"
-    PARTLY = "partly"  # a claim with parts, some holding and some not
     UNDECIDED = "not decided here"  # the evidence available here cannot decide it (the row says what would)
 
     @classmethod
@@ -252,11 +252,10 @@ def render_page(page: Page, env: dict[str, str]) -> str:
 
 
 def findings(errata: list[Erratum], lead: str = "") -> str:
-    """A page's opening lines, read off its errata rows: which claims fail, partly hold, are undecided, hold."""
+    """A page's opening lines, read off its errata rows: which claims fail, are undecided, hold."""
     parts = [lead] if lead else []
     for outcome, label in (
         (Outcome.FAILS, "does not hold"),
-        (Outcome.PARTLY, "partly holds"),
         (Outcome.UNDECIDED, "not decided here"),
         (Outcome.HOLDS, "holds"),
     ):

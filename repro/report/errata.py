@@ -14,16 +14,18 @@ from repro.report.base import Erratum, Options, Outcome, Page, Table, section_ke
 from repro.seed.text import section_lines
 
 RULES = (
-    "How to read a verdict. ✓ holds; ✗ does not hold; partly: a claim with parts, some holding; "
-    "not decided here: the evidence this report can produce cannot decide it (the row says what would). "
-    "A number the seed quotes is checked against the source it can come from (the paper's table, or "
-    "torchvision's weight metadata, both named in the row); the other source's value is given beside it "
-    "as a different fact. Rounding: a figure printed with k decimals holds if its source rounds to it at "
-    "k decimals (79 holds for 79.1 and 78.64; 79.1 does not hold for 78.64). A claim is ✗ only where the "
-    "evidence can refute it; an experiment too small to refute a claim leaves it undecided (a short training run "
-    "decides a claim at its own budget only, and the row says the budget). A claim about a device (a phone, a GPU) "
-    "is decided only by measurements on that device; a timing claim that names none is decided on the device "
-    "measured here, which the row names."
+    "How to read a verdict. Three outcomes: ✓ holds; ✗ does not hold; not decided here: the evidence available"
+    " here cannot decide it (the row says what would). A claim with parts is split into rows, one checkable "
+    "statement each, with its own outcome and evidence. A number the seed quotes is checked against the source"
+    " it can come from (the paper's table, or torchvision's weight metadata, both named in the row); the other"
+    " source's value is given beside it as a different fact. A claim its own source decides (a paper's table, "
+    "figure or section, named in the row) is decided there; a local experiment beside it is context. Rounding:"
+    " a figure printed with k decimals holds if its source rounds to it at k decimals (79 holds for 79.1 and "
+    "78.64; 79.1 does not hold for 78.64). A claim is ✗ only where the evidence can refute it; an experiment "
+    "too small to refute a claim does not refute it (a short training run decides a claim at its own budget "
+    "only, and the row says the budget). A claim about a device (a phone, a GPU) is decided only by "
+    "measurements on that device; a timing claim that names none is decided on the device measured here, which"
+    " the row names."
 )
 
 
@@ -75,13 +77,13 @@ def build(options: Options, pages: list[Page], linked: set[str]) -> Page:
         for o, label in (
             (Outcome.HOLDS, "hold (✓)"),
             (Outcome.FAILS, "do not hold (✗)"),
-            (Outcome.PARTLY, "partly hold"),
             (Outcome.UNDECIDED, "not decided here"),
         )
     )
     intro = (
-        f"{len(rows)} claims of the seed checked by running code: {summary}. One row per defect; where a "
-        f"defect recurs, its instances are listed in the row.{python_note()}\n\n{RULES}"
+        f"{len(rows)} claims of the seed, checked by running code, by reading it, or against their sources: "
+        f"{summary}. One row per checked claim, holding or not; where a defect recurs, its "
+        f"instances are listed in its row.{python_note()}\n\n{RULES}"
     )
     return Page(
         ERRATA_SLUG,

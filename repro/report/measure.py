@@ -50,10 +50,26 @@ class WeightsInfo:
     top1: float
     crop: int  # the resolution the top-1 was measured at
     gmacs: float | None  # torchvision's own "_ops" (GFLOPs in its docs; multiply-adds) at that crop
+    url: str = ""  # the weights file torchvision downloads
+    recipe: str = ""  # the training recipe its metadata links to
 
     @property
     def source(self) -> str:
         return f"torchvision {self.builder} {self.weights} metadata"
+
+    @property
+    def origin(self) -> str:
+        """Who trained these weights, read off torchvision's file name and recipe link: torchvision's weights
+        are not one recipe (its EfficientNet-B0-B4 V1 files, efficientnet_bN_rwightman-*.pth, are 'ported from
+        rwightman/pytorch-image-models', i.e. timm; B5-B7's, *_lukemelas-*.pth, from lukemelas/EfficientNet-PyTorch)."""
+        file = self.url.rsplit("/", 1)[-1]
+        if "_rwightman-" in file:
+            return "ported from timm, trained by R. Wightman"
+        if "_lukemelas-" in file:
+            return "ported from lukemelas/EfficientNet-PyTorch"
+        if "issues/3995" in self.recipe:
+            return "torchvision's newer recipe, vision issue 3995"
+        return "torchvision's original reference recipe"
 
 
 @functools.lru_cache(maxsize=None)
@@ -71,12 +87,15 @@ def torchvision_weights(builder: str) -> dict[str, WeightsInfo]:
         if key == "DEFAULT" or not metrics:
             continue
         crop = weights.transforms().crop_size[0]
-        out[key] = WeightsInfo(builder, key, float(metrics["acc@1"]), int(crop), weights.meta.get("_ops"))
+        out[key] = WeightsInfo(builder, key, float(metrics["acc@1"]), int(crop), weights.meta.get("_ops"),
+                               weights.url, weights.meta.get("recipe", ""))
     return out
 
 
 def torchvision_v1(builder: str | None) -> WeightsInfo | None:
-    """The IMAGENET1K_V1 weights (the original papers' recipes, as the seed's figures are)."""
+    """The IMAGENET1K_V1 weights: torchvision's first weights of each model, which the seed's torchvision figures
+    are. Not one recipe, nor the papers': ResNets trained with torchvision's original reference recipe,
+    EfficientNet-B0-B4 ported from timm, B5-B7 from lukemelas/EfficientNet-PyTorch (``WeightsInfo.origin``)."""
     return torchvision_weights(builder).get("IMAGENET1K_V1") if builder else None
 
 

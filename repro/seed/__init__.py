@@ -190,6 +190,29 @@ EFFICIENTNET_TABLE_2_RESNETS: dict[str, PaperFigure] = {
     )
 }
 
+# The papers' own statements of the training claims the seed repeats (seed 2.1, 2.3, 3.1), each with the
+# table, figure or section it is read from.
+# ResNet (He et al. 2015, arXiv:1512.03385), Table 2: ImageNet validation top-1 error (%, 10-crop) of the plain
+# and residual nets of 18 and 34 layers (option A shortcuts); Figure 4 draws their training error (thin curves)
+# and validation error through training; section 4.1 reads them: the 34-layer plain net has higher training
+# error than the 18-layer one throughout training (degradation), the 34-layer ResNet considerably lower training
+# error than both; at 18 layers plain and residual nets are comparably accurate, the ResNet converging faster.
+RESNET_TABLE_2_ERROR = {"plain18": 27.94, "plain34": 28.54, "resnet18": 27.88, "resnet34": 25.03}
+RESNET_TABLE_2 = "ResNet paper (He et al. 2015) Table 2 (ImageNet validation top-1 error, 10-crop)"
+RESNET_FIGURE_4 = "Figure 4 (ImageNet training error, thin curves) and section 4.1"
+# EfficientNet (Tan & Le 2019), section 3.2, Observation 1: "Scaling up any dimension of network width, depth,
+# or resolution improves accuracy, but the accuracy gain diminishes for bigger models"; Figure 3 (middle) scales
+# B0's depth alone, d = 1 to 8, and the text beside it reads the diminishing return of depth off it (and names
+# ResNet-1000, about as accurate as ResNet-101).
+EFFICIENTNET_DEPTH_SOURCE = (
+    "EfficientNet paper (Tan & Le 2019), section 3.2, Observation 1 ('the accuracy gain diminishes for bigger "
+    "models') and Figure 3 (middle): B0 scaled in depth alone, d = 1 to 8, top-1 rising ever more slowly"
+)
+# Pre-activation ResNet (He et al. 2016, "Identity Mappings in Deep Residual Networks", arXiv:1603.05027):
+# Table 3, CIFAR-10 test error of the original and the pre-activation units; Figure 1, training curves of
+# ResNet-1001 on CIFAR-10 with each (the paper's "ease of optimization").
+PREACT_TABLE_3_CIFAR10_ERROR = {"ResNet-1001": (7.61, 4.92)}  # (original unit, pre-activation unit)
+
 # ResNet-50 v1.5 (stride on the 3x3) against v1 (stride on the first 1x1), as NVIDIA's model card
 # "ResNet v1.5 for PyTorch" (NGC catalog) states it: "slightly more accurate (~0.5% top1) than v1,
 # but comes with a small performance drawback (~5% imgs/sec)".
