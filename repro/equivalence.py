@@ -42,7 +42,7 @@ from torch import nn
 
 import reference
 from repro.environment import deterministic_kernels
-from repro.flops import build_on_meta
+from repro.flops import build_on_meta, build_on_meta_or_none
 from repro.porting import port_weights
 from repro.registry import MODELS, create_model_from_entry, reference_entry
 
@@ -58,17 +58,45 @@ def build_uninitialized(build: Callable[[], nn.Module]) -> nn.Module:
     0.1 s on the meta device), and the equivalence check throws it away. So that nothing
     uninitialized can pass unseen, every floating parameter is set to NaN (a parameter that is not
     overwritten makes the outputs non-finite, which fails the comparison) and BatchNorm statistics
-    are reset; a model with any other buffer, or a non-floating parameter, is refused.
+    are reset; a model with any other state (``_kept_state``) is refused.
     """
     model = build_on_meta(build)
-    unknown = [f"{module_name}.{name}" if module_name else name
-               for module_name, module in model.named_modules()
-               for name, _ in module.named_buffers(recurse=False)
-               if not isinstance(module, nn.modules.batchnorm._BatchNorm)]
-    unknown += [name for name, p in model.named_parameters() if not p.is_floating_point()]
-    if unknown:
+    kept = _kept_state(model)
+    if kept:
         raise ValueError(f"{type(model).__name__} has state other than parameters and BatchNorm statistics "
-                         f"({', '.join(unknown[:3])}); build it initialized")
+                         f"({', '.join(kept[:3])}); build it initialized")
+    return _materialized(model)
+
+
+@torch.no_grad()
+def build_to_randomize(build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` for ``randomize_`` to overwrite whole: uninitialized (``build_uninitialized``) where that
+    is the same model, else built as it is: where its constructor computes with tensors (torchvision's
+    RegNets derive their widths so), or it holds state ``randomize_`` keeps (``_kept_state``)."""
+    model = build_on_meta_or_none(build)
+    return build() if model is None or _kept_state(model) else _materialized(model)
+
+
+def _kept_state(model: nn.Module) -> list[str]:
+    """What of a model built on the meta device an uninitialized build would lose: buffers other than
+    BatchNorm statistics (an attention mask, a position table: the architecture's, which ``randomize_``
+    keeps), non-floating parameters, tensors held as plain attributes, parameters shared by two modules
+    (``to_empty`` would untie them)."""
+    kept = [f"{module_name}.{name}" if module_name else name
+            for module_name, module in model.named_modules()
+            for name, _ in module.named_buffers(recurse=False)
+            if not isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    kept += [name for name, p in model.named_parameters() if not p.is_floating_point()]
+    kept += [f"{module_name}.{name}" if module_name else name for module_name, module in model.named_modules()
+             for name, value in vars(module).items() if isinstance(value, torch.Tensor)]
+    names = [name for name, _ in model.named_parameters(remove_duplicate=False)]
+    if len(names) != len(list(model.parameters())):
+        kept.append(f"shared parameters ({len(names)} names for {len(list(model.parameters()))} tensors)")
+    return kept
+
+
+def _materialized(model: nn.Module) -> nn.Module:
+    """A model built on the meta device given CPU memory: floating parameters NaN, BatchNorm statistics reset."""
     model.to_empty(device="cpu")
     for param in model.parameters():
         param.fill_(float("nan"))

@@ -30,6 +30,16 @@ def build_on_meta(build: Callable[[], nn.Module]) -> nn.Module:
         return build()
 
 
+def build_on_meta_or_none(build: Callable[[], nn.Module]) -> nn.Module | None:
+    """``build_on_meta``, or ``None`` where the constructor computes with tensor values, which meta tensors do
+    not hold (``.item()``: RuntimeError; ``.tolist()``, a copy out: NotImplementedError; torchvision's RegNets
+    derive their widths so). A constructor that fails on every device raises again where it is built as it is."""
+    try:
+        return build_on_meta(build)
+    except (NotImplementedError, RuntimeError):
+        return None
+
+
 def count_macs(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 224, 224)) -> int:
     """Multiply-accumulates of one eval forward pass, per batch given (convolutions and matmuls).
 

@@ -9,7 +9,7 @@ from torch import nn
 import reference
 import repro
 from repro import equivalence
-from repro.equivalence import Diff, build_uninitialized, check_reference, compare_ported, randomize_
+from repro.equivalence import Diff, build_to_randomize, build_uninitialized, check_reference, compare_ported, randomize_
 from repro.porting import port_weights
 from repro.registry import REFERENCES
 
@@ -114,6 +114,66 @@ def test_uninitialized_build_refuses_unknown_buffers():
 
     with pytest.raises(ValueError, match="table"):
         build_uninitialized(WithTable)
+
+
+class _Stem(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+def test_a_model_to_randomize_skips_its_initialization_and_randomizes_the_same():
+    """Built to be randomized: no initialization draws (the global random state is left alone), every parameter
+    NaN until randomize_ redraws it, to the very values an initialized build gets."""
+    state = torch.get_rng_state()
+    skipped = build_to_randomize(_Stem)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(p.isnan().all() for p in skipped.parameters())
+    built = randomize_(_Stem(), (2, 3, 8, 8), seed=3)
+    randomize_(skipped, (2, 3, 8, 8), seed=3)
+    for (name, ours), theirs in zip(skipped.state_dict().items(), built.state_dict().values(), strict=True):
+        assert torch.equal(ours, theirs), name
+
+
+class _WithTable(_Stem):  # a buffer randomize_ keeps
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("table", torch.arange(4.0))
+
+
+class _WithAttribute(_Stem):  # a tensor held as a plain attribute
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.full((4,), 2.0)
+
+
+class _Tied(_Stem):  # one parameter in two modules: to_empty would untie them
+    def __init__(self):
+        super().__init__()
+        self.other = nn.Conv2d(3, 4, 3)
+        self.other.weight = self.conv.weight
+
+
+class _Computing(_Stem):  # a constructor that computes with tensors (torchvision's RegNets)
+    def __init__(self):
+        super().__init__()
+        self.width = int(torch.tensor([4.0]).item())
+
+
+@pytest.mark.parametrize("kind", [_WithTable, _WithAttribute, _Tied, _Computing])
+def test_a_model_to_randomize_is_built_as_it_is_where_skipping_initialization_would_change_it(kind):
+    torch.manual_seed(0)
+    expected = kind()
+    torch.manual_seed(0)
+    model = build_to_randomize(kind)
+    for (name, ours), theirs in zip(model.state_dict().items(), expected.state_dict().values(), strict=True):
+        assert torch.equal(ours, theirs), name
+    assert all(not t.is_meta for t in vars(model).values() if isinstance(t, torch.Tensor))
+    if kind is _Tied:
+        assert model.other.weight is model.conv.weight
 
 
 def test_randomize_leaves_no_zero_gamma_and_calibrated_stats():

@@ -13,6 +13,7 @@ import threading
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from timm.layers import DropPath
 from torch import nn
 from torchvision.ops import StochasticDepth
@@ -172,6 +173,36 @@ def test_a_rate_a_container_never_applies_is_not_a_stochastic_layer():
     applied = verify(Net(drop=nn.Dropout(0.3), drop_rate=0.3), Net(drop=nn.Dropout(0.3)), input_size=SIZE)
     assert applied.verdict == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION", str(applied)
     assert "Dropout.p 0.3" in applied.levels["stochastic configuration"].detail
+
+
+class DropsInEvalToo(Net):
+    """Its functional dropout is called without ``training=``: it drops in eval mode too, at the rate it keeps in
+    ``drop_rate`` (as kuangliu's CIFAR EfficientNet blocks do)."""
+
+    def forward(self, x):
+        y = self.act(self.bn(self.conv(x)))
+        y = y + self.drop(self.mix(y))
+        return self.fc(F.dropout(y.mean((2, 3)), p=self.drop_rate))
+
+
+def test_a_rate_applied_in_eval_mode_too_is_part_of_the_eval_function():
+    """Rates are turned off for the train step alone: a dropout acting in eval mode is not hidden by it."""
+    report = verify(DropsInEvalToo(drop_rate=0.3), Net(drop_rate=0.3), input_size=SIZE)
+    assert report.levels["eval"].holds is False and not report.equivalent, str(report)
+    assert report.levels["train step"].holds, str(report)  # in train mode both drop, and both are turned off
+    assert any("draws random numbers in eval mode: dropout" in note for note in report.notes), report.notes
+    # The same model whose rate is zero computes the reference's function.
+    assert verify(DropsInEvalToo(drop_rate=0.0), Net(drop_rate=0.3), input_size=SIZE).levels["eval"].holds
+
+
+def test_each_differing_level_says_how_it_differs_in_the_printed_report():
+    """The report's first divergence is the eval level's; the stochastic level's rates are printed beside it."""
+    report = verify(Net(act=nn.ReLU(), drop_rate=0.2), Net(), input_size=SIZE)
+    assert report.levels["eval"].holds is False and report.levels["stochastic configuration"].holds is False
+    line = next(line for line in str(report).splitlines() if line.startswith("level stochastic configuration"))
+    assert "candidate: Net.drop_rate 0.2; reference: none" in line, line
+    eval_line = next(line for line in str(report).splitlines() if line.startswith("level eval"))
+    assert "(" not in eval_line  # its detail is the report's first divergence, said once
 
 
 class TwoBranches(nn.Module):
@@ -582,6 +613,20 @@ def test_verify_never_changes_the_candidate(outcome):
     assert_state_unchanged(candidate, snapshot)
     assert [p.requires_grad for p in candidate.parameters()] == flags and candidate.training
     assert all(p.grad is None for p in candidate.parameters())
+
+
+@pytest.mark.parametrize("port", [True, False])
+def test_verify_leaves_the_callers_random_state_as_it_was(port):
+    """Building a reference from its spec initializes it (timm and torchvision draw from the global generator;
+    built to be randomized, it skips those draws), and each pass draws where a model does: none of it is the
+    caller's."""
+    candidate, reference = Net(), Net()
+    resnet = torchvision.models.resnet18()
+    torch.manual_seed(11)
+    state = torch.get_rng_state()
+    verify(candidate, reference, input_size=SIZE, port=port)
+    verify(resnet, "timm:resnet18", input_size=(2, 3, 32, 32), port=port)
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_copying_the_reference_weights_into_the_candidate_is_explicit():

@@ -8,9 +8,12 @@ and verify; and that a real mistake in the same place is still caught, at the mo
 
 from __future__ import annotations
 
+import collections
 import math
 import warnings
 from typing import Callable
+
+from torch.utils._pytree import tree_flatten
 
 import pytest
 import torch
@@ -21,7 +24,7 @@ from torch import nn
 
 from repro.verify import PairingError, VerifyError, verify
 from repro.verify import _run
-from repro.verify._trace import INDEXING_INVISIBLE, indexing_visible, python_body
+from repro.verify._trace import INDEXING_INVISIBLE, _tensors, indexing_visible, python_body
 
 # Attention splits q, k and v by indexing (`qkv[0]`), relative-position tables are looked up by `table[index]`:
 # where this torch hides single-index indexing from the trace (torch 2.2), verify says so instead of pairing them.
@@ -1414,3 +1417,23 @@ def test_where_this_torch_hides_indexing_a_structure_difference_says_so(monkeypa
     monkeypatch.setattr(_run, "indexing_visible", lambda: True)
     report = verify(BiasNet(persistent=True), TinyViT(FusedAttention), input_size=SMALL)
     assert INDEXING_INVISIBLE not in report.structure
+
+
+class _TupleOfItsOwn(tuple):
+    """A tuple subclass that is neither a named tuple nor registered: a leaf to ``tree_flatten``."""
+
+
+@pytest.mark.parametrize("tree", [
+    "plain", "nested", "named tuple", "structseq", "tuple subclass", "ordered dict", "no tensors"])
+def test_the_recorders_tensor_finder_finds_what_tree_flatten_finds(tree):
+    """The recorder lists each operation's tensors without ``tree_flatten`` where the arguments are plain
+    containers: the same tensors, in the same order, as ``tree_flatten`` (which it still asks for the rest)."""
+    a, b, c = torch.ones(1), torch.zeros(2), torch.ones(3)
+    pair = collections.namedtuple("pair", "x y")
+    value = {"plain": (a, [b, 1, None], {"k": c}), "nested": {"z": [pair(b, a)], "w": (c, (slice(0, 1), ...))},
+             "named tuple": pair(a, b), "structseq": torch.max(torch.ones(3, 3), 0),
+             "tuple subclass": _TupleOfItsOwn((a, b)), "ordered dict": collections.OrderedDict(x=c, y=a),
+             "no tensors": (1, 2.0, "s", torch.float32, torch.device("cpu"), torch.contiguous_format)}[tree]
+    expected = [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
+    found = _tensors(value)
+    assert len(found) == len(expected) and all(x is y for x, y in zip(found, expected, strict=True))

@@ -48,7 +48,7 @@ from torch import nn
 import reference
 import repro
 from repro.environment import environment
-from repro.flops import build_on_meta
+from repro.flops import build_on_meta_or_none
 from repro.report.base import (
     ATLAS_MAX_PARAMS, ATLAS_TIMEOUT_S, Options, Page, ReportError, Table, read_results,
 )
@@ -271,10 +271,8 @@ def _build_candidate(pair: Pair, image_size: int | None) -> nn.Module:
 def _for_inspection(build: Callable[[], nn.Module]) -> nn.Module:
     """The model's structure, cheaply: built on the meta device, or normally where its constructor
     computes with tensors (torchvision's RegNets derive their widths with ``torch`` operations)."""
-    try:
-        return build_on_meta(build)
-    except NotImplementedError:  # "Cannot copy out of meta tensor"
-        return build()
+    model = build_on_meta_or_none(build)
+    return build() if model is None else model
 
 
 def _matching_options(pair: Pair, tv: nn.Module) -> tuple[dict[str, Any], dict[str, Any], bool]:

@@ -85,12 +85,12 @@ def verify_onnx(candidate: str | Path | onnx.ModelProto, reference: str | nn.Mod
     except OnnxGraphError as err:
         raise VerifyError(str(err)) from None
     input_size = _input_size(graph, proto, options.input_size)
-    ref32, ref_name = resolve_reference(reference, options.reference_kwargs)
+    ref32, ref_name = resolve_reference(reference, options.reference_kwargs, to_randomize=options.port)
     report = VerifyReport(where, ref_name, input_size, (options.given_tolerance or FLOAT64).rtol)
     prepare(graph, ref32, report, options.output, options.seed)
     prepared = list(report.notes)  # what preparing the copies found: kept for each attempt
     if options.port:
-        randomize_reference(ref32, input_size, options.seed)
+        randomize_reference(ref32, report, options.seed)
     notes = [f"the candidate is an ONNX graph (opset {graph.opset}, {len(proto.graph.node)} nodes) read into torch "
              f"node by node; float32 bit-identity is not claimed for it (the float32 lines are torch's kernels running "
              f"it; what ONNX Runtime computes is a level of its own)"]

@@ -21,7 +21,7 @@ from torch.utils._pytree import tree_flatten
 
 import reference as reference_library
 from repro.equivalence import (
-    FLOAT64, Diff, Tolerance, calibrated_tolerance, copy_model, float64_copy, gradient_diffs,
+    FLOAT64, Diff, Tolerance, build_to_randomize, calibrated_tolerance, copy_model, float64_copy, gradient_diffs,
     randomize_,
 )
 from repro.porting import PortError, port_weights
@@ -32,7 +32,7 @@ from repro.verify._compare import (
 from repro.verify._pairing import (Pairing, PairingError, UndecidedTie, compare_constants, pair_nodes, pair_state,
                                    reshaped_state)
 from repro.verify._report import Level, VerifyReport, layers_frame, unpaired_tensors
-from repro.verify._stochastic import acting, applications, rates_match, stochastic_layers, summary, turn_off
+from repro.verify._stochastic import acting, applications, rates_match, rates_off, stochastic_layers, summary
 from repro.verify._trace import (INDEXING_INVISIBLE, INPUT, Call, Graph, Node, PointKey, RandomWatch, Recorder, Sink,
                                  indexing_visible, stored_constants, trace)
 
@@ -55,8 +55,11 @@ def _type_name(obj: Any) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
-def resolve_reference(reference: str | nn.Module, reference_kwargs: Mapping[str, Any] | None) -> tuple[nn.Module, str]:
-    """The reference to compare with (built from its spec, or a copy of the module) and its name."""
+def resolve_reference(reference: str | nn.Module, reference_kwargs: Mapping[str, Any] | None, *,
+                      to_randomize: bool) -> tuple[nn.Module, str]:
+    """The reference to compare with (built from its spec, or a copy of the module) and its name; one built
+    ``to_randomize`` (every weight about to be redrawn) skips the library's initialization where it can
+    (``build_to_randomize``)."""
     if isinstance(reference, nn.Module):
         if reference_kwargs:
             raise VerifyError(f"reference_kwargs build a reference from a spec ('timm:resnet50'); the reference given "
@@ -73,7 +76,9 @@ def resolve_reference(reference: str | nn.Module, reference_kwargs: Mapping[str,
     built = ", ".join(f"{k}={v!r}" for k, v in reference_kwargs.items())
     name = f"{reference} ({built})" if built else reference
     try:
-        return reference_library.create(reference, **reference_kwargs), name
+        build = functools.partial(reference_library.create, reference, **reference_kwargs)
+        with torch.random.fork_rng(devices=[]):  # the library's initialization draws leave the caller's state alone
+            return (build_to_randomize(build) if to_randomize else build()), name
     except TypeError as err:  # a keyword the library does not take
         raise VerifyError(f"cannot build {reference} with {reference_kwargs}: {err}") from err
 
@@ -349,13 +354,13 @@ def verify_module(candidate: nn.Module, reference: str | nn.Module, options: Ver
         if lazy and side == "candidate" and options.port_into_candidate:
             raise VerifyError("port_into_candidate=True copies weights into the candidate, whose lazy modules have no "
                               "shapes yet: call it once on an input first")
-    ref32, ref_name = resolve_reference(reference, options.reference_kwargs)
+    ref32, ref_name = resolve_reference(reference, options.reference_kwargs, to_randomize=options.port)
     ref_name = "torch.export.ExportedProgram" if "reference" in exported else ref_name
     cand32 = _copy(candidate, "candidate")
     report = VerifyReport(name, ref_name, input_size, (options.given_tolerance or FLOAT64).rtol)
     prepare(cand32, ref32, report, options.output, options.seed)
     if options.port:
-        randomize_reference(ref32, input_size, options.seed)
+        randomize_reference(ref32, report, options.seed)
     not_applicable = {}
     if refusing:
         why = "; ".join(f"the {side}'s train() raises {err}" for side, err in refusing.items())
@@ -428,7 +433,8 @@ def checked_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
 def prepare(cand32: nn.Module, ref32: nn.Module, report: VerifyReport, output: str | int | None, seed: int) -> None:
     """Ready the copies for comparison, noting what was done in ``report``: float32 where they cannot run on the
     float32 input as they are, lazy modules materialized, frozen parameters take gradients, each returns its
-    compared output, their stochastic layers are found (on the verification input) and turned off."""
+    compared output, their stochastic layers are found (on the verification input), to be turned off in train
+    mode alone (``rates_off``)."""
     x = verification_input(report.input_size, seed)
     for side, model in (("candidate", cand32), ("reference", ref32)):
         # A model converted to another precision (float16 for deployment) that cannot run on the float32 input as
@@ -452,8 +458,6 @@ def prepare(cand32: nn.Module, ref32: nn.Module, report: VerifyReport, output: s
                          f"train-mode pass: a rate it does not apply (a setting for its children, or unused, as a "
                          f"block without a residual leaves its drop-connect rate), not a stochastic layer"
                          for layer in layers if not layer.acts]
-    turn_off(cand32, report.stochastic_candidate)
-    turn_off(ref32, report.stochastic_reference)
 
 
 
@@ -491,10 +495,12 @@ def _materialized(model: nn.Module, side: str, x: torch.Tensor, seed: int) -> li
             f"{', '.join(lazy[:5])}{' ...' if len(lazy) > 5 else ''}"]
 
 
-def randomize_reference(ref32: nn.Module, input_size: tuple[int, ...], seed: int) -> None:
+def randomize_reference(ref32: nn.Module, report: VerifyReport, seed: int) -> None:
     """``randomize_`` the reference copy, its BatchNorm statistics calibrated on at least two samples
-    (one sample has no variance on a 1x1 map)."""
-    _run("reference", randomize_, ref32, (max(2, input_size[0]), *input_size[1:]), seed)
+    (one sample has no variance on a 1x1 map) in a train-mode pass with its stochastic layers off."""
+    size = report.input_size
+    with rates_off(ref32, report.stochastic_reference):
+        _run("reference", randomize_, ref32, (max(2, size[0]), *size[1:]), seed)
 
 
 def verification_input(input_size: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -723,8 +729,9 @@ class _Verification:
         graphs = (self.cand_graph, self.ref_graph)
         if all(n.order >= 0 for g in graphs for n in g.nodes):
             return
-        train = [_run(side, _pass, model, self.x, training=True, seed=self.seed, sink=Sink()).recorder.graph()
-                 for side, model in (("candidate", self.candidate), ("reference", self.ref_model))]
+        with self._rates_off(self.candidate, self.ref_model):
+            train = [_run(side, _pass, model, self.x, training=True, seed=self.seed, sink=Sink()).recorder.graph()
+                     for side, model in (("candidate", self.candidate), ("reference", self.ref_model))]
         try:
             found = pair_nodes(*train)
         except PairingError:
@@ -911,13 +918,14 @@ class _Verification:
         called in train mode alone (``_pair_train_only``); the plain pass's numbers stay the verdict."""
         report = self.report
         pairs = [(cand_key, ref_key) for ref_key, cand_key in self.pairing.tensors]
-        with self._counting_stochastic_calls():
+        with self._counting_stochastic_calls(), self._rates_off(self.candidate, self.ref_model):
             cand, ref = _both(self.candidate, self.ref_model, self.x, training=True, seed=self.seed, watch=True,
                               output_weights=output_weights)
         diffs = _TrainDiffs.of(cand, ref, pairs)
         if cand.drew or ref.drew or not diffs.agrees(self.rtol) or self.train_only:
             del cand, ref
-            ref, cand = self._compare_pass("train", self.x, training=True, output_weights=output_weights)
+            with self._rates_off(self.candidate, self.ref_model):
+                ref, cand = self._compare_pass("train", self.x, training=True, output_weights=output_weights)
             if not diffs.agrees(self.rtol) and _TrainDiffs.of(cand, ref, pairs).agrees(self.rtol):
                 report.notes.append("the train step differs when run plainly and agrees when run again recorded "
                                     "(a kernel that is not deterministic, or one chosen differently under the "
@@ -942,6 +950,14 @@ class _Verification:
         if self.buffers:
             name, worst = Diff.worst(self.buffers)
             report.checks[f"buffers after the train step (worst: {name})"] = worst
+
+    @contextmanager
+    def _rates_off(self, candidate: nn.Module, reference: nn.Module):
+        """Both models' stochastic layers off (``rates_off``), for a train-mode pass: copies of the prepared models
+        (float64 or float32) hold them under the same names."""
+        with rates_off(candidate, self.report.stochastic_candidate), rates_off(reference,
+                                                                               self.report.stochastic_reference):
+            yield
 
     @contextmanager
     def _counting_stochastic_calls(self):
@@ -978,8 +994,9 @@ class _Verification:
             checks[f"eval output, {self.wide_title}"] = _outputs_diff(cand.outputs, ref.outputs)
         if self.output_weights is None:
             return
-        cand, ref = _both(cand32, ref32, x, training=True, seed=self.seed,
-                          output_weights=[w.float() for w in self.output_weights])
+        with self._rates_off(cand32, ref32):
+            cand, ref = _both(cand32, ref32, x, training=True, seed=self.seed,
+                              output_weights=[w.float() for w in self.output_weights])
         diffs = _TrainDiffs.of(cand, ref, [(cand_key, ref_key) for ref_key, cand_key in self.pairing.tensors])
         checks.update(diffs.checks)
         for what, part in (("parameter gradients", diffs.grads), ("buffers after the train step", diffs.buffers)):
@@ -1137,7 +1154,7 @@ class _Verification:
         return Level("train step", False, False, module, detail)
 
     def _random_left(self) -> dict[str, list[str]]:
-        """Each side's modules that still draw random numbers in the train step (after ``turn_off``)."""
+        """Each side's modules that still draw random numbers in the train step (after ``rates_off``)."""
         return {side: sorted({where for where, _ in calls})
                 for side, calls in (("candidate", self.captures["train"].random if "train" in self.captures else []),
                                     ("reference", self.reference_random.get("train", [])))}

@@ -1,13 +1,15 @@
-"""Stochastic layers: found in a model, their rates listed, and turned off in a copy.
+"""Stochastic layers: found in a model, their rates listed, and turned off for a train-mode pass.
 
 A model is stochastic in train mode where it draws random numbers: dropout, drop-path
 (stochastic depth), anything that calls a random function. Such a layer is found by what its
 rate is called, not by its class: a ``torch.nn`` dropout module (``p``), and any module with a
 float rate attribute (``drop_prob`` as in timm's ``DropPath``, ``p`` beside ``mode`` as in
 torchvision's ``StochasticDepth``, ``drop_rate`` as on a timm model that calls ``F.dropout``
-before its classifier). It is turned off by setting that attribute to zero in a copy of the
-model, never by swapping its class; what still draws random numbers after that is seen while
-tracing the train step and reported as not turned off.
+before its classifier). It is turned off by setting that attribute to zero for the passes in train
+mode alone (``rates_off``), never by swapping its class; what still draws random numbers after
+that is seen while tracing the train step and reported as not turned off. Eval passes run with
+every rate as the model holds it: a layer that drops in eval mode too (``F.dropout`` called without
+``training=``) is part of the eval function, and turning it off there would hide it.
 
 A rate kept on a module with child modules (a model's ``drop_rate``) may be a setting that module
 hands to its children rather than one it applies: timm's EfficientNet calls ``F.dropout`` with its
@@ -20,9 +22,10 @@ compared.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Mapping
 from itertools import groupby
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -121,10 +124,19 @@ def summary(layers: list[StochasticLayer]) -> str:
     return ", ".join(parts) or "none"
 
 
-def turn_off(model: nn.Module, layers: list[StochasticLayer]) -> None:
-    """Set each layer's rate to zero (in place: call it on a copy); idle rates too, which changes nothing."""
-    for layer in layers:
-        setattr(model.get_submodule(layer.module), layer.attribute, 0.0)
+@contextmanager
+def rates_off(model: nn.Module, layers: list[StochasticLayer]):
+    """Each layer's rate set to zero while the block runs (idle rates too, which changes nothing), then given
+    back: for train-mode passes alone (see the module docstring)."""
+    held = [(model.get_submodule(layer.module), layer.attribute) for layer in layers]
+    rates = [getattr(module, attribute) for module, attribute in held]
+    for module, attribute in held:
+        setattr(module, attribute, 0.0)
+    try:
+        yield model
+    finally:
+        for (module, attribute), rate in zip(held, rates, strict=True):
+            setattr(module, attribute, rate)
 
 
 def rates_match(candidate: list[StochasticLayer], reference: list[StochasticLayer]) -> bool:

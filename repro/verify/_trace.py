@@ -61,6 +61,7 @@ import inspect
 import itertools
 import os
 import types
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -542,8 +543,31 @@ class _ScriptedCall:
         self.__name__ = name
 
 
+# Arguments that hold no tensor: passed over without asking ``tree_flatten``, which the recorder would otherwise
+# call on every argument of every operation.
+_NO_TENSORS = (int, float, complex, bool, str, bytes, type(None), slice, type(Ellipsis), torch.dtype, torch.device,
+               torch.layout, torch.memory_format)
+
+
 def _tensors(tree: Any) -> list[torch.Tensor]:
-    return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+    """The tensors in ``tree``, in ``tree_flatten``'s order: plain tuples, lists and dicts opened here, anything
+    else (a named tuple, a registered container) by ``tree_flatten``."""
+    found: list[torch.Tensor] = []
+    _collect(tree, found)
+    return found
+
+
+def _collect(value: Any, found: list[torch.Tensor]) -> None:
+    if isinstance(value, torch.Tensor):
+        found.append(value)
+    elif type(value) in (tuple, list):
+        for item in value:
+            _collect(item, found)
+    elif type(value) is dict:
+        for item in value.values():
+            _collect(item, found)
+    elif not isinstance(value, _NO_TENSORS):
+        found += [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
 
 
 @functools.lru_cache(maxsize=None)
@@ -557,6 +581,17 @@ def argument_names(func: Callable) -> tuple[str, ...] | None:
     from an ATen operator's schema, a C++ function's documented signature or a Python function's own; ``None``
     where none is known. ``F.batch_norm`` takes the running statistics before the weight, ``torch.batch_norm`` and
     ``aten.batch_norm`` after it: a tensor's role is the argument it is passed as, by name."""
+    if not isinstance(func, Hashable):
+        return _argument_names(func)
+    if func not in _ARGUMENT_NAMES:  # asked for every operation the recorder sees: each function read once
+        _ARGUMENT_NAMES[func] = _argument_names(func)
+    return _ARGUMENT_NAMES[func]
+
+
+_ARGUMENT_NAMES: dict[Callable, tuple[str, ...] | None] = {}
+
+
+def _argument_names(func: Callable) -> tuple[str, ...] | None:
     schema = getattr(func, "_schema", None)
     if schema is not None:
         return tuple(a.name for a in schema.arguments)
