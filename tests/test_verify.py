@@ -163,6 +163,38 @@ def test_random_numbers_in_eval_are_reported():
     assert any(note.startswith("the candidate draws random numbers in train mode") for note in report.notes)
 
 
+class Concatenating(nn.Module):
+    """A dense layer: a convolution's output concatenated with its input, in one order or the other, then
+    flipped left to right or scaled, if asked."""
+
+    def __init__(self, new_first: bool, flip: bool = False, scale: float = 1.0) -> None:
+        super().__init__()
+        self.new_first, self.flip, self.scale = new_first, flip, scale
+        self.conv, self.bn, self.fc = nn.Conv2d(4, 3, 3, padding=1), nn.BatchNorm2d(7), nn.Linear(7, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        z = torch.cat([y, x] if self.new_first else [x, y], 1) * self.scale
+        return self.fc(self.bn(z.flip(-1) if self.flip else z).mean((2, 3)))
+
+
+@pytest.mark.parametrize("candidate, words", [
+    (Concatenating(new_first=True),
+     "the reference's values with the channels (dimension 1) in another order at each position"),
+    (Concatenating(new_first=False, flip=True), "the reference's values, arranged otherwise"),
+    (Concatenating(new_first=False, scale=1.5), ""),
+], ids=["concatenated-in-another-order", "arranged-otherwise", "other-values"])
+def test_the_same_values_in_another_order_are_said_to_be(candidate, words):
+    """kuangliu's CIFAR DenseNet concatenates [new, old] where torchvision's concatenates [old, new]."""
+    report = verify(candidate, Concatenating(new_first=False), input_size=(2, 4, 8, 8))
+    assert not report.equivalent and "the input of bn differs" in report.divergence_detail, str(report)
+    if words:
+        assert words in report.divergence_detail, report.divergence_detail
+    else:
+        assert "in another order" not in report.divergence_detail
+        assert "arranged otherwise" not in report.divergence_detail
+
+
 def test_structure_mismatch_names_unpaired_tensors_of_both_models():
     _, report = _mistake("efficientnet-se-from-expanded-width")
     text = str(report)

@@ -297,6 +297,25 @@ class ReferenceCapture(Sink):
         self.output_seq = seq
 
 
+ARRANGEMENTS_LOOKED_AT = 8  # the first differing points of a pass asked whether they hold the values otherwise
+
+
+def arranged_otherwise(actual: torch.Tensor, expected: torch.Tensor, rtol: float) -> str:
+    """How ``actual``, which differs from ``expected`` (of one shape), holds the same values otherwise: ``"channels"``
+    where each position holds the same channel values in another order (a concatenation of its parts in another
+    order, channels shuffled otherwise), ``"values"`` where all of them are the same values arranged otherwise,
+    else ``""``. Values agree within ``rtol`` of the largest."""
+    if actual.ndim == 0 or actual.numel() < 2:
+        return ""
+
+    def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return Diff.of(a, b).ok(rtol)
+
+    if actual.ndim >= 2 and actual.shape[1] > 1 and same(actual.sort(dim=1).values, expected.sort(dim=1).values):
+        return "channels"
+    return "values" if same(actual.reshape(-1).sort().values, expected.reshape(-1).sort().values) else ""
+
+
 @dataclass
 class PointResult:
     key: PointKey  # candidate's key
@@ -308,6 +327,7 @@ class PointResult:
     call: int  # the call it belongs to (for a core) or the innermost call that produced it
     reordered: bool = False  # compared with its rows in another order than the reference's (``compare_rows``)
     ref_seq: int | None = None  # where in the reference's pass its partner was taken
+    arranged: str = ""  # where it differs: how it holds the reference's values otherwise (``arranged_otherwise``)
 
     def ok(self, rtol: float) -> bool:
         return self.diff.ok(rtol)
@@ -330,6 +350,7 @@ class CandidateCapture(Sink):
     grads: dict[PointKey, torch.Tensor] = field(default_factory=dict)  # with a backward: each point's gradient
     grad_points: list[GradPoint] = field(default_factory=list)  # after ``compare_grads``
     _grad_keys: dict[PointKey, tuple[PointKey, int, tuple, bool]] = field(default_factory=dict)
+    _arrangements_left: int = ARRANGEMENTS_LOOKED_AT
 
     def _result(self, key: PointKey, ref_key: PointKey, tensor, upstream, seq, tensor_key, call) -> None:
         if ref_key[1] not in self.reference.ran:
@@ -338,8 +359,12 @@ class CandidateCapture(Sink):
         found = None if expected is None else compare_rows(tensor, expected)
         diff, reordered = found or (MISMATCH, False)
         ref_shape = () if expected is None else tuple(expected.shape)
+        arranged = ""
+        if not diff.ok(self.rtol) and diff is not MISMATCH and not reordered and self._arrangements_left:
+            self._arrangements_left -= 1
+            arranged = arranged_otherwise(tensor.detach().reshape(expected.shape), expected, self.rtol)
         self.points.append(PointResult(key, seq, diff, (tuple(tensor.shape), ref_shape), upstream, tensor_key, call,
-                                       reordered, self.reference.seqs.get(ref_key)))
+                                       reordered, self.reference.seqs.get(ref_key), arranged))
         if self.reference.want_grads:
             keep_grad(tensor, self.grads, key)
             self._grad_keys[key] = (ref_key, seq, tensor_key, tensor.requires_grad)
@@ -524,8 +549,11 @@ def _describe(point: PointResult, names: dict[PointKey, str], rtol: float) -> tu
     if point.diff is MISMATCH:
         return where, f"has shape {list(point.shapes[0])} where the reference's has {list(point.shapes[1])}"
     finite = "" if point.diff.finite else ", non-finite values"
+    arranged = {"channels": ": the reference's values with the channels (dimension 1) in another order at each "
+                            "position (a concatenation of its parts in another order, say)",
+                "values": ": the reference's values, arranged otherwise"}.get(point.arranged, "")
     return where, (f"differs from the reference's (max abs {point.diff.max_abs:.3g}, "
-                   f"max rel {point.diff.max_rel:.3g} > {rtol:g}{finite})")
+                   f"max rel {point.diff.max_rel:.3g} > {rtol:g}{finite}){arranged}")
 
 
 def compared_in_rows(capture: CandidateCapture, names: dict[PointKey, str]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -29,6 +30,11 @@ UNDECIDED = "SAME EVAL FUNCTION, TRAIN STEP UNDECIDED"
 STRUCTURES_DIFFER = "STRUCTURES DIFFER, NOT COMPARED"
 
 
+def _words(detail: str) -> str:
+    """A divergence's words without the pass they were found in (``eval: ...``, ``train: ...``)."""
+    return re.sub(r"^[\w ,.x]*?: ", "", detail, count=1)
+
+
 @dataclass
 class Level:
     """One level of the verdict: whether it holds (``None``: not checked, or cannot be decided
@@ -49,10 +55,12 @@ class Level:
         return "bit-identical" if self.bit_exact and self.name != "stochastic configuration" else (
             "same" if self.name == "stochastic configuration" else "equivalent")
 
-    def line(self) -> str:
+    def line(self, said_already: str = "") -> str:
+        """The level in one line, its detail in brackets unless ``said_already`` says it (the report's first
+        divergence: the same words, whichever pass they were found in)."""
         where = f" at {self.first_divergence}" if self.first_divergence and self.holds is False else ""
-        said = self.detail and (self.holds is not False or not self.first_divergence)  # else the report's
-        return f"{self.name}: {self.state}{where}" + (f" ({self.detail})" if said else "")  # divergence says it
+        said = self.detail and _words(self.detail) != _words(said_already)
+        return f"{self.name}: {self.state}{where}" + (f" ({self.detail})" if said else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {"holds": self.holds, "state": self.state, "bit_exact": self.bit_exact,
@@ -154,7 +162,8 @@ class VerifyReport:
                  f"decided in {self.tolerance}"]
         if self.first_divergence is not None:
             lines += [f"first divergence: {self.first_divergence}", f"  {self.divergence_detail}"]
-        lines += [f"level {level.line()}" for level in self.levels.values()]
+        said = self.divergence_detail if self.first_divergence is not None else ""
+        lines += [f"level {level.line(said)}" for level in self.levels.values()]
         for name, d in self.checks.items():
             state = "exact" if d.bit_exact else ("ok" if d.ok(self.rtol) else "DIFFERS")
             lines.append(f"{name} ({self.tolerance.dtype}): max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g} ({state})")
