@@ -205,6 +205,24 @@ def test_each_differing_level_says_how_it_differs_in_the_printed_report():
     assert "(" not in eval_line  # its detail is the report's first divergence, said once
 
 
+@pytest.mark.parametrize("candidate, reference, size, same", [
+    (nn.Dropout2d(0.5), nn.Dropout(0.5), SIZE, False),  # whole channels against single values
+    (nn.Dropout2d(0.5), nn.Dropout(0.5), (2, 3, 1, 1), True),  # on a 1x1 map, a channel is a single value
+    (DropPath(0.2), StochasticDepth(0.2, "row"), SIZE, True),  # whole samples, both
+    (StochasticDepth(0.2, "batch"), StochasticDepth(0.2, "row"), SIZE, False),  # the whole batch against samples
+], ids=["dropout2d-vs-dropout", "dropout2d-vs-dropout-on-1x1", "droppath-vs-stochastic-depth",
+        "batch-vs-row"])
+def test_the_same_rate_dropping_other_units_is_another_stochastic_configuration(candidate, reference, size, same):
+    report = verify(Net(drop=candidate), Net(drop=reference), input_size=size)
+    level = report.levels["stochastic configuration"]
+    assert report.levels["eval"].holds and report.levels["train step"].holds, str(report)
+    assert level.holds is same, str(report)
+    if not same:
+        assert report.verdict == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION", str(report)
+        assert report.first_divergence == "drop"
+        assert "each draw dropping other units" in level.detail, level.detail
+
+
 class TwoBranches(nn.Module):
     """Two residual branches, each behind drop-path: one module applied to both (as torchvision's Swin) or one each
     (as timm's)."""
@@ -227,8 +245,8 @@ def test_a_stochastic_module_applied_twice_counts_twice():
     assert report.equivalent and report.levels["stochastic configuration"].holds, str(report)
     other = verify(TwoBranches(0.1, shared=True), TwoBranches(0.2, shared=False), input_size=SIZE)
     assert other.verdict == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION", str(other)
-    assert "DropPath.drop_prob 0.1 x2; reference: DropPath.drop_prob 0.2 x2" in other.levels[
-        "stochastic configuration"].detail
+    assert ("DropPath.drop_prob 0.1 x2 (whole samples); reference: DropPath.drop_prob 0.2 x2 (whole samples)"
+            in other.levels["stochastic configuration"].detail)
 
 
 class UnusedDropPath(Net):
@@ -248,7 +266,8 @@ def test_a_stochastic_layer_never_called_applies_no_rate():
 def test_a_rate_only_the_reference_has_is_a_divergence_at_the_candidates_root():
     report = verify(Net(), Net(drop=nn.Dropout(0.2)), input_size=SIZE)
     assert report.verdict == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION"
-    assert report.first_divergence == "(root)" and "none vs drop (Dropout.p=0.2)" in report.divergence_detail
+    assert report.first_divergence == "(root)"
+    assert "none vs drop (Dropout.p=0.2, single values)" in report.divergence_detail
 
 
 def test_a_real_mistake_behind_dropout_is_still_the_verdict():
@@ -571,7 +590,7 @@ def test_levels_are_printed_and_serialized():
     report = verify(Net(drop=nn.Dropout(0.5)), Net(), input_size=SIZE)
     text = str(report)
     assert "level eval: bit-identical" in text and "level train step: bit-identical" in text
-    assert "level stochastic configuration: DIFFERS" in text and "drop (Dropout.p=0.5)" in text
+    assert "level stochastic configuration: DIFFERS" in text and "drop (Dropout.p=0.5, single values)" in text
     assert "level stochastic configuration" in report.to_markdown()
 
 

@@ -177,6 +177,59 @@ def test_steps_that_are_not_one_for_one_name_no_partner():
     assert "[settings" not in report.divergence_detail
 
 
+class NoStep(nn.Module):
+    """A convolution and its BatchNorm, then ``steps`` (modules, or a function) before the next convolution."""
+
+    def __init__(self, *steps: nn.Module, function: Callable | None = None) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.steps, self.function = nn.Sequential(*steps), function
+        self.conv2, self.fc = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.Linear(8, 2)
+
+    def forward(self, x):
+        y = self.steps(self.bn(self.conv(x)))
+        return self.fc(self.conv2(self.function(y) if self.function else y).mean((2, 3)))
+
+
+@pytest.mark.parametrize("candidate, words", [
+    pytest.param(NoStep(), "the candidate's: none; the reference's: steps.0 (ReLU), steps.1 (MaxPool2d)",
+                 id="both-missing"),
+    pytest.param(NoStep(nn.ReLU()), "the candidate's: steps.0 (ReLU); the reference's: steps.0 (ReLU), steps.1 "
+                 "(MaxPool2d)", id="pooling-missing"),
+    pytest.param(NoStep(function=F.relu), "the candidate's: none; the reference's: steps.0 (ReLU), steps.1 "
+                 "(MaxPool2d)", id="activation-as-a-function"),
+])
+def test_a_step_without_tensors_one_model_lacks_is_named(candidate, words):
+    """A ReLU or a max-pool the reference runs between two paired modules and the candidate does not (a CIFAR
+    ResNet's stem without torchvision's max-pool; a DenseNet transition without its ReLU): the steps each runs there
+    are listed, whichever module the divergence is located at."""
+    report = verify(candidate, NoStep(nn.ReLU(), nn.MaxPool2d(3, 2, 1)), input_size=SMALL, train=False)
+    assert not report.equivalent, str(report)
+    assert (f"[the modules computing from the output of bn alone (a step written as a function is not listed): "
+            f"{words}]") in report.divergence_detail, report.divergence_detail
+    same = verify(NoStep(nn.ReLU(), nn.MaxPool2d(3, 2, 0)), NoStep(nn.ReLU(), nn.MaxPool2d(3, 2, 1)),
+                  input_size=SMALL, train=False)
+    assert "the modules computing from" not in same.divergence_detail  # the same steps: their settings are said
+
+
+class KernelStem(nn.Module):
+    def __init__(self, kernel: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(8)
+        self.conv2, self.fc = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv2(self.bn1(self.conv1(x)).relu()).mean((2, 3)))
+
+
+def test_a_module_in_the_place_of_another_with_other_shapes_is_named_with_it():
+    """A CIFAR ResNet's 3x3 stem against the ImageNet 7x7 one: not only "no counterpart", but what stands there."""
+    report = verify(KernelStem(3), KernelStem(7), input_size=SMALL)
+    assert report.verdict == "STRUCTURES DIFFER, NOT COMPARED" and report.first_divergence == "conv1", str(report)
+    assert ("the candidate's conv1 (Conv2d: weight [8, 3, 3, 3]) stands where the reference's conv1 (Conv2d: weight "
+            "[8, 3, 7, 7]) does (both feed bn1), with tensors of other shapes") in report.divergence_detail
+
+
 class FunctionalReluStem(OtherStem):
     """The activation as a function, a flattening as a module: as many module steps as ``Stem``, shifted by one."""
 

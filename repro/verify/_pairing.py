@@ -476,12 +476,15 @@ def _note_fused(cand: Graph, ref: Graph, pairing: Pairing, m: dict[int, int]) ->
             groups[(graph.nodes[n].kind, place)][side].append(n)
     for (kind, place), (c_group, r_group) in groups.items():
         if len(c_group) == 1 and len(r_group) == 1:
-            line = _only_a_bias(cand.nodes[c_group[0]], ref.nodes[r_group[0]], kind)
-            if line:
-                pairing.wiring.append(line)
-                if pairing.divergence in c_group:
-                    pairing.divergence_reason += f"; {line}"
-                continue
+            c_node, r_node = cand.nodes[c_group[0]], ref.nodes[r_group[0]]
+            line = _only_a_bias(c_node, r_node, kind) or (
+                f"the candidate's {c_node.describe()} stands where the reference's {r_node.describe()} does (both "
+                f"feed {', '.join(sorted(ref.name(r) for r in place)) or 'the output'}), with tensors of other "
+                f"shapes")
+            pairing.wiring.append(line)
+            if pairing.divergence in c_group:
+                pairing.divergence_reason += f"; {line}"
+            continue
         values = [sum(t.numel() for n in group for t in graph.nodes[n].tensors.values())
                   for group, graph in ((c_group, cand), (r_group, ref))]
         if not c_group or not r_group or values[0] != values[1]:

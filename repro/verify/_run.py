@@ -4,6 +4,7 @@ port, compare, and name the first divergence."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import math
@@ -32,7 +33,8 @@ from repro.verify._compare import (
 from repro.verify._pairing import (Pairing, PairingError, UndecidedTie, compare_constants, pair_nodes, pair_state,
                                    reshaped_state)
 from repro.verify._report import Level, VerifyReport, layers_frame, unpaired_tensors
-from repro.verify._stochastic import acting, applications, rates_match, rates_off, stochastic_layers, summary
+from repro.verify._stochastic import (acting, applications, dropped_unit, rates_match, rates_off, stochastic_layers,
+                                     summary, units_differ)
 from repro.verify._trace import (INDEXING_INVISIBLE, INPUT, Call, Graph, Node, PointKey, RandomWatch, Recorder, Sink,
                                  indexing_visible, stored_constants, trace)
 
@@ -963,24 +965,37 @@ class _Verification:
     def _counting_stochastic_calls(self):
         """Count, in ``self.train_calls``, how often each stochastic layer of both models is called in the forward
         pass of a train step (not again where activation checkpointing recomputes it in the backward pass): a
-        drop-path module a block builds and never calls (timm's, in a block without a residual) applies no rate."""
+        drop-path module a block builds and never calls (timm's, in a block without a residual) applies no rate.
+        Then say what one draw of each without children drops (``dropped_unit``, on a probe shaped like the input
+        of its first call): dropout2d's whole channels are not dropout's single values at the same rate."""
         self.train_calls = {"candidate": Counter(), "reference": Counter()}
+        shapes: dict[tuple[str, str], tuple[int, ...]] = {}
         handles = []
 
-        def count(calls: Counter, name: str, module: nn.Module, args: tuple) -> None:
+        def count(side: str, name: str, module: nn.Module, args: tuple) -> None:
             if torch._C._current_autograd_node() is None:
-                calls[name] += 1
+                self.train_calls[side][name] += 1
+                if args and isinstance(args[0], torch.Tensor):
+                    shapes.setdefault((side, name), tuple(args[0].shape))
 
         for side, model, layers in (("candidate", self.candidate, self.report.stochastic_candidate),
                                     ("reference", self.ref_model, self.report.stochastic_reference)):
             for name in dict.fromkeys(layer.module for layer in acting(layers)):
-                handles.append(model.get_submodule(name).register_forward_pre_hook(
-                    functools.partial(count, self.train_calls[side], name)))
+                handles.append(model.get_submodule(name).register_forward_pre_hook(functools.partial(count, side,
+                                                                                                       name)))
         try:
             yield
         finally:
             for handle in handles:
                 handle.remove()
+        report = self.report
+        for side, model, layers in (("candidate", self.candidate, report.stochastic_candidate),
+                                    ("reference", self.ref_model, report.stochastic_reference)):
+            for i, layer in enumerate(layers):
+                module = model.get_submodule(layer.module)
+                if layer.acts and (side, layer.module) in shapes and next(module.children(), None) is None:
+                    unit = dropped_unit(module, layer.attribute, shapes[side, layer.module], self.seed)
+                    layers[i] = dataclasses.replace(layer, unit=unit)
 
     # -- float32 ---------------------------------------------------------------------------
     def float32_checks(self, cand32: nn.Module, ref32: nn.Module, x: torch.Tensor) -> None:
@@ -1074,10 +1089,49 @@ class _Verification:
                 return f" [settings of {module} vs the reference's {partner_name}: {shown}]" if shown else ""
         found = self._step_partner(module)
         if found is None:
-            return ""
+            return self._steps_note(module)
         partner_name, ours, theirs = found
         words = settings_difference(ours, theirs)
         return f" [settings of {module} vs the reference's {partner_name}: {words}]" if words else ""
+
+    def _steps_note(self, module: str) -> str:
+        """Where a divergence at ``module`` is computed through steps without tensors from points that agree: the
+        leaf modules each model runs on those points alone (activations, poolings), where their classes differ, so
+        that a step one model has and the other lacks (a reference's max-pool, the ReLU ending its stem) is named."""
+        found = next((d for d in self.divergences.values() if d.module == module and d.upstream), None)
+        theirs_at = None if found is None else self._reference_points(found.upstream)
+        if theirs_at is None:
+            return ""
+        steps = {side: [c for c in self.trace_calls[side] if c.upstream == at and self._is_step(model, c)]
+                 for side, model, at in (("candidate", self.candidate, found.upstream),
+                                         ("reference", self.ref_model, theirs_at))}
+        kinds = {side: [type(model.get_submodule(c.name)).__name__ for c in steps[side]]
+                 for side, model in (("candidate", self.candidate), ("reference", self.ref_model))}
+        if kinds["candidate"] == kinds["reference"]:
+            return ""
+        words = "; ".join(f"the {side}'s: " + (", ".join(f"{c.name} ({kind})" for c, kind in
+                                                         zip(steps[side], kinds[side], strict=True)) or "none")
+                          for side in ("candidate", "reference"))
+        source = ", ".join(sorted(self.names.get(key, "the model input") for key in found.upstream))
+        return (f" [the modules computing from {source} alone (a step written as a function is not listed): "
+                f"{words}]")
+
+    def _reference_points(self, upstream: frozenset) -> frozenset | None:
+        """The reference's points in the place of the candidate's ``upstream`` (the model input stays itself);
+        ``None`` where one is not paired."""
+        points = set()
+        for key in upstream:
+            partner = self.pairing.nodes.get(key[1]) if len(key) == 3 else -1
+            if partner is None:
+                return None
+            points.add(key if len(key) != 3 else (key[0], partner, key[2]))
+        return frozenset(points)
+
+    @staticmethod
+    def _is_step(model: nn.Module, call: Call) -> bool:
+        """Whether ``call`` is a leaf module holding no tensors that computes something (not an ``nn.Identity``)."""
+        return (call.node is None and bool(call.name) and call.output_keys != call.input_keys
+                and next(model.get_submodule(call.name).children(), None) is None)
 
     def _step_partner(self, module: str) -> tuple[str, nn.Module, nn.Module] | None:
         """The reference module in the place of ``module``, a module holding no tensors (an activation, a pooling):
@@ -1085,25 +1139,16 @@ class _Verification:
         taken in order on both sides, and where there are as many on each, the one at its position is its partner
         (timm's ``act1``, ``maxpool`` for another ResNet's ``relu``, ``pool``). ``None`` where they are not one for
         one (a step written as a function on one side) or ``module`` holds tensors or runs no module of its own."""
-        def step(model: nn.Module, call: Call) -> bool:  # a leaf module that computes (not an ``nn.Identity``)
-            return (call.node is None and bool(call.name) and call.output_keys != call.input_keys
-                    and next(model.get_submodule(call.name).children(), None) is None)
-
         calls = self.trace_calls
         # The call the divergence was located at (``Divergence.order``: its place in end order), else the first.
         ends = {found.order for found in self.divergences.values() if found.module == module}
         named = [c for c in calls["candidate"] if c.name == module and c.node is None]
         for call in [c for c in named if c.end in ends] or named[:1]:
-            upstream = set()
-            for key in call.upstream:
-                partner = self.pairing.nodes.get(key[1]) if len(key) == 3 else -1
-                if partner is None:
-                    break
-                upstream.add(key if len(key) != 3 else (key[0], partner, key[2]))
-            else:
-                ours, theirs = ([c for c in calls[side] if c.upstream == at and step(model, c)]
+            upstream = self._reference_points(call.upstream)
+            if upstream is not None:
+                ours, theirs = ([c for c in calls[side] if c.upstream == at and self._is_step(model, c)]
                                 for side, model, at in (("candidate", self.candidate, call.upstream),
-                                                        ("reference", self.ref_model, frozenset(upstream))))
+                                                        ("reference", self.ref_model, upstream)))
                 if call in ours and len(ours) == len(theirs) and _one_for_one(ours, theirs, ours.index(call),
                                                                              self.candidate, self.ref_model):
                     name = theirs[ours.index(call)].name
@@ -1187,6 +1232,12 @@ class _Verification:
             return Level("stochastic configuration", False, False, where,
                          f"stochastic configuration: the rates differ ({side_by_side}; the first that differs: "
                          f"{first}); turned off in both copies for the train step{drawn}")
+        at = units_differ(cand, ref)
+        if at is not None:
+            return Level("stochastic configuration", False, False, cand[at].module or "(root)",
+                         f"stochastic configuration: the same rates, each draw dropping other units ({side_by_side}; "
+                         f"the first that differs: {cand[at]} vs {ref[at]}); turned off in both copies for the train "
+                         f"step")
         if any(left.values()):
             return Level("stochastic configuration", None, False, None,
                          f"{side_by_side}; random numbers still drawn in train mode by {still}: not a known rate, "

@@ -44,9 +44,11 @@ class StochasticLayer:
     attribute: str  # where the rate is kept
     rate: float
     acts: bool = True  # False: a container's rate that the container itself never applies (see above)
+    unit: str = ""  # what one draw drops (``dropped_unit``: "single values", "whole channels", ...); "" unknown
 
     def __str__(self) -> str:
-        return f"{self.module or '(root)'} ({self.kind}.{self.attribute}={self.rate:g})"
+        unit = f", {self.unit}" if self.unit else ""
+        return f"{self.module or '(root)'} ({self.kind}.{self.attribute}={self.rate:g}{unit})"
 
 
 def _rate_attributes(module: nn.Module) -> list[str]:
@@ -113,15 +115,64 @@ def applications(layers: list[StochasticLayer], calls: Mapping[str, int], observ
 
 
 def summary(layers: list[StochasticLayer]) -> str:
-    """The acting rates (one entry per application) in a few words: ``Dropout.p 0.5 x2``,
-    ``StochasticDepth.p 0.00588 to 0.0941 x16``."""
+    """The acting rates (one entry per application) in a few words, with what each draw drops where that is known:
+    ``Dropout.p 0.5 x2 (single values)``, ``StochasticDepth.p 0.00588 to 0.0941 x16 (whole samples)``."""
     parts = []
-    for (kind, attribute), group in groupby(acting(layers), key=lambda layer: (layer.kind, layer.attribute)):
+    for (kind, attribute, unit), group in groupby(acting(layers),
+                                                  key=lambda layer: (layer.kind, layer.attribute, layer.unit)):
         rates = [layer.rate for layer in group]
         low, high = min(rates), max(rates)
         spread = f"{low:g}" if low == high else f"{low:g} to {high:g}"
-        parts.append(f"{kind}.{attribute} {spread}" + (f" x{len(rates)}" if len(rates) > 1 else ""))
+        parts.append(f"{kind}.{attribute} {spread}" + (f" x{len(rates)}" if len(rates) > 1 else "")
+                     + (f" ({unit})" if unit else ""))
     return ", ".join(parts) or "none"
+
+
+PROBE_BATCH, PROBE_SIDE, PROBE_DRAWS = 16, 6, 8  # the probe ``dropped_unit`` runs: its shape, and how many draws
+
+
+def dropped_unit(module: nn.Module, attribute: str, shape: tuple[int, ...], seed: int) -> str:
+    """What one draw of a stochastic layer with no children drops, seen on a probe of ones shaped like its input
+    (a batch of ``PROBE_BATCH``, each other dimension at most ``PROBE_SIDE``) in ``PROBE_DRAWS`` train-mode calls at
+    rate 0.5: ``"single values"``, ``"whole channels"`` (every value of a channel of a sample at once: dropout2d),
+    ``"whole samples"`` (drop-path, stochastic depth), ``"the whole batch"``, or the dimensions it drops whole.
+    ``""`` where that is not seen: the module fails on the probe, or no draw both drops and keeps a value. The rate,
+    the mode and the global random state are given back."""
+    if not shape:
+        return ""
+    probe = torch.ones((PROBE_BATCH, *(min(size, PROBE_SIDE) for size in shape[1:])),
+                       dtype=next((t.dtype for t in module.parameters()), torch.get_default_dtype()))
+    rate, was_training = getattr(module, attribute), module.training
+    masks = []
+    try:
+        setattr(module, attribute, 0.5)
+        module.train()
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
+            for _ in range(PROBE_DRAWS):
+                out = module(probe)
+                if not isinstance(out, torch.Tensor) or out.shape != probe.shape:
+                    return ""
+                masks.append(out == 0)
+    except (RuntimeError, ValueError, TypeError, IndexError, NotImplementedError):
+        return ""  # it takes another input than a tensor shaped like its own: what it drops is not seen
+    finally:
+        setattr(module, attribute, rate)
+        module.train(was_training)
+    mask = torch.stack(masks)  # draw, then the probe's dimensions
+    if not mask.any() or mask.all():
+        return ""
+    whole = [d for d in range(probe.ndim) if bool((mask == mask.narrow(d + 1, 0, 1)).all())]
+    dims = list(range(probe.ndim))
+    if not whole:
+        return "single values"
+    if whole == dims:
+        return "the whole batch"
+    if whole == dims[1:]:
+        return "whole samples"
+    if probe.ndim >= 3 and whole == dims[2:]:
+        return "whole channels"
+    return f"patterns shared along dimensions {', '.join(map(str, whole))}"
 
 
 @contextmanager
@@ -137,6 +188,13 @@ def rates_off(model: nn.Module, layers: list[StochasticLayer]):
     finally:
         for (module, attribute), rate in zip(held, rates, strict=True):
             setattr(module, attribute, rate)
+
+
+def units_differ(candidate: list[StochasticLayer], reference: list[StochasticLayer]) -> int | None:
+    """Where two lists of the same rates (``rates_match``) first apply them to other units (both known), or
+    ``None``."""
+    return next((i for i, (a, b) in enumerate(zip(acting(candidate), acting(reference), strict=True))
+                 if a.unit and b.unit and a.unit != b.unit), None)
 
 
 def rates_match(candidate: list[StochasticLayer], reference: list[StochasticLayer]) -> bool:
