@@ -475,33 +475,36 @@ def _note_fused(cand: Graph, ref: Graph, pairing: Pairing, m: dict[int, int]) ->
             place = frozenset(m[p] for p in after) if side == 0 else frozenset(after)
             groups[(graph.nodes[n].kind, place)][side].append(n)
     for (kind, place), (c_group, r_group) in groups.items():
-        if len(c_group) == 1 and len(r_group) == 1:
-            c_node, r_node = cand.nodes[c_group[0]], ref.nodes[r_group[0]]
-            line = _only_a_bias(c_node, r_node, kind) or (
-                f"the candidate's {c_node.describe()} stands where the reference's {r_node.describe()} does (both "
-                f"feed {', '.join(sorted(ref.name(r) for r in place)) or 'the output'}), with tensors of other "
-                f"shapes")
+        line = _what_stands_there(cand, ref, kind, place, c_group, r_group)
+        if line:
             pairing.wiring.append(line)
             if pairing.divergence in c_group:
                 pairing.divergence_reason += f"; {line}"
-            continue
-        values = [sum(t.numel() for n in group for t in graph.nodes[n].tensors.values())
-                  for group, graph in ((c_group, cand), (r_group, ref))]
-        if not c_group or not r_group or values[0] != values[1]:
-            continue
-        names = [list(dict.fromkeys(graph.name(n) for n in sorted(group, key=lambda n, g=graph: g.nodes[n].order)))
-                 for group, graph in ((c_group, cand), (r_group, ref))]
-        if len(names[0]) == len(names[1]):
-            continue
-        line = (f"the candidate's {', '.join(names[0])} and the reference's {', '.join(names[1])} ({kind}) hold "
-                f"as many values ({values[0]:,}) and feed the same modules "
-                f"({', '.join(sorted(ref.name(r) for r in place))}), in {len(names[0])} "
-                f"module{'s' if len(names[0]) > 1 else ''} against {len(names[1])}: the same numbers held in one "
-                f"fused module by one model and split over several by the other, it seems; a port copies tensors "
-                f"one to one, so they stay unpaired")
-        pairing.wiring.append(line)
-        if pairing.divergence in c_group:
-            pairing.divergence_reason += f"; {line}"
+
+
+def _what_stands_there(cand: Graph, ref: Graph, kind: str, place: frozenset, c_group: list[int],
+                       r_group: list[int]) -> str:
+    """Words for unpaired modules of one kind that feed the same paired modules (``place``): one on each side (a
+    bias on one side only, or other shapes), or as many values in another number of modules; empty otherwise."""
+    feeds = ", ".join(sorted(ref.name(r) for r in place))
+    if len(c_group) == 1 and len(r_group) == 1:
+        c_node, r_node = cand.nodes[c_group[0]], ref.nodes[r_group[0]]
+        return _only_a_bias(c_node, r_node, kind) or (
+            f"the candidate's {c_node.describe()} stands where the reference's {r_node.describe()} does (both feed "
+            f"{feeds or 'the output'}), with tensors of other shapes")
+    values = [sum(t.numel() for n in group for t in graph.nodes[n].tensors.values())
+              for group, graph in ((c_group, cand), (r_group, ref))]
+    if not c_group or not r_group or values[0] != values[1]:
+        return ""
+    names = [list(dict.fromkeys(graph.name(n) for n in sorted(group, key=lambda n, g=graph: g.nodes[n].order)))
+             for group, graph in ((c_group, cand), (r_group, ref))]
+    if len(names[0]) == len(names[1]):
+        return ""
+    return (f"the candidate's {', '.join(names[0])} and the reference's {', '.join(names[1])} ({kind}) hold as many "
+            f"values ({values[0]:,}) and feed the same modules ({feeds}), in {len(names[0])} "
+            f"module{'s' if len(names[0]) > 1 else ''} against {len(names[1])}: the same numbers held in one fused "
+            f"module by one model and split over several by the other, it seems; a port copies tensors one to one, "
+            f"so they stay unpaired")
 
 
 def _only_a_bias(cand: Node, ref: Node, kind: str) -> str:
