@@ -24,7 +24,8 @@ from torch import nn
 
 from repro.verify import PairingError, VerifyError, verify
 from repro.verify import _run
-from repro.verify._trace import INDEXING_INVISIBLE, _tensors, indexing_visible, python_body
+from repro.verify._pairing import _describe_ties
+from repro.verify._trace import INDEXING_INVISIBLE, _tensors, indexing_visible, python_body, trace
 
 # Attention splits q, k and v by indexing (`qkv[0]`), relative-position tables are looked up by `table[index]`:
 # where this torch hides single-index indexing from the trace (torch 2.2), verify says so instead of pairing them.
@@ -1490,3 +1491,24 @@ def test_the_recorders_tensor_finder_finds_what_tree_flatten_finds(tree):
     expected = [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
     found = _tensors(value)
     assert len(found) == len(expected) and all(x is y for x, y in zip(found, expected, strict=True))
+
+
+class Bottleneck1x1(nn.Module):
+    """A 1x1 convolution down and one up: [4, 8, 1, 1] and [8, 4, 1, 1], as many values each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down, self.up = nn.Conv2d(8, 4, 1, bias=False), nn.Conv2d(4, 8, 1, bias=False)
+
+    def forward(self, x):
+        return self.up(self.down(x))
+
+
+def test_a_tie_of_modules_of_other_shapes_shows_each_shape():
+    """Modules tied by their element counts alone (a relaxed pairing) are not labelled with one of their shapes."""
+    graphs = [trace(Bottleneck1x1(), torch.randn(1, 8, 4, 4))[0] for _ in range(2)]
+    ids = [[n.id for n in graph.called()] for graph in graphs]
+    assert _describe_ties(*graphs, [(ids[0], ids[1])]) == [
+        "candidate down, up <-> reference down, up (affine as many values each, in [(4, 8, 1, 1)] or [(8, 4, 1, 1)])"]
+    same = [[ids[0][0]], [ids[1][0]]]
+    assert _describe_ties(*graphs, [tuple(same)]) == ["candidate down <-> reference down (affine [(4, 8, 1, 1)])"]

@@ -299,10 +299,14 @@ def _describe_ties(cand: Graph, ref: Graph, ties: list[tuple[list[int], list[int
         if key in seen:
             continue
         seen.add(key)
+        # Tied by their element counts (a relaxed pairing), modules of a group may hold other shapes: each is shown.
+        shapes = sorted({node.label[1] for node in [cand.nodes[c] for c in c_group] + [ref.nodes[r] for r in r_group]})
+        held = (f"{list(shapes[0])}" if len(shapes) == 1 else
+                f"as many values each, in {' or '.join(str(list(shape)) for shape in shapes)}")
         lines.append(
             f"candidate {', '.join(cand.nodes[c].name for c in sorted(c_group, key=lambda c: cand.nodes[c].order))}"
             f" <-> reference {', '.join(ref.nodes[r].name for r in sorted(r_group, key=lambda r: ref.nodes[r].order))}"
-            f" ({cand.nodes[c_group[0]].kind} {list(cand.nodes[c_group[0]].label[1])})"
+            f" ({cand.nodes[c_group[0]].kind} {held})"
         )
     return lines
 
