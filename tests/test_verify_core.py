@@ -200,9 +200,18 @@ def test_each_differing_level_says_how_it_differs_in_the_printed_report():
     report = verify(Net(act=nn.ReLU(), drop_rate=0.2), Net(), input_size=SIZE)
     assert report.levels["eval"].holds is False and report.levels["stochastic configuration"].holds is False
     line = next(line for line in str(report).splitlines() if line.startswith("level stochastic configuration"))
-    assert "candidate: Net.drop_rate 0.2; reference: none" in line, line
+    assert "candidate: Net.drop_rate 0.2 (single values); reference: none" in line, line
     eval_line = next(line for line in str(report).splitlines() if line.startswith("level eval"))
     assert "(" not in eval_line  # its detail is the report's first divergence, said once
+
+
+class HeadDropout(Net):
+    """``drop`` applied to the pooled features before the classifier (where ``Net`` applies its ``drop_rate``)."""
+
+    def forward(self, x):
+        y = self.act(self.bn(self.conv(x)))
+        y = y + self.mix(y)
+        return self.fc(self.drop(y.mean((2, 3), keepdim=True)).flatten(1))
 
 
 @pytest.mark.parametrize("candidate, reference, size, same", [
@@ -210,14 +219,25 @@ def test_each_differing_level_says_how_it_differs_in_the_printed_report():
     (nn.Dropout2d(0.5), nn.Dropout(0.5), (2, 3, 1, 1), True),  # on a 1x1 map, a channel is a single value
     (DropPath(0.2), StochasticDepth(0.2, "row"), SIZE, True),  # whole samples, both
     (StochasticDepth(0.2, "batch"), StochasticDepth(0.2, "row"), SIZE, False),  # the whole batch against samples
+    (nn.Dropout(0.2), "functional dropout", SIZE, True),  # the model's own F.dropout, made again on a probe
+    (nn.Dropout2d(0.2), "functional dropout", SIZE, True),  # after pooling: a 1x1 map, single values either way
+    (nn.AlphaDropout(0.2), nn.Dropout(0.2), SIZE, None),  # what alpha dropout drops is not seen (no zeros)
+    (nn.AlphaDropout(0.2), nn.AlphaDropout(0.2), SIZE, True),  # one class at one rate: drawn alike, seen or not
 ], ids=["dropout2d-vs-dropout", "dropout2d-vs-dropout-on-1x1", "droppath-vs-stochastic-depth",
-        "batch-vs-row"])
+        "batch-vs-row", "dropout-module-vs-functional", "dropout2d-after-pooling-vs-functional",
+        "unseen-vs-dropout", "unseen-vs-its-own-class"])
 def test_the_same_rate_dropping_other_units_is_another_stochastic_configuration(candidate, reference, size, same):
-    report = verify(Net(drop=candidate), Net(drop=reference), input_size=size)
+    """Compared in the order the layers draw (a model's head dropout, kept on the model, draws last)."""
+    if reference == "functional dropout":  # Net's F.dropout before its classifier, its rate kept on the model
+        report = verify(HeadDropout(drop=candidate), Net(drop_rate=candidate.p), input_size=size)
+    else:
+        report = verify(Net(drop=candidate), Net(drop=reference), input_size=size)
     level = report.levels["stochastic configuration"]
     assert report.levels["eval"].holds and report.levels["train step"].holds, str(report)
     assert level.holds is same, str(report)
-    if not same:
+    if same is None:
+        assert "is not seen here" in level.detail and "not decided" in level.detail, level.detail
+    if same is False:
         assert report.verdict == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION", str(report)
         assert report.first_divergence == "drop"
         assert "each draw dropping other units" in level.detail, level.detail

@@ -4,7 +4,6 @@ port, compare, and name the first divergence."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import itertools
 import math
@@ -33,8 +32,8 @@ from repro.verify._compare import (
 from repro.verify._pairing import (Pairing, PairingError, UndecidedTie, compare_constants, pair_nodes, pair_state,
                                    reshaped_state)
 from repro.verify._report import Level, VerifyReport, layers_frame, unpaired_tensors
-from repro.verify._stochastic import (acting, applications, dropped_unit, rates_match, rates_off, stochastic_layers,
-                                     summary, units_differ)
+from repro.verify._stochastic import (acting, applications, rates_match, rates_off, stochastic_layers, summary,
+                                     units_compared)
 from repro.verify._trace import (INDEXING_INVISIBLE, INPUT, Call, Graph, Node, PointKey, RandomWatch, Recorder, Sink,
                                  indexing_visible, stored_constants, trace)
 
@@ -453,8 +452,8 @@ def prepare(cand32: nn.Module, ref32: nn.Module, report: VerifyReport, output: s
         report.notes += _materialized(model, side, x, seed)
     report.frozen_candidate, report.frozen_reference = _unfreeze(cand32), _unfreeze(ref32)
     report.outputs = [_select_output(cand32, output, "candidate"), _select_output(ref32, output, "reference")]
-    report.stochastic_candidate = _run("candidate", stochastic_layers, cand32, x)
-    report.stochastic_reference = _run("reference", stochastic_layers, ref32, x)
+    report.stochastic_candidate = _run("candidate", stochastic_layers, cand32, x, seed)
+    report.stochastic_reference = _run("reference", stochastic_layers, ref32, x, seed)
     for side, layers in (("candidate", report.stochastic_candidate), ("reference", report.stochastic_reference)):
         report.notes += [f"the {side}'s {layer} is kept on a module that draws no random numbers itself in a "
                          f"train-mode pass: a rate it does not apply (a setting for its children, or unused, as a "
@@ -965,18 +964,13 @@ class _Verification:
     def _counting_stochastic_calls(self):
         """Count, in ``self.train_calls``, how often each stochastic layer of both models is called in the forward
         pass of a train step (not again where activation checkpointing recomputes it in the backward pass): a
-        drop-path module a block builds and never calls (timm's, in a block without a residual) applies no rate.
-        Then say what one draw of each without children drops (``dropped_unit``, on a probe shaped like the input
-        of its first call): dropout2d's whole channels are not dropout's single values at the same rate."""
+        drop-path module a block builds and never calls (timm's, in a block without a residual) applies no rate."""
         self.train_calls = {"candidate": Counter(), "reference": Counter()}
-        shapes: dict[tuple[str, str], tuple[int, ...]] = {}
         handles = []
 
         def count(side: str, name: str, module: nn.Module, args: tuple) -> None:
             if torch._C._current_autograd_node() is None:
                 self.train_calls[side][name] += 1
-                if args and isinstance(args[0], torch.Tensor):
-                    shapes.setdefault((side, name), tuple(args[0].shape))
 
         for side, model, layers in (("candidate", self.candidate, self.report.stochastic_candidate),
                                     ("reference", self.ref_model, self.report.stochastic_reference)):
@@ -988,14 +982,6 @@ class _Verification:
         finally:
             for handle in handles:
                 handle.remove()
-        report = self.report
-        for side, model, layers in (("candidate", self.candidate, report.stochastic_candidate),
-                                    ("reference", self.ref_model, report.stochastic_reference)):
-            for i, layer in enumerate(layers):
-                module = model.get_submodule(layer.module)
-                if layer.acts and (side, layer.module) in shapes and next(module.children(), None) is None:
-                    unit = dropped_unit(module, layer.attribute, shapes[side, layer.module], self.seed)
-                    layers[i] = dataclasses.replace(layer, unit=unit)
 
     # -- float32 ---------------------------------------------------------------------------
     def float32_checks(self, cand32: nn.Module, ref32: nn.Module, x: torch.Tensor) -> None:
@@ -1232,12 +1218,17 @@ class _Verification:
             return Level("stochastic configuration", False, False, where,
                          f"stochastic configuration: the rates differ ({side_by_side}; the first that differs: "
                          f"{first}); turned off in both copies for the train step{drawn}")
-        at = units_differ(cand, ref)
+        at, unseen = units_compared(cand, ref)
         if at is not None:
             return Level("stochastic configuration", False, False, cand[at].module or "(root)",
                          f"stochastic configuration: the same rates, each draw dropping other units ({side_by_side}; "
                          f"the first that differs: {cand[at]} vs {ref[at]}); turned off in both copies for the train "
                          f"step")
+        if unseen is not None:
+            return Level("stochastic configuration", None, False, None,
+                         f"{side_by_side}; the same rates, but what one draw of {cand[unseen]} or of {ref[unseen]} "
+                         f"drops is not seen here (layers of other classes, one not called alone on a probe), so "
+                         f"whether they drop the same units is not decided")
         if any(left.values()):
             return Level("stochastic configuration", None, False, None,
                          f"{side_by_side}; random numbers still drawn in train mode by {still}: not a known rate, "

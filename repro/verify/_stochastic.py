@@ -22,10 +22,13 @@ compared.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -59,44 +62,92 @@ def _rate_attributes(module: nn.Module) -> list[str]:
     return names
 
 
-def stochastic_layers(model: nn.Module, x: torch.Tensor | None = None) -> list[StochasticLayer]:
-    """Every rate above zero, in the model's module order. With an input ``x``, a rate kept on a
-    module with child modules is marked idle (``acts=False``) unless that module draws random
-    numbers itself in a train-mode pass on ``x``."""
+def stochastic_layers(model: nn.Module, x: torch.Tensor | None = None, seed: int = 0) -> list[StochasticLayer]:
+    """Every rate above zero. With an input ``x``, observed in one train-mode pass on it: a rate kept on a module
+    with child modules is marked idle (``acts=False``) unless that module draws random numbers itself; each layer's
+    ``unit``, what one of its draws drops (``dropped_unit``), where it is seen; and the layers in the order they
+    draw (a model's own head dropout draws last, though the model comes first in module order), the layers not seen
+    drawing after them in module order. Without ``x``, module order."""
     layers = [StochasticLayer(name, type(module).__name__, attr, getattr(module, attr))
               for name, module in model.named_modules()
               for attr in _rate_attributes(module) if getattr(module, attr) > 0.0]
-    containers = {layer.module for layer in layers if next(model.get_submodule(layer.module).children(), None)}
-    if not containers or x is None:
+    if not layers or x is None:
         return layers
-    drawing = _drawing_modules(model, x)
-    return [StochasticLayer(layer.module, layer.kind, layer.attribute, layer.rate, acts=False)
-            if layer.module in containers and layer.module not in drawing else layer for layer in layers]
+    draws = _draws(model, x, {layer.module for layer in layers})
+    seen = []
+    for layer in layers:
+        module = model.get_submodule(layer.module)
+        if next(module.children(), None) is None:
+            unit = (dropped_unit(module, layer.attribute, *draws.inputs[layer.module], seed)
+                    if layer.module in draws.inputs else "")
+            seen.append(dataclasses.replace(layer, unit=unit))
+        elif layer.module in draws.first:
+            seen.append(dataclasses.replace(layer, unit=_unit_of_call(draws.calls.get(layer.module), layer.rate, seed)))
+        else:
+            seen.append(dataclasses.replace(layer, acts=False))
+    order = {layer.module: i for i, layer in enumerate(layers)}
+    return sorted(seen, key=lambda layer: (draws.first.get(layer.module, math.inf), order[layer.module]))
 
 
-class _RandomCalls(Sink):
+class _Draws(Sink):
+    """Where one pass draws random numbers: each module's first draw (its place in the pass) and the call that made
+    it, where its first tensor is data; the input (shape, dtype) of each stochastic layer's first call."""
+
     def __init__(self) -> None:
-        self.where: set[str] = set()
+        self.first: dict[str, int] = {}
+        self.calls: dict[str, tuple[Callable, tuple, dict]] = {}
+        self.inputs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
 
     def random_op(self, where: str, function: str, seq: int) -> None:
-        self.where.add("" if where == "(root)" else where)
+        self.first.setdefault("" if where == "(root)" else where, seq)
+
+    def random_call(self, where: str, func: Callable, args: tuple, kwargs: dict, on_data: bool) -> None:
+        where = "" if where == "(root)" else where
+        if on_data and where not in self.calls:
+            self.calls[where] = (func, _shapes_only(args), _shapes_only(kwargs))
+
+
+class _Slot:
+    """A tensor argument of a recorded call, kept as its shape and dtype."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.shape, self.dtype = tuple(tensor.shape), tensor.dtype
+
+
+def _shapes_only(tree: Any) -> Any:
+    if isinstance(tree, torch.Tensor):
+        return _Slot(tree)
+    if type(tree) in (tuple, list):
+        return type(tree)(_shapes_only(item) for item in tree)
+    if type(tree) is dict:
+        return {k: _shapes_only(v) for k, v in tree.items()}
+    return tree
 
 
 @torch.no_grad()
-def _drawing_modules(model: nn.Module, x: torch.Tensor) -> set[str]:
-    """The modules that draw random numbers in their own code during one train-mode pass on ``x``;
-    the model's mode, buffers and the global random state are left as they were."""
+def _draws(model: nn.Module, x: torch.Tensor, stochastic: set[str]) -> _Draws:
+    """``_Draws`` of one train-mode pass of ``model`` on ``x`` (recorded); the model's mode, buffers and the global
+    random state are left as they were."""
     was_training = model.training
     buffers = [(b, b.clone()) for b in model.buffers()]
-    sink = _RandomCalls()
+    sink = _Draws()
+
+    def keep_input(name: str, module: nn.Module, args: tuple) -> None:
+        if args and isinstance(args[0], torch.Tensor):
+            sink.inputs.setdefault(name, (tuple(args[0].shape), args[0].dtype))
+
+    hooks = [model.get_submodule(name).register_forward_pre_hook(functools.partial(keep_input, name))
+             for name in stochastic]
     try:
         with torch.random.fork_rng(devices=[]):
             Recorder(model.train(), sink).run(x)
     finally:
+        for hook in hooks:
+            hook.remove()
         for b, saved in buffers:
             b.copy_(saved)
         model.train(was_training)
-    return sink.where
+    return sink
 
 
 def acting(layers: list[StochasticLayer]) -> list[StochasticLayer]:
@@ -129,48 +180,83 @@ def summary(layers: list[StochasticLayer]) -> str:
 
 
 PROBE_BATCH, PROBE_SIDE, PROBE_DRAWS = 16, 6, 8  # the probe ``dropped_unit`` runs: its shape, and how many draws
+PROBE_RATE = 0.5
 
 
-def dropped_unit(module: nn.Module, attribute: str, shape: tuple[int, ...], seed: int) -> str:
-    """What one draw of a stochastic layer with no children drops, seen on a probe of ones shaped like its input
-    (a batch of ``PROBE_BATCH``, each other dimension at most ``PROBE_SIDE``) in ``PROBE_DRAWS`` train-mode calls at
-    rate 0.5: ``"single values"``, ``"whole channels"`` (every value of a channel of a sample at once: dropout2d),
-    ``"whole samples"`` (drop-path, stochastic depth), ``"the whole batch"``, or the dimensions it drops whole.
-    ``""`` where that is not seen: the module fails on the probe, or no draw both drops and keeps a value. The rate,
-    the mode and the global random state are given back."""
+def dropped_unit(module: nn.Module, attribute: str, shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> str:
+    """What one draw of a stochastic layer holding no modules or tensors drops (``_unit_of``), the module called on
+    the probe in train mode at rate ``PROBE_RATE``; its rate and mode are given back. ``""`` where it holds any."""
+    if next(module.children(), None) is not None or next(module.parameters(), None) is not None \
+            or next(module.buffers(), None) is not None:
+        return ""
+    rate, was_training = getattr(module, attribute), module.training
+    try:
+        setattr(module, attribute, PROBE_RATE)
+        module.train()
+        return _unit_of(module, shape, dtype, seed)
+    finally:
+        setattr(module, attribute, rate)
+        module.train(was_training)
+
+
+def _unit_of_call(call: tuple[Callable, tuple, dict] | None, rate: float, seed: int) -> str:
+    """What the drawing call a module made in its own code (``F.dropout(x, self.drop_rate, self.training)``)
+    drops: made again on the probe in place of its data, every argument equal to the layer's rate at
+    ``PROBE_RATE``. ``""`` where there is no such call, or no argument holds the rate (its draw is not a dropout of
+    its data at that rate)."""
+    if call is None:
+        return ""
+    func, args, kwargs = call
+    slots = [a for a in [*args, *kwargs.values()] if isinstance(a, _Slot)]
+    if not slots or not any(a == rate for a in [*args, *kwargs.values()] if isinstance(a, float)):
+        return ""
+
+    def again(probe: torch.Tensor) -> Any:
+        def put(value: Any) -> Any:
+            if value is slots[0]:
+                return probe
+            return PROBE_RATE if isinstance(value, float) and value == rate else value
+        return func(*[put(a) for a in args], **{k: put(v) for k, v in kwargs.items()})
+
+    if any(isinstance(a, _Slot) for a in slots[1:]):
+        return ""  # other tensors in the call: made again with the probe alone, it would compute something else
+    return _unit_of(again, slots[0].shape, slots[0].dtype, seed)
+
+
+def _unit_of(draw: Callable[[torch.Tensor], Any], shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> str:
+    """What one ``draw`` (a stochastic layer, or its drawing call, at rate ``PROBE_RATE``) drops, seen on a probe of
+    ones shaped like its input (a batch of ``PROBE_BATCH``, each other dimension at most ``PROBE_SIDE``) in
+    ``PROBE_DRAWS`` calls: ``"single values"``, ``"whole channels"`` (every value of a channel of a sample at once:
+    dropout2d), ``"whole samples"`` (drop-path, stochastic depth), ``"the whole batch"``, or the dimensions it drops
+    whole. Dimensions of size 1 in the input do not count (on a 1x1 map a channel is a single value). ``""`` where
+    that is not seen: the draw fails on the probe or returns another shape, or no call both drops and keeps a value.
+    The global random state is given back."""
     if not shape:
         return ""
-    probe = torch.ones((PROBE_BATCH, *(min(size, PROBE_SIDE) for size in shape[1:])),
-                       dtype=next((t.dtype for t in module.parameters()), torch.get_default_dtype()))
-    rate, was_training = getattr(module, attribute), module.training
+    probe = torch.ones((PROBE_BATCH, *(min(size, PROBE_SIDE) for size in shape[1:])), dtype=dtype)
     masks = []
     try:
-        setattr(module, attribute, 0.5)
-        module.train()
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(seed)
             for _ in range(PROBE_DRAWS):
-                out = module(probe)
+                out = draw(probe.clone())
                 if not isinstance(out, torch.Tensor) or out.shape != probe.shape:
                     return ""
                 masks.append(out == 0)
     except (RuntimeError, ValueError, TypeError, IndexError, NotImplementedError):
         return ""  # it takes another input than a tensor shaped like its own: what it drops is not seen
-    finally:
-        setattr(module, attribute, rate)
-        module.train(was_training)
     mask = torch.stack(masks)  # draw, then the probe's dimensions
     if not mask.any() or mask.all():
         return ""
-    whole = [d for d in range(probe.ndim) if bool((mask == mask.narrow(d + 1, 0, 1)).all())]
-    dims = list(range(probe.ndim))
+    sized = [d for d in range(probe.ndim) if probe.shape[d] > 1]
+    whole = [d for d in sized if bool((mask == mask.narrow(d + 1, 0, 1)).all())]
     if not whole:
         return "single values"
-    if whole == dims:
+    if whole == sized:
         return "the whole batch"
-    if whole == dims[1:]:
+    if whole == [d for d in sized if d != 0]:
         return "whole samples"
-    if probe.ndim >= 3 and whole == dims[2:]:
+    if 1 in sized and whole == [d for d in sized if d >= 2]:
         return "whole channels"
     return f"patterns shared along dimensions {', '.join(map(str, whole))}"
 
@@ -190,11 +276,19 @@ def rates_off(model: nn.Module, layers: list[StochasticLayer]):
             setattr(module, attribute, rate)
 
 
-def units_differ(candidate: list[StochasticLayer], reference: list[StochasticLayer]) -> int | None:
-    """Where two lists of the same rates (``rates_match``) first apply them to other units (both known), or
-    ``None``."""
-    return next((i for i, (a, b) in enumerate(zip(acting(candidate), acting(reference), strict=True))
-                 if a.unit and b.unit and a.unit != b.unit), None)
+def units_compared(candidate: list[StochasticLayer], reference: list[StochasticLayer]) -> tuple[int | None,
+                                                                                                 int | None]:
+    """For two lists of the same acting rates (``rates_match``), applied in order: where the first pair drops other
+    units (both seen), and where the first pair is of other classes with what one of them drops not seen; each
+    ``None`` where there is none. Layers of one class and attribute draw alike at one rate, seen or not."""
+    differ = unseen = None
+    for i, (a, b) in enumerate(zip(acting(candidate), acting(reference), strict=True)):
+        if a.unit and b.unit:
+            if a.unit != b.unit and differ is None:
+                differ = i
+        elif (a.kind, a.attribute) != (b.kind, b.attribute) and unseen is None:
+            unseen = i
+    return differ, unseen
 
 
 def rates_match(candidate: list[StochasticLayer], reference: list[StochasticLayer]) -> bool:

@@ -500,6 +500,10 @@ class Sink:
     def op_output(self, tensor: torch.Tensor, key: tuple[int, int]) -> None: ...
     def call_end(self, call: Call, outputs: list[torch.Tensor]) -> None: ...
     def random_op(self, where: str, function: str, seq: int) -> None: ...
+    def random_call(self, where: str, func: Callable, args: tuple, kwargs: dict, on_data: bool) -> None:
+        """The call that drew (``random_op``'s), with its arguments; ``on_data``: its first tensor is computed from
+        the model's input (a dropout's), not made for the draw (drop-path's ``new_empty(...).bernoulli_()``)."""
+
     def model_output(self, outputs: list[torch.Tensor], upstream: list[frozenset], seq: int, producers: list[int],
                      keys: list[tuple]) -> None: ...
 
@@ -1020,7 +1024,10 @@ class Recorder(TorchFunctionMode):
     def _on_op(self, func, args: tuple, kwargs: dict, out: Any, before: torch.Tensor | None = None) -> None:
         name = function_name(func)
         if _is_random(name, args, kwargs):
-            self.sink.random_op(self._where() or "(root)", name, self.seq)
+            where = self._where() or "(root)"
+            self.sink.random_op(where, name, self.seq)
+            first = next(iter(_tensors((args, kwargs))), None)
+            self.sink.random_call(where, func, args, kwargs, first is not None and first in self.prov)
         outs = _tensors(out)
         if name == "__setitem__" and args and isinstance(args[0], torch.Tensor):
             outs.append(args[0])

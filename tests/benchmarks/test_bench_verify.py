@@ -2,7 +2,8 @@
 
 Budget (issue 19): ``verify(candidate, "timm:resnet50")`` at 2x3x224x224 within 5x the time of the
 candidate's and the reference's float32 forward and backward passes together (train mode, the
-same input). Verification runs: the reference's randomization (one float32 calibration pass);
+same input). Verification runs: the reference's randomization (one float32 calibration pass; the
+reference is built without the library's initialization, which randomization overwrites);
 in float64 (the verdict), one recorded eval pass of the reference (its trace) and a batch-1
 tracing pass of the candidate, one recorded eval pass of the candidate (every paired module
 compared), one recorded eval pass of both on one scaled-up sample, one plain train step of both
