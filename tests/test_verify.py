@@ -195,6 +195,29 @@ def test_the_same_values_in_another_order_are_said_to_be(candidate, words):
         assert "arranged otherwise" not in report.divergence_detail
 
 
+class PoolAndNorm(nn.Module):
+    """A max-pool and a BatchNorm in one order or the other: they commute under positive BatchNorm scales alone."""
+
+    def __init__(self, pool_first: bool) -> None:
+        super().__init__()
+        self.pool_first = pool_first
+        self.conv, self.bn, self.pool = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.MaxPool2d(2)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        y = self.bn(self.pool(y)) if self.pool_first else self.pool(self.bn(y))
+        return self.fc(y.relu().mean((2, 3)))
+
+
+def test_outputs_that_agree_beside_a_module_that_differs_are_said_to_agree_by_these_weights():
+    """The randomized BatchNorm scales are positive, so the outputs agree; the functions are not the same."""
+    report = verify(PoolAndNorm(pool_first=True), PoolAndNorm(pool_first=False), input_size=(2, 3, 8, 8), train=False)
+    assert report.checks["eval output"].ok(report.rtol) and report.levels["eval"].holds is False, str(report)
+    assert "the outputs agree on these inputs, yet a module's output differs" in report.divergence_detail
+    assert "level train step: not checked (train=False)" in str(report)
+
+
 def test_structure_mismatch_names_unpaired_tensors_of_both_models():
     _, report = _mistake("efficientnet-se-from-expanded-width")
     text = str(report)

@@ -18,6 +18,7 @@ from torch.utils._pytree import tree_flatten
 import pytest
 import torch
 import timm
+from timm.layers import BatchNormAct2d
 import torch.nn.functional as F
 import torchvision
 from torch import nn
@@ -1512,3 +1513,106 @@ def test_a_tie_of_modules_of_other_shapes_shows_each_shape():
         "candidate down, up <-> reference down, up (affine as many values each, in [(4, 8, 1, 1)] or [(8, 4, 1, 1)])"]
     same = [[ids[0][0]], [ids[1][0]]]
     assert _describe_ties(*graphs, [tuple(same)]) == ["candidate down <-> reference down (affine [(4, 8, 1, 1)])"]
+
+
+class ExtraAfterStem(nn.Module):
+    """A stem convolution and its norm, then (``extra``) a 1x1 convolution and norm, then a depthwise convolution: an
+    inverted-residual block with expansion 1 that keeps its expansion convolution (tonylins' MobileNetV2, kuangliu's
+    EfficientNet) against one without. ``norm`` builds the stem's norm: a BatchNorm and a ReLU6 module, or timm's
+    BatchNormAct2d, which uses its own tensors in a forward with child modules."""
+
+    def __init__(self, extra: bool, fused: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, 2, 1, bias=False)
+        self.stem_bn = BatchNormAct2d(8, act_layer=nn.ReLU6) if fused else nn.BatchNorm2d(8)
+        self.stem_act = nn.Identity() if fused else nn.ReLU6()
+        self.extra = nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6()) if extra else None
+        self.dw, self.bn = nn.Conv2d(8, 8, 3, 1, 1, groups=8, bias=False), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.stem_act(self.stem_bn(self.stem(x)))
+        x = self.extra(x) if self.extra is not None else x
+        return self.fc(self.bn(self.dw(x)).mean((2, 3)))
+
+
+class NestedStem(nn.Module):
+    """The stem in a module of its own, the first block keeping its expansion convolution beside its depthwise one
+    (tonylins' MobileNetV2: ``conv_bn``, then an inverted residual with expansion 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6()),
+            nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+                          nn.Conv2d(8, 8, 3, 1, 1, groups=8, bias=False), nn.BatchNorm2d(8)))
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+class FlatStem(nn.Module):
+    """timm's MobileNetV2 stem and first block: ``conv_stem``, ``bn1`` (a BatchNormAct2d), a block of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_stem, self.bn1 = nn.Conv2d(3, 8, 3, 2, 1, bias=False), BatchNormAct2d(8, act_layer=nn.ReLU6)
+        self.blocks = nn.Sequential(nn.Sequential(nn.Conv2d(8, 8, 3, 1, 1, groups=8, bias=False), nn.BatchNorm2d(8)))
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.blocks(self.bn1(self.conv_stem(x))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("candidate, reference, extra", [
+    (ExtraAfterStem(extra=True), ExtraAfterStem(extra=False), "extra"),
+    (ExtraAfterStem(extra=True), ExtraAfterStem(extra=False, fused=True), "extra"),
+    (NestedStem(), FlatStem(), "features.1"),
+], ids=["batchnorm-and-relu6", "timm-batchnormact2d", "nested-stem"])
+def test_an_extra_module_after_a_stems_norm_is_the_one_left_over(candidate, reference, extra):
+    """The stems' norms pair (each beside its stem's convolution, however either model nests them; a module using
+    its own tensors in its own forward sits where the module does), and the extra convolution is the first
+    divergence, not the stem's norm."""
+    report = verify(candidate, reference, input_size=SMALL)
+    assert report.verdict == "STRUCTURES DIFFER, NOT COMPARED" and report.first_divergence == f"{extra}.0", str(report)
+    unpaired = {line.split(" ")[0].rsplit(".", 1)[0] for line in report.unpaired_candidate}
+    assert unpaired == {f"{extra}.0", f"{extra}.1"}, report.unpaired_candidate  # the convolution and its norm
+
+
+class HardSigmoidModules(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.relu = nn.ReLU6()
+
+    def forward(self, x):
+        return self.relu(x + 3) / 6
+
+
+class HardSwishModules(nn.Module):
+    """A hard-swish written as modules: ``x * relu6(x + 3) / 6``, the ReLU6 a value the reference never computes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sigmoid = HardSigmoidModules()
+
+    def forward(self, x):
+        return x * self.sigmoid(x)
+
+
+class PooledHead(nn.Module):
+    def __init__(self, act: Callable[[], nn.Module], post: Callable[[], nn.Module] | None) -> None:
+        super().__init__()
+        self.conv, self.bn, self.act = nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8), act()
+        self.pool, self.post, self.fc = nn.AdaptiveAvgPool2d(1), post() if post else nn.Identity(), nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.post(self.pool(self.act(self.bn(self.conv(x))))).flatten(1))
+
+
+def test_a_step_inside_a_module_that_comes_out_right_is_not_to_blame():
+    """d-li14's older MobileNetV3 head: a hard-swish (written as modules) after the pool, which the reference lacks.
+    The hard-swish before the pool computes a ReLU6 the reference never does, inside a module whose output agrees:
+    the extra one after the pool is to blame."""
+    report = verify(PooledHead(HardSwishModules, HardSwishModules), PooledHead(nn.Hardswish, None), input_size=SMALL)
+    assert report.first_divergence.startswith("post"), str(report)

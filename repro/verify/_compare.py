@@ -495,6 +495,12 @@ def _blame(capture: CandidateCapture, pass_name: str, names: dict[PointKey, str]
         return any(later.agrees is True and keys & set(later.input_keys) for later in calls
                    if later.end > call.end and later.end_seq <= first.seq)
 
+    def inside_agreeing(call: Call) -> bool:
+        """Whether ``call`` ran inside a module call whose output the reference computes (a hard-sigmoid's ReLU6
+        inside a hard-swish written as modules): a step of an operation that comes out right."""
+        return any(outer.agrees is True and outer.index < call.index and outer.end > call.end for outer in calls
+                   if outer.end_seq <= first.seq)
+
     by_index = {c.index: c for c in capture.calls}
     where, how = _describe(first, names, rtol)
     if first.key[0] == "out" and first.diff is MISMATCH and math.prod(first.shapes[0]) == math.prod(first.shapes[1]):
@@ -523,7 +529,7 @@ def _blame(capture: CandidateCapture, pass_name: str, names: dict[PointKey, str]
                               f"{pass_name}: the output of {name} ({where}) {how}, while its inputs agree")
         if keys and keys <= agreed:
             continue
-        if call.agrees is False and not intermediate(call):
+        if call.agrees is False and not intermediate(call) and not inside_agreeing(call):
             return Divergence(name, call.end, f"{pass_name}: the output of {name} is a value the reference never "
                                               f"computes, while its inputs agree; {where}, computed from it, {how}")
     call = by_index.get(first.call)

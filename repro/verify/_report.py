@@ -60,6 +60,8 @@ class Level:
         divergence: the same words, whichever pass they were found in)."""
         where = f" at {self.first_divergence}" if self.first_divergence and self.holds is False else ""
         said = self.detail and _words(self.detail) != _words(said_already)
+        if said and self.detail.startswith(self.state):  # "not checked (train=False)": the state said once
+            return f"{self.name}: {self.detail}"
         return f"{self.name}: {self.state}{where}" + (f" ({self.detail})" if said else "")
 
     def to_dict(self) -> dict[str, Any]:

@@ -964,7 +964,10 @@ class Recorder(TorchFunctionMode):
         if node.calls == 0:
             node.order = self.first_calls
             self.first_calls += 1
-            node.parent = self.stack[-1].index if self.stack else -1
+            # Its place in the module hierarchy is its module's: where the module uses its own tensors in its own
+            # forward (timm's BatchNormAct2d, a block's layer scale), the call enclosing that forward's call.
+            around = self.stack[:-1] if self.stack and self.stack[-1].name == node.name else self.stack
+            node.parent = around[-1].index if around else -1
         node.calls += 1
         data = [t for t in inputs if t in self.prov]
         for t in data:
