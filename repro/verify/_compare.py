@@ -457,18 +457,17 @@ class Divergence:
     module: str  # candidate module name
     order: int  # end position of that module's call in the candidate's pass
     detail: str
-    point: PointKey | None = None  # the first disagreeing point
-    upstream: frozenset = frozenset()  # the points it is computed from (its parameter-free steps' too)
+    upstream: frozenset = frozenset()  # the points the first disagreeing one is computed from (its steps' too)
 
 
 def locate(capture: CandidateCapture, pass_name: str, names: dict[PointKey, str]) -> Divergence | None:
-    """``_blame``, with the first disagreeing point and what it is computed from."""
+    """``_blame``, with the points the first disagreeing one is computed from."""
     bad = [p for p in capture.points if not p.ok(capture.rtol)]
     found = _blame(capture, pass_name, names)
     if found is None or not bad:
         return found
     first = min(bad, key=lambda p: p.seq)
-    return dataclasses.replace(found, point=first.key, upstream=first.upstream)
+    return dataclasses.replace(found, upstream=first.upstream)
 
 
 def _blame(capture: CandidateCapture, pass_name: str, names: dict[PointKey, str]) -> Divergence | None:
