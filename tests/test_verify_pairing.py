@@ -230,6 +230,7 @@ def test_a_module_in_the_place_of_another_with_other_shapes_is_named_with_it():
     assert report.verdict == "STRUCTURES DIFFER, NOT COMPARED" and report.first_divergence == "conv1", str(report)
     assert ("the candidate's conv1 (Conv2d: weight [8, 3, 3, 3]) stands where the reference's conv1 (Conv2d: weight "
             "[8, 3, 7, 7]) does (both feed bn1), with tensors of other shapes") in report.divergence_detail
+    assert str(report).splitlines()[1] == "decided by the structures alone (nothing compared numerically)"
 
 
 class FunctionalReluStem(OtherStem):

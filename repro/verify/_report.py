@@ -160,8 +160,11 @@ class VerifyReport:
         return not self.unpaired_candidate and not self.unpaired_reference and not self.structure
 
     def summary_lines(self) -> list[str]:
-        lines = [f"{self.candidate} vs {self.reference}, input {list(self.input_size)}: {self.verdict}",
-                 f"decided in {self.tolerance}"]
+        verdict = self.verdict
+        lines = [f"{self.candidate} vs {self.reference}, input {list(self.input_size)}: {verdict}",
+                 # Nothing numerical decided a structure difference: no tolerance to state.
+                 "decided by the structures alone (nothing compared numerically)" if verdict == STRUCTURES_DIFFER
+                 else f"decided in {self.tolerance}"]
         if self.first_divergence is not None:
             lines += [f"first divergence: {self.first_divergence}", f"  {self.divergence_detail}"]
         said = self.divergence_detail if self.first_divergence is not None else ""
