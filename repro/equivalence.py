@@ -89,9 +89,9 @@ def _kept_state(model: nn.Module) -> list[str]:
     kept += [name for name, p in model.named_parameters() if not p.is_floating_point()]
     kept += [f"{module_name}.{name}" if module_name else name for module_name, module in model.named_modules()
              for name, value in vars(module).items() if isinstance(value, torch.Tensor)]
-    names = [name for name, _ in model.named_parameters(remove_duplicate=False)]
-    if len(names) != len(list(model.parameters())):
-        kept.append(f"shared parameters ({len(names)} names for {len(list(model.parameters()))} tensors)")
+    names, tensors = list(model.named_parameters(remove_duplicate=False)), list(model.parameters())
+    if len(names) != len(tensors):
+        kept.append(f"shared parameters ({len(names)} names for {len(tensors)} tensors)")
     return kept
 
 

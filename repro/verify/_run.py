@@ -34,8 +34,8 @@ from repro.verify._pairing import (Pairing, PairingError, UndecidedTie, compare_
 from repro.verify._report import Level, VerifyReport, layers_frame, unpaired_tensors
 from repro.verify._stochastic import (acting, applications, rates_match, rates_off, stochastic_layers, summary,
                                      units_compared)
-from repro.verify._trace import (INDEXING_INVISIBLE, INPUT, Call, Graph, Node, PointKey, RandomWatch, Recorder, Sink,
-                                 indexing_visible, stored_constants, trace)
+from repro.verify._trace import (INDEXING_INVISIBLE, INPUT, MODEL_FAILURES, Call, Graph, Node, PointKey, RandomWatch,
+                                 Recorder, Sink, indexing_visible, stored_constants, trace)
 
 WIDE_INPUT_SCALE = 8.0
 
@@ -84,14 +84,12 @@ def resolve_reference(reference: str | nn.Module, reference_kwargs: Mapping[str,
         raise VerifyError(f"cannot build {reference} with {reference_kwargs}: {err}") from err
 
 
-# What a model that cannot run on the input raises; anything else is a bug to see in full.
-_MODEL_FAILURES = (RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError, AssertionError)
 
 
 def _run(which: str, fn: Callable, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
-    except _MODEL_FAILURES as err:
+    except MODEL_FAILURES as err:
         raise VerifyError(f"the {which} fails on the verification input: {type(err).__name__}: {err}") from err
 
 
@@ -466,7 +464,7 @@ def _runs(model: nn.Module, x: torch.Tensor, seed: int) -> bool:
     """Whether ``model`` runs on ``x`` in eval mode as it is."""
     try:
         _pass(model, x, training=False, seed=seed)
-    except _MODEL_FAILURES:
+    except MODEL_FAILURES:
         return False
     return True
 
@@ -553,7 +551,7 @@ def float32_error(ref32: nn.Module, ref64: nn.Module, x: torch.Tensor) -> list[f
         single = _outputs(_run("reference", ref32.eval(), x))
         try:
             double = _outputs(ref64.eval()(x.double()))
-        except _MODEL_FAILURES:
+        except MODEL_FAILURES:
             return None
     return [Diff.of(a.double(), b).max_rel for a, b in zip(single, double, strict=True)]
 

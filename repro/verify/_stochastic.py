@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from repro.verify._trace import Recorder, Sink
+from repro.verify._trace import MODEL_FAILURES, Recorder, Sink
 
 # The attributes a stochastic layer keeps its rate in. A module's "p" counts only where the
 # module is a torch dropout module or has another sign of being a drop layer (a "mode").
@@ -243,7 +243,7 @@ def _unit_of(draw: Callable[[torch.Tensor], Any], shape: tuple[int, ...], dtype:
                 if not isinstance(out, torch.Tensor) or out.shape != probe.shape:
                     return ""
                 masks.append(out == 0)
-    except (RuntimeError, ValueError, TypeError, IndexError, NotImplementedError):
+    except MODEL_FAILURES:
         return ""  # it takes another input than a tensor shaped like its own: what it drops is not seen
     mask = torch.stack(masks)  # draw, then the probe's dimensions
     if not mask.any() or mask.all():

@@ -547,6 +547,11 @@ class _ScriptedCall:
         self.__name__ = name
 
 
+# What a model (or a part of one) that cannot run on an input raises; anything else is a bug to see in full.
+MODEL_FAILURES = (RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError, AssertionError,
+                  NotImplementedError)
+
+
 # Arguments that hold no tensor: passed over without asking ``tree_flatten``, which the recorder would otherwise
 # call on every argument of every operation.
 _NO_TENSORS = (int, float, complex, bool, str, bytes, type(None), slice, type(Ellipsis), torch.dtype, torch.device,
