@@ -23,6 +23,7 @@ from helpers import assert_state_unchanged, state_snapshot
 from repro.equivalence import FLOAT64_RTOL, compare_ported, randomize_
 from repro.verify import PairingError, VerifyError, verify
 from repro.verify.__main__ import main
+from repro.verify._trace import DropoutCallsOff, RandomWatch
 
 SIZE = (2, 3, 8, 8)
 
@@ -296,6 +297,67 @@ def test_a_real_mistake_behind_dropout_is_still_the_verdict():
     assert report.levels["eval"].holds is False and report.levels["eval"].first_divergence == "bn"
     assert "eps 0.001 vs 1e-05" in report.divergence_detail  # the cause, in the paired modules' settings
     assert report.levels["stochastic configuration"].holds
+
+
+class RateUnderItsOwnName(Net):
+    """Passes a rate kept under a name no library uses (``droprate``, as CIFAR DenseNets and WideResNets keep it)
+    to ``F.dropout``: in ``forward`` always (``training=self.training``), or only ``if self.training``."""
+
+    def __init__(self, droprate: float, train_only: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.droprate, self.train_only = droprate, train_only
+
+    def forward(self, x):
+        y = self.act(self.bn(self.conv(x)))
+        y = y + self.mix(y)
+        y = y.mean((2, 3))
+        if not self.train_only:
+            y = F.dropout(y, p=self.droprate, training=self.training)
+        elif self.training:
+            y = F.dropout(y, self.droprate)
+        return self.fc(y)
+
+
+@pytest.mark.parametrize("train_only", [False, True], ids=["called-in-eval-too", "called-in-train-mode-alone"])
+def test_a_rate_under_a_name_not_known_is_found_and_turned_off_at_the_call(train_only):
+    """Found where ``F.dropout`` is given it, whatever it is called: compared with the reference's, and turned off
+    at the call for the train step, which is then decided."""
+    same = verify(RateUnderItsOwnName(0.2, train_only), Net(drop_rate=0.2), input_size=SIZE)
+    assert same.bit_exact and same.levels["stochastic configuration"].holds, str(same)
+    assert [(s.module, s.call, s.attribute, s.rate, s.unit) for s in same.stochastic_candidate] == [
+        ("", "dropout", "p", 0.2, "single values")]
+    assert same.levels["stochastic configuration"].detail == (
+        "candidate: dropout(p) in RateUnderItsOwnName 0.2 (single values); reference: Net.drop_rate 0.2 (single "
+        "values)")
+    assert not any("draws random numbers" in n for n in same.notes)  # turned off: the train step is deterministic
+    other = verify(RateUnderItsOwnName(0.3, train_only), Net(drop_rate=0.2), input_size=SIZE)
+    assert other.verdict == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION", str(other)
+    assert other.first_divergence == "(root)" and "the first that differs: (root) (dropout(p) in " \
+        "RateUnderItsOwnName=0.3, single values) vs (root) (Net.drop_rate=0.2" in other.divergence_detail
+    assert other.levels["train step"].holds and other.levels["train step"].bit_exact
+    # The mismatch behind it is still caught and located.
+    wrong = verify(RateUnderItsOwnName(0.2, train_only, eps=1e-3), Net(drop_rate=0.2), input_size=SIZE)
+    assert wrong.verdict == "NOT EQUIVALENT" and wrong.first_divergence == "bn", str(wrong)
+
+
+def test_a_rate_found_at_the_call_is_compared_without_a_train_step():
+    """``train=False``: the eval pass calls ``F.dropout`` with the rate (and ``training=False``), which is enough to
+    look for it."""
+    same = verify(RateUnderItsOwnName(0.2), Net(drop_rate=0.2), input_size=SIZE, train=False)
+    assert same.levels["stochastic configuration"].holds, str(same)
+    other = verify(RateUnderItsOwnName(0.3), Net(drop_rate=0.2), input_size=SIZE, train=False)
+    assert other.levels["stochastic configuration"].holds is False, str(other)
+
+
+def test_dropout_calls_off_makes_every_dropout_call_at_rate_zero_and_says_which():
+    x = torch.randn(4, 16)
+    with DropoutCallsOff() as calls, RandomWatch() as watch:  # a watch inside it sees no draw
+        assert torch.equal(F.dropout(x, 0.5, training=True), x)
+        assert torch.equal(nn.Dropout(0.3).train()(x), x)
+        assert torch.equal(torch.dropout(x, 0.25, True), x)
+        assert torch.equal(F.dropout(x, 0.5, training=False), x)  # not dropping: nothing to turn off
+    assert calls.turned_off == [("dropout", 0.5), ("dropout", 0.3), ("dropout", 0.25)] and not watch.seen
+    assert not torch.equal(F.dropout(x, 0.5, training=True), x)  # given back
 
 
 class RandomByHand(Net):

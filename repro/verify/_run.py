@@ -642,6 +642,7 @@ class _Verification:
         self.counts: dict[str, tuple[int, int]] = {}  # what the train step added to integer counts, both sides
         self.trained = False  # whether the train step ran
         self.train_only = False  # whether modules called in train mode alone were paired (``_pair_train_only``)
+        self.observed: set[str] = set()  # sides observed for rates found at dropout calls (``_find_rates_at_calls``)
 
     def port(self, source: nn.Module, target: nn.Module):
         """Copy ``source``'s tensors (the reference's) into ``target`` (the candidate's) through the dataflow
@@ -670,6 +671,8 @@ class _Verification:
                 self.cand_graph, cand_recorder = _run("candidate", trace, self.candidate.eval(), self.x.clone())
         # How often each module runs in one pass: a stochastic module applied twice counts twice.
         self.trace_calls = {"candidate": cand_recorder.calls, "reference": ref_recorder.calls}
+        if cand_recorder.rated_calls or ref_recorder.rated_calls:  # given a rate in eval mode, they may drop in train
+            self._find_rates_at_calls()
         self.calls = {side: Counter(c.name for c in calls) for side, calls in self.trace_calls.items()}
         try:
             self.pairing = pair_nodes(self.cand_graph, self.ref_graph)
@@ -917,9 +920,11 @@ class _Verification:
         called in train mode alone (``_pair_train_only``); the plain pass's numbers stay the verdict."""
         report = self.report
         pairs = [(cand_key, ref_key) for ref_key, cand_key in self.pairing.tensors]
-        with self._counting_stochastic_calls(), self._rates_off(self.candidate, self.ref_model):
+        with self._counting_stochastic_calls(), self._rates_off(self.candidate, self.ref_model) as calls_off:
             cand, ref = _both(self.candidate, self.ref_model, self.x, training=True, seed=self.seed, watch=True,
                               output_weights=output_weights)
+        if any(calls.turned_off for calls in calls_off):
+            self._find_rates_at_calls()
         diffs = _TrainDiffs.of(cand, ref, pairs)
         if cand.drew or ref.drew or not diffs.agrees(self.rtol) or self.train_only:
             del cand, ref
@@ -953,10 +958,21 @@ class _Verification:
     @contextmanager
     def _rates_off(self, candidate: nn.Module, reference: nn.Module):
         """Both models' stochastic layers off (``rates_off``), for a train-mode pass: copies of the prepared models
-        (float64 or float32) hold them under the same names."""
-        with rates_off(candidate, self.report.stochastic_candidate), rates_off(reference,
-                                                                               self.report.stochastic_reference):
-            yield
+        (float64 or float32) hold them under the same names. Yields both ``DropoutCallsOff``: what they turn off."""
+        with rates_off(candidate, self.report.stochastic_candidate) as ours, \
+                rates_off(reference, self.report.stochastic_reference) as theirs:
+            yield ours, theirs
+
+    def _find_rates_at_calls(self) -> None:
+        """A traced pass called a dropout function with a rate, or the train step turned one off at the call: each
+        model not observed in a train-mode pass yet (``prepare`` observes one where it finds a rate under a known
+        name) is observed now, so that the rates its dropout calls are given are listed, in the order they draw,
+        among its stochastic layers."""
+        for side, model in (("candidate", self.candidate), ("reference", self.ref_model)):
+            if side not in self.observed and not getattr(self.report, f"stochastic_{side}"):
+                setattr(self.report, f"stochastic_{side}",
+                        _run(side, stochastic_layers, model, self.x, self.seed, probe=True))
+            self.observed.add(side)
 
     @contextmanager
     def _counting_stochastic_calls(self):

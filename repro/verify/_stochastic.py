@@ -11,6 +11,13 @@ that is seen while tracing the train step and reported as not turned off. Eval p
 every rate as the model holds it: a layer that drops in eval mode too (``F.dropout`` called without
 ``training=``) is part of the eval function, and turning it off there would hide it.
 
+A rate the model keeps anywhere else (``self.droprate``, a config object) and passes to a dropout call
+(``F.dropout(x, p=self.droprate, training=self.training)``) is found at the call, in the same train-mode pass,
+and turned off there: in a train-mode pass every dropout call is made at rate zero (``DropoutCallsOff``),
+whatever the rate's name. A random draw of another kind under a name not known here (a hand-written drop-path
+computing its mask from ``torch.rand``) is neither: it is seen while tracing the train step and reported as
+not turned off.
+
 A rate kept on a module with child modules (a model's ``drop_rate``) may be a setting that module
 hands to its children rather than one it applies: timm's EfficientNet calls ``F.dropout`` with its
 ``drop_rate`` before the classifier, timm's VGG keeps ``drop_rate`` beside the ``Dropout`` modules of
@@ -33,7 +40,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from repro.verify._trace import MODEL_FAILURES, Recorder, Sink
+from repro.verify._trace import MODEL_FAILURES, DropoutCallsOff, Recorder, Sink, dropout_rate, function_name
 
 # The attributes a stochastic layer keeps its rate in. A module's "p" counts only where the
 # module is a torch dropout module or has another sign of being a drop layer (a "mode").
@@ -44,14 +51,20 @@ RATE_ATTRIBUTES = ("drop_prob", "drop_rate", "drop_connect_rate", "dropout_rate"
 class StochasticLayer:
     module: str  # its name in the model ("" for the model itself)
     kind: str  # the module's class name
-    attribute: str  # where the rate is kept
+    attribute: str  # where the rate is kept: the module's attribute, or (``call``) the argument of the call
     rate: float
     acts: bool = True  # False: a container's rate that the container itself never applies (see above)
     unit: str = ""  # what one draw drops (``dropped_unit``: "single values", "whole channels", ...); "" unknown
+    call: str = ""  # a rate found at a dropout call the module makes (the function: "dropout"); "" for an attribute
+
+    @property
+    def label(self) -> str:
+        """Where the rate is kept: ``Dropout.p``; ``dropout(p) in Bottleneck`` for one found at the call."""
+        return f"{self.call}({self.attribute}) in {self.kind}" if self.call else f"{self.kind}.{self.attribute}"
 
     def __str__(self) -> str:
         unit = f", {self.unit}" if self.unit else ""
-        return f"{self.module or '(root)'} ({self.kind}.{self.attribute}={self.rate:g}{unit})"
+        return f"{self.module or '(root)'} ({self.label}={self.rate:g}{unit})"
 
 
 def _rate_attributes(module: nn.Module) -> list[str]:
@@ -62,16 +75,19 @@ def _rate_attributes(module: nn.Module) -> list[str]:
     return names
 
 
-def stochastic_layers(model: nn.Module, x: torch.Tensor | None = None, seed: int = 0) -> list[StochasticLayer]:
-    """Every rate above zero. With an input ``x``, observed in one train-mode pass on it: a rate kept on a module
-    with child modules is marked idle (``acts=False``) unless that module draws random numbers itself; each layer's
-    ``unit``, what one of its draws drops (``dropped_unit``), where it is seen; and the layers in the order they
+def stochastic_layers(model: nn.Module, x: torch.Tensor | None = None, seed: int = 0,
+                      probe: bool = False) -> list[StochasticLayer]:
+    """Every rate above zero kept under a known name. With an input ``x``, observed in one train-mode pass on it
+    (run where such a rate is found, or ``probe``): a rate kept on a module with child modules is marked idle
+    (``acts=False``) unless that module draws random numbers itself; each layer's ``unit``, what one of its draws
+    drops (``dropped_unit``), where it is seen; each dropout call made at a rate no such attribute of its module
+    holds, a layer of its own (``call``: found at the call, one per call made); and the layers in the order they
     draw (a model's own head dropout draws last, though the model comes first in module order), the layers not seen
     drawing after them in module order. Without ``x``, module order."""
     layers = [StochasticLayer(name, type(module).__name__, attr, getattr(module, attr))
               for name, module in model.named_modules()
               for attr in _rate_attributes(module) if getattr(module, attr) > 0.0]
-    if not layers or x is None:
+    if x is None or not (layers or probe):
         return layers
     draws = _draws(model, x, {layer.module for layer in layers})
     seen = []
@@ -86,25 +102,41 @@ def stochastic_layers(model: nn.Module, x: torch.Tensor | None = None, seed: int
         else:
             seen.append(dataclasses.replace(layer, acts=False))
     order = {layer.module: i for i, layer in enumerate(layers)}
-    return sorted(seen, key=lambda layer: (draws.first.get(layer.module, math.inf), order[layer.module]))
+    placed = [((draws.first.get(layer.module, math.inf), order[layer.module]), layer) for layer in seen]
+    kept = {(layer.module, layer.rate) for layer in layers}
+    placed += [((seq, -1), StochasticLayer(where, type(model.get_submodule(where)).__name__, argument, rate,
+                                           unit=_unit_of_call(call, rate, seed), call=function))
+               for where, function, argument, rate, call, seq in draws.dropouts if (where, rate) not in kept]
+    return [layer for _, layer in sorted(placed, key=lambda placed: placed[0])]
 
 
 class _Draws(Sink):
     """Where one pass draws random numbers: each module's first draw (its place in the pass) and the call that made
-    it, where its first tensor is data; the input (shape, dtype) of each stochastic layer's first call."""
+    it, where its first tensor is data; every dropout call on data (``dropouts``: the module, the function, the
+    argument holding the rate, the rate, the call, its place); the input (shape, dtype) of each stochastic layer's
+    first call."""
 
     def __init__(self) -> None:
         self.first: dict[str, int] = {}
         self.calls: dict[str, tuple[Callable, tuple, dict]] = {}
+        self.dropouts: list[tuple[str, str, str, float, tuple[Callable, tuple, dict], int]] = []
         self.inputs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+        self._seq = 0
 
     def random_op(self, where: str, function: str, seq: int) -> None:
         self.first.setdefault("" if where == "(root)" else where, seq)
+        self._seq = seq
 
     def random_call(self, where: str, func: Callable, args: tuple, kwargs: dict, on_data: bool) -> None:
         where = "" if where == "(root)" else where
-        if on_data and where not in self.calls:
-            self.calls[where] = (func, _shapes_only(args), _shapes_only(kwargs))
+        if not on_data:
+            return
+        call = (func, _shapes_only(args), _shapes_only(kwargs))
+        self.calls.setdefault(where, call)
+        name = function_name(func)
+        found = dropout_rate(name, args, kwargs)
+        if found is not None:
+            self.dropouts.append((where, name.rstrip("_"), *found, call, self._seq))
 
 
 class _Slot:
@@ -155,26 +187,26 @@ def acting(layers: list[StochasticLayer]) -> list[StochasticLayer]:
 
 
 def applications(layers: list[StochasticLayer], calls: Mapping[str, int], observed: bool) -> list[StochasticLayer]:
-    """Each layer once per call in a pass (``calls``: module name -> calls): torchvision's Swin applies one
+    """Each layer once per call in a pass (``calls``: module name -> calls; a rate found at a call is one call of its
+    own, once): torchvision's Swin applies one
     ``StochasticDepth`` module to both branches of a block where timm's has two ``DropPath`` modules, and the two
     draw the same random numbers per application. ``observed``: the calls were counted in a train-mode pass, and a
     layer never called there applies no rate (timm builds a ``DropPath`` in each block and calls it only where the
     block has a residual); else they come from an eval pass, which may skip a layer called in train mode alone,
     and each layer counts at least once."""
-    return [layer for layer in layers for _ in range(calls.get(layer.module, 0) if observed else
-                                                      max(1, calls.get(layer.module, 0)))]
+    return [layer for layer in layers for _ in range(1 if layer.call else calls.get(layer.module, 0) if observed
+                                                      else max(1, calls.get(layer.module, 0)))]
 
 
 def summary(layers: list[StochasticLayer]) -> str:
     """The acting rates (one entry per application) in a few words, with what each draw drops where that is known:
     ``Dropout.p 0.5 x2 (single values)``, ``StochasticDepth.p 0.00588 to 0.0941 x16 (whole samples)``."""
     parts = []
-    for (kind, attribute, unit), group in groupby(acting(layers),
-                                                  key=lambda layer: (layer.kind, layer.attribute, layer.unit)):
+    for (label, unit), group in groupby(acting(layers), key=lambda layer: (layer.label, layer.unit)):
         rates = [layer.rate for layer in group]
         low, high = min(rates), max(rates)
         spread = f"{low:g}" if low == high else f"{low:g} to {high:g}"
-        parts.append(f"{kind}.{attribute} {spread}" + (f" x{len(rates)}" if len(rates) > 1 else "")
+        parts.append(f"{label} {spread}" + (f" x{len(rates)}" if len(rates) > 1 else "")
                      + (f" ({unit})" if unit else ""))
     return ", ".join(parts) or "none"
 
@@ -264,13 +296,15 @@ def _unit_of(draw: Callable[[torch.Tensor], Any], shape: tuple[int, ...], dtype:
 @contextmanager
 def rates_off(model: nn.Module, layers: list[StochasticLayer]):
     """Each layer's rate set to zero while the block runs (idle rates too, which changes nothing), then given
-    back: for train-mode passes alone (see the module docstring)."""
-    held = [(model.get_submodule(layer.module), layer.attribute) for layer in layers]
+    back, and every dropout call made at rate zero (``DropoutCallsOff``, yielded: what it turned off): for
+    train-mode passes alone (see the module docstring)."""
+    held = [(model.get_submodule(layer.module), layer.attribute) for layer in layers if not layer.call]
     rates = [getattr(module, attribute) for module, attribute in held]
     for module, attribute in held:
         setattr(module, attribute, 0.0)
     try:
-        yield model
+        with DropoutCallsOff() as calls:
+            yield calls
     finally:
         for (module, attribute), rate in zip(held, rates, strict=True):
             setattr(module, attribute, rate)
@@ -286,7 +320,7 @@ def units_compared(candidate: list[StochasticLayer], reference: list[StochasticL
         if a.unit and b.unit:
             if a.unit != b.unit and differ is None:
                 differ = i
-        elif (a.kind, a.attribute) != (b.kind, b.attribute) and unseen is None:
+        elif a.label != b.label and unseen is None:
             unseen = i
     return differ, unseen
 

@@ -62,6 +62,7 @@ import itertools
 import os
 import types
 from collections.abc import Hashable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -179,18 +180,82 @@ def _writes_in_place(func: Callable, kwargs: dict) -> bool:
     return (name.endswith("_") and not name.startswith("__")) or name.startswith("__i") or name == "__setitem__"
 
 
+def _rate_slot(name: str) -> tuple[str, int, float] | None:
+    """Where a dropout call takes its rate: the argument's name, its position and its default; ``None`` for a
+    function that is not a dropout."""
+    if name == "scaled_dot_product_attention":
+        return "dropout_p", 4, 0.0
+    return ("p", 1, 0.5) if name in _DROPOUT_FUNCTIONS else None
+
+
+def given_rate(name: str, args: tuple, kwargs: dict) -> tuple[str, float] | None:
+    """The rate a dropout call is given, dropping or not (``F.dropout(x, 0.2, training=False)`` too): the argument
+    holding it and its value; ``None`` for any other call."""
+    slot = _rate_slot(name)
+    if slot is None:
+        return None
+    key, position, default = slot
+    return key, float(kwargs.get(key, args[position] if len(args) > position else default))
+
+
+def dropout_rate(name: str, args: tuple, kwargs: dict) -> tuple[str, float] | None:
+    """The rate of a dropout call that drops (``F.dropout(x, 0.2, training=True)``, attention's ``dropout_p``):
+    as ``given_rate``; ``None`` for any other call, and for one at rate zero or in eval mode."""
+    given = given_rate(name, args, kwargs)
+    if given is None:
+        return None
+    training = (True if given[0] == "dropout_p" else
+                kwargs.get("training", kwargs.get("train", args[2] if len(args) > 2 else True)))
+    return given if bool(training) and given[1] > 0.0 else None
+
+
+# Set while ``DropoutCallsOff`` is active: the dropout calls it sees are made at rate zero, so a mode that sees them
+# before it does (a ``Recorder`` or ``RandomWatch`` entered inside it) does not count them as draws.
+_DROPOUT_CALLS_OFF: ContextVar[bool] = ContextVar("dropout_calls_off", default=False)
+
+
 def _is_random(name: str, args: tuple, kwargs: dict) -> bool:
     if name in _RANDOM_FUNCTIONS:
         return True
-    if name == "scaled_dot_product_attention":
-        return float(kwargs.get("dropout_p", args[4] if len(args) > 4 else 0.0)) > 0.0
-    if name in _DROPOUT_FUNCTIONS:
-        p = kwargs.get("p", args[1] if len(args) > 1 else 0.5)
-        training = kwargs.get("training", kwargs.get("train", args[2] if len(args) > 2 else True))
-        return bool(training) and float(p) > 0.0
+    if _rate_slot(name) is not None:
+        return dropout_rate(name, args, kwargs) is not None and not _DROPOUT_CALLS_OFF.get()
     if name in ("rrelu", "rrelu_"):
         return bool(kwargs.get("training", args[3] if len(args) > 3 else False))
     return False
+
+
+class DropoutCallsOff(TorchFunctionMode):
+    """Every dropout call made while it is active is made at rate zero (an identity): a rate passed to
+    ``F.dropout`` from wherever the model keeps it (``self.droprate``, a config), turned off at the call, for a
+    train-mode pass. ``turned_off``: each such call (the function, the rate it was given), in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.turned_off: list[tuple[str, float]] = []
+        self._tokens: list = []
+
+    def __enter__(self):
+        self._tokens.append(_DROPOUT_CALLS_OFF.set(True))
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            _DROPOUT_CALLS_OFF.reset(self._tokens.pop())
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = function_name(func)
+        found = dropout_rate(name, args, kwargs)
+        if found is not None:
+            self.turned_off.append((name, found[1]))
+            key, position, _ = _rate_slot(name)
+            if key not in kwargs and len(args) > position:
+                args = (*args[:position], 0.0, *args[position + 1:])
+            else:
+                kwargs = {**kwargs, key: 0.0}
+        return func(*args, **kwargs)
 
 
 def is_constant(tensor: torch.Tensor) -> bool:
@@ -673,6 +738,7 @@ class Recorder(TorchFunctionMode):
         self.arranged = WeakIdKeyDictionary()  # padded or permuted tensor -> (its source, the source's version)
         self.padded = WeakIdKeyDictionary()  # padded tensor -> the pad operations that made it (``conv_padding``)
         self._serials = itertools.count()
+        self.rated_calls = 0  # dropout calls given a rate above zero, dropping or not (``given_rate``)
         self.calls: list[Call] = []
         self.stack: list[Call] = []
         self.node_stack: list[Call] = []
@@ -1031,6 +1097,9 @@ class Recorder(TorchFunctionMode):
 
     def _on_op(self, func, args: tuple, kwargs: dict, out: Any, before: torch.Tensor | None = None) -> None:
         name = function_name(func)
+        given = given_rate(name, args, kwargs)
+        if given is not None and given[1] > 0.0:
+            self.rated_calls += 1
         if _is_random(name, args, kwargs):
             where = self._where() or "(root)"
             self.sink.random_op(where, name, self.seq)
