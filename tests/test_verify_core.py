@@ -349,6 +349,37 @@ def test_a_rate_found_at_the_call_is_compared_without_a_train_step():
     assert other.levels["stochastic configuration"].holds is False, str(other)
 
 
+class Attention(nn.Module):
+    """Self-attention whose attention-weight dropout is an ``nn.Dropout``: applied as a module (``fused=False``), or
+    its rate handed to ``F.scaled_dot_product_attention`` and the module never called (``fused=True``, as timm's
+    fused attention does)."""
+
+    def __init__(self, fused: bool, p: float = 0.1) -> None:
+        super().__init__()
+        self.fused, self.embed, self.qkv = fused, nn.Linear(4, 8), nn.Linear(8, 24)
+        self.attn_drop, self.head = nn.Dropout(p), nn.Linear(8, 3)
+
+    def forward(self, x):
+        q, k, v = self.qkv(self.embed(x)).chunk(3, -1)
+        if self.fused:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+        else:
+            y = self.attn_drop((q @ k.transpose(-2, -1) * 8 ** -0.5).softmax(-1)) @ v
+        return self.head(y.mean(1))
+
+
+def test_an_attention_dropout_rate_is_found_where_attention_is_given_it():
+    """The fused model's ``attn_drop`` is never called: its rate acts through the attention call, and is found
+    there, not missed."""
+    same = verify(Attention(fused=True), Attention(fused=False), input_size=(2, 5, 4))
+    assert same.equivalent and same.levels["train step"].holds, str(same)
+    level = same.levels["stochastic configuration"]
+    assert level.holds is None and "scaled_dot_product_attention(dropout_p) in Attention 0.1" in level.detail
+    assert "is not seen here" in level.detail  # what the attention call drops is not probed
+    other = verify(Attention(fused=True, p=0.2), Attention(fused=False), input_size=(2, 5, 4))
+    assert other.verdict == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION", str(other)
+
+
 def test_dropout_calls_off_makes_every_dropout_call_at_rate_zero_and_says_which():
     x = torch.randn(4, 16)
     with DropoutCallsOff() as calls, RandomWatch() as watch:  # a watch inside it sees no draw
