@@ -951,6 +951,45 @@ def test_a_bias_on_one_side_only_is_named_as_the_only_difference(linear):
         in report.divergence_detail, str(report)
 
 
+class ConvBNStack(nn.Module):
+    """Three convolution-BatchNorm-ReLU layers, the second a residual, each convolution with a bias or not (as
+    ``nn.Conv2d`` has by default), the second BatchNorm with its affine pair or not."""
+
+    def __init__(self, bias: bool = False, affine: bool = True) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1, bias=bias), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1, bias=bias), nn.BatchNorm2d(8, affine=affine)
+        self.c3, self.b3 = nn.Conv2d(8, 8, 3, padding=1, bias=bias), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.b1(self.c1(x)).relu()
+        x = x + self.b2(self.c2(x)).relu()
+        return self.fc(self.b3(self.c3(x)).relu().mean((2, 3)))
+
+
+def test_a_bias_on_every_convolution_names_each_and_pairs_the_modules_between():
+    """Each convolution stands where the reference's does, but for its bias: all three are named, and the
+    BatchNorms between them pair (not left tied, as when the first difference cut the dataflow)."""
+    report = verify(ConvBNStack(bias=True), ConvBNStack(), input_size=SMALL)
+    assert report.verdict == "STRUCTURES DIFFER, NOT COMPARED" and report.first_divergence == "c1", str(report)
+    assert report.divergence_detail.startswith("structure: the candidate's c1 (Conv2d: weight [8, 3, 3, 3], bias [8])")
+    assert "has no counterpart" not in report.divergence_detail  # it has one, but for its bias
+    assert not any("could not be paired unambiguously" in line for line in report.structure), report.structure
+    assert {"b1", "b2", "b3", "fc"} <= set(report.layers["candidate"]), report.layers
+    biased = [line for line in report.structure if "holds bias [8], which the reference's lacks" in line]
+    assert [line.split(" ")[2] for line in biased] == ["c1", "c2", "c3"], report.structure
+    # The same convolutions without a bias verify.
+    assert verify(ConvBNStack(), ConvBNStack(), input_size=SMALL).bit_exact
+
+
+def test_a_batchnorm_without_its_affine_pair_names_the_pair():
+    report = verify(ConvBNStack(affine=False), ConvBNStack(), input_size=SMALL)
+    assert report.first_divergence == "b2", str(report)
+    assert "the reference's also holds weight [8], bias [8], which the candidate's lacks (vectors on one side " \
+        "only: an affine weight and bias, say)" in report.divergence_detail, report.divergence_detail
+
+
 class ShortcutFromTheInput(PreActBlock):
     """The projection shortcut fed the block's input instead of the pre-activation: a right tensor, wrong place."""
 

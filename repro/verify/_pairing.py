@@ -144,6 +144,7 @@ class _Matcher:
         self.m: dict[int, int] = {INPUT: INPUT, OUTPUT: OUTPUT}
         self.inv: dict[int, int] = {INPUT: INPUT, OUTPUT: OUTPUT}
         self.loose = False  # pair by element counts instead of shapes (only what shapes left unpaired)
+        self.core = False  # pair by ``core_label``: modules that differ by vectors one side alone holds (set aside)
         # Where the structures differ, first pair only what also sits in the same place of the module
         # hierarchy, so that an extra module is left over rather than paired with its neighbour's partner.
         self.hierarchy = False
@@ -151,7 +152,7 @@ class _Matcher:
         # where the kinds of their successors agree too: an extra module before a block is not paired with the
         # block's first one because both follow the same module (the backward step pairs that one).
         self.wary = False
-        self._colors: dict[bool, list[tuple[dict[int, int], dict[int, int]]]] = {}
+        self._colors: dict[tuple[bool, bool], list[tuple[dict[int, int], dict[int, int]]]] = {}
         self.settled: list[str] = []  # ties the wider dataflow broke, in words
 
     def fork(self) -> _Matcher:
@@ -161,7 +162,8 @@ class _Matcher:
         return other
 
     def label(self, graph: Graph, node: int) -> tuple:
-        return graph.nodes[node].loose_label if self.loose else graph.nodes[node].label
+        node_ = graph.nodes[node]
+        return node_.core_label if self.core else node_.loose_label if self.loose else node_.label
 
     def _same_parent(self, c: int, r: int) -> bool:
         """Whether the paired nodes first called inside the module call of ``c`` are all inside that of ``r``,
@@ -181,8 +183,8 @@ class _Matcher:
         round-d colour and the round-d colours of its predecessors and successors, each with the
         concatenation slots the edge passes through. Colours mean the same on both sides; the rounds stop
         when they no longer split any colour (at most ``MAX_ROUNDS``)."""
-        if self.loose in self._colors:
-            return self._colors[self.loose]
+        if (self.loose, self.core) in self._colors:
+            return self._colors[(self.loose, self.core)]
         intern: dict[tuple, int] = {}
         graphs = (self.cand, self.ref)
         node_lists = (self.c_nodes, self.r_nodes)
@@ -202,7 +204,7 @@ class _Matcher:
             if all(len(set(c.values())) == len(set(p.values())) for c, p in zip(current, previous, strict=True)):
                 break
             rounds.append(tuple(current))
-        self._colors[self.loose] = rounds
+        self._colors[(self.loose, self.core)] = rounds
         return rounds
 
     def _split(self, c_group: list[int], r_group: list[int]) -> list[tuple[int, int, int]]:
@@ -354,6 +356,8 @@ def pair_nodes(cand: Graph, ref: Graph) -> Pairing:
         matcher.loose = True
         ties = matcher.run(relaxed=False)
         same_labels = Counter(n.loose_label for n in cand.called()) == Counter(n.loose_label for n in ref.called())
+    if not matcher.complete and not same_labels:
+        _pair_past_vectors(matcher)
     if not matcher.complete and same_labels and ties:
         message = ("the dataflow does not decide which module of the candidate is which of the reference: "
                    "several modules of the same kind and shapes sit at the same place on both sides:"
@@ -366,6 +370,23 @@ def pair_nodes(cand: Graph, ref: Graph) -> Pairing:
             raise PairingError(f"{message}\n  no way of pairing them pairs every module (refusing to guess)")
         raise UndecidedTie(message, [(_pairing(cand, ref, m), words) for m, words in settlements])
     return _pairing(cand, ref, matcher)
+
+
+def _pair_past_vectors(matcher: _Matcher) -> None:
+    """Pair what is left by ``core_label`` (a convolution with a bias against one without), then set aside again
+    each pair so made whose modules hold other tensors: a bias on every convolution leaves each of them unpaired
+    and named (``_only_a_bias``), and the modules between them paired, instead of one named and the rest tied."""
+    before = set(matcher.m)
+    matcher.core = True
+    try:
+        matcher.run(relaxed=False)
+    finally:
+        matcher.core = False
+    cand, ref = matcher.cand, matcher.ref
+    for c in [c for c in matcher.m if c not in before]:
+        r = matcher.m[c]
+        if cand.nodes[c].loose_label != ref.nodes[r].loose_label:
+            del matcher.m[c], matcher.inv[r]
 
 
 def _pairing(cand: Graph, ref: Graph, matcher: _Matcher) -> Pairing:
@@ -478,12 +499,30 @@ def _note_fused(cand: Graph, ref: Graph, pairing: Pairing, m: dict[int, int]) ->
             after = _through(graph, n, succs, paired)
             place = frozenset(m[p] for p in after) if side == 0 else frozenset(after)
             groups[(graph.nodes[n].kind, place)][side].append(n)
+    one_sided = []  # modules that differ from the one in their place by vectors alone: (order, line, words)
     for (kind, place), (c_group, r_group) in groups.items():
         line = _what_stands_there(cand, ref, kind, place, c_group, r_group)
-        if line:
+        if not line:
+            continue
+        alone = _vectors_alone(cand.nodes[c_group[0]], ref.nodes[r_group[0]]) if len(c_group) == len(r_group) == 1 \
+            else None
+        if pairing.divergence in c_group:  # a module with a counterpart but for its vectors: said so instead
+            pairing.divergence_reason = line if alone else f"{pairing.divergence_reason}; {line}"
+        if alone is None:
             pairing.wiring.append(line)
-            if pairing.divergence in c_group:
-                pairing.divergence_reason += f"; {line}"
+        else:
+            node = cand.nodes[c_group[0]]
+            words = f"{node.display} <-> {ref.nodes[r_group[0]].display} (the {alone[0]}'s {', '.join(alone[1])})"
+            one_sided.append((node.order, line, words))
+    one_sided.sort(key=lambda entry: entry[0])
+    if len(one_sided) <= 3:
+        pairing.wiring += [line for _, line, _ in one_sided]
+    else:  # a bias on every convolution: one line
+        more = f"; ... and {len(one_sided) - 8} more" if len(one_sided) > 8 else ""
+        pairing.wiring.append(
+            f"{len(one_sided)} modules differ from the module standing in their place in the other model by vectors "
+            f"one side alone holds, every other tensor of the same shape (a bias on one side only, say): "
+            f"{'; '.join(words for _, _, words in one_sided[:8])}{more}")
 
 
 def _what_stands_there(cand: Graph, ref: Graph, kind: str, place: frozenset, c_group: list[int],
@@ -511,21 +550,41 @@ def _what_stands_there(cand: Graph, ref: Graph, kind: str, place: frozenset, c_g
             f"so they stay unpaired")
 
 
-def _only_a_bias(cand: Node, ref: Node, kind: str) -> str:
-    """Where two unpaired modules of one kind feed the same modules and one holds every tensor shape of the other
-    and vectors besides (a convolution with a bias against one without, a head that drops it): the words saying
-    so; empty otherwise."""
+def _vectors_alone(cand: Node, ref: Node) -> tuple[str, list[str]] | None:
+    """Where one of two modules holds every tensor shape of the other and vectors besides (a convolution with a
+    bias against one without, a head that drops it): which side holds them, and them (``bias [6]``); else ``None``."""
     shapes = [Counter(node.shape(n) for n in node.tensors) for node in (cand, ref)]
-    for more, fewer, side, other in ((0, 1, "candidate", "reference"), (1, 0, "reference", "candidate")):
+    for more, fewer, side in ((0, 1, "candidate"), (1, 0, "reference")):
         extra = shapes[more] - shapes[fewer]
         if shapes[fewer] - shapes[more] or not extra or any(len(shape) != 1 for shape in extra):
             continue
-        node = (cand, ref)[more]
-        held = [f"{n} {list(node.tensors[n].shape)}" for n in node.tensors if node.shape(n) in extra]
-        return (f"the candidate's {cand.describe()} and the reference's {ref.describe()} ({kind}) feed the same "
-                f"modules with tensors of the same shapes, and the {side}'s also holds {', '.join(held)}, which the "
-                f"{other}'s lacks (a bias on one side only, say): structurally they differ by that alone")
-    return ""
+        node, other = (cand, ref)[more], (cand, ref)[fewer]
+        # The ones the other lacks by name where names say it (an affine pair beside running statistics of one
+        # shape), else the last ones of each shape.
+        held = [n for n in node.tensors if n not in other.tensors]
+        if Counter(node.shape(n) for n in held) != extra:
+            left, held = Counter(extra), []
+            for n in reversed(node.tensors):
+                if left[node.shape(n)] > 0:
+                    left[node.shape(n)] -= 1
+                    held.insert(0, n)
+        return side, [f"{n} {list(node.tensors[n].shape)}" for n in held]
+    return None
+
+
+def _only_a_bias(cand: Node, ref: Node, kind: str) -> str:
+    """Where two unpaired modules of one kind feed the same modules and differ by vectors one alone holds
+    (``_vectors_alone``): the words saying so; empty otherwise."""
+    alone = _vectors_alone(cand, ref)
+    if alone is None:
+        return ""
+    side, held = alone
+    other = "reference" if side == "candidate" else "candidate"
+    what = ("a bias on one side only, say" if all(h.split(" ")[0].endswith("bias") for h in held) else
+            "vectors on one side only: an affine weight and bias, say")
+    return (f"the candidate's {cand.describe()} and the reference's {ref.describe()} ({kind}) feed the same "
+            f"modules with tensors of the same shapes, and the {side}'s also holds {', '.join(held)}, which the "
+            f"{other}'s lacks ({what}): structurally they differ by that alone")
 
 
 def _numel(node: Node) -> Callable[[str], int]:

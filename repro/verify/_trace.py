@@ -59,6 +59,7 @@ import dis
 import functools
 import inspect
 import itertools
+import math
 import os
 import types
 from collections.abc import Hashable
@@ -440,6 +441,16 @@ class Node:
         params, buffers = self._label_tensors()
         return (self.kind, tuple(sorted(self.tensors[n].numel() for n in params)),
                 tuple(sorted(self.tensors[n].numel() for n in buffers)))
+
+    @property
+    def core_label(self) -> tuple:
+        """The label without the vectors beside a module's larger tensors (a convolution's bias), or, where it holds
+        vectors alone, with their lengths alone (a BatchNorm with or without its affine pair): modules that differ
+        by a bias or an affine pair one side alone holds play the same role at the same place."""
+        params, buffers = self._label_tensors()
+        shapes = [self.shape(n) for n in params + buffers if self.tensors[n].is_floating_point()]
+        larger = tuple(sorted(s for s in shapes if len(squeezed(s)) > 1))
+        return (self.kind, larger) if larger else (self.kind, frozenset(math.prod(s) for s in shapes))
 
     def describe(self) -> str:
         shapes = ", ".join(f"{n} {list(t.shape)}" for n, t in self.tensors.items())
