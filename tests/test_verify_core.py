@@ -461,6 +461,18 @@ def test_a_train_step_random_draws_may_explain_is_undecided_not_different():
     assert "before any random number is drawn" in train.detail and "momentum 0.2 vs 0.1" in train.detail
 
 
+def test_rates_a_side_may_hold_in_draws_not_turned_off_leave_the_configuration_undecided():
+    """The candidate's drop-connect (not turned off) draws before its head dropout: its known rates [0.5] are the
+    reference's [0.2, 0.5] with one left out, which its draws may hold (lukemelas' EfficientNet against timm's with
+    the same rates): undecided, not different. Known rates the other side lacks in that order still differ."""
+    report = verify(DropConnectByArgument(drop_rate=0.5), Net(drop=DropPath(0.2), drop_rate=0.5), input_size=SIZE)
+    level = report.levels["stochastic configuration"]
+    assert level.holds is None and "the candidate's rates beyond those known may be in those draws" in level.detail, \
+        str(report)
+    report = verify(DropConnectByArgument(drop_rate=0.3), Net(drop=DropPath(0.2), drop_rate=0.5), input_size=SIZE)
+    assert report.levels["stochastic configuration"].holds is False, str(report)
+
+
 class DrawsAndKeepsEverything(Net):
     """Draws random numbers in train mode that change nothing: every forward point agrees."""
 

@@ -385,6 +385,12 @@ def verify_module(candidate: nn.Module, reference: str | nn.Module, options: Ver
     return report
 
 
+def _among(ours: Sequence[float], theirs: Sequence[float]) -> bool:
+    """Whether ``ours`` is ``theirs`` with entries left out (each in the same order)."""
+    remaining = iter(theirs)
+    return all(any(rate == other for other in remaining) for rate in ours)
+
+
 def _one_for_one(ours: list[Call], theirs: list[Call], at: int, candidate: nn.Module, reference: nn.Module) -> bool:
     """Whether two sequences of steps correspond one for one, not shifted by a step one side writes as a function:
     each step before ``at`` of the same shapes in and out as its partner; the step at ``at`` of the same input
@@ -1231,11 +1237,17 @@ class _Verification:
             first = " vs ".join(str(side[at]) if at < len(side) else "none" for side in (cand, ref))
             drawn = (f"; random numbers still drawn in train mode by {still}: not a known rate, so not turned off"
                      if still else "")
-            fewer = "candidate" if len(cand) < len(ref) else "reference"
-            if at == min(len(cand), len(ref)) and left[fewer]:  # its missing rates may be in the draws
+            # A side still drawing may hold rates not known anywhere among its known ones (a drop-connect before
+            # its head dropout): the configurations can be the same unless its known rates, in order, are not
+            # among the other side's (or both sides still draw, and anything can be).
+            known = {"candidate": cand, "reference": ref}
+            hidden = [side for side, other in (("candidate", "reference"), ("reference", "candidate"))
+                      if left[side] and (left[other] or _among([a.rate for a in known[side]],
+                                                               [b.rate for b in known[other]]))]
+            if hidden:
                 return Level("stochastic configuration", None, False, None,
-                             f"{side_by_side}{drawn}; the {fewer}'s rates beyond those known may be in those draws, "
-                             f"so the configurations cannot be compared here")
+                             f"{side_by_side}{drawn}; the {' and the '.join(hidden)}'s rates beyond those known may "
+                             f"be in those draws, so the configurations cannot be compared here")
             return Level("stochastic configuration", False, False, where,
                          f"stochastic configuration: the rates differ ({side_by_side}; the first that differs: "
                          f"{first}); turned off in both copies for the train step{drawn}")
