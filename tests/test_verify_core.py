@@ -532,12 +532,27 @@ def test_statistics_a_train_step_leaves_as_they_were_are_said_to_be():
     assert "the candidate's step leaves it as it was while the reference's updates it" in report.divergence_detail
 
 
-def test_settings_that_differ_by_rounding_are_written_in_full():
-    """momentum ``1 - 0.9`` against 0.1: not two equal-looking numbers."""
+def test_settings_that_differ_by_rounding_alone_are_not_a_cause_and_close_ones_are_written_in_full():
+    """momentum ``1 - 0.9`` against 0.1 (2e-16 apart: no comparison could show it) is not named beside the eps that
+    differs; 0.1000001 against 0.1 is, in full, not as two equal-looking numbers."""
     candidate = Net(eps=1e-3)
     candidate.bn.momentum = 1 - 0.9
     report = verify(candidate, Net(), input_size=SIZE)
-    assert "eps 0.001 vs 1e-05; momentum 0.09999999999999998 vs 0.1" in report.divergence_detail, str(report)
+    assert "[settings of bn vs the reference's bn: eps 0.001 vs 1e-05]" in report.divergence_detail, str(report)
+    candidate.bn.momentum = 0.1000001
+    report = verify(candidate, Net(), input_size=SIZE)
+    assert "eps 0.001 vs 1e-05; momentum 0.1000001 vs 0.1" in report.divergence_detail, str(report)
+
+
+def test_every_paired_module_whose_settings_differ_is_noted_not_only_the_first():
+    """The first divergence names one cause; the notes list every paired module whose settings differ, grouped by
+    the difference, so that a second one is seen before the first is fixed."""
+    candidate = Net(eps=1e-3)
+    candidate.mix = nn.Conv2d(8, 8, 1, dilation=2)
+    report = verify(candidate, Net(), input_size=SIZE)
+    note = next(n for n in report.notes if n.startswith("settings that differ between paired modules"))
+    assert "eps 0.001 vs 1e-05 in 1 module (bn)" in note and "dilation (2, 2) vs (1, 1) in 1 module (mix)" in note, note
+    assert not any(n.startswith("settings that differ") for n in verify(Net(), Net(), input_size=SIZE).notes)
 
 
 class SiLUUnlessTraining(nn.Module):

@@ -119,18 +119,27 @@ def _setting(value: object) -> str:
     return f"{value:.6g}" if isinstance(value, float) else repr(value)
 
 
-def settings_difference(candidate: nn.Module, reference: nn.Module, leave: frozenset[str] = frozenset()) -> str:
+def _same_setting(a: object, b: object) -> bool:
+    """Equal, or floats equal to 1e-12 (``1 - 0.99`` against ``0.01``: no difference a comparison could show)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
+    return a == b
+
+
+def settings_difference(candidate: nn.Module, reference: nn.Module, leave: frozenset[str] = frozenset(),
+                        classes: bool = True) -> str:
     """What differs between two paired modules' settings, in words (empty when nothing visible does):
     their classes where those differ, then every setting both have with another value, candidate's first.
     A cause to read beside a numerical divergence, never a verdict: settings are named differently
     across libraries, and a setting may not matter (or be applied elsewhere, as TF "same" padding is: ``leave``
-    names the settings to leave out, said otherwise by the caller)."""
+    names the settings to leave out, said otherwise by the caller). ``classes=False`` leaves the classes out;
+    floats equal to 1e-12 (``_same_setting``) do not differ."""
     words = []
-    if type(candidate).__name__ != type(reference).__name__:
+    if classes and type(candidate).__name__ != type(reference).__name__:
         words.append(f"{type(candidate).__name__} vs {type(reference).__name__}")
     ours, theirs = _settings(candidate), _settings(reference)
     for k in ours:
-        if k in theirs and ours[k] != theirs[k] and k not in leave:
+        if k in theirs and not _same_setting(ours[k], theirs[k]) and k not in leave:
             shown = (_setting(ours[k]), _setting(theirs[k]))
             if shown[0] == shown[1]:  # 0.09999999999999998 (1 - 0.9) vs 0.1: written in full, not as two equal numbers
                 shown = (repr(ours[k]), repr(theirs[k]))

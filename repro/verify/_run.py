@@ -385,6 +385,20 @@ def verify_module(candidate: nn.Module, reference: str | nn.Module, options: Ver
     return report
 
 
+def _paired_settings(node: Node, partner: Node, classes: bool = True) -> str:
+    """How a paired module's settings differ from its partner's (``settings_difference``). Padding done by
+    ``F.pad`` or a padding module (inside the convolution or before it) makes a convolution's padding setting only
+    a part of its padding: the padding in all is compared instead."""
+    pads = (node.padding, partner.padding)
+    padded = pads[0] is not None and pads[1] is not None and (len(pads[0].steps) > 1 or len(pads[1].steps) > 1)
+    words = [settings_difference(node.module, partner.module,
+                                 frozenset({"padding", "padding_mode"}) if padded else frozenset(), classes=classes)]
+    if padded and pads[0].differs(pads[1]):
+        words.append(f"padding in all {pads[0].in_all()} vs {pads[1].in_all()} (the candidate's: "
+                     f"{', then '.join(pads[0].steps)}; the reference's: {', then '.join(pads[1].steps)})")
+    return "; ".join(w for w in words if w)
+
+
 def _among(ours: Sequence[float], theirs: Sequence[float]) -> bool:
     """Whether ``ours`` is ``theirs`` with entries left out (each in the same order)."""
     remaining = iter(theirs)
@@ -1056,6 +1070,7 @@ class _Verification:
         for level in levels:
             if level.holds is False:
                 level.detail += self._settings_note(level.first_divergence)
+        report.notes += self._settings_differing()
         failing = next((level for level in levels if level.holds is False), None)
         if self.compared and not report.equivalent and not report.undecided:
             if failing is None:  # only the structure (gradients on one side only, say)
@@ -1074,16 +1089,7 @@ class _Verification:
             if node.display == module and partner is not None and not node.part:
                 ref_node = self.ref_graph.nodes[partner]
                 partner_name = self.ref_graph.name(partner)
-                pads = (node.padding, ref_node.padding)
-                # Padding by F.pad or a padding module (inside the convolution or before it) makes its padding
-                # setting only a part of the padding: the padding in all is compared instead.
-                padded = pads[0] is not None and pads[1] is not None and (len(pads[0].steps) > 1
-                                                                          or len(pads[1].steps) > 1)
-                words = [settings_difference(node.module, ref_node.module,
-                                             frozenset({"padding", "padding_mode"}) if padded else frozenset())]
-                if padded and pads[0].differs(pads[1]):
-                    words.append(f"padding in all {pads[0].in_all()} vs {pads[1].in_all()} (the candidate's: "
-                                 f"{', then '.join(pads[0].steps)}; the reference's: {', then '.join(pads[1].steps)})")
+                words = [_paired_settings(node, ref_node)]
                 frozen = [(side, name) for side, n, name in (("candidate", node, module),
                                                              ("reference", ref_node, partner_name)) if n.frozen_norm]
                 if len(frozen) == 1:
@@ -1099,6 +1105,28 @@ class _Verification:
         partner_name, ours, theirs = found
         words = settings_difference(ours, theirs)
         return f" [settings of {module} vs the reference's {partner_name}: {words}]" if words else ""
+
+    def _settings_differing(self) -> list[str]:
+        """A note on every paired module whose settings differ from its partner's, grouped by the difference
+        (``eps 0.001 vs 1e-05 in 49 modules``): causes to read beside a divergence, which names only the first,
+        so that a second difference is not found only once the first is fixed. Classes left out (libraries name
+        theirs differently)."""
+        if not hasattr(self, "pairing"):
+            return []
+        where: dict[str, list[str]] = {}
+        for node in self.cand_graph.called():
+            partner = self.pairing.nodes.get(node.id)
+            if partner is None or node.part:
+                continue
+            for part in _paired_settings(node, self.ref_graph.nodes[partner], classes=False).split("; "):
+                if part:
+                    where.setdefault(part, []).append(node.display)
+        if not where:
+            return []
+        shown = "; ".join(f"{part} in {len(names)} module{'s' if len(names) > 1 else ''} ({', '.join(names[:4])}"
+                          f"{' ...' if len(names) > 4 else ''})" for part, names in where.items())
+        return [f"settings that differ between paired modules (candidate's first; causes to read beside the "
+                f"numbers, not verdicts): {shown}"]
 
     def _steps_note(self, module: str) -> str:
         """Where a divergence at ``module`` is computed through steps without tensors from points that agree: the
@@ -1212,8 +1240,9 @@ class _Verification:
         return Level("train step", False, False, module, detail)
 
     def _random_left(self) -> dict[str, list[str]]:
-        """Each side's modules that still draw random numbers in the train step (after ``rates_off``)."""
-        return {side: sorted({where for where, _ in calls})
+        """Each side's modules that still draw random numbers in the train step (after ``rates_off``), in the order
+        they first draw (``blocks.2`` before ``blocks.10``)."""
+        return {side: list(dict.fromkeys(where for where, _ in calls))
                 for side, calls in (("candidate", self.captures["train"].random if "train" in self.captures else []),
                                     ("reference", self.reference_random.get("train", [])))}
 
