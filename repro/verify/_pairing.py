@@ -521,7 +521,7 @@ def _note_fused(cand: Graph, ref: Graph, pairing: Pairing, m: dict[int, int]) ->
         more = f"; ... and {len(one_sided) - 8} more" if len(one_sided) > 8 else ""
         pairing.wiring.append(
             f"{len(one_sided)} modules differ from the module standing in their place in the other model by vectors "
-            f"one side alone holds, every other tensor of the same shape (a bias on one side only, say): "
+            f"one side alone holds, every other tensor of the same shape (a bias on one side only, for instance): "
             f"{'; '.join(words for _, _, words in one_sided[:8])}{more}")
 
 
@@ -580,8 +580,8 @@ def _only_a_bias(cand: Node, ref: Node, kind: str) -> str:
         return ""
     side, held = alone
     other = "reference" if side == "candidate" else "candidate"
-    what = ("a bias on one side only, say" if all(h.split(" ")[0].endswith("bias") for h in held) else
-            "vectors on one side only: an affine weight and bias, say")
+    what = ("a bias on one side only" if all(h.split(" ")[0].endswith("bias") for h in held) else
+            "vectors on one side only: an affine weight and bias")
     return (f"the candidate's {cand.describe()} and the reference's {ref.describe()} ({kind}) feed the same "
             f"modules with tensors of the same shapes, and the {side}'s also holds {', '.join(held)}, which the "
             f"{other}'s lacks ({what}): structurally they differ by that alone")
