@@ -691,8 +691,9 @@ class _Verification:
                 self.cand_graph, cand_recorder = _run("candidate", trace, self.candidate.eval(), self.x.clone())
         # How often each module runs in one pass: a stochastic module applied twice counts twice.
         self.trace_calls = {"candidate": cand_recorder.calls, "reference": ref_recorder.calls}
-        if cand_recorder.rated_calls or ref_recorder.rated_calls:  # given a rate in eval mode, they may drop in train
-            self._find_rates_at_calls()
+        # A dropout call given a rate in eval mode may drop in train mode: that model is observed for it.
+        recorders = {"candidate": cand_recorder, "reference": ref_recorder}
+        self._find_rates_at_calls([side for side, recorder in recorders.items() if recorder.rated_calls])
         self.calls = {side: Counter(c.name for c in calls) for side, calls in self.trace_calls.items()}
         try:
             self.pairing = pair_nodes(self.cand_graph, self.ref_graph)
@@ -947,8 +948,8 @@ class _Verification:
         with self._counting_stochastic_calls(), self._rates_off(self.candidate, self.ref_model) as calls_off:
             cand, ref = _both(self.candidate, self.ref_model, self.x, training=True, seed=self.seed, watch=True,
                               output_weights=output_weights)
-        if any(calls.turned_off for calls in calls_off):
-            self._find_rates_at_calls()
+        if any(calls.turned_off for calls in calls_off):  # which model made them is not known: both are observed
+            self._find_rates_at_calls(["candidate", "reference"])
         diffs = _TrainDiffs.of(cand, ref, pairs)
         if cand.drew or ref.drew or not diffs.agrees(self.rtol) or self.train_only:
             del cand, ref
@@ -987,12 +988,14 @@ class _Verification:
                 rates_off(reference, self.report.stochastic_reference) as theirs:
             yield ours, theirs
 
-    def _find_rates_at_calls(self) -> None:
-        """A traced pass called a dropout function with a rate, or the train step turned one off at the call: each
-        model not observed in a train-mode pass yet (``prepare`` observes one where it finds a rate under a known
-        name) is observed now, so that the rates its dropout calls are given are listed, in the order they draw,
-        among its stochastic layers."""
+    def _find_rates_at_calls(self, sides: Sequence[str]) -> None:
+        """A model's traced pass called a dropout function with a rate, or the train step turned one off at the
+        call: each of ``sides`` not observed in a train-mode pass yet (``prepare`` observes a model where it finds
+        a rate under a known name) is observed now, so that the rates its dropout calls are given are listed, in
+        the order they draw, among its stochastic layers."""
         for side, model in (("candidate", self.candidate), ("reference", self.ref_model)):
+            if side not in sides:
+                continue
             if side not in self.observed and not getattr(self.report, f"stochastic_{side}"):
                 setattr(self.report, f"stochastic_{side}",
                         _run(side, stochastic_layers, model, self.x, self.seed, probe=True))
