@@ -25,7 +25,7 @@ from torch import nn
 
 from repro.verify import PairingError, VerifyError, verify
 from repro.verify import _run
-from repro.verify._pairing import _describe_ties
+from repro.verify._pairing import VectorsAlone, _describe_ties
 from repro.verify._trace import INDEXING_INVISIBLE, _tensors, indexing_visible, python_body, trace
 
 # Attention splits q, k and v by indexing (`qkv[0]`), relative-position tables are looked up by `table[index]`:
@@ -986,8 +986,18 @@ def test_a_bias_on_every_convolution_names_each_and_pairs_the_modules_between():
 def test_a_batchnorm_without_its_affine_pair_names_the_pair():
     report = verify(ConvBNStack(affine=False), ConvBNStack(), input_size=SMALL)
     assert report.first_divergence == "b2", str(report)
-    assert "the reference's also holds weight [8], bias [8], which the candidate's lacks (vectors on one side " \
-        "only: an affine weight and bias)" in report.divergence_detail, report.divergence_detail
+    assert "the reference's also holds weight [8], bias [8], which the candidate's lacks (an affine weight and " \
+        "bias on one side only)" in report.divergence_detail, report.divergence_detail
+
+
+@pytest.mark.parametrize(("held", "words"), [
+    ((("bias", (8,)),), "a bias on one side only"),
+    ((("weight", (8,)), ("bias", (8,))), "an affine weight and bias on one side only"),
+    ((("weight", (8,)),), "vectors on one side only"),  # a scale alone is not called an affine pair
+    ((("scale", (8,)), ("shift", (8,))), "vectors on one side only"),
+])
+def test_vectors_one_side_holds_are_called_what_their_names_say(held, words):
+    assert VectorsAlone("candidate", held).what == words
 
 
 class ShortcutFromTheInput(PreActBlock):

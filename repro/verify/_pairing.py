@@ -375,7 +375,7 @@ def pair_nodes(cand: Graph, ref: Graph) -> Pairing:
 def _pair_past_vectors(matcher: _Matcher) -> None:
     """Pair what is left by ``core_label`` (a convolution with a bias against one without), then set aside again
     each pair so made whose modules hold other tensors: a bias on every convolution leaves each of them unpaired
-    and named (``_only_a_bias``), and the modules between them paired, instead of one named and the rest tied."""
+    and named (``_only_vectors``), and the modules between them paired, instead of one named and the rest tied."""
     before = set(matcher.m)
     matcher.core = True
     try:
@@ -501,18 +501,18 @@ def _note_fused(cand: Graph, ref: Graph, pairing: Pairing, m: dict[int, int]) ->
             groups[(graph.nodes[n].kind, place)][side].append(n)
     one_sided = []  # modules that differ from the one in their place by vectors alone: (order, line, words)
     for (kind, place), (c_group, r_group) in groups.items():
-        line = _what_stands_there(cand, ref, kind, place, c_group, r_group)
-        if not line:
-            continue
         alone = _vectors_alone(cand.nodes[c_group[0]], ref.nodes[r_group[0]]) if len(c_group) == len(r_group) == 1 \
             else None
+        line = _what_stands_there(cand, ref, kind, place, c_group, r_group, alone)
+        if not line:
+            continue
         if pairing.divergence in c_group:  # a module with a counterpart but for its vectors: said so instead
             pairing.divergence_reason = line if alone else f"{pairing.divergence_reason}; {line}"
         if alone is None:
             pairing.wiring.append(line)
         else:
             node = cand.nodes[c_group[0]]
-            words = f"{node.display} <-> {ref.nodes[r_group[0]].display} (the {alone[0]}'s {', '.join(alone[1])})"
+            words = f"{node.display} <-> {ref.nodes[r_group[0]].display} (the {alone.side}'s {alone.listed})"
             one_sided.append((node.order, line, words))
     one_sided.sort(key=lambda entry: entry[0])
     if len(one_sided) <= 3:
@@ -526,13 +526,14 @@ def _note_fused(cand: Graph, ref: Graph, pairing: Pairing, m: dict[int, int]) ->
 
 
 def _what_stands_there(cand: Graph, ref: Graph, kind: str, place: frozenset, c_group: list[int],
-                       r_group: list[int]) -> str:
+                       r_group: list[int], alone: "VectorsAlone | None") -> str:
     """Words for unpaired modules of one kind that feed the same paired modules (``place``): one on each side (a
-    bias on one side only, or other shapes), or as many values in another number of modules; empty otherwise."""
+    bias on one side only, ``alone``, or other shapes), or as many values in another number of modules; empty
+    otherwise."""
     feeds = ", ".join(sorted(ref.name(r) for r in place))
     if len(c_group) == 1 and len(r_group) == 1:
         c_node, r_node = cand.nodes[c_group[0]], ref.nodes[r_group[0]]
-        return _only_a_bias(c_node, r_node, kind) or (
+        return _only_vectors(c_node, r_node, kind, alone) if alone is not None else (
             f"the candidate's {c_node.describe()} stands where the reference's {r_node.describe()} does (both feed "
             f"{feeds or 'the output'}), with tensors of other shapes")
     values = [sum(t.numel() for n in group for t in graph.nodes[n].tensors.values())
@@ -550,9 +551,33 @@ def _what_stands_there(cand: Graph, ref: Graph, kind: str, place: frozenset, c_g
             f"so they stay unpaired")
 
 
-def _vectors_alone(cand: Node, ref: Node) -> tuple[str, list[str]] | None:
+@dataclass(frozen=True)
+class VectorsAlone:
+    """Vectors one of two modules holds beyond every tensor shape of the other: which side, their local names
+    and shapes."""
+
+    side: str  # "candidate" or "reference"
+    held: tuple[tuple[str, tuple[int, ...]], ...]  # (local name, shape)
+
+    @property
+    def listed(self) -> str:
+        return ", ".join(f"{name} {list(shape)}" for name, shape in self.held)
+
+    @property
+    def what(self) -> str:
+        """The vectors in words: a bias, an affine pair (a norm's weight and bias), or vectors."""
+        names = [name.rpartition(".")[2] for name, _ in self.held]
+        if all(name == "bias" for name in names):
+            return "a bias on one side only"
+        if sorted(names) == ["bias", "weight"]:
+            return "an affine weight and bias on one side only"
+        return "vectors on one side only"
+
+
+def _vectors_alone(cand: Node, ref: Node) -> VectorsAlone | None:
     """Where one of two modules holds every tensor shape of the other and vectors besides (a convolution with a
-    bias against one without, a head that drops it): which side holds them, and them (``bias [6]``); else ``None``."""
+    bias against one without, a head that drops it, a norm without its affine pair): which side holds them, and
+    them; else ``None``."""
     shapes = [Counter(node.shape(n) for n in node.tensors) for node in (cand, ref)]
     for more, fewer, side in ((0, 1, "candidate"), (1, 0, "reference")):
         extra = shapes[more] - shapes[fewer]
@@ -568,23 +593,17 @@ def _vectors_alone(cand: Node, ref: Node) -> tuple[str, list[str]] | None:
                 if left[node.shape(n)] > 0:
                     left[node.shape(n)] -= 1
                     held.insert(0, n)
-        return side, [f"{n} {list(node.tensors[n].shape)}" for n in held]
+        return VectorsAlone(side, tuple((n, tuple(node.tensors[n].shape)) for n in held))
     return None
 
 
-def _only_a_bias(cand: Node, ref: Node, kind: str) -> str:
-    """Where two unpaired modules of one kind feed the same modules and differ by vectors one alone holds
-    (``_vectors_alone``): the words saying so; empty otherwise."""
-    alone = _vectors_alone(cand, ref)
-    if alone is None:
-        return ""
-    side, held = alone
-    other = "reference" if side == "candidate" else "candidate"
-    what = ("a bias on one side only" if all(h.split(" ")[0].endswith("bias") for h in held) else
-            "vectors on one side only: an affine weight and bias")
+def _only_vectors(cand: Node, ref: Node, kind: str, alone: VectorsAlone) -> str:
+    """Words for two unpaired modules of one kind that feed the same modules and differ by the vectors one alone
+    holds (``alone``)."""
+    other = "reference" if alone.side == "candidate" else "candidate"
     return (f"the candidate's {cand.describe()} and the reference's {ref.describe()} ({kind}) feed the same "
-            f"modules with tensors of the same shapes, and the {side}'s also holds {', '.join(held)}, which the "
-            f"{other}'s lacks ({what}): structurally they differ by that alone")
+            f"modules with tensors of the same shapes, and the {alone.side}'s also holds {alone.listed}, which the "
+            f"{other}'s lacks ({alone.what}): structurally they differ by that alone")
 
 
 def _numel(node: Node) -> Callable[[str], int]:
