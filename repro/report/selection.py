@@ -12,7 +12,9 @@ weights' crop size); latency is measured here, on the device the report runs on,
 
 Departures from the seed's framing, and why: a scenario (or key insight) that names a device is
 decided only by measurements on that device (``measured_on``), since relative latency depends on the
-device; elsewhere the reading here is shown as a proxy and the verdict says what would decide it. Top-1
+device, and one that recommends models for another task than classification (as backbones of detection or
+segmentation networks) only by measurements of that task; elsewhere the reading here is shown as a proxy and the
+verdict says what would decide it. Top-1
 figures are judged by the rule shared with seed 3.2 (``repro.report.figures``).
 """
 
@@ -31,6 +33,7 @@ from repro.report.base import TIMING_THREADS, TIMING_THREADS_WHY, Erratum, Optio
 from repro.report.figures import Top1Figure, paper_top1_cell, top1_errata
 from repro.report.measure import best_torchvision, model_stats, torchvision_builder, torchvision_v1
 from repro.seed import (
+    DETECTION_BACKBONE,
     EFFICIENTNET_TABLE_2_RESNETS,
     GPU,
     MOBILE_DEVICE,
@@ -178,6 +181,13 @@ DEVICE_DECIDES = {
     GPU: "the same criterion on batch-1 and batched latencies measured on a GPU (this page measures on CUDA when "
     "one is present: `python -m repro.report --pages selection` there)",
 }
+# A scenario recommending models for another task than image classification: what would decide it.
+TASK_DECIDES = {
+    DETECTION_BACKBONE: "each model's latency as the backbone of a detection or segmentation network at that "
+    "network's input resolution (512-1024 px, say) on the device it is meant for, beside published detection or "
+    "segmentation accuracy (COCO mAP, Cityscapes mIoU) with each backbone; a classifier at 224 px is another "
+    "workload, where the balance of depthwise and dense convolutions differs",
+}
 DISTILLATION_DECIDES = (
     "distillation runs: a student (MobileNetV3, EfficientNet-B0) trained on ImageNet with and without a teacher's "
     "soft targets, and teachers compared by the students they produce; training at that scale is beyond this report"
@@ -237,7 +247,8 @@ def scenario_table(frame: pd.DataFrame, device: str, accuracy: pd.DataFrame | No
             criterion = "-"
         elif scenario in ("mobile / edge devices", "real-time detection / segmentation"):
             budget = 3 * fastest
-            criterion = f"on the latency frontier and within 3x the fastest ({budget:.1f} ms)"
+            criterion = (f"on the latency frontier and within 3x the fastest ({budget:.1f} ms; a threshold of "
+                         f"this page's: the seed gives none)")
             good = [m for m in present if by.loc[m, "on latency frontier"] and by.loc[m, "latency (ms)"] <= budget]
             for m in present:
                 beaten = _dominated_by(frame, m, "latency (ms)")
@@ -282,12 +293,15 @@ def scenario_table(frame: pd.DataFrame, device: str, accuracy: pd.DataFrame | No
         evidence = evidence_of(present) if present else ""
         split = {"agrees for": "", "disagrees for": "", "measured, agreeing": "", "measured, disagreeing": ""}
         decided = verdict.startswith(("agrees", "disagrees"))
-        if decided and scenario != "high accuracy" and not measured_on(s.device, device):
+        elsewhere = None if scenario == "high accuracy" or measured_on(s.device, device) else s.device
+        if decided and (elsewhere or s.task):
+            proxy = " ".join(filter(None, (s.task, f"on {elsewhere}" if elsewhere else "")))
             evidence = (
-                f"on {device}, {timed}, a proxy for {s.device} that decides nothing, it would read '{verdict}': "
-                + evidence.removeprefix(prefix)
+                f"on {device}, {timed}, image classification: a proxy for {proxy} that decides nothing, it would "
+                f"read '{verdict}': " + evidence.removeprefix(prefix)
             )
-            verdict, decide = "not decided here", DEVICE_DECIDES[s.device]
+            verdict = "not decided here"
+            decide = "; ".join(filter(None, (TASK_DECIDES.get(s.task), DEVICE_DECIDES.get(elsewhere))))
         elif decided and good and len(good) < len(present):
             bad = [m for m in present if m not in good]
             split = {"agrees for": ", ".join(good), "disagrees for": ", ".join(bad),
@@ -629,7 +643,8 @@ def build(options: Options) -> Page | None:
         + (f", on {TIMING_THREADS} thread ({TIMING_THREADS_WHY}); the latency page times at 224 px" if cpu else "")
         + ". These latencies are this page's own run, every candidate in one round-robin so that they compare "
         "with each other; the latency and runtimes pages time some of the same models again, in rounds of their "
-        "own against timm, so a model's figures on two pages differ by run-to-run variation (a few percent). "
+        "own against timm, with their own thread counts, so a model's latency on two pages is not one number: "
+        "compare latencies within a page (each page's header names the machine its numbers were measured on). "
         + " ".join(n[0].upper() + n[1:] + "." for n in notes)
     )
     measured_note = (
@@ -646,8 +661,12 @@ def build(options: Options) -> Page | None:
             "Each recommendation turned into a criterion the measurements can decide. 'beaten by' lists models at "
             "most as slow and more accurate. One rule for every scenario: a scenario that names a device ("
             + "; ".join(f"{s.scenario}: {s.device}" for s in SEED_SCENARIOS if s.device)
-            + ") is decided only by measurements on that device; elsewhere the reading here is shown as a proxy "
-            f"and decides nothing. A scenario that names none is decided on the device measured here ({device}).",
+            + ") is decided only by measurements on that device, and one that names another task than image "
+            "classification ("
+            + "; ".join(f"{s.scenario}: {s.task}" for s in SEED_SCENARIOS if s.task)
+            + ") only by measurements of that task; elsewhere the reading here is shown as a proxy and decides "
+            f"nothing. A classification scenario that names no device is decided on the device measured here "
+            f"({device}).",
             page_columns=("scenario (seed 5.1)", "seed recommends", "seed's reason", "device the seed names",
                           "criterion", "measured", "verdict", "would decide it"),
         ),

@@ -50,11 +50,14 @@ SEED_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 # Seed section 6.2, run_benchmark(): the four torchvision models it times.
 SEED_BENCHMARK_MODELS = ("resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_small_100")
 
-# Seed section 5.1, model_selection_guide(): scenario, recommended models, stated reason, and the
-# device the scenario names, if any (None: the seed names none). Only the scenario or its reason can
-# name a device: "移动端/边缘设备" is a mobile or edge device; server deployment's reason "可以使用GPU"
-# is a GPU. "实时检测/分割" gives "需要快速推理" (fast inference) and names no device.
+# Seed section 5.1, model_selection_guide(): scenario, recommended models, stated reason, the
+# device the scenario names, if any (None: the seed names none), and the task it recommends them for
+# where that is not image classification. Only the scenario or its reason can name a device:
+# "移动端/边缘设备" is a mobile or edge device; server deployment's reason "可以使用GPU" is a GPU.
+# "实时检测/分割" gives "需要快速推理" (fast inference) and names no device; it names a task: the models
+# as backbones of detection or segmentation networks, which run at those networks' input resolutions.
 MOBILE_DEVICE, GPU = "a mobile or edge device", "a GPU"
+DETECTION_BACKBONE = "backbones of detection or segmentation networks, at their input resolutions"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class SeedScenario:
     recommended: tuple[str, ...]  # hand-written model names
     reason: str
     device: str | None  # MOBILE_DEVICE, GPU or None
+    task: str | None = None  # DETECTION_BACKBONE, or None: image classification
 
 
 SEED_SCENARIOS = (
@@ -84,6 +88,7 @@ SEED_SCENARIOS = (
         ("resnet18", "resnet34", "mobilenetv3_small_100", "mobilenetv3_large_100"),
         "fast inference",
         None,
+        DETECTION_BACKBONE,
     ),
     SeedScenario("server deployment", ("efficientnet_b3", "efficientnet_b4", "resnet50"), "a GPU is available", GPU),
     SeedScenario(
