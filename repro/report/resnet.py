@@ -112,7 +112,9 @@ def errata(frame: pd.DataFrame) -> list[Erratum]:
             "the seed's `Bottleneck` downsamples where the ResNet paper's does (the first 1x1 of a stage's first "
             "block)",
             v15_matches,
-            f"the seed strides the 3x3 (`conv2`, as torchvision's 'v1.5'), the paper the first 1x1: counted GMACs "
+            f"the seed strides the 3x3 (`conv2`, as torchvision's 'v1.5'); the paper's layout strides the first 1x1, "
+            f"as the authors' released Caffe models do (KaimingHe/deep-residual-networks: `res3a_branch2a`, a 1x1 of "
+            f"stride 2; the paper's text says only that conv3_1, conv4_1 and conv5_1 downsample): counted GMACs "
             f"of {', '.join(deep)} in the seed's layout {v15}, in the paper's {paper_layout}; paper Table 1: "
             f"{table_1}",
             note=f"v1.5 is torchvision's choice and its pretrained weights' layout; {RESNET_V15_SOURCE}. "

@@ -567,8 +567,8 @@ def degradation_errata(curves: pd.DataFrame, final: pd.DataFrame, meta: dict) ->
             "2.1",
             "A deeper plain network has higher training error than a shallower one (degradation)",
             paper["plain34"] > paper["plain18"],
-            f"{RESNET_TABLE_2}: plain-18 {paper['plain18']:.2f}%, plain-34 {paper['plain34']:.2f}%; "
-            f"{RESNET_FIGURE_4}: plain-34's training error is above plain-18's throughout training",
+            f"{RESNET_FIGURE_4}: plain-34's training error is above plain-18's throughout training; beside it, "
+            f"validation error, {RESNET_TABLE_2}: plain-18 {paper['plain18']:.2f}%, plain-34 {paper['plain34']:.2f}%",
             note=f"{local} {'agrees' if v['plain_degrades'] else 'does not show it'}: training error "
             f"plain-{d[0]} {e(f'plain{d[0]}')}, plain-{d[-1]} {e(f'plain{d[-1]}')}{slower_start}",
         ),
@@ -576,10 +576,10 @@ def degradation_errata(curves: pd.DataFrame, final: pd.DataFrame, meta: dict) ->
             "2.1",
             "Residual connections relieve it: at the same depth the ResNet trains better than the plain net",
             paper["resnet34"] < paper["plain34"],
-            f"{RESNET_TABLE_2}: at 34 layers ResNet {paper['resnet34']:.2f}%, plain {paper['plain34']:.2f}%; "
-            f"{RESNET_FIGURE_4}: ResNet-34's training error is considerably below plain-34's. At 18 layers, "
-            f"where the plain net does not degrade, the two are comparably accurate (ResNet {paper['resnet18']:.2f}%, "
-            f"plain {paper['plain18']:.2f}%), the ResNet converging faster",
+            f"{RESNET_FIGURE_4}: ResNet-34's training error is considerably below plain-34's; beside it, validation "
+            f"error, {RESNET_TABLE_2}: at 34 layers ResNet {paper['resnet34']:.2f}%, plain {paper['plain34']:.2f}%. At "
+            f"18 layers, where the plain net does not degrade, the two are comparably accurate (ResNet "
+            f"{paper['resnet18']:.2f}%, plain {paper['plain18']:.2f}%), the ResNet converging faster",
             note=f"{local}: {at_depth(d[-1])}; {at_depth(d[0])}; too small a run to separate a better-training "
             "net from a faster-starting one",
         ),
@@ -587,8 +587,8 @@ def degradation_errata(curves: pd.DataFrame, final: pd.DataFrame, meta: dict) ->
             "2.1",
             "Residual connections solve it: the deeper ResNet trains no worse than the shallower one",
             paper["resnet34"] <= paper["resnet18"],
-            f"{RESNET_TABLE_2}: ResNet-18 {paper['resnet18']:.2f}%, ResNet-34 {paper['resnet34']:.2f}%; "
-            f"{RESNET_FIGURE_4}: ResNet-34's training error is below ResNet-18's",
+            f"{RESNET_FIGURE_4}: ResNet-34's training error is below ResNet-18's; beside it, validation error, "
+            f"{RESNET_TABLE_2}: ResNet-18 {paper['resnet18']:.2f}%, ResNet-34 {paper['resnet34']:.2f}%",
             note=f"{local} "
             + ("agrees" if not v["resnet_degrades"] else "does not show it at its budget, too short to refute it")
             + f": training error ResNet-{d[0]} {e(f'resnet{d[0]}')}, ResNet-{d[-1]} {e(f'resnet{d[-1]}')}; "

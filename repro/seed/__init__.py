@@ -82,7 +82,9 @@ SEED_SCENARIOS = (
         "balance of accuracy and efficiency",
         None,
     ),
-    SeedScenario("high accuracy", ("efficientnet_b5", "efficientnet_b7", "resnet152"), "highest accuracy", None),
+    SeedScenario(
+        "high accuracy", ("efficientnet_b5", "efficientnet_b7", "resnet152"), "aiming for the highest accuracy", None
+    ),
     SeedScenario(
         "real-time detection / segmentation",
         ("resnet18", "resnet34", "mobilenetv3_small_100", "mobilenetv3_large_100"),
