@@ -199,3 +199,16 @@ def test_insight_3_against_each_architectures_best_weights():
     assert "ported from timm" in row.note and "torchvision's original reference recipe" in row.note
     assert "papers' recipes" not in row.note + row.measured
     assert row.outcome is Outcome.HOLDS  # both sources agree
+
+
+def test_accuracy_per_parameter_note_says_what_the_metric_rewards():
+    """The note reads the ranking: the model ranked first is named with what makes it first (the smallest, the
+    least accurate), and nothing is claimed where it is neither."""
+    table = pd.DataFrame({"model": ["small", "big", "mid"], "params (M), counted": [2.0, 20.0, 5.0],
+                          "top-1 (%), torchvision V1": [60.0, 80.0, 70.0],
+                          "acc / MParam, recomputed": [30.0, 4.0, 14.0]})
+    note = selection._metric_note(table)
+    assert "rank 1 (recomputed) is small, 2.00M parameters, 60.00%, the smallest and the least accurate of these 3" \
+        in note
+    table.loc[0, "top-1 (%), torchvision V1"] = 75.0  # accurate as well as small
+    assert ", the smallest of these 3." in selection._metric_note(table)

@@ -351,6 +351,23 @@ def efficiency_table() -> pd.DataFrame:
     return table
 
 
+def _metric_note(table: pd.DataFrame) -> str:
+    """What accuracy per parameter rewards, read off the recomputed ranking: the division by the parameter count
+    dominates, so the smallest model leads however accurate it is."""
+    ranked = table.dropna(subset=["acc / MParam, recomputed"])
+    if ranked.empty:
+        return ""
+    first = ranked.loc[ranked["acc / MParam, recomputed"].idxmax()]
+    which = [what for what, column, pick in (("the smallest", "params (M), counted", "idxmin"),
+                                             ("the least accurate", "top-1 (%), torchvision V1", "idxmin"))
+             if getattr(ranked[column], pick)() == first.name]
+    return (f" The division dominates the metric: rank 1 (recomputed) is {first['model']}, "
+            f"{first['params (M), counted']:.2f}M parameters, {first['top-1 (%), torchvision V1']:.2f}%"
+            + (f", {' and '.join(which)} of these {len(ranked)}" if which else "")
+            + ". Which model is most accurate within a parameter or latency budget is what the budget tables above "
+            "answer.")
+
+
 def _scatter(frame: pd.DataFrame, x: str, title: str) -> bytes:
     fig, ax = subplots(figsize=(8, 5.5))
     family = frame["model"].map(lambda m: MODELS[m].family)
@@ -706,7 +723,7 @@ def build(options: Options) -> Page | None:
             "Accuracy per million parameters (seed 5.2), the seed's figures and recomputed",
             efficiency,
             "The seed divides its own top-1 by its own parameter counts. Rank 1 = most accurate per "
-            "parameter. " + _rank_note(efficiency),
+            "parameter. " + _rank_note(efficiency) + _metric_note(efficiency),
         ),
         Table(
             "selection_measurements",
