@@ -82,7 +82,9 @@ def build(options: Options, pages: list[Page], linked: set[str]) -> Page:
     )
     intro = (
         f"{len(rows)} claims of the seed, checked by running code, by reading it, or against their sources: "
-        f"{summary}. One row per checked claim, holding or not; where a defect recurs, its "
+        f"{summary}. A claim is what the seed's text states, or what its printed code implies (that it runs as "
+        f"printed, that it computes what it names, that a function it defines is used): a code row names the code "
+        f"in its claim. One row per checked claim, holding or not; where a defect recurs, its "
         f"instances are listed in its row.{python_note()}\n\n{RULES}"
     )
     return Page(
