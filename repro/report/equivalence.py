@@ -1,14 +1,21 @@
-"""Equivalence page: every reference pair, its largest differences, bit-identical or not."""
+"""Equivalence page: every reference pair, the settings our model is built with for it, its largest
+differences, bit-identical or not."""
 
 from __future__ import annotations
+
+from typing import Any, Mapping
 
 import pandas as pd
 import timm
 
 from repro.environment import declared_floor
 from repro.equivalence import EquivalenceResult, check_reference
-from repro.registry import REFERENCES
+from repro.registry import MODELS, REFERENCES, reference_entry
 from repro.report.base import Job, Options, Page, Table, computed, run_jobs
+
+BUILT_WITH = "our model built with"
+CHECK_SETTINGS = "also set for the check"
+DEFAULTS = "defaults"  # the BUILT_WITH cell of a pair whose record sets nothing: ours as its builder builds it
 
 
 @computed()
@@ -41,6 +48,54 @@ def jobs(options: Options) -> list[Job]:
     return equivalence_check.jobs((spec, options.full) for spec in selected_references(options))
 
 
+def built_with(spec: str) -> dict[str, Any]:
+    """The settings our model is built with to match ``spec``: the reference's one record, ``model_kwargs`` (what
+    ``check_reference`` builds it with)."""
+    return dict(reference_entry(spec).model_kwargs)
+
+
+def settings_text(settings: Mapping[str, Any]) -> str:
+    """``key=value, ...`` in the record's order; empty when there are none."""
+    return ", ".join(f"{key}={value}" for key, value in settings.items())
+
+
+def configured_per_library(specs: list[str]) -> list[str]:
+    """The hand-written models among ``specs`` matched against more than one library, built with different
+    settings for each (``built_with``)."""
+    settings: dict[str, dict[str, set[str]]] = {}
+    for spec in specs:
+        entry = reference_entry(spec)
+        settings.setdefault(entry.model, {}).setdefault(entry.source, set()).add(settings_text(built_with(spec)))
+    return sorted(model for model, by_source in settings.items()
+                  if len(by_source) > 1 and len(set().union(*by_source.values())) > 1)
+
+
+def row(result: EquivalenceResult) -> dict[str, Any]:
+    """One pair's row: its record's settings, its check's input, counts, differences and verdicts."""
+    entry = reference_entry(result.spec)
+    summary = result.summary()
+    return {
+        "reference": result.spec,
+        "hand-written": result.model,
+        BUILT_WITH: settings_text(built_with(result.spec)) or DEFAULTS,
+        CHECK_SETTINGS: settings_text(entry.deterministic_model_kwargs),
+        "input": "x".join(map(str, result.input_size)),
+        "params (reference)": summary["params_reference"],
+        "params (ours)": summary["params_ours"],
+        "eval max abs diff": summary["eval_max_abs"],
+        "eval max rel diff": summary["eval_max_rel"],
+        "checks": len(result.all_diffs()),
+        "worst check": f"{summary['worst_check']} ({summary['worst_max_rel']:.2g})",
+        "bit-identical": "yes" if result.bit_exact else "no",
+        "equivalent": (
+            f"yes ({result.tolerance.dtype}, rtol {result.tolerance.rtol:.2g})"
+            if not result.failures()
+            else "NO: " + "; ".join(result.failures()[:2])
+        ),
+        "note": entry.note,
+    }
+
+
 def timm_versions() -> str:
     """Which timm the verdicts are for: this run's; and where the test suite checks them at other versions
     (a page cannot see those runs: the README records when each last passed)."""
@@ -58,54 +113,59 @@ def timm_versions() -> str:
     )
 
 
+def intro(specs: list[str], rows: list[dict[str, Any]], full: bool) -> str:
+    """What the page's checks are, in the mode that ran them, and what a pair matched both ways means."""
+    exact = sum(r["bit-identical"] == "yes" for r in rows)
+    equal = sum(r["equivalent"].startswith("yes") for r in rows)
+    checked = (
+        "the eval-mode output, then one train-mode step: its output, the input gradient, every parameter's "
+        "gradient and the running statistics BatchNorm leaves behind"
+        if full
+        else "the eval-mode output only (quick mode: one check per pair; `--full` adds a train-mode step with "
+        "input and parameter gradients and running statistics)"
+    )
+    text = (
+        f"Findings: {equal} of {len(rows)} reference pairs are equivalent on the checks described here, "
+        f"{exact} of them bit-identical.\n\n"
+        "Each reference is built by its own library and every parameter and buffer randomized (random weights, "
+        "not pretrained ones: no zero BatchNorm gammas; running statistics calibrated then perturbed). Its weights "
+        f"are ported into the hand-written model, built with the settings its row's `{BUILT_WITH}` names "
+        f"(`{DEFAULTS}`: as its builder builds it), and both run on one random input batch of the size in the `input` "
+        f"column. Compared: parameter and buffer counts and {checked}. `equivalent` is decided on float64 copies "
+        "of both models and the input (the tolerance in its cell); `bit-identical` means every compared tensor "
+        "of the float32 models is equal element for element. A pass is shown on these random weights and this "
+        "one input, not proven for every input."
+    )
+    if any(r[CHECK_SETTINGS] for r in rows):
+        text += (
+            " For the check both sides are also built with dropout and drop-path off (ours: the CSV's "
+            f"`{CHECK_SETTINGS}` column), so that a train-mode step draws no random masks (eval mode applies neither)."
+        )
+    reduced = [s for s in specs if reference_entry(s).resolution < MODELS[reference_entry(s).model].input_size]
+    if reduced:
+        text += (
+            f" {len(reduced)} pairs run below their model's native resolution; each one's `note` in the CSV says "
+            "why (and, where one does, which test checks the native size)."
+        )
+    both = configured_per_library(specs)
+    if both:
+        text += (
+            f"\n\nWhere one hand-written model matches both libraries ({', '.join(both)}), it is one configurable "
+            f"model built with each library's settings (its rows' `{BUILT_WITH}`), which does not make the two "
+            "libraries' own models equal: how they compare with each other is on the [atlas page](atlas.md)."
+        )
+    return text + "\n\n" + timm_versions()
+
+
 def build(options: Options) -> Page | None:
     specs = selected_references(options)
     if not specs:
         return None
-    rows = []
-    for spec, result in zip(specs, check_all(specs, options.full), strict=True):
-        summary = result.summary()
-        rows.append(
-            {
-                "reference": spec,
-                "hand-written": result.model,
-                "input": "x".join(map(str, result.input_size)),
-                "params (reference)": summary["params_reference"],
-                "params (ours)": summary["params_ours"],
-                "eval max abs diff": summary["eval_max_abs"],
-                "eval max rel diff": summary["eval_max_rel"],
-                "checks": len(result.all_diffs()),
-                "worst check": f"{summary['worst_check']} ({summary['worst_max_rel']:.2g})",
-                "bit-identical": "yes" if result.bit_exact else "no",
-                "equivalent": (
-                    f"yes ({result.tolerance.dtype}, rtol {result.tolerance.rtol:.2g})"
-                    if not result.failures()
-                    else "NO: " + "; ".join(result.failures()[:2])
-                ),
-            }
-        )
-    what = (
-        "eval outputs, train-mode outputs, input and parameter gradients, running statistics"
-        if options.full
-        else "eval outputs (run with --full for gradients and running statistics)"
-    )
-    exact = sum(r["bit-identical"] == "yes" for r in rows)
-    equal = sum(r["equivalent"].startswith("yes") for r in rows)
-    intro = (
-        f"Findings: {equal} of {len(rows)} reference pairs are equivalent, {exact} of them bit-identical.\n\n"
-        "Each reference is built by its own library, every parameter and buffer randomized (no zero "
-        "BatchNorm gammas; running statistics calibrated then perturbed), its weights ported into the "
-        f"hand-written model, and both run on the same input. Compared: parameter counts and {what}. "
-        "`equivalent` is decided on float64 copies of both models and the input (the tolerance in its cell); "
-        "`bit-identical` means every compared tensor of the float32 models is equal element for element. Each "
-        "pair runs on the one input size in its `input` column (EfficientNet B4-B7 at reduced size here; "
-        "`tests/test_efficientnet.py` adds their native resolutions).\n\n"
-        + timm_versions()
-    )
+    rows = [row(result) for result in check_all(specs, options.full)]
     return Page(
         "equivalence",
         "Equivalence with timm and torchvision",
-        intro,
+        intro(specs, rows, options.full),
         [
             Table(
                 "equivalence",
@@ -114,10 +174,10 @@ def build(options: Options) -> Page | None:
                 page_columns=(
                     "reference",
                     "hand-written",
+                    BUILT_WITH,
                     "input",
                     "params (reference)",
                     "params (ours)",
-                    "eval max abs diff",
                     "checks",
                     "worst check",
                     "bit-identical",
