@@ -36,7 +36,7 @@ def reference_params(spec: str) -> int:
 
 
 def torchvision_builder(name: str) -> str | None:
-    """The torchvision model this hand-written model is proven equal to (its torchvision reference)."""
+    """The torchvision model this hand-written model is shown equal to (its torchvision reference)."""
     specs = [e.name for e in references_for(name) if e.source == "torchvision"]
     return specs[0] if specs else None
 

@@ -212,10 +212,10 @@ def build(options: Options) -> Page | None:
         + "\n\n"
         "Seed section 2.3 lists three improvements on ResNet: pre-activation (ResNet v2), Squeeze-and-"
         "Excitation and ResNeXt's grouped convolution; section 7 sketches a ResNeXt block. Each is built "
-        "here as an option of the hand-written ResNet and proven equal to timm's and torchvision's models "
-        "(equivalence page). Parameters and GMACs (multiply-accumulates of one 224x224 image, counted by "
-        "`torch.utils.flop_counter`) are set against the baseline ResNet of the same depth. The seed's "
-        "claims are qualitative; what can be measured without training is the cost."
+        "here as an option of the hand-written ResNet and shown equal to timm's and torchvision's models "
+        "on randomized weights (equivalence page). Parameters and GMACs (multiply-accumulates of one 224x224 "
+        "image, counted by `torch.utils.flop_counter`) are set against the baseline ResNet of the same depth. "
+        "The seed's claims are qualitative; what can be measured without training is the cost."
     )
     tables = [
         Table(

@@ -4,7 +4,7 @@ Findings and rules are on the page. Top-1 is ImageNet-1K accuracy from torchvisi
 (``IMAGENET1K_V1``, torchvision's first weights of each model, not one recipe: its ResNets trained with
 torchvision's original reference recipe, its EfficientNet-B0-B4 ported from timm, B5-B7 from
 lukemelas/EfficientNet-PyTorch; ``WeightsInfo.origin``; the best torchvision weights beside it), for each
-registered hand-written model that has a torchvision reference (proven equivalent, so the
+registered hand-written model that has a torchvision reference (shown equivalent, so the
 accuracy of those weights is the accuracy of the hand-written model holding them). Parameters and
 GMACs are counted on the hand-written model at the resolution the top-1 was measured at (the
 weights' crop size); latency is measured here, on the device the report runs on, with
@@ -652,7 +652,8 @@ def build(options: Options) -> Page | None:
         "Seed section 5.1 recommends models per scenario without a number; section 5.2 ranks accuracy per million "
         "parameters from its own figures. Here both are recomputed from this suite's measurements on "
         f"{device}: top-1 from torchvision's weight metadata for the torchvision model each hand-written one is "
-        "proven equal to (IMAGENET1K_V1, torchvision's first weights of each model, which are not one recipe: its "
+        "shown equal to on the equivalence page, built with that model's settings (IMAGENET1K_V1, torchvision's "
+        "first weights of each model, which are not one recipe: its "
         "ResNets and MobileNetV3s trained with torchvision's original reference recipe, its EfficientNet-B0-B4 "
         "ported from timm, trained by R. Wightman, B5-B7 from lukemelas/EfficientNet-PyTorch; accuracy across "
         "families compares recipes as well as models), parameters and GMACs counted on the hand-written model at "
@@ -695,8 +696,8 @@ def build(options: Options) -> Page | None:
             "A figure matches a source when the source's value rounds to it at the figure's precision (12M cannot "
             "give 12.2). Paper figures, each with its evaluation protocol: EfficientNet Table 2 and MobileNetV3 "
             "Table 3 (single-crop), ResNet Tables 2-3 (10-crop; the ResNet paper gives no parameter counts). "
-            "torchvision's are single-crop. Counted: the hand-written model's parameters (the references it is proven "
-            "equal to are on the equivalence page).",
+            "torchvision's are single-crop. Counted: the hand-written model's parameters (the references it is shown "
+            "equal to, and the settings it is built with for each, are on the equivalence page).",
             page_columns=(
                 "model",
                 "seed params (M)",
