@@ -51,6 +51,12 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 224, 224))
     return macs_and_output_shape(model, input_size)[0]
 
 
+def count_flops(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 224, 224)) -> int:
+    """Floating-point operations of one eval forward pass as ``torch.utils.flop_counter`` counts them: a multiply
+    and an add are two, so twice ``count_macs`` (the papers' 'FLOPs' are ``count_macs``)."""
+    return 2 * count_macs(model, input_size)
+
+
 @torch.no_grad()
 def macs_and_output_shape(model: nn.Module, input_size: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
     """``count_macs`` and the output's shape, from the same forward pass."""

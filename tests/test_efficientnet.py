@@ -1,6 +1,7 @@
 """EfficientNet B0-B7: equivalence beyond the sweep (native size, odd size, stochastic depth on),
 the compound-scaling rules, drop-connect semantics, and the seed's MBConv errata, each measured."""
 
+import functools
 import math
 
 import pytest
@@ -222,18 +223,14 @@ def test_errata_rows():
 
 
 def test_scaling_claims_of_section_3_1():
-    """One φ per model within the coefficients' printed precision (B1, B2 yes; B3-B7 no); width alone grows the
-    channel-mixing layers quadratically, the rest linearly; the SE bias counted apart from the SE width."""
+    """One φ per model within the coefficients' printed precision (B1, B2 yes; B3-B7 no); the SE bias counted
+    apart from the SE width."""
     from repro.report import Outcome
 
     together, phi = page.one_phi_errata()  # the claim in two statements, each with its own outcome
     assert together.outcome is Outcome.HOLDS and "B7 3.1 / 2 / 600" in together.measured
     assert phi.outcome is Outcome.FAILS and phi.measured.startswith("one φ fits B1, B2 of B1-B7")
     assert "B7 6.12-6.29 / 7.01-7.53 / 7.04-7.06 (no common φ)" in phi.measured
-    width = page.width_only_erratum()  # one quantitative statement: 3.43x at width x2 is not quadratic
-    assert width.outcome is Outcome.FAILS and "3.43x B0's" in width.measured and "width^1.78" in width.measured
-    assert "channel-mixing convolutions x3.99" in width.note and "72% of B0's parameters" in width.note
-    assert "depthwise convolutions x2.00" in width.note
     seed_block, ours = page.SeedMBConvBlock(16, 24, 3, 2, expand_ratio=6), page.MBConv(16, 24, 6, 3, 2)
     bias = page.se_bias_erratum(seed_block, ours)
     assert not bias.holds and "100 bias parameters (4 in conv_reduce + 96 in conv_expand)" in bias.measured
@@ -247,3 +244,61 @@ def test_pitfall_2_in_its_two_parts():
     remedy, symptom = page.pitfall_2_errata(["efficientnet_b0", "efficientnet_b2"])
     assert remedy.outcome is Outcome.FAILS and "B2 at 288 px (the seed's size: 260)" in remedy.measured
     assert symptom.outcome is Outcome.UNDECIDED and "ImageNet validation" in symptom.decide
+
+
+def test_width_alone_grows_the_parameters_quadratically():
+    """The parameters of B0 widened alone are dominated by a part that grows as width²: the channel-mixing
+    convolutions, 72% of B0's, grow x3.99 and x15.97 at widths x2 and x4. The linear parts are named, and the
+    whole network's ratio and exponent (below 2, rising toward it) are stated beside the verdict."""
+    from repro.report import Outcome
+
+    width = page.width_only_erratum()
+    assert width.outcome is Outcome.HOLDS
+    quadratic, linear = width.measured.split("growing as width:")
+    assert "channel-mixing convolutions 3,783,516 (x3.99 at width x2, x15.97 at width x4), 72% of B0's" in quadratic
+    for kind in ("depthwise convolutions", "BatchNorm", "classifier"):
+        assert f"{kind} " in linear and kind not in quadratic
+    assert "18,122,720 parameters at width x2, 3.43x B0's (width^1.78)" in width.measured
+    assert "12.56x B0's (width^1.83)" in width.measured and "72% at x1, 83% at x2, 91% at x4" in width.measured
+    assert "the classifier (85% of their parameters), whose 1000 outputs do not scale" in width.note
+
+
+def test_width_verdict_follows_the_quadratic_share(monkeypatch):
+    """Decided by the share of the parts that grow as width², not by a fixed answer: with the classifier
+    made larger than everything else (100,000 classes), the quadratic part is a minority and the row fails."""
+    from repro.report import Outcome
+
+    monkeypatch.setattr(page, "EfficientNet", functools.partial(page.EfficientNet, num_classes=100_000))
+    width = page.width_only_erratum()
+    assert width.outcome is Outcome.FAILS and "classifier" in width.measured.split("growing as width:")[1]
+
+
+def test_receptive_field_row_names_the_convolutional_path_and_the_global_pooling():
+    """851 px is the convolutional path's receptive field, at every input size; every MBConv of B0 also pools
+    globally (its SE gate), measured on the blocks, so the text says each output depends on the whole image."""
+    from repro.report import Outcome
+
+    row = page.receptive_field_erratum()
+    assert row.outcome is Outcome.FAILS
+    assert "convolutional path has a theoretical receptive field of 851 px at every input size" in row.measured
+    assert "3.80x the image side at 224 px, 1.90x at 448 px" in row.measured
+    assert "16 of its 16 MBConv blocks pool globally" in row.measured and "Squeeze-and-Excitation" in row.measured
+    assert "depends on the whole image, at any size" in row.measured
+    assert "paper's argument (section 3.2" in row.note
+
+
+def test_global_pooling_is_measured_on_the_block():
+    """The probe finds the SE gate's global average, and finds none once the gate is removed; the convolutional
+    receptive field of a block is its depthwise kernel (1x1 convolutions add nothing)."""
+    block = MBConv(16, 24, 6, 5, 2).eval()
+    assert page.receptive_field(block) == 5 and page.pools_globally(block)
+    block.se = nn.Identity()
+    assert not page.pools_globally(block)
+
+
+def test_receptive_field_text_follows_the_probe(monkeypatch):
+    """Without blocks that pool globally, the row names the convolutional path alone and no SE gate."""
+    monkeypatch.setattr(page, "pools_globally", lambda block: False)
+    row = page.receptive_field_erratum()
+    assert "none of its 16 MBConv blocks pools globally" in row.measured and "Squeeze" not in row.measured
+    assert row.measured.endswith("Relative to the image it does not grow: in pixels it stays 851 px")

@@ -156,7 +156,10 @@ def test_mobilenet_errata_are_measured():
     by_start = {r.claim.split(" (")[0].split(":")[0]: r for r in rows}
     assert all(r.section == "4.2" for r in rows) and len(rows) == 4
     assert by_start["a 3x3 convolution, M=N=64, D_F=14"].holds  # the formula is right, and counted
-    assert by_start["those counts are FLOPs"].holds  # multiply-adds: the papers' FLOPs
+    flops = by_start["those counts are FLOPs"]  # holds only as multiply-adds, which the claim names
+    assert flops.holds and "counting a multiply-add as one FLOP" in flops.claim
+    assert "7,225,344 and 915,712, the seed's figures" in flops.measured  # multiply-adds, as the seed prints them
+    assert "14,450,688 and 1,831,424 (torch.utils.flop_counter, 2 per multiply-add)" in flops.measured
     v1 = by_start["`MobileNetV1` is MobileNetV1"]  # the seed's has 12 blocks, four of them 512 -> 512
     assert not v1.holds and "3,963,176" in v1.measured and "4,231,976" in v1.measured and "12 depthwise" in v1.measured
     speed = by_start["depthwise-separable convolution is 7.89x faster"]  # judged on the seed's own layer
@@ -173,3 +176,13 @@ def test_seed_table_claims_on_mobilenetv3_are_computed():
     assert "5.48M" in rows["the parameter counts of the 2 models"].note  # the architecture counts 5,483,032
     top1 = rows["MobileNetV3-S and MobileNetV3-L top-1 is 56%"]  # one defect, one row, both instances in it
     assert not top1.holds and "74.04%" in top1.measured and "75.2%" in top1.measured and "67.4%" in top1.measured
+
+
+def test_intro_names_the_settings_each_reference_needs():
+    """The page does not say 'proven': it names the models built with other settings per reference."""
+    from repro.report.densenet_mobilenet import per_reference_settings
+
+    assert per_reference_settings(["mobilenetv3_small_100", "mobilenetv1_100", "mobilenetv3_large_100"]) == (
+        " (they differ for mobilenetv3_small_100 and mobilenetv3_large_100: bn_eps, bn_momentum, head)"
+    )
+    assert per_reference_settings(["densenet121", "mobilenetv1_100"]) == ""
