@@ -224,6 +224,14 @@ PREACT_TABLE_3_CIFAR10_ERROR = {"ResNet-1001": (7.61, 4.92)}  # (original unit, 
 # "ResNet v1.5 for PyTorch" (NGC catalog) states it: "slightly more accurate (~0.5% top1) than v1,
 # but comes with a small performance drawback (~5% imgs/sec)".
 RESNET_V15_SOURCE = "NVIDIA's ResNet v1.5 model card (NGC): about +0.5% top-1 over v1, about 5% fewer images/s"
+# DenseNet (Huang et al. 2017, "Densely Connected Convolutional Networks", CVPR), section 4.4 and Figure 3:
+# DenseNet-BC and ResNets trained on ImageNet with one recipe (fb.resnet.torch's), validation error against
+# parameters; the text reads it off the figure.
+DENSENET_PARAMETERS_SOURCE = (
+    "DenseNet paper (Huang et al. 2017), section 4.4 and Figure 3, DenseNets and ResNets trained with one recipe: "
+    "'a DenseNet-201 with 20M parameters model yields similar validation error as a 101-layer ResNet with more "
+    "than 40M parameters'"
+)
 
 
 def rounds_to(value: float, claim: float) -> bool:
