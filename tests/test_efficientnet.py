@@ -236,14 +236,20 @@ def test_scaling_claims_of_section_3_1():
     assert not bias.holds and "100 bias parameters (4 in conv_reduce + 96 in conv_expand)" in bias.measured
 
 
-def test_pitfall_2_in_its_two_parts():
-    """The remedy (readjust the scaling) is refuted by the models themselves; the symptom (accuracy drops at
-    another size) needs ImageNet, so it stays undecided with what would decide it."""
+def test_pitfall_2_in_its_parts():
+    """The remedy (readjust the scaling) is refuted by the models themselves; the symptom as a rule (any other
+    test size lowers accuracy) by its literature, FixRes, and by timm testing weights above their training size;
+    a large change lowering accuracy needs ImageNet, so it stays undecided with what would decide it."""
     from repro.report import Outcome
 
-    remedy, symptom = page.pitfall_2_errata(["efficientnet_b0", "efficientnet_b2"])
+    remedy, rule, far = page.pitfall_2_errata(["efficientnet_b0", "efficientnet_b2"])
     assert remedy.outcome is Outcome.FAILS and "B2 at 288 px (the seed's size: 260)" in remedy.measured
-    assert symptom.outcome is Outcome.UNDECIDED and "ImageNet validation" in symptom.decide
+    above, tags = page.tested_above_training("efficientnet_b*", "tf_efficientnet_b*")
+    assert ("efficientnet_b2.ra_in1k", 256, 288) in above and len(above) < len(tags)  # read from timm's cfgs
+    assert rule.outcome is Outcome.FAILS and rule.measured.startswith("FixRes paper")
+    assert f"timm tests {len(above)} of its {len(tags)} EfficientNet-B weights above their training size" \
+        in rule.measured
+    assert far.outcome is Outcome.UNDECIDED and "ImageNet validation" in far.decide
 
 
 def test_width_alone_grows_the_parameters_quadratically():

@@ -224,6 +224,14 @@ PREACT_TABLE_3_CIFAR10_ERROR = {"ResNet-1001": (7.61, 4.92)}  # (original unit, 
 # "ResNet v1.5 for PyTorch" (NGC catalog) states it: "slightly more accurate (~0.5% top1) than v1,
 # but comes with a small performance drawback (~5% imgs/sec)".
 RESNET_V15_SOURCE = "NVIDIA's ResNet v1.5 model card (NGC): about +0.5% top-1 over v1, about 5% fewer images/s"
+# FixRes (Touvron, Vedaldi, Douze, Jegou 2019, "Fixing the train-test resolution discrepancy", NeurIPS), section
+# 3 and its Table 1: a network trained at one resolution is, with nothing else changed, most accurate tested at a
+# somewhat higher one (a ResNet-50 trained at 224 px, tested above 224 px), because random-resized-crop
+# augmentation makes objects look larger in training than a center crop does in testing.
+FIXRES_SOURCE = (
+    "FixRes paper (Touvron et al. 2019, 'Fixing the train-test resolution discrepancy'), section 3 and Table 1: "
+    "a ResNet-50 trained at 224 px is more accurate tested at a somewhat higher resolution than at 224 px"
+)
 # DenseNet (Huang et al. 2017, "Densely Connected Convolutional Networks", CVPR), section 4.4 and Figure 3:
 # DenseNet-BC and ResNets trained on ImageNet with one recipe (fb.resnet.torch's), validation error against
 # parameters; the text reads it off the figure.
