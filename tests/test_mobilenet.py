@@ -37,6 +37,23 @@ def test_separable_cost_row():
     assert row["standard MACs (formula)"] == row["standard MACs (counted)"] == 9 * 16 * 16 * 64
     assert row["separable MACs (counted)"] == 9 * 16 * 64 + 16 * 16 * 64
     assert row["standard latency (ms)"] > 0 and row["separable latency (ms)"] > 0
+    # the rate achieved: MACs over the median latency
+    assert row["standard GMAC/s"] == pytest.approx(
+        row["standard MACs (formula)"] / row["standard latency (ms)"] / 1e6, rel=0.01, abs=0.1)
+
+
+def test_rates_note_explains_a_speed_up_above_the_mac_ratio():
+    """A row whose speed-up exceeds its MAC ratio is named with its standard layer's rate against the others'."""
+    import pandas as pd
+
+    from repro.report.densenet_mobilenet import _rates_note
+
+    frame = pd.DataFrame({"layer": ["a", "b", "c"], "measured speed-up": [3.0, 4.0, 20.0],
+                          "MAC ratio (seed's speed-up)": [8.0, 8.0, 9.0], "standard GMAC/s": [60.0, 70.0, 15.0],
+                          "separable GMAC/s": [8.0, 9.0, 37.0]})
+    note = _rates_note(frame)
+    assert "exceeds the MAC ratio (c), its standard convolution runs at 15.0 GMAC/s against 60.0 GMAC/s" in note
+    assert _rates_note(frame.iloc[:2]) == ""  # no speed-up above its MAC ratio: nothing to explain
 
 
 def test_v1_widths_and_relu6():
