@@ -308,3 +308,16 @@ def test_receptive_field_text_follows_the_probe(monkeypatch):
     row = page.receptive_field_erratum()
     assert "none of its 16 MBConv blocks pools globally" in row.measured and "Squeeze" not in row.measured
     assert row.measured.endswith("Relative to the image it does not grow: in pixels it stays 851 px")
+
+
+def test_compound_scaling_rows_are_checked_against_the_paper():
+    """Seed 3.1's strategy lines: B0 from an architecture search and the step-1 coefficients are the paper's own
+    statements (section 4), the coefficients compared with the paper's values, not with the seed's arithmetic."""
+    from repro.report import Outcome
+
+    rows = {e.claim.split(" (")[0].split(" ('")[0]: e for e in page.scaling_errata()}
+    search = rows["B0 was found by neural architecture search"]
+    assert search.outcome is Outcome.HOLDS and "section 4" in search.measured
+    coefficients = next(e for claim, e in rows.items() if claim.startswith("at φ=1, B0's coefficients"))
+    assert coefficients.outcome is Outcome.HOLDS and "α=1.2, β=1.1, γ=1.15" in coefficients.measured
+    assert "step 1" in coefficients.measured and "not a property of B0" in coefficients.note

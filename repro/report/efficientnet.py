@@ -29,7 +29,10 @@ from repro.report.base import Erratum, Options, Outcome, Page, Table, findings
 from repro.report.figures import TORCHVISION_KIND, Top1Figure, paper_top1_cell, top1_errata
 from repro.report.measure import meta_model, model_stats, reference_params, torchvision_builder, torchvision_v1
 from repro.seed import (
+    EFFICIENTNET_B0_SEARCH_SOURCE,
     EFFICIENTNET_DEPTH_SOURCE,
+    EFFICIENTNET_STEP_1,
+    EFFICIENTNET_STEP_1_SOURCE,
     EFFICIENTNET_TABLE_2_RESNETS,
     FIXRES_SOURCE,
     PAPER,
@@ -928,12 +931,27 @@ def scaling_errata() -> list[Erratum]:
         )
     )
     a, b, g = SEED_ALPHA_BETA_GAMMA
-    rows.append(
+    paper = dict(zip("αβγ", EFFICIENTNET_STEP_1, strict=True))
+    rows += [
+        Erratum(
+            "3.1",
+            "B0 was found by neural architecture search ('基准网络B0使用神经架构搜索(NAS)得到')",
+            Outcome.HOLDS,
+            EFFICIENTNET_B0_SEARCH_SOURCE,
+        ),
+        Erratum(
+            "3.1",
+            f"at φ=1, B0's coefficients are α={a}, β={b}, γ={g} ('φ=1时,B0的系数')",
+            (a, b, g) == EFFICIENTNET_STEP_1,
+            f"{EFFICIENTNET_STEP_1_SOURCE}: " + ", ".join(f"{k}={v}" for k, v in paper.items()),
+            note="they are the scaling coefficients found by a search around B0 at φ=1 and then kept for B1-B7 "
+            "(step 2), not a property of B0 itself (φ=0)",
+        ),
         Erratum(
             "3.1",
             f"α={a}, β={b}, γ={g} satisfy α·β²·γ² ≈ 2",
             abs(a * b**2 * g**2 - 2) < 0.1,
             f"{a * b**2 * g**2:.4f}",
-        )
-    )
+        ),
+    ]
     return rows

@@ -215,6 +215,19 @@ EFFICIENTNET_DEPTH_SOURCE = (
     "EfficientNet paper (Tan & Le 2019), section 3.2, Observation 1 ('the accuracy gain diminishes for bigger "
     "models') and Figure 3 (middle): B0 scaled in depth alone, d = 1 to 8, top-1 rising ever more slowly"
 )
+# EfficientNet paper, section 4: B0 comes from a multi-objective neural architecture search (MnasNet's search
+# space, optimizing accuracy and FLOPS); step 1 of its compound scaling fixes phi = 1 and grid-searches alpha, beta,
+# gamma under alpha * beta**2 * gamma**2 ~ 2, finding "the best values for EfficientNet-B0"; step 2 keeps them for
+# B1-B7.
+EFFICIENTNET_B0_SEARCH_SOURCE = (
+    "EfficientNet paper (Tan & Le 2019), section 4: B0 is the result of a multi-objective neural architecture "
+    "search (MnasNet's search space) optimizing accuracy and FLOPS"
+)
+EFFICIENTNET_STEP_1 = (1.2, 1.1, 1.15)  # alpha, beta, gamma
+EFFICIENTNET_STEP_1_SOURCE = (
+    "EfficientNet paper (Tan & Le 2019), section 4, step 1: phi fixed at 1, a small grid search gives 'the best "
+    "values for EfficientNet-B0' under α·β²·γ² ≈ 2"
+)
 # Pre-activation ResNet (He et al. 2016, "Identity Mappings in Deep Residual Networks", arXiv:1603.05027):
 # Table 3, CIFAR-10 test error of the original and the pre-activation units; Figure 1, training curves of
 # ResNet-1001 on CIFAR-10 with each (the paper's "ease of optimization").
