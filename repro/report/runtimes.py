@@ -284,7 +284,11 @@ def build_page(results: dict, source: str) -> Page | None:
     )
     raw = frame.drop(columns=["round_medians_ms", "setup_s"]).assign(
         setup=[", ".join(f"{k} {v:.1f} s" for k, v in s.items()) for s in frame["setup_s"]])
-    raw_table = Table("runtimes_raw", "Every measurement", raw, "Every column is in the CSV.",
+    raw_table = Table("runtimes_raw", "Every measurement", raw,
+                      "`runs` counts timed blocks, not calls: `torch.utils.benchmark`'s blocked_autorange times each "
+                      "block of as many calls as fill it (one call of a slow model, hundreds of a fast one) and keeps "
+                      "its mean, so `median_ms` and `iqr_ms` are over block means, and a fast model's spread per call "
+                      "is wider than its IQR shows. Every column is in the CSV.",
                       tuple(raw.columns[:MAX_PAGE_COLUMNS]))
     goals_note = ("Speed-ups are paired per round; a goal is ✓ or ✗ only where a one-sided sign test over the rounds "
                   "says so (p < 0.05), else undecided.")
