@@ -280,7 +280,8 @@ def build_page(results: dict, source: str) -> Page | None:
         "Runtimes: `timm eager` (the baseline), `ours eager`, `ours fused` (`repro.fuse`), `timm compile` "
         "(`torch.compile`), `timm onnxruntime` (exported by `repro.export`, ONNX Runtime CPU execution provider). "
         "Every number names its runtime; absolute times on a shared machine move, the paired ratios less. "
-        f"Measured {env['date']} ({source})."
+        f"Measured {env['date']} on {env.get('cpu_model', 'a CPU whose model the measurements do not record')} "
+        f"({source}); the header above is the build that wrote this page."
     )
     raw = frame.drop(columns=["round_medians_ms", "setup_s"]).assign(
         setup=[", ".join(f"{k} {v:.1f} s" for k, v in s.items()) for s in frame["setup_s"]])
