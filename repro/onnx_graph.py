@@ -192,8 +192,9 @@ def read(source: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
             proto = onnx.load(str(path))
         except DecodeError as err:
             raise OnnxGraphError(f"{where}: not an ONNX model (cannot be parsed: {err})") from None
-        except OSError as err:  # external data it names but cannot find
-            raise OnnxGraphError(f"{where}: cannot be read: {err}") from None
+        except (OSError, onnx.checker.ValidationError) as err:  # external data it names but cannot find
+            first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+            raise OnnxGraphError(f"{where}: cannot be read: {first}") from None
     if not proto.graph.node:
         raise OnnxGraphError(f"{where}: not an ONNX model (it holds no graph)")
     try:

@@ -482,3 +482,39 @@ def test_cli_broken_user_code_is_bad_input(tmp_path, capsys):
     not_a_module.write_text("def make():\n    return 3\n")
     assert main([f"{not_a_module}:make", "--against", RESNET]) == 2
     assert "make() returned an object of type int, not an nn.Module" in capsys.readouterr().err
+
+
+def test_cli_whatever_user_code_or_a_refused_option_raises_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    """Exit 1 means 'not equivalent': a script reads any crash as a verdict. The user's file, module or factory
+    failing with any exception (a KeyError at import, an exception class of its own, a SyntaxError in a module
+    named as package.module), a forward pass dividing by zero, a keyword the reference library refuses with an
+    assertion, and a seed no generator takes: each is one line, exit 2."""
+    (tmp_path / "at_import.py").write_text("raise KeyError('at import')\n")
+    (tmp_path / "syntax_error.py").write_text("def broken(:\n")
+    (tmp_path / "models.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class Own(Exception):\n    pass\n"
+        "def factory():\n    raise Own('no model today')\n"
+        "class Divides(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(3, 4)\n"
+        "    def forward(self, x):\n        return self.fc(x.mean((2, 3))) / (1 // int(self.training == False))\n"
+        "class Small(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(3, 4)\n"
+        "    def forward(self, x):\n        return self.fc(x.mean((2, 3)))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cases = [
+        ([f"{tmp_path / 'at_import.py'}:X", "--against", RESNET], "KeyError: 'at import'"),
+        (["at_import:X", "--against", RESNET], "KeyError"),
+        (["syntax_error:X", "--against", RESNET], "SyntaxError"),
+        ([f"{tmp_path / 'models.py'}:factory", "--against", RESNET], "Own: no model today"),
+        ([f"{tmp_path / 'models.py'}:Divides", "--against", f"{tmp_path / 'models.py'}:Small", "--input-size", "8"],
+         "ZeroDivisionError"),
+        ([f"{tmp_path / 'models.py'}:Small", "--against", "timm:resnet18", "--input-size", "32",
+          "--reference-kwargs", '{"global_pool": "bogus"}'], "cannot build timm:resnet18"),
+        ([f"{tmp_path / 'models.py'}:Small", "--against", f"{tmp_path / 'models.py'}:Small", "--input-size", "8",
+          "--seed", str(2**70)], "seed must be an integer from 0"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and message in err, (args, err)

@@ -35,7 +35,10 @@ class CliError(Exception):
 
 # What importing a user's file or calling its factory raises when the file or the call is wrong
 # (a missing import, a constructor that needs arguments): bad input, not a verdict.
-_USER_CODE_ERRORS = (ImportError, SyntaxError, OSError, NameError, AttributeError, TypeError, ValueError, RuntimeError)
+# Running the user's file, module or factory is a boundary: whatever it raises (a KeyError at import, a
+# ZeroDivisionError in a factory, an exception class of its own) is the user's code failing, said in one line with
+# its type; nothing of this tool runs inside it. SystemExit and KeyboardInterrupt are not caught.
+_USER_CODE_ERRORS = (Exception,)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,8 +87,8 @@ def _load_attribute(target: str) -> Any:
     else:
         try:
             module = importlib.import_module(location)
-        except ImportError as err:
-            raise CliError(f"cannot import module {location!r}: {err}") from err
+        except _USER_CODE_ERRORS as err:  # not found, or its code fails (a SyntaxError, a KeyError at import)
+            raise CliError(f"cannot import module {location!r}: {type(err).__name__}: {err}") from err
     try:
         obj = getattr(module, attr)
     except AttributeError:

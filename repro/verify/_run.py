@@ -80,10 +80,16 @@ def resolve_reference(reference: str | nn.Module, reference_kwargs: Mapping[str,
         build = functools.partial(reference_library.create, reference, **reference_kwargs)
         with torch.random.fork_rng(devices=[]):  # the library's initialization draws leave the caller's state alone
             return (build_to_randomize(build) if to_randomize else build()), name
-    except TypeError as err:  # a keyword the library does not take
-        raise VerifyError(f"cannot build {reference} with {reference_kwargs}: {err}") from err
+    except _BUILD_FAILURES as err:  # a keyword the library does not take, or a value it refuses
+        raise VerifyError(f"cannot build {reference} with {reference_kwargs}: {type(err).__name__}: {err}") from err
 
 
+
+
+# What a library's constructor raises for keyword arguments it refuses (timm asserts on a pool type, looks an
+# activation up by name; torchvision divides by ``in_chans``), or for a weights file it cannot load
+# (``reference.weights.WeightsError``, a ``ValueError``) or fetch (``PretrainedUnavailableError``, a ``RuntimeError``).
+_BUILD_FAILURES = (TypeError, ValueError, RuntimeError, AssertionError, LookupError, ArithmeticError, OSError)
 
 
 def _run(which: str, fn: Callable, *args, **kwargs):
@@ -276,8 +282,8 @@ class VerifyOptions:
         if self.wide_input_scale is not None and not positive(self.wide_input_scale):
             raise VerifyError(f"wide_input_scale must be a positive number (None leaves the scaled-up pass out), got "
                               f"{self.wide_input_scale!r}")
-        if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool):
-            raise VerifyError(f"seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**62:
+            raise VerifyError(f"seed must be an integer from 0 to 2**62 - 1 (a generator's seed), got {self.seed!r}")
         if self.reference_kwargs is not None and not isinstance(self.reference_kwargs, Mapping):
             raise VerifyError(f"reference_kwargs must be a mapping of keyword arguments such as {{'drop_rate': 0.0}}, "
                               f"got {type(self.reference_kwargs).__name__}")
@@ -524,7 +530,11 @@ def randomize_reference(ref32: nn.Module, report: VerifyReport, seed: int) -> No
 
 def verification_input(input_size: tuple[int, ...], seed: int) -> torch.Tensor:
     """The input every pass of ``compare`` starts from (float32)."""
-    return torch.randn(input_size, generator=torch.Generator().manual_seed(seed + 1))
+    try:
+        return torch.randn(input_size, generator=torch.Generator().manual_seed(seed + 1))
+    except RuntimeError as err:  # more memory than the machine has
+        raise VerifyError(f"an input of size {list(input_size)} cannot be allocated here: "
+                          f"{(str(err).splitlines() or [''])[0]}") from err
 
 
 def compare_models(cand32: nn.Module, ref32: nn.Module, report: VerifyReport, *, port: bool, train: bool,

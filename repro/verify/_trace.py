@@ -624,7 +624,7 @@ class _ScriptedCall:
 
 
 # What a model (or a part of one) that cannot run on an input raises; anything else is a bug to see in full.
-MODEL_FAILURES = (RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError, AssertionError,
+MODEL_FAILURES = (RuntimeError, ValueError, TypeError, LookupError, ArithmeticError, AttributeError, AssertionError,
                   NotImplementedError)
 
 
