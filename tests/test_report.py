@@ -441,3 +441,28 @@ def test_pages_are_one_ordered_list():
     slugs = [spec.slug for spec in report.PAGES]
     assert len(set(slugs)) == len(slugs) and report.PAGE_SLUGS == (*slugs, "errata")
     assert all(callable(spec.build) for spec in report.PAGES)
+
+
+def test_a_failed_write_leaves_the_previous_report_whole(tmp_path, capsys):
+    """A destination that is not a file (a directory named like a page's CSV) is found before anything is
+    replaced: the previous report stays as it was, and the error is one line. An --out that cannot be made
+    is refused before any work."""
+    import pandas as pd
+
+    from repro.report import ReportError, write_report
+    from repro.report.base import Options, Page, Table
+
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "demo.md").write_text("previous page\n")
+    (out / "demo.csv").mkdir()  # where the new report would write a file
+    page = Page("demo", "Demo", "intro", [Table("demo", "a table", pd.DataFrame({"a": [1]}))])
+    with pytest.raises(ReportError, match="cannot replace demo.csv, which is not a file"):
+        write_report([page], out, Options(pages=("demo",)))
+    assert (out / "demo.md").read_text() == "previous page\n" and sorted(p.name for p in out.iterdir()) == [
+        "demo.csv", "demo.md"]
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert report.main(["--models", "resnet18", "--out", str(a_file / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out") and "is not a directory" in err and err.count("\n") == 1

@@ -145,7 +145,14 @@ def write_report(pages: list[Page], out: Path, options: Options, jobs_seconds: f
             files[f"{table.slug}.csv"] = table.frame.to_csv(index=False).encode()
         files.update(dict(page.images))
         files.update(dict(page.files))
-    out.mkdir(parents=True, exist_ok=True)
+    # Every destination checked before anything is replaced, so that a failed run leaves the previous report whole.
+    blocked = [name for name in files if (out / name).exists() and not (out / name).is_file()]
+    if blocked:
+        raise ReportError(f"--out {out}: cannot replace {', '.join(blocked)}, which is not a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReportError(f"--out {out}: cannot be made: {err.strerror or err}") from err
     written = []
     with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-report-") as tmp:
         for name, data in files.items():
@@ -268,6 +275,12 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ReportError(f"--out {out} exists and is not a directory")
+    # Fail before any measuring, not after: the directory to be made needs a directory above it to make it in.
+    above = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not above.is_dir():
+        raise ReportError(f"--out {out}: {above} is not a directory, so {out} cannot be made")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise ReportError(f"--out {out}: {above} is not writable")
     return options, out
 
 
