@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import fnmatch
 import json
+import math
 import os
 import statistics
 import sys
@@ -243,8 +244,9 @@ def measure_interleaved(cases: list[BenchCase], rounds: int = 5, min_run_time: f
     # CUDA warning on CPU-only machines into every program that merely imports this module (the report).
     from torch.utils.benchmark import Timer
 
-    if rounds < 1 or min_run_time <= 0:
-        raise BenchmarkConfigError(f"rounds must be >= 1 and min_run_time > 0, got {rounds} and {min_run_time}")
+    if rounds < 1 or not (math.isfinite(min_run_time) and min_run_time > 0):
+        raise BenchmarkConfigError(f"rounds must be >= 1 and min_run_time a positive finite number, got {rounds} and "
+                                   f"{min_run_time}")
     prepared = [prepare_with_setup(case) for case in cases]
     runs = [p.run for p in prepared]
     times: list[list[list[float]]] = [[] for _ in cases]
@@ -295,9 +297,12 @@ def _parse_args(argv: list[str] | None):
     parser.add_argument("--min-run-time", type=float, default=0.1, help="seconds per implementation per round")
     parser.add_argument("--json", required=True, metavar="FILE", help="output file (written atomically)")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.min_run_time <= 0:
+    if args.rounds < 1 or not (math.isfinite(args.min_run_time) and args.min_run_time > 0):  # nan, inf: never end
         raise BenchmarkConfigError(
-            f"rounds must be >= 1 and min_run_time > 0, got {args.rounds} and {args.min_run_time}")
+            f"--rounds must be >= 1 and --min-run-time a positive finite number of seconds, got {args.rounds} and "
+            f"{args.min_run_time}")
+    if not args.batch:
+        raise BenchmarkConfigError("--batch takes batch sizes, comma-separated (1,8): it got none")
     return args
 
 
@@ -327,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.json)
         if not out.parent.is_dir():
             raise BenchmarkConfigError(f"--json {out}: directory {out.parent} does not exist")
+        if out.exists() and not out.is_file():  # found before measuring, not after
+            raise BenchmarkConfigError(f"--json {out}: exists and is not a file")
         benchmarks = []
         for cases in tqdm(groups, desc="bench", unit="group"):
             for case, stats in zip(cases, measure_interleaved(cases, args.rounds, args.min_run_time), strict=True):

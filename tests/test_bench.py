@@ -139,6 +139,9 @@ def test_sweep_cli_writes_json_the_report_reads(tmp_path, capsys):
     (["--modes", "eager,warp"], "unknown benchmark modes"),
     (["--dtype", "fp8"], "invalid choice"),
     (["--rounds", "0", "--models", "resnet18", "--resolution", "32"], "rounds must be >= 1"),
+    (["--min-run-time", "nan", "--models", "resnet18"], "a positive finite number"),  # nan <= 0 is False: never ends
+    (["--min-run-time", "inf", "--models", "resnet18"], "a positive finite number"),
+    (["--batch", ",", "--models", "resnet18"], "it got none"),
 ])
 def test_sweep_cli_bad_arguments_exit_2(args, message, tmp_path, capsys):
     from repro.bench import main
@@ -155,6 +158,11 @@ def test_sweep_cli_missing_output_directory(tmp_path, capsys):
 
     assert main(["--models", "resnet18", "--json", str(tmp_path / "no" / "x.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # an output that is a directory is refused before measuring, and nothing is left beside it
+    (tmp_path / "out").mkdir()
+    assert main(["--models", "resnet18", "--json", str(tmp_path / "out")]) == 2
+    assert "exists and is not a file" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 # Same operators in the same order as the reference (a dropout call the reference makes in eval
