@@ -82,8 +82,17 @@ def _read_torch(path: Path) -> object:
         raise WeightsError(f"{path}: truncated or corrupt torch file ({type(err).__name__}: {err})") from err
 
 
+def _number_kind(tensor: torch.Tensor) -> str:
+    if tensor.dtype == torch.bool:
+        return "bool"
+    if tensor.is_complex():
+        return "complex"
+    return "floating" if tensor.is_floating_point() else "integer"
+
+
 def check_state_dict_fits(model: nn.Module, state: Mapping[str, torch.Tensor], origin: str) -> None:
-    """Raise ``WeightsError`` unless ``state`` has exactly the model's keys and shapes."""
+    """Raise ``WeightsError`` unless ``state`` has exactly the model's keys and shapes, each tensor dense and of
+    the same kind of number (floating, integer, bool, complex) as the model's."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -91,6 +100,13 @@ def check_state_dict_fits(model: nn.Module, state: Mapping[str, torch.Tensor], o
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
         for k in expected
         if k in state and state[k].shape != expected[k].shape
+    ]
+    # Loading casts silently: a bool or integer file into float weights, a complex one losing its imaginary part.
+    # A float of another precision (half, double) is the same kind of number, and loads.
+    wrong_kind = [
+        f"{k}: file {state[k].dtype} vs model {expected[k].dtype}"
+        for k in expected
+        if k in state and _number_kind(state[k]) != _number_kind(expected[k])
     ]
     if missing or unexpected or wrong_shape:
         parts = []
@@ -105,6 +121,13 @@ def check_state_dict_fits(model: nn.Module, state: Mapping[str, torch.Tensor], o
             + ", ".join(parts)
             + ". Is it a checkpoint of another architecture?"
         )
+    no_values = [k for k, t in state.items() if t.is_meta or t.layout != torch.strided]
+    if no_values:
+        raise WeightsError(f"{origin}: {len(no_values)} tensors hold no dense values (meta or sparse), e.g. "
+                           f"{', '.join(no_values[:3])}")
+    if wrong_kind:
+        raise WeightsError(f"{origin}: {len(wrong_kind)} tensors hold another kind of number than the model's "
+                           f"(e.g. {'; '.join(wrong_kind[:3])})")
 
 
 def load_state_dict_atomic(model: nn.Module, state: Mapping[str, torch.Tensor], origin: str) -> None:

@@ -132,3 +132,24 @@ def test_pretrained_offline_points_to_weights(monkeypatch, tmp_path):
 def test_pretrained_and_weights_together_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="not both"):
         reference.create(SPEC, pretrained=True, weights=tmp_path / "w.pth")
+
+
+@pytest.mark.parametrize("convert, words", [
+    (lambda t: t.to(torch.bool) if t.is_floating_point() else t, "another kind of number"),
+    (lambda t: t.to(torch.int64) if t.is_floating_point() else t, "another kind of number"),
+    (lambda t: t.to(torch.complex64) if t.is_floating_point() else t, "another kind of number"),
+    (lambda t: t.to_sparse() if t.ndim == 2 else t, "no dense values"),
+])
+def test_tensors_of_another_kind_of_number_are_refused_not_cast(tmp_path, trained_state, convert, words):
+    """Loading would cast them silently (every weight 0 or 1, an integer, a lost imaginary part): refused, one line,
+    the model unchanged. Another float precision is the same kind of number and loads."""
+    path = tmp_path / "w.pth"
+    torch.save({k: convert(v) for k, v in trained_state.items()}, path)
+    model = reference.create(SPEC)
+    before = state_snapshot(model)
+    with pytest.raises(WeightsError, match=words) as caught:
+        load_weights_file(model, path)
+    assert "\n" not in str(caught.value)
+    assert_state_unchanged(model, before)
+    torch.save({k: v.double() if v.is_floating_point() else v for k, v in trained_state.items()}, path)
+    load_weights_file(model, path)
