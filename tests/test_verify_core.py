@@ -1162,3 +1162,27 @@ def test_a_forward_set_on_the_instance_runs_on_the_copy():
     assert_state_unchanged(candidate, snapshot)
     candidate.bn.eps = 1e-3
     assert verify(candidate, reference, input_size=SIZE).first_divergence == "bn"
+
+
+class NotFinite(nn.Module):
+    """A model whose output is NaN whatever its weights (the log of a negative number)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 4)
+
+    def forward(self, x):
+        return self.fc(x.mean((2, 3))) + torch.log(-torch.ones(1))
+
+
+def test_a_reference_computing_nan_decides_nothing():
+    """Checked against itself, a model whose output is NaN would read 'differs' (NaN equals nothing): the
+    reference's own numbers are not finite, so each level is undecided, saying why and what would decide it;
+    a candidate computing NaN against a finite reference still differs."""
+    report = verify(NotFinite(), NotFinite(), input_size=(2, 3, 8, 8))
+    assert report.verdict == "UNDECIDED" and report.undecided and not report.equivalent, str(report)
+    for name in ("eval", "train step"):
+        assert report.levels[name].state == "undecided" and "not finite" in report.levels[name].detail
+    finite = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4))
+    against_finite = verify(NotFinite(), finite, input_size=(2, 3, 8, 8))
+    assert against_finite.verdict == "NOT EQUIVALENT", str(against_finite)

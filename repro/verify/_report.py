@@ -26,6 +26,7 @@ _SHORT_COLUMNS = ("candidate", "reference", "shape", "eval_max_rel", "wide_max_r
 
 
 UNDECIDED = "SAME EVAL FUNCTION, TRAIN STEP UNDECIDED"
+EVAL_UNDECIDED = "UNDECIDED"  # the eval function itself cannot be decided here (its level says why)
 # The modules do not pair one to one, so the weights could not be ported nor the functions compared.
 STRUCTURES_DIFFER = "STRUCTURES DIFFER, NOT COMPARED"
 
@@ -138,18 +139,21 @@ class VerifyReport:
         stochastic = self.levels.get("stochastic configuration")
         if same[0] is not None and same[0].holds is None and (self.structure or not self.structure_matches):
             return STRUCTURES_DIFFER  # nothing was compared: what does not pair is the finding
-        if any(level is None or level.holds is False for level in same) or not same[0].holds or self.structure:
+        if any(level is None or level.holds is False for level in same) or self.structure:
             return "NOT EQUIVALENT"
         differs = stochastic is not None and stochastic.holds is False
-        if same[1].state == "undecided":
-            return UNDECIDED + (", DIFFERENT STOCHASTIC CONFIGURATION" if differs else "")
+        if any(level.state == "undecided" for level in same):
+            verdict = EVAL_UNDECIDED if same[0].state == "undecided" else UNDECIDED
+            return verdict + (", DIFFERENT STOCHASTIC CONFIGURATION" if differs else "")
+        if not same[0].holds:
+            return "NOT EQUIVALENT"
         return "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION" if differs else "NOT EQUIVALENT"
 
     @property
     def undecided(self) -> bool:
-        """Nothing was found to differ, but the train step could not be decided here (its level says why and
-        what would decide it): neither equivalent nor not."""
-        return self.verdict == UNDECIDED
+        """Nothing was found to differ, but the eval function or the train step could not be decided here (its
+        level says why and what would decide it): neither equivalent nor not."""
+        return self.verdict in (UNDECIDED, EVAL_UNDECIDED)
 
     def compared_output(self) -> str:
         return "; ".join(f"{side}: {o.get('what', '?')}" for side, o in zip(("candidate", "reference"), self.outputs,

@@ -80,6 +80,8 @@ def resolve_reference(reference: str | nn.Module, reference_kwargs: Mapping[str,
         build = functools.partial(reference_library.create, reference, **reference_kwargs)
         with torch.random.fork_rng(devices=[]):  # the library's initialization draws leave the caller's state alone
             return (build_to_randomize(build) if to_randomize else build()), name
+    except reference_library.UnknownNameError:
+        raise  # a spec naming no model: its own error, with the names it may have meant
     except _BUILD_FAILURES as err:  # a keyword the library does not take, or a value it refuses
         raise VerifyError(f"cannot build {reference} with {reference_kwargs}: {type(err).__name__}: {err}") from err
 
@@ -185,6 +187,19 @@ def _both(candidate: nn.Module, reference: nn.Module, x: torch.Tensor, *, traini
     return tuple(_run(which, _pass, model, x, training=training, seed=seed, watch=watch,
                       output_weights=output_weights)
                  for which, model in (("candidate", candidate), ("reference", reference)))
+
+
+def _finite(tensors: Sequence[torch.Tensor | None]) -> bool:
+    return all(t is None or bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def _not_finite_level(level: str, what: str) -> Level:
+    """A level the reference's own numbers cannot decide: its ``what`` holds a NaN or an infinity, so no
+    difference from it means anything (a model checked against itself would read 'differs')."""
+    return Level(level, None, False, None,
+                 f"cannot be decided here: the reference's own {what} is not finite (NaN or infinity) on the "
+                 f"verification input, so there is nothing to compare with; an input size, a seed or weights on "
+                 f"which the reference computes finite numbers would decide it")
 
 
 def _outputs_diff(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> Diff:
@@ -673,6 +688,7 @@ class _Verification:
         self.trained = False  # whether the train step ran
         self.train_only = False  # whether modules called in train mode alone were paired (``_pair_train_only``)
         self.observed: set[str] = set()  # sides observed for rates found at dropout calls (``_find_rates_at_calls``)
+        self.reference_not_finite: set[str] = set()  # the levels whose reference numbers hold a NaN or an infinity
 
     def port(self, source: nn.Module, target: nn.Module):
         """Copy ``source``'s tensors (the reference's) into ``target`` (the candidate's) through the dataflow
@@ -724,6 +740,8 @@ class _Verification:
         self.names = _point_names(self.cand_graph)
 
         ref_outputs = ref_eval.outputs
+        if not _finite(ref_outputs):
+            self.reference_not_finite.add("eval")
         self._compare_pass("eval", self.x, training=False, ref_capture=ref_eval)
         del ref_eval
         report.checks["eval output"] = self.captures["eval"].output_diff()
@@ -961,6 +979,8 @@ class _Verification:
         if any(calls.turned_off for calls in calls_off):  # which model made them is not known: both are observed
             self._find_rates_at_calls(["candidate", "reference"])
         diffs = _TrainDiffs.of(cand, ref, pairs)
+        if not _finite([*ref.outputs, ref.input_grad, *ref.grads.values()]):
+            self.reference_not_finite.add("train step")
         if cand.drew or ref.drew or not diffs.agrees(self.rtol) or self.train_only:
             del cand, ref
             with self._rates_off(self.candidate, self.ref_model):
@@ -1239,6 +1259,8 @@ class _Verification:
         bit_exact = self._float32_exact("eval output")
         if holds:
             return Level("eval", True, bit_exact)
+        if "eval" in self.reference_not_finite:
+            return _not_finite_level("eval", "eval output")
         found = [self.divergences[t] for t in passes if t in self.divergences]
         outputs = [d for k, d in self.report.checks.items() if k.startswith("eval output")]
         # Outputs that agree beside a module that differs: a difference these weights and inputs do not carry to
@@ -1263,6 +1285,8 @@ class _Verification:
         bit_exact = all(self._float32_exact(k) for k in exact if any(c.startswith(k) for c in self.report.float32))
         if all(d.ok(rtol) for d in every):
             return Level("train step", True, bit_exact)
+        if "train step" in self.reference_not_finite:
+            return _not_finite_level("train step", "train output, input gradient or parameter gradients")
         module, detail = self._train_divergence()
         still = self._still_drawing()
         early = self._buffer_difference_before_draws() if still else None
