@@ -5,6 +5,7 @@ import sys
 
 import pandas as pd
 import pytest
+from pathlib import Path
 
 from repro import report
 
@@ -466,3 +467,18 @@ def test_a_failed_write_leaves_the_previous_report_whole(tmp_path, capsys):
     assert report.main(["--models", "resnet18", "--out", str(a_file / "sub")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --out") and "is not a directory" in err and err.count("\n") == 1
+
+
+def test_named_inputs_are_read_or_refused_never_replaced(tmp_path, capsys):
+    """A directory of degradation results the user names must exist (only the default one, absent, stands in
+    for a smoke run); a runtimes file the user names is read even with --pages runtimes, not measured over."""
+    from repro.report.base import Options
+    from repro.report.runtimes import build
+
+    assert report.main(["--pages", "training", "--degradation", str(tmp_path / "typo"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--degradation: no such directory" in err and err.count("\n") == 1
+    named = tmp_path / "runtimes.json"
+    named.write_text((Path(__file__).resolve().parents[1] / "reports" / "runtimes.json").read_text())
+    page = build(Options(pages=("runtimes",), runtimes_results=named))
+    assert page is not None and f"read from `{named}`" in page.intro

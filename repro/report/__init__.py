@@ -260,6 +260,9 @@ def parse_args(argv: list[str] | None) -> tuple[Options, Path]:
                                    ("--runtimes-results", args.runtimes_results, DEFAULT_RUNTIMES_RESULTS)):
         if given != default and not given.is_file():
             raise ReportError(f"{option}: no such file: {given}")
+    # A directory named by the user is read; only the default one, where absent, stands in for a smoke run.
+    if Path(args.degradation) != DEFAULT_DEGRADATION_DIR and not Path(args.degradation).is_dir():
+        raise ReportError(f"--degradation: no such directory: {args.degradation}")
     unknown = [p for p in options.pages if p not in PAGE_SLUGS]
     if unknown:
         raise ReportError(f"--pages: no page named {', '.join(unknown)}; pages: {', '.join(PAGE_SLUGS)}")

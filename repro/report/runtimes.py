@@ -38,7 +38,7 @@ from tqdm import tqdm
 from repro.bench import BenchCase, measure_interleaved
 from repro.environment import environment
 from repro.registry import MODELS, references_for
-from repro.report.base import MAX_PAGE_COLUMNS, Options, Page, Table, read_results
+from repro.report.base import DEFAULT_RUNTIMES_RESULTS, MAX_PAGE_COLUMNS, Options, Page, Table, read_results
 from repro.report.latency import _round_ratios, _spread, goal_verdict
 from repro.report.measure import model_stats, torchvision_builder
 from repro.seed import SEED_BENCHMARK_MODELS
@@ -299,10 +299,12 @@ def build_page(results: dict, source: str) -> Page | None:
 
 
 def build(options: Options) -> Page | None:
-    """Measured under ``--full`` or ``--pages runtimes``; otherwise rebuilt from the committed measurements."""
+    """Measured under ``--full`` or ``--pages runtimes``; otherwise, or where ``--runtimes-results`` names a file of
+    measurements, rebuilt from those (the committed ones by default)."""
     if options.from_json:
         return None  # measured here only: runtimes are timed side by side in one run
-    if options.full or "runtimes" in options.pages:
+    named = options.runtimes_results != DEFAULT_RUNTIMES_RESULTS  # the user's file: read, not measured over
+    if (options.full or "runtimes" in options.pages) and not named:
         return build_page(measure_results(page_models(options), ROUNDS, MIN_RUN_TIME),
                           "by `python -m repro.report --pages runtimes`")
     if not options.runtimes_results.is_file():
