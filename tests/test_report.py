@@ -4,6 +4,8 @@ import subprocess
 import sys
 
 import pandas as pd
+import json
+
 import pytest
 from pathlib import Path
 
@@ -304,6 +306,26 @@ def test_from_json_bad_files(tmp_path, capsys):
     assert "not a readable JSON file" in capsys.readouterr().err
     assert report.main(["--from-json", str(tmp_path / "missing.json")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+    def bench(**changes):
+        extra = {"model": "resnet18", "implementation": "ours", "batch": 1, "resolution": 224, "device": "cpu",
+                 "dtype": "fp32", "memory_format": "nchw"}
+        stats = {"median": 0.01, "iq": 0.001, "rounds": 5}
+        entry = {"extra_info": extra, "stats": stats}
+        for key, value in changes.items():
+            (stats if key in stats else extra)[key] = value
+        return {"machine_info": {"device": "cpu"}, "benchmarks": [entry]}
+
+    # What the pages read of each benchmark is checked: one line naming the benchmark, exit 2, nothing written.
+    for data, words in [(bench(median=-1.0), "the median positive"), (bench(median="fast"), "finite non-negative"),
+                        (bench(model="nonexistent"), "no hand-written model named 'nonexistent'"),
+                        (bench(batch="one"), "batch must be a positive integer"),
+                        ({"machine_info": [], "benchmarks": []}, "'machine_info' must be an object")]:
+        bad.write_text(json.dumps(data))
+        assert report.main(["--pages", "latency", "--from-json", str(bad), "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
 
 
 def test_equivalence_checks_split_over_processes_agree():

@@ -46,6 +46,31 @@ from repro.seed.text import lines_containing
 KEY = ["machine", "model", "batch", "resolution", "device", "dtype", "memory_format"]
 
 
+def _checked_stats(bench: dict, extra: dict, where: str) -> dict:
+    """A model benchmark's stats, after checking what the pages read of it: its settings (``KEY``), a known
+    model, and timings that are positive finite seconds; one line naming the benchmark otherwise."""
+    missing = [k for k in KEY[1:] if k not in extra]
+    if missing:
+        raise ReportError(f"{where}: extra_info lacks {', '.join(missing)}")
+    if extra["model"] not in MODELS:
+        raise ReportError(f"{where}: no hand-written model named {extra['model']!r}")
+    if not isinstance(extra["batch"], int) or isinstance(extra["batch"], bool) or extra["batch"] < 1:
+        raise ReportError(f"{where}: batch must be a positive integer, got {extra['batch']!r}")
+    stats = bench.get("stats")
+    if not isinstance(stats, dict) or not all(k in stats for k in ("median", "iq", "rounds")):
+        raise ReportError(f"{where}: stats must hold median, iq and rounds")
+
+    def seconds(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+    rounds = stats.get("round_medians", [])
+    timings = [stats["median"], stats["iq"], *(rounds if isinstance(rounds, list) else [rounds])]
+    if not all(seconds(v) for v in timings) or not stats["median"] > 0:
+        raise ReportError(f"{where}: timings must be finite non-negative seconds and the median positive, got "
+                          f"median {stats['median']!r}, iq {stats['iq']!r}")
+    return stats
+
+
 def load_benchmark_json(paths: list[Path]) -> pd.DataFrame:
     """One row per benchmark from pytest-benchmark JSON files; the machine named from its info."""
     rows = []
@@ -57,13 +82,16 @@ def load_benchmark_json(paths: list[Path]) -> pd.DataFrame:
         if not isinstance(data, dict) or "benchmarks" not in data or "machine_info" not in data:
             raise ReportError(f"--from-json {path}: not a pytest-benchmark JSON file (no 'benchmarks'/'machine_info')")
         info = data["machine_info"]
-        device = info.get("device", info.get("cpu", {}).get("brand_raw", "?"))
+        if not isinstance(info, dict) or not isinstance(data["benchmarks"], list):
+            raise ReportError(f"--from-json {path}: 'machine_info' must be an object and 'benchmarks' a list")
+        cpu = info.get("cpu", {})
+        device = info.get("device", cpu.get("brand_raw", "?") if isinstance(cpu, dict) else "?")
         machine = f"{device}, torch {info.get('torch', '?')}, {info.get('torch_threads', '?')} threads"
-        for bench in data["benchmarks"]:
-            extra = bench.get("extra_info", {})
-            if "implementation" not in extra:
+        for n, bench in enumerate(data["benchmarks"]):
+            extra = bench.get("extra_info") if isinstance(bench, dict) else None
+            if not isinstance(extra, dict) or "implementation" not in extra:
                 continue  # another benchmark kind (e.g. verify)
-            stats = bench["stats"]
+            stats = _checked_stats(bench, extra, f"--from-json {path}: benchmark {n}")
             rows.append(
                 {
                     "file": str(path),
