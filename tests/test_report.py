@@ -1,13 +1,12 @@
 """python -m repro.report: files written, seed claims beside measurements, bad arguments, atomicity."""
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
-import json
-
 import pytest
-from pathlib import Path
 
 from repro import report
 
