@@ -82,7 +82,9 @@ def _read_torch(path: Path) -> object:
         raise WeightsError(f"{path}: truncated or corrupt torch file ({type(err).__name__}: {err})") from err
 
 
-def _number_kind(tensor: torch.Tensor) -> str:
+def number_kind(tensor: torch.Tensor) -> str:
+    """The kind of number a tensor holds: "bool", "complex", "floating" or "integer" (a cast between kinds loses
+    information; between precisions of one kind it is a change of precision)."""
     if tensor.dtype == torch.bool:
         return "bool"
     if tensor.is_complex():
@@ -106,7 +108,7 @@ def check_state_dict_fits(model: nn.Module, state: Mapping[str, torch.Tensor], o
     wrong_kind = [
         f"{k}: file {state[k].dtype} vs model {expected[k].dtype}"
         for k in expected
-        if k in state and _number_kind(state[k]) != _number_kind(expected[k])
+        if k in state and number_kind(state[k]) != number_kind(expected[k])
     ]
     if missing or unexpected or wrong_shape:
         parts = []

@@ -22,6 +22,7 @@ from torch import nn
 
 import reference
 from repro.port_rules import SAME_NAMES, PortRules
+from reference.weights import number_kind
 from repro.registry import REFERENCES, create_model_from_entry, reference_entry
 
 __all__ = [
@@ -138,7 +139,7 @@ def plan_port(
             unknown_target.append(f"{key} {list(tensor.shape)} -> {target_key} (no such tensor in target)")
             continue
         dst = target_state[target_key]
-        if tensor.is_floating_point() != dst.is_floating_point():
+        if number_kind(tensor) != number_kind(dst):
             bad_dtype.append(f"{key} {tensor.dtype} -> {target_key} {dst.dtype}")
             continue
         if tensor.shape == dst.shape:
@@ -168,7 +169,7 @@ def plan_port(
     if bad_shape:
         problems.append(f"shape mismatches (source -> target):{_listing(bad_shape)}")
     if bad_dtype:
-        problems.append(f"float/integer mismatches:{_listing(bad_dtype)}")
+        problems.append(f"kind-of-number mismatches (floating, integer, bool, complex):{_listing(bad_dtype)}")
     if problems:
         raise PortError(
             f"cannot port {source_name} ({len(source_state)} tensors) into {target_name} "
@@ -219,6 +220,10 @@ def port_weights(
     types. ``keep`` names target tensors to leave as they are. Raises ``PortError``
     (target untouched) unless every tensor on both sides is accounted for with a fitting shape.
     """
+    if not isinstance(target, nn.Module):
+        raise TypeError(f"target must be an nn.Module, got {type(target).__name__}")
+    if isinstance(keep, str) or not isinstance(keep, Collection):
+        raise TypeError(f"keep must be a collection of target tensor names, got {type(keep).__name__}")
     if isinstance(source, nn.Module):
         source_state, source_name = source.state_dict(), _type_name(source)
         if rules is None:
@@ -229,9 +234,9 @@ def port_weights(
             raise PortError("porting from a state dict needs rules=")
     else:
         raise TypeError(f"source must be an nn.Module or a state dict, got {type(source).__name__}")
-    if not isinstance(target, nn.Module):
-        raise TypeError(f"target must be an nn.Module, got {type(target).__name__}")
     target_state = target.state_dict()
+    _check_holds_values(source_state, f"source {source_name}")
+    _check_holds_values(target_state, f"target {_type_name(target)}")
     unknown = sorted(set(keep) - set(target_state))
     if unknown:
         raise PortError(f"keep names tensors {target.__class__.__name__} does not have: {', '.join(unknown[:5])}")
@@ -249,6 +254,20 @@ def port_weights(
                 tensor.copy_(backup[key])
         raise
     return PortReport(source_name, _type_name(target), rules_name, pairs, tuple(sorted(keep)))
+
+
+def _check_holds_values(state: Mapping[Any, Any], side: str) -> None:
+    """Raise ``PortError`` unless every entry is a named tensor holding dense values: a meta tensor has none to
+    give or to receive (copying into one does nothing), a sparse one has no shape to copy by."""
+    not_named = [repr(k) for k in state if not isinstance(k, str)]
+    not_tensors = [f"{k} ({type(v).__name__})" for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    no_values = [f"{k} ({'meta' if v.is_meta else v.layout})" for k, v in state.items()
+                 if isinstance(v, torch.Tensor) and (v.is_meta or v.layout != torch.strided)]
+    for what, bad in (("keys that are not names", not_named), ("values that are not tensors", not_tensors),
+                      ("tensors without dense values (meta or sparse)", no_values)):
+        if bad:
+            raise PortError(f"cannot port: the {side} has {len(bad)} {what}, e.g. {', '.join(bad[:3])}; "
+                            f"nothing was copied")
 
 
 def from_reference(

@@ -157,6 +157,15 @@ def test_quick_mode_reads_the_committed_results():
 @pytest.mark.parametrize("page, content, says", [
     ("atlas", '{"pairs": []}', "atlas results of format None, this code reads format 2; re-make them with"),
     ("atlas", "{not json", "not readable as atlas results (JSONDecodeError"),
+    # a file of the right format, edited or cut short: what is missing is named, not a KeyError in the page
+    ("atlas", '{"format": 2}', "not atlas results as this code writes them: environment (missing, not dict);"),
+    ("atlas", '{"format": 2, "environment": {}, "transformers": "4", "workers": true, "timeout_s": 300, '
+              '"max_params": 1, "discovery_seconds": 1, "seconds": 1, "without_counterpart": [], "pairs": {}}',
+     "workers (bool, not int); pairs (dict, not list)"),
+    ("atlas", '{"format": 2, "environment": {}, "transformers": "4", "workers": 2, "timeout_s": 300, '
+              '"max_params": 1, "discovery_seconds": 1, "seconds": 1, "without_counterpart": [], '
+              '"pairs": [{"table": "torchvision", "candidate": "a", "reference": "b"}, 3]}',
+     "pairs[0] (no outcome); pairs[1] (not an object)"),
 ])
 def test_saved_results_of_another_format_are_a_one_line_error(tmp_path, capsys, page, content, says):
     """Quick mode reads a page's saved results; a file an older version wrote is named, with how to re-make it."""
@@ -173,6 +182,11 @@ def test_saved_runtimes_of_another_format_are_a_one_line_error(tmp_path):
     from_before = tmp_path / "runtimes.json"
     from_before.write_text('{"format": 0, "measurements": []}')
     with pytest.raises(ReportError, match=r"runtimes results of format 0, this code reads format 1; re-make them with"):
+        runtimes.build(Options(runtimes_results=from_before))
+    from_before.write_text('{"format": 1, "environment": {}, "threads": 2, "rounds": 3, "min_run_time": 0.5, '
+                           '"measurements": [{"model": "resnet50"}]}')
+    with pytest.raises(ReportError, match=r"not runtimes results as this code writes them: measurements\[0\] \(no "
+                                          r"resolution, runtime,"):
         runtimes.build(Options(runtimes_results=from_before))
 
 

@@ -60,6 +60,11 @@ BATCH = 2  # the train step's BatchNorm needs two samples
 # larger than that runs alone): two VGGs side by side would need most of this machine's 23 GB.
 MEMORY_PARAMS = 250_000_000
 RESULTS_FORMAT = 2  # atlas.json's layout; 2: verify's report with its levels (format 1 had none)
+NUMBER = (int, float)
+# What the page reads from atlas.json besides its records.
+RESULTS_FIELDS = {"environment": (dict,), "transformers": (str,), "workers": (int,), "timeout_s": NUMBER,
+                  "max_params": (int,), "discovery_seconds": NUMBER, "seconds": NUMBER,
+                  "without_counterpart": (list,)}
 RERUN = "python -m repro.report --pages atlas --full"
 QUICK_SUBSET = ("torchvision:resnet18", "transformers:resnet18")  # quick mode without committed results
 
@@ -684,7 +689,8 @@ def build(options: Options) -> Page:
         return build_page(results, "Run by `python -m repro.report --pages atlas --full`"
                           + (f" (pairs {' '.join(options.atlas_pairs)})." if options.atlas_pairs != ("*",) else "."))
     if options.atlas_results.is_file():
-        return build_page(read_results(options.atlas_results, "atlas", RESULTS_FORMAT, RERUN),
+        return build_page(read_results(options.atlas_results, "atlas", RESULTS_FORMAT, RERUN, RESULTS_FIELDS,
+                                       ("pairs", ("table", "candidate", "reference", "outcome"))),
                           f"Read from `{options.atlas_results}` (re-run: `--pages atlas --full`).")
     results = run_atlas(QUICK_SUBSET, progress=_stderr)
     return build_page(results, "Quick mode without committed results: a subset only.")

@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import pandas as pd
 import torch
@@ -35,10 +35,18 @@ class ReportError(Exception):
     """Bad arguments or an unusable output directory: printed as one line, exit code 2."""
 
 
-def read_results(path: Path, kind: str, results_format: int, rerun: str) -> dict[str, Any]:
+def _of_types(value: Any, types: tuple[type, ...]) -> bool:
+    # bool is an int to isinstance: a true/false where a number belongs is refused all the same
+    return isinstance(value, types) and (bool in types or not isinstance(value, bool))
+
+
+def read_results(path: Path, kind: str, results_format: int, rerun: str,
+                 fields: Mapping[str, tuple[type, ...]] | None = None,
+                 records: tuple[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
     """A page's saved results (``atlas.json``, ``runtimes.json``), checked to be of the format this code
-    reads: a file written by an older version is a one-line error naming how to re-make it, not a
-    KeyError deep in the page."""
+    reads: a file written by an older version, or edited by hand, is a one-line error naming how to re-make
+    it, not a KeyError deep in the page. ``fields`` names the top-level entries the page reads and their
+    types; ``records`` names the list of records and the keys each record must have."""
     try:
         results = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -46,6 +54,19 @@ def read_results(path: Path, kind: str, results_format: int, rerun: str) -> dict
     found = results.get("format") if isinstance(results, dict) else None
     if found != results_format:
         raise ReportError(f"{path}: {kind} results of format {found}, this code reads format {results_format}; "
+                          f"re-make them with `{rerun}`")
+    fields = dict(fields or {})
+    if records is not None:
+        fields[records[0]] = (list,)
+    wrong = [f"{name} ({'missing' if name not in results else type(results[name]).__name__}, not "
+             f"{' or '.join(t.__name__ for t in types)})"
+             for name, types in fields.items() if not _of_types(results.get(name), types)]
+    if not wrong and records is not None:
+        name, keys = records
+        wrong = [f"{name}[{i}] ({'no ' + ', '.join(k for k in keys if k not in r) if isinstance(r, dict) else 'not an object'})"
+                 for i, r in enumerate(results[name]) if not isinstance(r, dict) or not all(k in r for k in keys)][:3]
+    if wrong:
+        raise ReportError(f"{path}: not {kind} results as this code writes them: {'; '.join(wrong)}; "
                           f"re-make them with `{rerun}`")
     return results
 

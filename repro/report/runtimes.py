@@ -58,6 +58,8 @@ SETUP_BUDGET_S = 60.0  # ONNX export + session build per model (issue 16)
 ROUNDS = 9  # a one-sided sign test over 9 rounds decides at 8 of 9 (p = 0.02)
 MIN_RUN_TIME = 0.1
 RESULTS_FORMAT = 1  # runtimes.json's layout
+# What the page reads from runtimes.json besides its measurements.
+RESULTS_FIELDS = {"environment": (dict,), "threads": (int,), "rounds": (int,), "min_run_time": (int, float)}
 
 
 def baseline_reference(model: str) -> str | None:
@@ -310,7 +312,9 @@ def build(options: Options) -> Page | None:
     if not options.runtimes_results.is_file():
         return None
     results = read_results(options.runtimes_results, "runtimes", RESULTS_FORMAT,
-                           "python -m repro.report --pages runtimes")
+                           "python -m repro.report --pages runtimes", RESULTS_FIELDS,
+                           ("measurements", ("model", "resolution", "runtime", "implementation", "median_ms", "iqr_ms",
+                                             "runs", "round_medians_ms", "setup_s")))
     models = set(options.selected(m["model"] for m in results["measurements"]))
     results["measurements"] = [m for m in results["measurements"] if m["model"] in models]
     return build_page(results, f"read from `{options.runtimes_results}`; re-measure with `--pages runtimes`")
