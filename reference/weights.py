@@ -7,7 +7,9 @@ Every error names the file and what is wrong with it.
 from __future__ import annotations
 
 import pickle
+import re
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Mapping
@@ -64,19 +66,32 @@ _CORRUPTION_ERRORS = (
 )
 
 
+def _refusal_reason(err: pickle.UnpicklingError) -> str:
+    """What the unpickler refused, in one sentence: torch's message opens with advice on loading the file anyway
+    (weights_only=False: running the file's code), which a refusal should not repeat."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    found = re.search(r"WeightsUnpickler error:\s*(\S.*)", text)  # the reason may start on a later line
+    if found:
+        return re.split(r"(?<=\.)\s", found.group(1).strip(), maxsplit=1)[0]  # its first sentence
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "unpickling refused"
+
+
 def _read_torch(path: Path) -> object:
     with open(path, "rb") as f:
         head = f.read(4)
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         raise WeightsError(f"{path}: not a torch file (neither a zip archive nor a pickle) and not .safetensors")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A checkpoint pickled with a newer protocol loads (or is refused) all the same: the warning is noise.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # weights_only=True refuses any pickle that would import or call code.
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else "unpickling refused"
         raise WeightsError(
             f"{path}: refused to load: the file is not a plain tensor checkpoint "
-            f"(it would run code or is corrupt): {first_line}"
+            f"(it would run code or is corrupt): {_refusal_reason(err)}"
         ) from err
     except _CORRUPTION_ERRORS as err:
         raise WeightsError(f"{path}: truncated or corrupt torch file ({type(err).__name__}: {err})") from err

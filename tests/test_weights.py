@@ -116,9 +116,13 @@ def test_pickle_that_would_run_code_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
         pickle.dump({"fc.weight": payload}, f)
-    with pytest.raises(WeightsError, match=r"evil\.pth: refused to load"):
+    with pytest.raises(WeightsError, match=r"evil\.pth: refused to load") as refused:
         reference.create(SPEC, weights=path)
     assert not marker.exists()
+    # The refusal names what was refused, and does not repeat torch's advice to load the file anyway.
+    message = str(refused.value)
+    assert "Unsupported" in message and "weights_only" not in message and "\x1b" not in message
+    assert len(message.splitlines()) == 1
 
 
 def test_pretrained_offline_points_to_weights(monkeypatch, tmp_path):
