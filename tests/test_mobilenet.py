@@ -200,6 +200,6 @@ def test_intro_names_the_settings_each_reference_needs():
     from repro.report.densenet_mobilenet import per_reference_settings
 
     assert per_reference_settings(["mobilenetv3_small_100", "mobilenetv1_100", "mobilenetv3_large_100"]) == (
-        " (they differ for mobilenetv3_small_100 and mobilenetv3_large_100: bn_eps, bn_momentum, head)"
+        " (they differ for mobilenetv3_large_100 and mobilenetv3_small_100: bn_eps, bn_momentum, head)"
     )
     assert per_reference_settings(["densenet121", "mobilenetv1_100"]) == ""

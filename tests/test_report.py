@@ -372,7 +372,8 @@ def test_equivalence_intro_says_what_was_checked_and_what_matching_both_librarie
     from repro.report import equivalence as page
 
     specs = ["timm:mobilenetv3_large_100", "timm:resnet18", "torchvision:mobilenet_v3_large", "torchvision:resnet18"]
-    assert page.configured_per_library(specs) == ["mobilenetv3_large_100"]  # resnet18: the same settings for both
+    # resnet18: the same settings for both libraries
+    assert page.configured_per_library(specs) == {"mobilenetv3_large_100": ["bn_eps", "bn_momentum", "head"]}
     rows = [{"bit-identical": "yes", "equivalent": "yes", page.CHECK_SETTINGS: ""}] * len(specs)
     quick, full = page.intro(specs, rows, full=False), page.intro(specs, rows, full=True)
     assert "the eval-mode output only" in quick and "train-mode step" in full and "eval-mode output only" not in full

@@ -32,7 +32,7 @@ from repro.report.base import (
     findings,
 )
 from repro.report.latency import goal_verdict
-from repro.report.equivalence import equivalence
+from repro.report.equivalence import configured_per_library, equivalence
 from repro.report.measure import WeightsInfo, best_torchvision, model_stats, reference_params, torchvision_v1
 from repro.seed import DENSENET_PARAMETERS_SOURCE, SEED_MODELS, SEED_SEPARABLE_SHAPE
 from repro.seed.code import SeedDenseNet, SeedDepthwiseSeparableConv, SeedMobileNetV1
@@ -208,17 +208,12 @@ def jobs(options: Options) -> list[Job]:
 
 
 def per_reference_settings(names: list[str]) -> str:
-    """Which of ``names`` are built with other settings for one reference than for another, and which
-    settings differ (the references' ``model_kwargs``), as a parenthesis; '' where none. Settings the
-    check fixes for every reference (``deterministic_model_kwargs``: dropout, drop-path off) are left out."""
+    """Which of ``names`` are built with other settings for one library's reference than for the other's, and
+    which settings differ (``configured_per_library``), as a parenthesis; '' where none."""
     differing: dict[str, list[str]] = {}
-    for name in names:
-        entries = references_for(name)
-        fixed = {k for e in entries for k in e.deterministic_model_kwargs}
-        kwargs = [e.model_kwargs for e in entries]
-        keys = sorted({k for kw in kwargs for k in kw if k not in fixed and len({repr(o.get(k)) for o in kwargs}) > 1})
-        if keys:
-            differing.setdefault(", ".join(keys), []).append(name)
+    specs = [e.spec for name in names for e in references_for(name)]
+    for model, keys in configured_per_library(specs).items():
+        differing.setdefault(", ".join(keys), []).append(model)
     return (
         " (they differ for "
         + "; ".join(f"{' and '.join(models)}: {keys}" for keys, models in differing.items())

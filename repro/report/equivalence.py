@@ -10,7 +10,7 @@ import timm
 
 from repro.environment import declared_floor
 from repro.equivalence import EquivalenceResult, check_reference
-from repro.registry import MODELS, REFERENCES, reference_entry
+from repro.registry import MODELS, REFERENCES, ReferenceEntry, reference_entry
 from repro.report.base import Job, Options, Page, Table, computed, run_jobs
 
 BUILT_WITH = "our model built with"
@@ -59,15 +59,25 @@ def settings_text(settings: Mapping[str, Any]) -> str:
     return ", ".join(f"{key}={value}" for key, value in settings.items())
 
 
-def configured_per_library(specs: list[str]) -> list[str]:
-    """The hand-written models among ``specs`` matched against more than one library, built with different
-    settings for each (``built_with``)."""
-    settings: dict[str, dict[str, set[str]]] = {}
+def configured_per_library(specs: list[str]) -> dict[str, list[str]]:
+    """The hand-written models among ``specs`` matched against more than one library and built with different
+    settings for each (their records' ``model_kwargs``), each with the settings that differ. Settings the check
+    fixes for every reference (``deterministic_model_kwargs``: dropout, drop-path off) do not count: a model
+    whose references differ only there is one model, checked alike."""
+    entries: dict[str, list[ReferenceEntry]] = {}
     for spec in specs:
         entry = reference_entry(spec)
-        settings.setdefault(entry.model, {}).setdefault(entry.source, set()).add(settings_text(built_with(spec)))
-    return sorted(model for model, by_source in settings.items()
-                  if len(by_source) > 1 and len(set().union(*by_source.values())) > 1)
+        entries.setdefault(entry.model, []).append(entry)
+    differing = {}
+    for model, same_model in sorted(entries.items()):
+        if len({e.source for e in same_model}) < 2:
+            continue
+        fixed = {k for e in same_model for k in e.deterministic_model_kwargs}
+        kwargs = [e.model_kwargs for e in same_model]
+        keys = sorted({k for kw in kwargs for k in kw if k not in fixed and len({repr(o.get(k)) for o in kwargs}) > 1})
+        if keys:
+            differing[model] = keys
+    return differing
 
 
 def row(result: EquivalenceResult) -> dict[str, Any]:
@@ -150,7 +160,7 @@ def intro(specs: list[str], rows: list[dict[str, Any]], full: bool) -> str:
     both = configured_per_library(specs)
     if both:
         text += (
-            f"\n\nWhere one hand-written model matches both libraries ({', '.join(both)}), it is one configurable "
+            f"\n\nWhere one hand-written model matches both libraries ({', '.join(sorted(both))}), it is one configurable "
             f"model built with each library's settings (its rows' `{BUILT_WITH}`), which does not make the two "
             "libraries' own models equal: how they compare with each other is on the [atlas page](atlas.md)."
         )
