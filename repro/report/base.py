@@ -63,7 +63,8 @@ def read_results(path: Path, kind: str, results_format: int, rerun: str,
              for name, types in fields.items() if not _of_types(results.get(name), types)]
     if not wrong and records is not None:
         name, keys = records
-        wrong = [f"{name}[{i}] ({'no ' + ', '.join(k for k in keys if k not in r) if isinstance(r, dict) else 'not an object'})"
+        wrong = [f"{name}[{i}] (" + ("no " + ", ".join(k for k in keys if k not in r) if isinstance(r, dict)
+                                      else "not an object") + ")"
                  for i, r in enumerate(results[name]) if not isinstance(r, dict) or not all(k in r for k in keys)][:3]
     if wrong:
         raise ReportError(f"{path}: not {kind} results as this code writes them: {'; '.join(wrong)}; "

@@ -160,7 +160,7 @@ def intro(specs: list[str], rows: list[dict[str, Any]], full: bool) -> str:
     both = configured_per_library(specs)
     if both:
         text += (
-            f"\n\nWhere one hand-written model matches both libraries ({', '.join(sorted(both))}), it is one configurable "
+            f"\n\nWhere one hand-written model matches both libraries ({', '.join(both)}), it is one configurable "
             f"model built with each library's settings (its rows' `{BUILT_WITH}`), which does not make the two "
             "libraries' own models equal: how they compare with each other is on the [atlas page](atlas.md)."
         )
