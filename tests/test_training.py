@@ -4,6 +4,7 @@ import json
 import pickle
 import subprocess
 import sys
+import statistics
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from repro.report.base import Outcome
 from repro.models.cifar_resnet import CifarResNet, PadShortcut
 from repro.training import degradation
 from repro.training.data import DataError, augment, load_cifar10, load_data, load_image_folder, synthetic_shapes
+from repro.training import identity
 from repro.training.identity import identity_fit, seed_identity_test
 from repro.training.loop import Recipe, train
 
@@ -427,3 +429,38 @@ def test_degradation_rows_are_decided_by_the_paper_whatever_the_local_run(plain_
     assert ("does not separate degradation" in degradation.note) == resnet_degrades
     assert "at depth 20 ResNet 14.25%, plain 14.35% (a tie" in relieve.note  # the table's precision, the tie said
     assert all("640 iterations, 1 seed, 8.2 epochs" in r.note for r in rows)
+
+
+def _identity_runs(finals: dict[tuple[int, str], list[float]]) -> pd.DataFrame:
+    """Per-seed rows as ``identity_experiment`` writes them, with the given final relative MSEs (steps=2)."""
+    rows = []
+    for (blocks, variant), values in finals.items():
+        for seed, value in enumerate(values):
+            rows.append({"blocks": blocks, "variant": variant, "seed": seed, "relative MSE at start": 1.5,
+                         "relative MSE after 0 steps": 1.0, "relative MSE after 2 steps (train mode)": value,
+                         "after 2 steps, eval mode, held-out": value, "steps to relative MSE <= 0.01": None})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("plain, residual, outcome", [
+    ([0.5, 0.6, 0.7], [0.1, 0.2, 0.3], Outcome.HOLDS),  # every seed, every depth: residual lower
+    ([0.1, 0.2, 0.3], [0.5, 0.6, 0.7], Outcome.FAILS),  # every seed: plain lower
+    ([0.5, 0.1, 0.7], [0.1, 0.2, 0.3], Outcome.UNDECIDED),  # the order changes between seeds: not decided
+])
+def test_the_identity_claim_is_decided_by_the_seeds_agreeing(monkeypatch, plain, residual, outcome):
+    from repro.report import training as page
+
+    monkeypatch.setattr(page, "IDENTITY_STEPS", 2)
+    runs = _identity_runs({(1, "plain"): plain, (1, "residual"): residual,
+                           (8, "plain"): [0.9, 0.9, 0.9], (8, "residual"): [0.05, 0.05, 0.05]})
+    assert identity.residual_below_plain(runs, 2) == {1: (sum(r < p for p, r in zip(plain, residual)), 3), 8: (3, 3)}
+    seed_numbers = {"plain |H(x) - x|": 1, "residual |H(x) - x|": 1,
+                    "best any ReLU-ended block can do, mean |min(x, 0)|": 0.4}
+    claim = page.identity_errata(seed_numbers, runs)[1]
+    assert claim.outcome is outcome
+    assert f"residual lower in {sum(r < p for p, r in zip(plain, residual))} of 3 seeds" in claim.measured
+    assert f"plain {statistics.median(plain):.4f} ({min(plain):.4f} - {max(plain):.4f})" in claim.measured
+    assert (outcome is Outcome.UNDECIDED) == bool(claim.decide)
+    summary = identity.over_seeds(runs, 2).set_index(["blocks", "variant"])
+    assert summary.loc[(1, "plain"), "after 2 steps (min - max)"] == f"{min(plain):.3g} - {max(plain):.3g}"
+    assert summary.loc[(1, "plain"), "steps to relative MSE <= 0.01, per seed"] == "> 2, > 2, > 2"

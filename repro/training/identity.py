@@ -111,41 +111,78 @@ def steps_to(curve: pd.DataFrame, threshold: float) -> int | None:
 
 
 def identity_experiment(
-    depths: tuple[int, ...] = (1, 8), steps: int = 200, threshold: float = 0.01, **kwargs
+    depths: tuple[int, ...] = (1, 8), steps: int = 200, threshold: float = 0.01, seeds: tuple[int, ...] = (0,),
+    **kwargs,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(summary per variant and depth, all curves)."""
+    """(one row per depth, seed and variant; all curves). Within a seed every variant starts from its own
+    initialization and sees the same inputs, so a seed pairs the variants."""
     curves, rows = [], []
     for blocks in depths:
-        for variant in VARIANTS:
-            curve = identity_fit(variant, blocks, steps, **kwargs)
-            curves.append(curve)
-            evals = curve.dropna(subset=["relative_mse_eval"])
-            rows.append(
-                {
+        for seed in seeds:
+            for variant in VARIANTS:
+                curve = identity_fit(variant, blocks, steps, seed=seed, **kwargs).assign(seed=seed)
+                curves.append(curve)
+                evals = curve.dropna(subset=["relative_mse_eval"])
+                rows.append({
                     "blocks": blocks,
                     "variant": variant,
-                    "relative MSE at start": round(curve["relative_mse"].iloc[0], 4),
-                    f"relative MSE after {steps // 10} steps": round(curve["relative_mse"].iloc[steps // 10], 4),
-                    f"relative MSE after {steps} steps (train mode)": round(curve["relative_mse"].iloc[-1], 5),
-                    f"after {steps} steps, eval mode, held-out": round(evals["relative_mse_eval"].iloc[-1], 5),
-                    f"steps to relative MSE <= {threshold}": steps_to(curve, threshold)
-                    if steps_to(curve, threshold) is not None
-                    else f"> {steps}",
-                }
-            )
+                    "seed": seed,
+                    "relative MSE at start": curve["relative_mse"].iloc[0],
+                    f"relative MSE after {steps // 10} steps": curve["relative_mse"].iloc[steps // 10],
+                    f"relative MSE after {steps} steps (train mode)": curve["relative_mse"].iloc[-1],
+                    f"after {steps} steps, eval mode, held-out": evals["relative_mse_eval"].iloc[-1],
+                    f"steps to relative MSE <= {threshold}": steps_to(curve, threshold),
+                })
     return pd.DataFrame(rows), pd.concat(curves, ignore_index=True)
 
 
+def over_seeds(per_seed: pd.DataFrame, steps: int, threshold: float = 0.01) -> pd.DataFrame:
+    """Per depth and variant, across the seeds of ``identity_experiment``: the median of each relative MSE, the
+    range of the final one, and the steps to ``threshold`` seed by seed ('> steps': never reached)."""
+    final = f"relative MSE after {steps} steps (train mode)"
+    reached = f"steps to relative MSE <= {threshold}"
+    rows = []
+    for (blocks, variant), group in per_seed.groupby(["blocks", "variant"], sort=False):
+        rows.append({
+            "blocks": blocks,
+            "variant": variant,
+            "seeds": len(group),
+            "relative MSE at start (median)": round(group["relative MSE at start"].median(), 4),
+            f"after {steps // 10} steps (median)": round(group[f"relative MSE after {steps // 10} steps"].median(), 4),
+            f"after {steps} steps, train mode (median)": round(group[final].median(), 5),
+            f"after {steps} steps (min - max)": f"{group[final].min():.3g} - {group[final].max():.3g}",
+            f"after {steps} steps, eval mode, held-out (median)":
+                round(group[f"after {steps} steps, eval mode, held-out"].median(), 5),
+            f"{reached}, per seed": ", ".join(f"> {steps}" if pd.isna(n) else str(int(n)) for n in group[reached]),
+        })
+    return pd.DataFrame(rows)
+
+
+def residual_below_plain(per_seed: pd.DataFrame, steps: int) -> dict[int, tuple[int, int]]:
+    """Per depth: in how many seeds the residual stack ends with a lower train-mode relative MSE than the plain
+    one (the same inputs, so each seed is one paired comparison), out of how many seeds."""
+    final = f"relative MSE after {steps} steps (train mode)"
+    wide = per_seed.pivot_table(index=["blocks", "seed"], columns="variant", values=final)
+    below = (wide["residual"] < wide["plain"]).groupby(level="blocks")
+    return {int(blocks): (int(hits.sum()), len(hits)) for blocks, hits in below}
+
+
 def plot_identity(curves: pd.DataFrame) -> bytes:
+    """Per depth, each variant's median curve over the seeds, with the range of the seeds shaded."""
     depths = sorted(curves["blocks"].unique())
     fig, axes = subplots(1, len(depths), figsize=(5 * len(depths), 3.8), squeeze=False)
     for ax, blocks in zip(axes[0], depths, strict=True):
         for variant, group in curves[curves["blocks"] == blocks].groupby("variant", sort=False):
             # gamma-0 starts at exactly 0: a log axis needs a floor
             exact = (group["relative_mse"] == 0).all()
-            ax.plot(
-                group["step"], group["relative_mse"].clip(lower=1e-6), label=variant + (" (exactly 0)" if exact else "")
-            )
+            by_step = group.groupby("step")["relative_mse"]
+            median, low, high = (v.clip(lower=1e-6) for v in (by_step.median(), by_step.min(), by_step.max()))
+            seeds = group["seed"].nunique()
+            line, = ax.plot(median.index, median.values,
+                            label=variant + (" (exactly 0)" if exact else "") + (f", median of {seeds} seeds"
+                                                                                  if seeds > 1 else ""))
+            if seeds > 1:
+                ax.fill_between(median.index, low.values, high.values, color=line.get_color(), alpha=0.2, lw=0)
         ax.set_yscale("log")
         ax.set_title(f"{blocks} stacked block{'s' if blocks > 1 else ''} trained to reproduce the input")
         ax.set_xlabel("Adam step")
