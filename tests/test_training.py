@@ -1,5 +1,6 @@
 """Training experiments: CIFAR networks, data loading, the degradation CLI, the identity test."""
 
+import dataclasses
 import json
 import pickle
 import subprocess
@@ -464,3 +465,23 @@ def test_the_identity_claim_is_decided_by_the_seeds_agreeing(monkeypatch, plain,
     summary = identity.over_seeds(runs, 2).set_index(["blocks", "variant"])
     assert summary.loc[(1, "plain"), "after 2 steps (min - max)"] == f"{min(plain):.3g} - {max(plain):.3g}"
     assert summary.loc[(1, "plain"), "steps to relative MSE <= 0.01, per seed"] == "> 2, > 2, > 2"
+
+
+def test_the_seeds_preprocessing_is_read_off_its_text_and_checked_against_the_weights_metadata(monkeypatch):
+    from repro.report import training as page
+    from repro.seed import text
+
+    printed = text.seed_preprocessing("6.1")
+    assert (printed.builder, printed.weights, printed.resize, printed.crop) == ("resnet50", "IMAGENET1K_V1", 256, 224)
+    assert printed.mean == (0.485, 0.456, 0.406) and printed.std == (0.229, 0.224, 0.225)
+    row = page.preprocessing_erratum()
+    assert row.outcome is Outcome.HOLDS and "resize 256, crop 224" in row.measured
+    assert "IMAGENET1K_V2 (80.86%) is evaluated at resize 232" in row.note  # the newer weights: another resize
+    # The row can fail: the same text with the V2 weights, evaluated at resize 232, does not match.
+    monkeypatch.setattr(page, "seed_preprocessing",
+                        lambda section: dataclasses.replace(printed, weights="IMAGENET1K_V2"))
+    row = page.preprocessing_erratum()
+    assert row.outcome is Outcome.FAILS and row.measured.endswith("they differ in resize")
+    # A section that prints no pipeline is named, not read as defaults.
+    with pytest.raises(ValueError, match="seed section 4.2 prints no model, Resize, CenterCrop, Normalize"):
+        text.seed_preprocessing("4.2")

@@ -52,6 +52,12 @@ class WeightsInfo:
     gmacs: float | None  # torchvision's own "_ops" (GFLOPs in its docs; multiply-adds) at that crop
     url: str = ""  # the weights file torchvision downloads
     recipe: str = ""  # the training recipe its metadata links to
+    # The evaluation preprocessing its top-1 was measured with (``weights.transforms()``): resize the shorter
+    # side, centre-crop ``crop``, normalize.
+    resize: int = 0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    interpolation: str = ""
 
     @property
     def source(self) -> str:
@@ -86,9 +92,11 @@ def torchvision_weights(builder: str) -> dict[str, WeightsInfo]:
         metrics = weights.meta.get("_metrics", {}).get("ImageNet-1K")
         if key == "DEFAULT" or not metrics:
             continue
-        crop = weights.transforms().crop_size[0]
-        out[key] = WeightsInfo(builder, key, float(metrics["acc@1"]), int(crop), weights.meta.get("_ops"),
-                               weights.url, weights.meta.get("recipe", ""))
+        evaluation = weights.transforms()
+        out[key] = WeightsInfo(builder, key, float(metrics["acc@1"]), int(evaluation.crop_size[0]),
+                               weights.meta.get("_ops"), weights.url, weights.meta.get("recipe", ""),
+                               int(evaluation.resize_size[0]), tuple(evaluation.mean), tuple(evaluation.std),
+                               evaluation.interpolation.value)
     return out
 
 

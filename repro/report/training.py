@@ -16,12 +16,14 @@ separate degradation from a deeper net's slower start.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 import torch
+from torchvision import transforms
 
 import reference
 from repro.environment import cpu_threads
@@ -29,7 +31,8 @@ from repro.registry import MODELS, create_model
 from repro.models.cifar_resnet import CifarBlock
 from repro.report.base import Erratum, Job, Options, Outcome, Page, Table, computed, findings, run_jobs
 from repro.seed import RESNET_FIGURE_4, RESNET_TABLE_2, RESNET_TABLE_2_ERROR
-from repro.seed.text import uncalled_functions
+from repro.report.measure import torchvision_weights
+from repro.seed.text import seed_preprocessing, uncalled_functions
 from repro.training import degradation
 from repro.training.data import synthetic_shapes
 from repro.training.finetune import (
@@ -530,7 +533,8 @@ def build(options: Options) -> Page | None:
         ("identity_test.png", plot_identity(identity_curves)),
     ]
     title = f"Training: degradation (plain vs ResNet up to {deep} layers), identity, fine-tuning (seed 2.1, 6.1)"
-    errata = identity_errata(seed_numbers, identity_per_seed) + finetune_errata(finetune) + [batchnorm_modes_erratum()]
+    errata = (identity_errata(seed_numbers, identity_per_seed) + finetune_errata(finetune)
+              + [batchnorm_modes_erratum(), preprocessing_erratum()])
     if not provenance.startswith("a SMOKE RUN"):
         errata += degradation_errata(curves, final, meta)
     lead = (
@@ -641,6 +645,37 @@ def batchnorm_modes_erratum() -> Erratum:
         f"a BatchNorm2d with stored mean 3, variance 4: in train mode its output is the batch-normalized input "
         f"({'equal' if ok_train else 'NOT equal'}), in eval mode the input normalized by the stored statistics "
         f"({'equal' if ok_eval else 'NOT equal'})",
+    )
+
+
+def preprocessing_erratum() -> Erratum:
+    """Seed 6.1's preprocessing against the evaluation transform torchvision's metadata records for the weights the
+    seed loads (``weights.transforms()``: the pipeline their top-1 was measured with)."""
+    seed = seed_preprocessing("6.1")
+    weights = torchvision_weights(seed.builder)
+    meta = weights[seed.weights]
+    resize_default = inspect.signature(transforms.Resize).parameters["interpolation"].default.value
+    steps = {
+        "resize": (seed.resize, meta.resize),
+        "centre crop": (seed.crop, meta.crop),
+        "mean": (seed.mean, meta.mean),
+        "std": (seed.std, meta.std),
+        "interpolation": (resize_default, meta.interpolation),
+    }
+    differ = [name for name, (printed, recorded) in steps.items() if printed != recorded]
+    others = [w for w in weights.values()
+              if w.weights != seed.weights and (w.resize, w.crop) != (meta.resize, meta.crop)]
+    return Erratum(
+        "6.1",
+        f"`Resize({seed.resize})`, `CenterCrop({seed.crop})`, `Normalize(mean, std)` is the preprocessing of "
+        f"{seed.builder}'s {seed.weights} weights",
+        not differ,
+        f"torchvision's metadata for {seed.builder} {seed.weights} (`weights.transforms()`): resize {meta.resize}, "
+        f"crop {meta.crop}, mean {list(meta.mean)}, std {list(meta.std)}, {meta.interpolation}; the seed: "
+        f"resize {seed.resize}, crop {seed.crop}, mean {list(seed.mean)}, std {list(seed.std)}, {resize_default} "
+        "(Resize's default)" + (f"; they differ in {', '.join(differ)}" if differ else ""),
+        note="; ".join(f"{w.weights} ({w.top1:.2f}%) is evaluated at resize {w.resize}, crop {w.crop}: the same "
+                       "pipeline with those weights is not theirs" for w in others),
     )
 
 

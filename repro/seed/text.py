@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 SEED_PATH = Path(__file__).with_name("000_2ef9e53f9445ed92.txt")
@@ -168,3 +169,39 @@ def uncalled_functions() -> list[str]:
 
 def lines_containing(text: str) -> list[str]:
     return [line for line in seed_lines() if text in line]
+
+
+@dataclass(frozen=True)
+class SeedPreprocessing:
+    """The evaluation preprocessing a seed section prints for the pretrained torchvision model it loads."""
+
+    builder: str  # "resnet50" (``models.resnet50(weights=...)``)
+    weights: str  # "IMAGENET1K_V1"
+    resize: int  # ``transforms.Resize(N)``: the shorter side to N
+    crop: int  # ``transforms.CenterCrop(N)``
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def seed_preprocessing(section: str = "6.1") -> SeedPreprocessing:
+    """Read off section ``section``: the model and weights it loads and its ``transforms.Compose`` pipeline.
+    Raises ``ValueError`` naming what the section does not print."""
+    text = "\n".join(line.split("#", 1)[0] for line in section_lines(section))
+    found = {
+        "model": re.search(r"models\.(\w+)\(\s*weights\s*=\s*['\"](\w+)['\"]", text),
+        "Resize": re.search(r"transforms\.Resize\(\s*(\d+)\s*\)", text),
+        "CenterCrop": re.search(r"transforms\.CenterCrop\(\s*(\d+)\s*\)", text),
+        "Normalize": re.search(r"transforms\.Normalize\(\s*mean\s*=\s*\[([^\]]*)\]\s*,\s*std\s*=\s*\[([^\]]*)\]", text),
+    }
+    missing = [name for name, match in found.items() if match is None]
+    if missing:
+        raise ValueError(f"seed section {section} prints no {', '.join(missing)}")
+
+    def numbers(listed: str) -> tuple[float, ...]:
+        return tuple(float(n) for n in listed.split(","))
+
+    return SeedPreprocessing(
+        builder=found["model"].group(1), weights=found["model"].group(2), resize=int(found["Resize"].group(1)),
+        crop=int(found["CenterCrop"].group(1)), mean=numbers(found["Normalize"].group(1)),
+        std=numbers(found["Normalize"].group(2)),
+    )
