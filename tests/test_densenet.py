@@ -159,3 +159,40 @@ def test_fewer_parameters_at_matched_accuracy():
         "parameters" in first
     assert best.startswith("ResNet-50 25.56M, 80.86% (IMAGENET1K_V2); no DenseNet reaches it"), best
     assert generalization.outcome is Outcome.UNDECIDED and generalization.decide
+
+
+class _SummingBlock(torch.nn.Module):
+    """A ResNet-style stack read as a 'dense block': each layer adds to the running sum instead of concatenating."""
+
+    def __init__(self, layers: int = 3):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(torch.nn.Conv2d(3, 3, 3, padding=1) for _ in range(layers))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = x + layer(x)
+        return x
+
+
+def test_dense_connectivity_sees_concatenation_and_would_see_a_sum():
+    from repro.report.densenet_mobilenet import dense_connectivity
+
+    summing = _SummingBlock()
+    seen = dense_connectivity(summing, [(summing, list(summing.layers))], size=8)
+    # only the first layer reads "every earlier output" (there is none); the block neither concatenates nor keeps x
+    assert seen == {"layers": 3, "fed_all_earlier": 1, "blocks": 1, "concatenated": 0, "input_kept": 0}
+    seed = SeedDenseNet(8, (2, 3), 16)
+    seen = dense_connectivity(seed, [(b, list(b.layers)) for b in seed.dense_blocks], size=16)
+    assert seen == {"layers": 5, "fed_all_earlier": 5, "blocks": 2, "concatenated": 2, "input_kept": 2}
+
+
+def test_seed_densenet_description_rows():
+    from repro.report.densenet_mobilenet import dense_connection_errata
+
+    rows = {e.claim.split(" (")[0]: e for e in dense_connection_errata("densenet121")}
+    assert all(e.holds for e in rows.values()) and len(rows) == 4
+    assert "the seed's DenseNet: 58 of 58; ours (densenet121): 58 of 58" in rows[
+        "each layer receives the feature maps of all preceding layers as input"].measured
+    compression = rows["compression in the transition layers keeps the channel count down"]
+    assert "1,024 channels reach the classifier, 7,978,856 parameters" in compression.measured
+    assert "without (compression 1), 1,920 channels" in compression.measured and "Table 2" in compression.note

@@ -16,7 +16,7 @@ from torchvision.models.densenet import DenseNet as TorchvisionDenseNet
 
 from repro.environment import cpu_threads, environment
 from repro.equivalence import randomize_, train_step
-from repro.models.densenet import CONFIGS, DenseNet
+from repro.models.densenet import CONFIGS, DenseBlock, DenseNet
 from repro.flops import build_on_meta, count_flops, count_macs, count_params, meta_params, separable_conv_macs
 from repro.registry import MODELS, create_model, references_for
 from repro.report.base import (
@@ -394,6 +394,7 @@ def densenet_mobilenet_errata(options: Options) -> list[Erratum]:
                 f"and {seed['seed_bn_size_1']:,} with bn_size=1",
             )
         )
+        rows += dense_connection_errata("densenet121")
         if "resnet50" in MODELS:
             rows += fewer_parameters_errata()
 
@@ -428,6 +429,109 @@ def densenet_mobilenet_errata(options: Options) -> list[Erratum]:
     if options.selected(["densenet121"]):
         rows.append(missing_imports_erratum())
     return rows
+
+
+@torch.no_grad()
+def dense_connectivity(model: nn.Module, blocks: list[tuple[nn.Module, list[nn.Module]]], size: int = 64) -> dict:
+    """What each dense layer of ``model`` reads and what each block passes on, observed in one eval-mode forward
+    pass (forward hooks; each ``(block, its layers in order)``): how many layers read exactly the concatenation of
+    their block's input and every earlier layer's output, how many blocks output exactly the concatenation of their
+    input and every layer's output, and how many pass their input on unchanged (its channels first, bit for bit)."""
+    seen: dict[nn.Module, list[torch.Tensor]] = {}
+
+    def keep_input(module: nn.Module, args: tuple) -> None:
+        first = args[0]
+        seen.setdefault(module, []).append(torch.cat(list(first), 1) if isinstance(first, (list, tuple))
+                                            else first.clone())
+
+    def keep_output(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        seen.setdefault(("out", module), []).append(output.clone())
+
+    handles = []
+    for block, layers in blocks:
+        handles += [block.register_forward_pre_hook(keep_input), block.register_forward_hook(keep_output)]
+        for layer in layers:
+            handles += [layer.register_forward_pre_hook(keep_input), layer.register_forward_hook(keep_output)]
+    try:
+        model.eval()(torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    fed_all, concatenated, kept = 0, 0, 0
+    for block, layers in blocks:
+        features = [seen[block][0]]
+        for layer in layers:
+            fed_all += torch.equal(seen[layer][0], torch.cat(features, 1))
+            features.append(seen[("out", layer)][0])
+        output = seen[("out", block)][0]
+        concatenated += torch.equal(output, torch.cat(features, 1))
+        kept += torch.equal(output[:, :features[0].shape[1]], features[0])
+    return {"layers": sum(len(layers) for _, layers in blocks), "fed_all_earlier": fed_all,
+            "blocks": len(blocks), "concatenated": concatenated, "input_kept": kept}
+
+
+def dense_connection_errata(name: str = "densenet121") -> list[Erratum]:
+    """Seed 2.3/4.1's description of DenseNet, observed on the seed's own DenseNet and on ours (shown equal to timm's
+    and torchvision's), and the channel count with and without compression."""
+    config = CONFIGS[name]
+    torch.manual_seed(0)
+    seed_model = SeedDenseNet(config.growth_rate, config.block_config, config.num_init_features)
+    ours = create_model(name)
+    seed_blocks = [(b, list(b.layers)) for b in seed_model.dense_blocks]
+    our_blocks = [(b, list(b.children())) for b in ours.modules() if isinstance(b, DenseBlock)]
+    with cpu_threads(1):
+        observed = {"the seed's DenseNet": dense_connectivity(seed_model, seed_blocks),
+                    f"ours ({name})": dense_connectivity(ours, our_blocks)}
+
+    def each(key: str, total: str) -> str:
+        return "; ".join(f"{who}: {o[key]} of {o[total]}" for who, o in observed.items())
+
+    def every(key: str, total: str) -> bool:
+        return all(o[key] == o[total] for o in observed.values())
+
+    probe = "forward hooks on one eval-mode pass of a 64x64 image, tensors compared for exact equality"
+    compressed, uncompressed = (build_on_meta(lambda c=c: create_model(name, compression=c)) for c in (0.5, 1.0))
+    widths = {c: (m.features.norm5.num_features, count_params(m), count_macs(m, (1, 3, 224, 224)))
+              for c, m in ((0.5, compressed), (1.0, uncompressed))}
+    label = name.replace("densenet", "DenseNet-")
+    return [
+        Erratum(
+            "2.3, 4.1",
+            "each layer receives the feature maps of all preceding layers as input (每层接收所有前面层的特征)",
+            every("fed_all_earlier", "layers"),
+            "dense layers whose input is exactly the concatenation of their block's input and every earlier layer's "
+            f"output: {each('fed_all_earlier', 'layers')} ({probe})",
+            note="within a dense block, as the DenseNet paper's eq. 2 defines it; between blocks a transition layer "
+            "compresses and pools, so no layer receives an earlier block's feature maps as they were",
+        ),
+        Erratum(
+            "4.1",
+            "features are concatenated, not added (特征拼接而非相加)",
+            every("concatenated", "blocks"),
+            "dense blocks whose output is exactly the concatenation of their input and every layer's output: "
+            f"{each('concatenated', 'blocks')} ({probe})",
+        ),
+        Erratum(
+            "4.1",
+            "concatenation keeps more information (保留更多信息), read as: what earlier layers computed reaches later "
+            "layers unchanged, where a sum would mix it with the new features",
+            every("input_kept", "blocks"),
+            f"dense blocks whose output holds their input unchanged (its channels first, bit for bit): "
+            f"{each('input_kept', 'blocks')} ({probe})",
+            note="information in a formal sense (e.g. mutual information) is not measured",
+        ),
+        Erratum(
+            "4.1",
+            "compression in the transition layers keeps the channel count down (需要压缩以控制通道数)",
+            widths[0.5][0] < widths[1.0][0],
+            f"{label} (ours, shown equal to timm's and torchvision's): with the paper's compression 0.5, "
+            f"{widths[0.5][0]:,} channels reach the classifier, {widths[0.5][1]:,} parameters, "
+            f"{widths[0.5][2] / 1e9:.2f} GMACs at 224x224; without (compression 1), {widths[1.0][0]:,} channels, "
+            f"{widths[1.0][1]:,} parameters, {widths[1.0][2] / 1e9:.2f} GMACs",
+            note="not needed for a DenseNet to train: the DenseNet paper's Table 2 also trains DenseNets without "
+            "compression (its DenseNet and DenseNet-B rows); compression is the C of DenseNet-BC",
+        ),
+    ]
 
 
 def fewer_parameters_errata(baseline: str = "resnet50") -> list[Erratum]:
