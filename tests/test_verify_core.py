@@ -433,6 +433,89 @@ class DropConnectByArgument(Net):
         return self.fc(F.dropout((y + branch).mean((2, 3)), p=self.drop_rate, training=self.training))
 
 
+def _drop_connect(x, p, training):
+    """EfficientNet-PyTorch's way: a mask drawn with ``torch.rand``, one number per sample."""
+    if not training:
+        return x
+    keep = 1 - p
+    return x / keep * torch.floor(keep + torch.rand([x.shape[0], 1, 1, 1], dtype=x.dtype))
+
+
+class _RateByKeywordBlock(nn.Module):
+    def __init__(self, residual: bool = True) -> None:
+        super().__init__()
+        self.conv, self.bn, self.residual = nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), residual
+
+    def forward(self, x, drop_connect_rate=None):
+        y = F.relu(self.bn(self.conv(x)))
+        if not self.residual:
+            return y
+        if drop_connect_rate:
+            y = _drop_connect(y, p=drop_connect_rate, training=self.training)
+        return y + x
+
+
+class RateByKeyword(nn.Module):
+    """Each block's forward is given its drop-connect rate as a keyword, scheduled by the model (EfficientNet-PyTorch's
+    ``block(x, drop_connect_rate=...)``); the second block has no residual and leaves its rate unused."""
+
+    def __init__(self, rate: float = 0.2) -> None:
+        super().__init__()
+        self.stem, self.head, self.rate = nn.Conv2d(3, 4, 1), nn.Linear(4, 5), (rate,)
+        self.blocks = nn.ModuleList(_RateByKeywordBlock(residual=i != 1) for i in range(4))
+
+    def forward(self, x):
+        x = self.stem(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, drop_connect_rate=self.rate[0] * i / len(self.blocks))
+        return self.head(x.mean((2, 3)))
+
+
+class _DropPathBlock(_RateByKeywordBlock):
+    def __init__(self, rate: float, residual: bool = True) -> None:
+        super().__init__(residual)
+        self.drop_path = DropPath(rate) if rate else nn.Identity()
+
+    def forward(self, x):
+        y = F.relu(self.bn(self.conv(x)))
+        return self.drop_path(y) + x if self.residual else y
+
+
+class RateInDropPath(RateByKeyword):
+    """The same network with timm's ``DropPath`` modules holding the same schedule."""
+
+    def __init__(self, rate: float = 0.2) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(_DropPathBlock(rate * i / 4, residual=i != 1) for i in range(4))
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_rate_a_modules_forward_is_given_by_keyword_is_found_compared_and_turned_off():
+    report = verify(RateByKeyword(), RateInDropPath(), input_size=SIZE)
+    assert report.bit_exact and report.levels["train step"].bit_exact, str(report)
+    stochastic = report.levels["stochastic configuration"]
+    assert stochastic.holds and "forward(drop_connect_rate) in _RateByKeywordBlock 0.1 to 0.15 x2 (whole samples)" \
+        in stochastic.detail and "DropPath.drop_prob 0.1 to 0.15 x2 (whole samples)" in stochastic.detail
+    # The block without a residual is given a rate it never applies: named, not counted.
+    assert any(note.startswith("rates the candidate keeps on, or gives to, a module that draws no random")
+               and "blocks.1 (forward(drop_connect_rate) in _RateByKeywordBlock=0.05);" in note
+               for note in report.notes)
+    # Another schedule: the same function, another stochastic configuration, located at the first rate that differs.
+    report = verify(RateByKeyword(rate=0.3), RateInDropPath(), input_size=SIZE)
+    assert report.verdict == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION", str(report)
+    assert report.levels["stochastic configuration"].first_divergence == "blocks.2"
+    # A mistake in the train-mode math is still found with the draws off.
+    candidate = RateByKeyword()
+    candidate.blocks[3].bn.momentum = 0.2
+    report = verify(candidate, RateInDropPath(), input_size=SIZE)
+    assert report.levels["train step"].holds is False and report.first_divergence == "blocks.3.bn", str(report)
+
+
 def test_a_train_step_random_draws_may_explain_is_undecided_not_different():
     """A drop-connect no rate attribute turns off, against the same drop-connect as a DropPath (turned off) or
     against none: the train step differs, but the draws may be the whole difference; the eval function is

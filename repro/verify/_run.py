@@ -32,8 +32,8 @@ from repro.verify._compare import (
 from repro.verify._pairing import (Pairing, PairingError, UndecidedTie, compare_constants, pair_nodes, pair_state,
                                    reshaped_state)
 from repro.verify._report import Level, VerifyReport, layers_frame, unpaired_tensors
-from repro.verify._stochastic import (acting, applications, rates_match, rates_off, stochastic_layers, summary,
-                                     units_compared)
+from repro.verify._stochastic import (StochasticLayer, acting, applications, rates_match, rates_off, stochastic_layers,
+                                     summary, units_compared)
 from repro.verify._trace import (INDEXING_INVISIBLE, INPUT, MODEL_FAILURES, Call, Graph, Node, PointKey, RandomWatch,
                                  Recorder, Sink, indexing_visible, stored_constants, trace)
 
@@ -494,10 +494,18 @@ def prepare(cand32: nn.Module, ref32: nn.Module, report: VerifyReport, output: s
     report.stochastic_candidate = _run("candidate", stochastic_layers, cand32, x, seed)
     report.stochastic_reference = _run("reference", stochastic_layers, ref32, x, seed)
     for side, layers in (("candidate", report.stochastic_candidate), ("reference", report.stochastic_reference)):
-        report.notes += [f"the {side}'s {layer} is kept on a module that draws no random numbers itself in a "
-                         f"train-mode pass: a rate it does not apply (a setting for its children, or unused, as a "
-                         f"block without a residual leaves its drop-connect rate), not a stochastic layer"
-                         for layer in layers if not layer.acts]
+        report.notes += idle_rate_notes(side, layers)
+
+
+def idle_rate_notes(side: str, layers: list[StochasticLayer]) -> list[str]:
+    """One note naming the rates kept on, or given to, a module that does not apply them (``StochasticLayer.acts``);
+    none where there are none."""
+    idle = [str(layer) for layer in layers if not layer.acts]
+    if not idle:
+        return []
+    return [f"rates the {side} keeps on, or gives to, a module that draws no random numbers itself in a train-mode "
+            f"pass: {', '.join(idle)}; rates such a module does not apply (settings for its children, or unused, as a "
+            f"block without a residual leaves its drop-connect rate), not stochastic layers"]
 
 
 
@@ -1027,8 +1035,9 @@ class _Verification:
             if side not in sides:
                 continue
             if side not in self.observed and not getattr(self.report, f"stochastic_{side}"):
-                setattr(self.report, f"stochastic_{side}",
-                        _run(side, stochastic_layers, model, self.x, self.seed, probe=True))
+                layers = _run(side, stochastic_layers, model, self.x, self.seed, probe=True)
+                setattr(self.report, f"stochastic_{side}", layers)
+                self.report.notes += idle_rate_notes(side, layers)
             self.observed.add(side)
 
     @contextmanager

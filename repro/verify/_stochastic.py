@@ -14,9 +14,13 @@ every rate as the model holds it: a layer that drops in eval mode too (``F.dropo
 A rate the model keeps anywhere else (``self.droprate``, a config object) and passes to a dropout call
 (``F.dropout(x, p=self.droprate, training=self.training)``) is found at the call, in the same train-mode pass,
 and turned off there: in a train-mode pass every dropout call is made at rate zero (``DropoutCallsOff``),
-whatever the rate's name. A random draw of another kind under a name not known here (a hand-written drop-path
-computing its mask from ``torch.rand``) is neither: it is seen while tracing the train step and reported as
-not turned off.
+whatever the rate's name. A rate a module's forward is given as a keyword argument under a known name
+(``RATE_KEYWORDS``: EfficientNet-PyTorch's model calls each block with ``drop_connect_rate=``, and the block
+draws its mask with ``torch.rand``) is found at the call, acts where that module draws random numbers itself,
+and is given as zero in a train-mode pass; what one of its draws drops is read off the size the mask is drawn
+at. A random draw of another kind under a name not known here (a hand-written drop-path computing its mask from
+``torch.rand`` with a rate kept in a tuple, or passed by position) is none of these: it is seen while tracing
+the train step and reported as not turned off.
 
 A rate kept on a module with child modules (a model's ``drop_rate``) may be a setting that module
 hands to its children rather than one it applies: timm's EfficientNet calls ``F.dropout`` with its
@@ -45,6 +49,14 @@ from repro.verify._trace import MODEL_FAILURES, DropoutCallsOff, Recorder, Sink,
 # The attributes a stochastic layer keeps its rate in. A module's "p" counts only where the
 # module is a torch dropout module or has another sign of being a drop layer (a "mode").
 RATE_ATTRIBUTES = ("drop_prob", "drop_rate", "drop_connect_rate", "dropout_rate", "dropout")
+# The keyword arguments a module's forward is given a rate in (EfficientNet-PyTorch's blocks take
+# ``drop_connect_rate=`` from the model, which schedules it per block).
+RATE_KEYWORDS = (*RATE_ATTRIBUTES, "drop_path_rate")
+
+
+def forward_rates(kwargs: Mapping[str, Any]) -> dict[str, float]:
+    """The rates above zero among a forward call's keyword arguments (``RATE_KEYWORDS``, float values alone)."""
+    return {k: v for k, v in kwargs.items() if k in RATE_KEYWORDS and type(v) is float and v > 0.0}
 
 
 @dataclass(frozen=True)
@@ -55,7 +67,9 @@ class StochasticLayer:
     rate: float
     acts: bool = True  # False: a container's rate that the container itself never applies (see above)
     unit: str = ""  # what one draw drops (``dropped_unit``: "single values", "whole channels", ...); "" unknown
-    call: str = ""  # a rate found at a dropout call the module makes (the function: "dropout"); "" for an attribute
+    # A rate found at a call: a dropout call the module makes (the function: "dropout"), or the module's own forward
+    # given it as a keyword argument ("forward"); "" for an attribute.
+    call: str = ""
 
     @property
     def label(self) -> str:
@@ -107,6 +121,12 @@ def stochastic_layers(model: nn.Module, x: torch.Tensor | None = None, seed: int
     placed += [((seq, -1), StochasticLayer(where, type(model.get_submodule(where)).__name__, argument, rate,
                                            unit=_unit_of_call(call, rate, seed), call=function))
                for where, function, argument, rate, call, seq in draws.dropouts if (where, rate) not in kept]
+    # A rate a module's forward is given: it acts where that module draws random numbers itself (EfficientNet-
+    # PyTorch passes every block its drop-connect rate; a block without a residual never uses it).
+    placed += [((draws.first.get(where, math.inf), -2), StochasticLayer(
+                   where, type(model.get_submodule(where)).__name__, keyword, rate, acts=where in draws.first,
+                   unit=draws.units.get(where, ""), call="forward"))
+               for where, given in draws.forward_rates.items() for keyword, rate in given.items()]
     return [layer for _, layer in sorted(placed, key=lambda placed: placed[0])]
 
 
@@ -121,6 +141,8 @@ class _Draws(Sink):
         self.calls: dict[str, tuple[Callable, tuple, dict]] = {}
         self.dropouts: list[tuple[str, str, str, float, tuple[Callable, tuple, dict], int]] = []
         self.inputs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+        self.forward_rates: dict[str, dict[str, float]] = {}  # each module's first forward call's rate keywords
+        self.units: dict[str, str] = {}  # what a module's first draw made for the purpose drops (``_drawn_unit``)
         self._seq = 0
 
     def random_op(self, where: str, function: str, seq: int) -> None:
@@ -130,6 +152,8 @@ class _Draws(Sink):
     def random_call(self, where: str, func: Callable, args: tuple, kwargs: dict, on_data: bool) -> None:
         where = "" if where == "(root)" else where
         if not on_data:
+            if where in self.inputs and where not in self.units:
+                self.units[where] = _drawn_unit(func, args, kwargs, self.inputs[where][0])
             return
         call = (func, _shapes_only(args), _shapes_only(kwargs))
         self.calls.setdefault(where, call)
@@ -168,8 +192,16 @@ def _draws(model: nn.Module, x: torch.Tensor, stochastic: set[str]) -> _Draws:
         if args and isinstance(args[0], torch.Tensor):
             sink.inputs.setdefault(name, (tuple(args[0].shape), args[0].dtype))
 
+    def keep_rates(name: str, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        given = forward_rates(kwargs)
+        if given and name not in sink.forward_rates:
+            sink.forward_rates[name] = given
+            keep_input(name, module, args)
+
     hooks = [model.get_submodule(name).register_forward_pre_hook(functools.partial(keep_input, name))
              for name in stochastic]
+    hooks += [module.register_forward_pre_hook(functools.partial(keep_rates, name), with_kwargs=True)
+              for name, module in model.named_modules()]
     try:
         with torch.random.fork_rng(devices=[]):
             Recorder(model.train(), sink).run(x)
@@ -296,18 +328,50 @@ def _unit_of(draw: Callable[[torch.Tensor], Any], shape: tuple[int, ...], dtype:
 @contextmanager
 def rates_off(model: nn.Module, layers: list[StochasticLayer]):
     """Each layer's rate set to zero while the block runs (idle rates too, which changes nothing), then given
-    back, and every dropout call made at rate zero (``DropoutCallsOff``, yielded: what it turned off): for
-    train-mode passes alone (see the module docstring)."""
+    back; every dropout call made at rate zero (``DropoutCallsOff``, yielded: what it turned off), and every rate
+    a module's forward is given as a keyword (``RATE_KEYWORDS``) given as zero, listed in the same ``turned_off``:
+    for train-mode passes alone (see the module docstring)."""
     held = [(model.get_submodule(layer.module), layer.attribute) for layer in layers if not layer.call]
     rates = [getattr(module, attribute) for module, attribute in held]
     for module, attribute in held:
         setattr(module, attribute, 0.0)
+    calls = DropoutCallsOff()
+
+    def zero_rates(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        given = forward_rates(kwargs)
+        if not given:
+            return None
+        calls.turned_off += [(f"{type(module).__name__}.forward({keyword})", rate) for keyword, rate in given.items()]
+        return args, {**kwargs, **{keyword: 0.0 for keyword in given}}
+
+    hooks = [module.register_forward_pre_hook(zero_rates, with_kwargs=True) for module in model.modules()]
     try:
-        with DropoutCallsOff() as calls:
+        with calls:
             yield calls
     finally:
+        for hook in hooks:
+            hook.remove()
         for (module, attribute), rate in zip(held, rates, strict=True):
             setattr(module, attribute, rate)
+
+
+def _drawn_unit(func: Callable, args: tuple, kwargs: dict, shape: tuple[int, ...]) -> str:
+    """What a draw made for the purpose (``torch.rand((batch, 1, 1, 1))`` in a hand-written drop-connect, not a
+    dropout of data) can drop of an input of ``shape``: one number per sample ("whole samples"), per channel of a
+    sample ("whole channels") or per value ("single values"), read off the size it is drawn at; "" where that size
+    is not an input's (batch first) or is not given as the call's sizes."""
+    sizes = args[0] if args and isinstance(args[0], (tuple, list, torch.Size)) else args
+    if not sizes or not all(type(s) is int for s in sizes) or len(sizes) != len(shape) or sizes[0] != shape[0]:
+        return ""
+    drawn = [s == full for s, full in zip(sizes, shape)]
+    kept_whole = [s == 1 for s in sizes[1:]]
+    if all(drawn):
+        return "single values"
+    if all(kept_whole):
+        return "whole samples"
+    if len(shape) > 2 and drawn[1] and all(kept_whole[1:]):
+        return "whole channels"
+    return ""
 
 
 def units_compared(candidate: list[StochasticLayer], reference: list[StochasticLayer]) -> tuple[int | None,
