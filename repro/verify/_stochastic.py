@@ -201,7 +201,7 @@ def _draws(model: nn.Module, x: torch.Tensor, stochastic: set[str]) -> _Draws:
     hooks = [model.get_submodule(name).register_forward_pre_hook(functools.partial(keep_input, name))
              for name in stochastic]
     hooks += [module.register_forward_pre_hook(functools.partial(keep_rates, name), with_kwargs=True)
-              for name, module in model.named_modules()]
+              for name, module in _hookable(model)]
     try:
         with torch.random.fork_rng(devices=[]):
             Recorder(model.train(), sink).run(x)
@@ -344,7 +344,7 @@ def rates_off(model: nn.Module, layers: list[StochasticLayer]):
         calls.turned_off += [(f"{type(module).__name__}.forward({keyword})", rate) for keyword, rate in given.items()]
         return args, {**kwargs, **{keyword: 0.0 for keyword in given}}
 
-    hooks = [module.register_forward_pre_hook(zero_rates, with_kwargs=True) for module in model.modules()]
+    hooks = [module.register_forward_pre_hook(zero_rates, with_kwargs=True) for _, module in _hookable(model)]
     try:
         with calls:
             yield calls
@@ -353,6 +353,12 @@ def rates_off(model: nn.Module, layers: list[StochasticLayer]):
             hook.remove()
         for (module, attribute), rate in zip(held, rates, strict=True):
             setattr(module, attribute, rate)
+
+
+def _hookable(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The named modules a forward hook can be put on: not a TorchScript module, which takes none (a scripted part
+    runs outside Python: no keyword it is given reaches a hook)."""
+    return [(name, module) for name, module in model.named_modules() if not isinstance(module, torch.jit.ScriptModule)]
 
 
 def _drawn_unit(func: Callable, args: tuple, kwargs: dict, shape: tuple[int, ...]) -> str:
