@@ -456,18 +456,21 @@ class _RateByKeywordBlock(nn.Module):
 
 
 class RateByKeyword(nn.Module):
-    """Each block's forward is given its drop-connect rate as a keyword, scheduled by the model (EfficientNet-PyTorch's
-    ``block(x, drop_connect_rate=...)``); the second block has no residual and leaves its rate unused."""
+    """Each block's forward is given its drop-connect rate, scheduled by the model, as a keyword (EfficientNet-PyTorch's
+    ``block(x, drop_connect_rate=...)``) or by position; the second block has no residual and leaves its rate
+    unused."""
 
-    def __init__(self, rate: float = 0.2) -> None:
+    def __init__(self, rate: float = 0.2, by_position: bool = False) -> None:
         super().__init__()
         self.stem, self.head, self.rate = nn.Conv2d(3, 4, 1), nn.Linear(4, 5), (rate,)
         self.blocks = nn.ModuleList(_RateByKeywordBlock(residual=i != 1) for i in range(4))
+        self.by_position = by_position
 
     def forward(self, x):
         x = self.stem(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, drop_connect_rate=self.rate[0] * i / len(self.blocks))
+            rate = self.rate[0] * i / len(self.blocks)
+            x = block(x, rate) if self.by_position else block(x, drop_connect_rate=rate)
         return self.head(x.mean((2, 3)))
 
 
@@ -495,8 +498,9 @@ class RateInDropPath(RateByKeyword):
         return self.head(x.mean((2, 3)))
 
 
-def test_a_rate_a_modules_forward_is_given_by_keyword_is_found_compared_and_turned_off():
-    report = verify(RateByKeyword(), RateInDropPath(), input_size=SIZE)
+@pytest.mark.parametrize("by_position", [False, True])
+def test_a_rate_a_modules_forward_is_given_by_keyword_is_found_compared_and_turned_off(by_position):
+    report = verify(RateByKeyword(by_position=by_position), RateInDropPath(), input_size=SIZE)
     assert report.bit_exact and report.levels["train step"].bit_exact, str(report)
     stochastic = report.levels["stochastic configuration"]
     assert stochastic.holds and "forward(drop_connect_rate) in _RateByKeywordBlock 0.1 to 0.15 x2 (whole samples)" \
@@ -506,11 +510,11 @@ def test_a_rate_a_modules_forward_is_given_by_keyword_is_found_compared_and_turn
                and "blocks.1 (forward(drop_connect_rate) in _RateByKeywordBlock=0.05);" in note
                for note in report.notes)
     # Another schedule: the same function, another stochastic configuration, located at the first rate that differs.
-    report = verify(RateByKeyword(rate=0.3), RateInDropPath(), input_size=SIZE)
+    report = verify(RateByKeyword(rate=0.3, by_position=by_position), RateInDropPath(), input_size=SIZE)
     assert report.verdict == "SAME FUNCTION, DIFFERENT STOCHASTIC CONFIGURATION", str(report)
     assert report.levels["stochastic configuration"].first_divergence == "blocks.2"
     # A mistake in the train-mode math is still found with the draws off.
-    candidate = RateByKeyword()
+    candidate = RateByKeyword(by_position=by_position)
     candidate.blocks[3].bn.momentum = 0.2
     report = verify(candidate, RateInDropPath(), input_size=SIZE)
     assert report.levels["train step"].holds is False and report.first_divergence == "blocks.3.bn", str(report)

@@ -14,12 +14,12 @@ every rate as the model holds it: a layer that drops in eval mode too (``F.dropo
 A rate the model keeps anywhere else (``self.droprate``, a config object) and passes to a dropout call
 (``F.dropout(x, p=self.droprate, training=self.training)``) is found at the call, in the same train-mode pass,
 and turned off there: in a train-mode pass every dropout call is made at rate zero (``DropoutCallsOff``),
-whatever the rate's name. A rate a module's forward is given as a keyword argument under a known name
+whatever the rate's name. A rate a module's forward is given under a known name, by keyword or by position
 (``RATE_KEYWORDS``: EfficientNet-PyTorch's model calls each block with ``drop_connect_rate=``, and the block
 draws its mask with ``torch.rand``) is found at the call, acts where that module draws random numbers itself,
 and is given as zero in a train-mode pass; what one of its draws drops is read off the size the mask is drawn
 at. A random draw of another kind under a name not known here (a hand-written drop-path computing its mask from
-``torch.rand`` with a rate kept in a tuple, or passed by position) is none of these: it is seen while tracing
+``torch.rand`` with a rate kept in a tuple and handed to a method) is none of these: it is seen while tracing
 the train step and reported as not turned off.
 
 A rate kept on a module with child modules (a model's ``drop_rate``) may be a setting that module
@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import groupby
+from itertools import groupby, takewhile
 from typing import Any, Callable, Mapping
 
 import torch
@@ -54,9 +55,26 @@ RATE_ATTRIBUTES = ("drop_prob", "drop_rate", "drop_connect_rate", "dropout_rate"
 RATE_KEYWORDS = (*RATE_ATTRIBUTES, "drop_path_rate")
 
 
-def forward_rates(kwargs: Mapping[str, Any]) -> dict[str, float]:
-    """The rates above zero among a forward call's keyword arguments (``RATE_KEYWORDS``, float values alone)."""
-    return {k: v for k, v in kwargs.items() if k in RATE_KEYWORDS and type(v) is float and v > 0.0}
+@functools.lru_cache(maxsize=None)
+def _positional_names(forward: Callable) -> tuple[str, ...]:
+    """The names of a forward function's positional parameters after ``self``, in order, up to ``*args``."""
+    try:
+        parameters = list(inspect.signature(forward).parameters.values())[1:]
+    except (TypeError, ValueError):  # a builtin or C forward: no signature to read
+        return ()
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return tuple(takewhile(lambda name: name is not None,
+                           (p.name if p.kind in positional else None for p in parameters)))
+
+
+def forward_rates(module: nn.Module, args: tuple, kwargs: Mapping[str, Any]) -> dict[str, tuple[int | None, float]]:
+    """The rates above zero a forward call is given under a known name (``RATE_KEYWORDS``, float values alone), by
+    keyword or by position (read off the forward's signature): name -> (position, or None for a keyword; rate)."""
+    named = zip(_positional_names(type(module).forward), args)
+    given = {name: (i, value) for i, (name, value) in enumerate(named)}
+    given.update({name: (None, value) for name, value in kwargs.items()})
+    return {name: (i, value) for name, (i, value) in given.items()
+            if name in RATE_KEYWORDS and type(value) is float and value > 0.0}
 
 
 @dataclass(frozen=True)
@@ -126,7 +144,7 @@ def stochastic_layers(model: nn.Module, x: torch.Tensor | None = None, seed: int
     placed += [((draws.first.get(where, math.inf), -2), StochasticLayer(
                    where, type(model.get_submodule(where)).__name__, keyword, rate, acts=where in draws.first,
                    unit=draws.units.get(where, ""), call="forward"))
-               for where, given in draws.forward_rates.items() for keyword, rate in given.items()]
+               for where, given in draws.forward_rates.items() for keyword, (_, rate) in given.items()]
     return [layer for _, layer in sorted(placed, key=lambda placed: placed[0])]
 
 
@@ -141,7 +159,8 @@ class _Draws(Sink):
         self.calls: dict[str, tuple[Callable, tuple, dict]] = {}
         self.dropouts: list[tuple[str, str, str, float, tuple[Callable, tuple, dict], int]] = []
         self.inputs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
-        self.forward_rates: dict[str, dict[str, float]] = {}  # each module's first forward call's rate keywords
+        # each module's first forward call's rates (``forward_rates``)
+        self.forward_rates: dict[str, dict[str, tuple[int | None, float]]] = {}
         self.units: dict[str, str] = {}  # what a module's first draw made for the purpose drops (``_drawn_unit``)
         self._seq = 0
 
@@ -193,7 +212,7 @@ def _draws(model: nn.Module, x: torch.Tensor, stochastic: set[str]) -> _Draws:
             sink.inputs.setdefault(name, (tuple(args[0].shape), args[0].dtype))
 
     def keep_rates(name: str, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        given = forward_rates(kwargs)
+        given = forward_rates(module, args, kwargs)
         if given and name not in sink.forward_rates:
             sink.forward_rates[name] = given
             keep_input(name, module, args)
@@ -338,11 +357,13 @@ def rates_off(model: nn.Module, layers: list[StochasticLayer]):
     calls = DropoutCallsOff()
 
     def zero_rates(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-        given = forward_rates(kwargs)
+        given = forward_rates(module, args, kwargs)
         if not given:
             return None
-        calls.turned_off += [(f"{type(module).__name__}.forward({keyword})", rate) for keyword, rate in given.items()]
-        return args, {**kwargs, **{keyword: 0.0 for keyword in given}}
+        calls.turned_off += [(f"{type(module).__name__}.forward({name})", rate) for name, (_, rate) in given.items()]
+        at = {i for i, _ in given.values() if i is not None}
+        return (tuple(0.0 if i in at else a for i, a in enumerate(args)),
+                {k: 0.0 if k in given else v for k, v in kwargs.items()})
 
     hooks = [module.register_forward_pre_hook(zero_rates, with_kwargs=True) for _, module in _hookable(model)]
     try:
