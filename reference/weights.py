@@ -73,7 +73,9 @@ def _refusal_reason(err: pickle.UnpicklingError) -> str:
     found = re.search(r"WeightsUnpickler error:\s*(\S.*)", text)  # the reason may start on a later line
     if found:
         return re.split(r"(?<=\.)\s", found.group(1).strip(), maxsplit=1)[0]  # its first sentence
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # No reason marked: the first line that is not torch's advice on loading it anyway (weights_only=False).
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and "weights_only" not in line and "trusted source" not in line]
     return lines[0] if lines else "unpickling refused"
 
 

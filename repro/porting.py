@@ -125,6 +125,8 @@ def plan_port(
 ) -> list[PortedTensor]:
     """Pair every source tensor with a target tensor (every target tensor but those in ``keep``), or raise
     ``PortError`` listing every problem."""
+    _check_holds_values(source_state, f"source {source_name}")
+    _check_holds_values(target_state, f"target {target_name}")
     target_key_of, rules_name = _as_target_key(rules)
     pairs: list[PortedTensor] = []
     unmatched_source, unknown_target, bad_shape, bad_dtype = [], [], [], []
@@ -222,7 +224,7 @@ def port_weights(
     """
     if not isinstance(target, nn.Module):
         raise TypeError(f"target must be an nn.Module, got {type(target).__name__}")
-    if isinstance(keep, str) or not isinstance(keep, Collection):
+    if isinstance(keep, (str, bytes)) or not isinstance(keep, Collection):
         raise TypeError(f"keep must be a collection of target tensor names, got {type(keep).__name__}")
     if isinstance(source, nn.Module):
         source_state, source_name = source.state_dict(), _type_name(source)
@@ -237,7 +239,7 @@ def port_weights(
     target_state = target.state_dict()
     _check_holds_values(source_state, f"source {source_name}")
     _check_holds_values(target_state, f"target {_type_name(target)}")
-    unknown = sorted(set(keep) - set(target_state))
+    unknown = sorted(set(keep) - set(target_state), key=str)
     if unknown:
         raise PortError(f"keep names tensors {target.__class__.__name__} does not have: {', '.join(unknown[:5])}")
     pairs = plan_port(source_state, target_state, rules, source_name, _type_name(target), keep)
@@ -266,7 +268,7 @@ def _check_holds_values(state: Mapping[Any, Any], side: str) -> None:
     for what, bad in (("keys that are not names", not_named), ("values that are not tensors", not_tensors),
                       ("tensors without dense values (meta or sparse)", no_values)):
         if bad:
-            raise PortError(f"cannot port: the {side} has {len(bad)} {what}, e.g. {', '.join(bad[:3])}; "
+            raise PortError(f"cannot port: the {side} has {what} ({len(bad)}), e.g. {', '.join(bad[:3])}; "
                             f"nothing was copied")
 
 

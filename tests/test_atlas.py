@@ -165,7 +165,13 @@ def test_quick_mode_reads_the_committed_results():
     ("atlas", '{"format": 2, "environment": {}, "transformers": "4", "workers": 2, "timeout_s": 300, '
               '"max_params": 1, "discovery_seconds": 1, "seconds": 1, "without_counterpart": [], '
               '"pairs": [{"table": "torchvision", "candidate": "a", "reference": "b"}, 3]}',
-     "pairs[0] (no outcome); pairs[1] (not an object)"),
+     "pairs[0] (no outcome, how, timm_tags); pairs[1] (not an object)"),
+    # every record has its keys, but a verified one lacks its report: named, not a KeyError in the page
+    ("atlas", '{"format": 2, "environment": {}, "transformers": "4", "workers": 2, "timeout_s": 300, '
+              '"max_params": 1, "discovery_seconds": 1, "seconds": 1, "without_counterpart": [], '
+              '"pairs": [{"table": "torchvision", "candidate": "torchvision:a", "reference": "timm:b", '
+              '"outcome": "ran", "how": "name", "timm_tags": []}]}',
+     "not atlas results as this code writes them (KeyError: 'report')"),
 ])
 def test_saved_results_of_another_format_are_a_one_line_error(tmp_path, capsys, page, content, says):
     """Quick mode reads a page's saved results; a file an older version wrote is named, with how to re-make it."""

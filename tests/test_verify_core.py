@@ -520,6 +520,78 @@ def test_a_rate_a_modules_forward_is_given_by_keyword_is_found_compared_and_turn
     assert report.levels["train step"].holds is False and report.first_divergence == "blocks.3.bn", str(report)
 
 
+class _HandedDropout(nn.Module):
+    """A module handed its dropout rate by keyword, which it passes on to ``F.dropout``: one stochastic layer."""
+
+    def forward(self, x, dropout=0.0):
+        return F.dropout(x, dropout, self.training)
+
+
+class _HeadWithHandedDropout(nn.Module):
+    def __init__(self, handed: bool) -> None:
+        super().__init__()
+        self.conv, self.fc, self.handed = nn.Conv2d(3, 4, 3), nn.Linear(4, 5), handed
+        self.drop = _HandedDropout() if handed else nn.Dropout(0.1)
+
+    def forward(self, x):
+        x = self.conv(x).mean((2, 3))
+        return self.fc(self.drop(x, dropout=0.1) if self.handed else self.drop(x))
+
+
+def test_a_rate_handed_to_a_forward_that_passes_it_to_dropout_is_one_layer_not_two():
+    report = verify(_HeadWithHandedDropout(handed=True), _HeadWithHandedDropout(handed=False), input_size=SIZE)
+    assert report.bit_exact and report.levels["stochastic configuration"].holds, str(report)
+    assert [layer.rate for layer in report.stochastic_candidate if layer.acts] == [0.1]
+
+
+class _SharedBlockTwice(RateByKeyword):
+    """One block applied twice, handed a rate each time: two applications, as a DropPath inside it called twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([_RateByKeywordBlock()])
+
+    def forward(self, x):
+        x = self.stem(x)
+        for _ in range(2):
+            x = self.blocks[0](x, drop_connect_rate=self.rate[0])
+        return self.head(x.mean((2, 3)))
+
+
+class _SharedDropPathTwice(RateInDropPath):
+    def __init__(self, rate: float = 0.2) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([_DropPathBlock(rate)])
+
+    def forward(self, x):
+        x = self.stem(x)
+        for _ in range(2):
+            x = self.blocks[0](x)
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_rate_handed_to_a_block_applied_twice_counts_twice():
+    report = verify(_SharedBlockTwice(), _SharedDropPathTwice(), input_size=SIZE)
+    stochastic = report.levels["stochastic configuration"]
+    assert report.bit_exact and stochastic.holds, str(report)
+    assert "forward(drop_connect_rate) in _RateByKeywordBlock 0.2 x2" in stochastic.detail
+
+
+@pytest.mark.parametrize("args, kwargs, shape, unit", [
+    (((2, 1, 1, 1),), {}, (2, 8, 4, 4), "whole samples"),
+    ((), {"size": (2, 1, 1, 1)}, (2, 8, 4, 4), "whole samples"),
+    ((2, 8, 1, 1), {}, (2, 8, 4, 4), "whole channels"),
+    (([2, 8, 4, 4],), {}, (2, 8, 4, 4), "single values"),
+    (((1, 1, 1, 1),), {}, (1, 8, 4, 4), ""),  # one sample: per sample and per batch are one draw
+    (((3, 1, 1, 1),), {}, (2, 8, 4, 4), ""),  # not the input's batch
+    (((2, 1, 4, 1),), {}, (2, 8, 4, 4), ""),  # another pattern: not named
+])
+def test_what_a_mask_drawn_for_the_purpose_drops_is_read_off_its_size(args, kwargs, shape, unit):
+    from repro.verify._stochastic import _drawn_unit
+
+    assert _drawn_unit(torch.rand, args, kwargs, shape) == unit
+
+
 def test_a_train_step_random_draws_may_explain_is_undecided_not_different():
     """A drop-connect no rate attribute turns off, against the same drop-connect as a DropPath (turned off) or
     against none: the train step differs, but the draws may be the whole difference; the eval function is

@@ -157,3 +157,15 @@ def test_tensors_of_another_kind_of_number_are_refused_not_cast(tmp_path, traine
     assert_state_unchanged(model, before)
     torch.save({k: v.double() if v.is_floating_point() else v for k, v in trained_state.items()}, path)
     load_weights_file(model, path)
+
+
+def test_a_refusal_without_torchs_marked_reason_still_leaves_out_its_advice():
+    from reference.weights import _refusal_reason
+
+    advice = ("Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely "
+              "succeed, but it can result in arbitrary code execution. Do it only if you got the file from a trusted "
+              "source.")
+    assert _refusal_reason(pickle.UnpicklingError(f"{advice}\nunexpected opcode")) == "unexpected opcode"
+    assert _refusal_reason(pickle.UnpicklingError(advice)) == "unpickling refused"
+    marked = f"{advice}\nWeightsUnpickler error: \n\nUnsupported operand 149\n\nCheck the documentation"
+    assert _refusal_reason(pickle.UnpicklingError(marked)) == "Unsupported operand 149"

@@ -50,7 +50,7 @@ import repro
 from repro.environment import environment
 from repro.flops import build_on_meta_or_none
 from repro.report.base import (
-    ATLAS_MAX_PARAMS, ATLAS_TIMEOUT_S, Options, Page, ReportError, Table, read_results,
+    ATLAS_MAX_PARAMS, ATLAS_TIMEOUT_S, Options, Page, ReportError, Table, built_from, read_results,
 )
 
 RESOLUTIONS = (64, 128)  # tried in order before a model's native resolution: the smallest both models run at
@@ -689,9 +689,10 @@ def build(options: Options) -> Page:
         return build_page(results, "Run by `python -m repro.report --pages atlas --full`"
                           + (f" (pairs {' '.join(options.atlas_pairs)})." if options.atlas_pairs != ("*",) else "."))
     if options.atlas_results.is_file():
-        return build_page(read_results(options.atlas_results, "atlas", RESULTS_FORMAT, RERUN, RESULTS_FIELDS,
-                                       ("pairs", ("table", "candidate", "reference", "outcome"))),
-                          f"Read from `{options.atlas_results}` (re-run: `--pages atlas --full`).")
+        results = read_results(options.atlas_results, "atlas", RESULTS_FORMAT, RERUN, RESULTS_FIELDS,
+                               ("pairs", ("table", "candidate", "reference", "outcome", "how", "timm_tags")))
+        with built_from(options.atlas_results, "atlas", RERUN):
+            return build_page(results, f"Read from `{options.atlas_results}` (re-run: `--pages atlas --full`).")
     results = run_atlas(QUICK_SUBSET, progress=_stderr)
     return build_page(results, "Quick mode without committed results: a subset only.")
 

@@ -11,6 +11,7 @@ import importlib
 import json
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -70,6 +71,18 @@ def read_results(path: Path, kind: str, results_format: int, rerun: str,
         raise ReportError(f"{path}: not {kind} results as this code writes them: {'; '.join(wrong)}; "
                           f"re-make them with `{rerun}`")
     return results
+
+
+@contextmanager
+def built_from(path: Path, kind: str, rerun: str):
+    """Around building a page from saved results that passed ``read_results``: a field deeper in them that is
+    missing or of another type (a record's ``report``, the environment's ``date``) is a one-line ``ReportError``
+    naming it, not a traceback."""
+    try:
+        yield
+    except (KeyError, TypeError, IndexError) as err:
+        raise ReportError(f"{path}: not {kind} results as this code writes them ({type(err).__name__}: {err}); "
+                          f"re-make them with `{rerun}`") from None
 
 
 @dataclass

@@ -38,7 +38,8 @@ from tqdm import tqdm
 from repro.bench import BenchCase, measure_interleaved
 from repro.environment import environment
 from repro.registry import MODELS, references_for
-from repro.report.base import DEFAULT_RUNTIMES_RESULTS, MAX_PAGE_COLUMNS, Options, Page, Table, read_results
+from repro.report.base import (DEFAULT_RUNTIMES_RESULTS, MAX_PAGE_COLUMNS, Options, Page, Table, built_from,
+                               read_results)
 from repro.report.latency import _round_ratios, _spread, goal_verdict
 from repro.report.measure import model_stats, torchvision_builder
 from repro.seed import SEED_BENCHMARK_MODELS
@@ -311,10 +312,11 @@ def build(options: Options) -> Page | None:
                           "by `python -m repro.report --pages runtimes`")
     if not options.runtimes_results.is_file():
         return None
-    results = read_results(options.runtimes_results, "runtimes", RESULTS_FORMAT,
-                           "python -m repro.report --pages runtimes", RESULTS_FIELDS,
+    rerun = "python -m repro.report --pages runtimes"
+    results = read_results(options.runtimes_results, "runtimes", RESULTS_FORMAT, rerun, RESULTS_FIELDS,
                            ("measurements", ("model", "resolution", "runtime", "implementation", "median_ms", "iqr_ms",
                                              "runs", "round_medians_ms", "setup_s")))
     models = set(options.selected(m["model"] for m in results["measurements"]))
     results["measurements"] = [m for m in results["measurements"] if m["model"] in models]
-    return build_page(results, f"read from `{options.runtimes_results}`; re-measure with `--pages runtimes`")
+    with built_from(options.runtimes_results, "runtimes", rerun):
+        return build_page(results, f"read from `{options.runtimes_results}`; re-measure with `--pages runtimes`")

@@ -18,6 +18,8 @@ of a ReLU), and the loss is recorded step by step. Three starting points:
 from __future__ import annotations
 
 
+from dataclasses import dataclass
+
 import pandas as pd
 import torch
 from torch import nn
@@ -27,6 +29,7 @@ from repro.models.cifar_resnet import CifarBlock
 from repro.plotting import png_bytes, subplots
 
 VARIANTS = ("plain", "residual", "residual, gamma 0")
+DATA_SEED_OFFSET = 10_000  # the inputs of seed s come from generator seed DATA_SEED_OFFSET + s
 
 
 def make_blocks(variant: str, channels: int, blocks: int) -> nn.Sequential:
@@ -79,7 +82,9 @@ def identity_fit(
     torch.manual_seed(seed)
     stack = make_blocks(variant, channels, blocks).train()
     optimizer = torch.optim.Adam(stack.parameters(), lr=lr)
-    data = torch.Generator().manual_seed(seed + 1)  # the same inputs for every variant
+    # The same inputs for every variant, from a stream no seed's initialization uses (seed + 1 would be the next
+    # seed's weights: the runs would share random numbers).
+    data = torch.Generator().manual_seed(DATA_SEED_OFFSET + seed)
     held_out = torch.randn(4 * batch, channels, size, size, generator=data).clamp(min=0)
     rows = []
     for step in range(steps + 1):
@@ -158,13 +163,24 @@ def over_seeds(per_seed: pd.DataFrame, steps: int, threshold: float = 0.01) -> p
     return pd.DataFrame(rows)
 
 
-def residual_below_plain(per_seed: pd.DataFrame, steps: int) -> dict[int, tuple[int, int]]:
-    """Per depth: in how many seeds the residual stack ends with a lower train-mode relative MSE than the plain
-    one (the same inputs, so each seed is one paired comparison), out of how many seeds."""
+@dataclass(frozen=True)
+class SeedOrder:
+    """At one depth, over the seeds (each a paired comparison: the same inputs, and the same weights in the layers
+    the two variants share): in how many the residual stack ends with the lower train-mode relative MSE, in how
+    many the plain one does (a tie is neither), out of how many."""
+
+    residual_lower: int
+    plain_lower: int
+    seeds: int
+
+
+def residual_below_plain(per_seed: pd.DataFrame, steps: int) -> dict[int, SeedOrder]:
+    """``SeedOrder`` per depth."""
     final = f"relative MSE after {steps} steps (train mode)"
     wide = per_seed.pivot_table(index=["blocks", "seed"], columns="variant", values=final)
-    below = (wide["residual"] < wide["plain"]).groupby(level="blocks")
-    return {int(blocks): (int(hits.sum()), len(hits)) for blocks, hits in below}
+    return {int(blocks): SeedOrder(int((group["residual"] < group["plain"]).sum()),
+                                   int((group["plain"] < group["residual"]).sum()), len(group))
+            for blocks, group in wide.groupby(level="blocks")}
 
 
 def plot_identity(curves: pd.DataFrame) -> bytes:

@@ -50,16 +50,17 @@ from repro.verify._trace import MODEL_FAILURES, DropoutCallsOff, Recorder, Sink,
 # The attributes a stochastic layer keeps its rate in. A module's "p" counts only where the
 # module is a torch dropout module or has another sign of being a drop layer (a "mode").
 RATE_ATTRIBUTES = ("drop_prob", "drop_rate", "drop_connect_rate", "dropout_rate", "dropout")
-# The keyword arguments a module's forward is given a rate in (EfficientNet-PyTorch's blocks take
-# ``drop_connect_rate=`` from the model, which schedules it per block).
+# The parameter names a module's forward is given a rate under, by keyword or by position (EfficientNet-PyTorch's
+# blocks take ``drop_connect_rate=`` from the model, which schedules it per block).
 RATE_KEYWORDS = (*RATE_ATTRIBUTES, "drop_path_rate")
 
 
 @functools.lru_cache(maxsize=None)
 def _positional_names(forward: Callable) -> tuple[str, ...]:
-    """The names of a forward function's positional parameters after ``self``, in order, up to ``*args``."""
+    """The names of the positional parameters of ``forward`` as called (a bound method: ``self`` excluded), in
+    order, up to ``*args``."""
     try:
-        parameters = list(inspect.signature(forward).parameters.values())[1:]
+        parameters = inspect.signature(forward).parameters.values()
     except (TypeError, ValueError):  # a builtin or C forward: no signature to read
         return ()
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -67,10 +68,21 @@ def _positional_names(forward: Callable) -> tuple[str, ...]:
                            (p.name if p.kind in positional else None for p in parameters)))
 
 
+_cached_positional_names = functools.lru_cache(maxsize=None)(_positional_names)
+
+
 def forward_rates(module: nn.Module, args: tuple, kwargs: Mapping[str, Any]) -> dict[str, tuple[int | None, float]]:
     """The rates above zero a forward call is given under a known name (``RATE_KEYWORDS``, float values alone), by
-    keyword or by position (read off the forward's signature): name -> (position, or None for a keyword; rate)."""
-    named = zip(_positional_names(type(module).forward), args)
+    keyword or by position (read off the signature of the forward the call runs, an instance's own included):
+    name -> (position, or None for a keyword; rate)."""
+    if len(args) > 1 and any(type(a) is float for a in args):
+        forward = module.forward
+        function = getattr(forward, "__func__", None)  # a method's signature is its class's: read once
+        names = (_cached_positional_names(function)[1:] if function is not None and inspect.ismethod(forward)
+                 else _positional_names(forward))
+    else:
+        names = ()
+    named = zip(names, args)
     given = {name: (i, value) for i, (name, value) in enumerate(named)}
     given.update({name: (None, value) for name, value in kwargs.items()})
     return {name: (i, value) for name, (i, value) in given.items()
@@ -86,7 +98,7 @@ class StochasticLayer:
     acts: bool = True  # False: a container's rate that the container itself never applies (see above)
     unit: str = ""  # what one draw drops (``dropped_unit``: "single values", "whole channels", ...); "" unknown
     # A rate found at a call: a dropout call the module makes (the function: "dropout"), or the module's own forward
-    # given it as a keyword argument ("forward"); "" for an attribute.
+    # given it, by keyword or by position ("forward"); "" for an attribute.
     call: str = ""
 
     @property
@@ -113,7 +125,9 @@ def stochastic_layers(model: nn.Module, x: torch.Tensor | None = None, seed: int
     (run where such a rate is found, or ``probe``): a rate kept on a module with child modules is marked idle
     (``acts=False``) unless that module draws random numbers itself; each layer's ``unit``, what one of its draws
     drops (``dropped_unit``), where it is seen; each dropout call made at a rate no such attribute of its module
-    holds, a layer of its own (``call``: found at the call, one per call made); and the layers in the order they
+    holds, a layer of its own (``call``: found at the call, one per call made); each rate a module's forward is
+    given under a known name and neither keeps nor hands to such a call, one per call, acting where the module
+    draws (``call="forward"``, its unit read off the size its mask is drawn at); and the layers in the order they
     draw (a model's own head dropout draws last, though the model comes first in module order), the layers not seen
     drawing after them in module order. Without ``x``, module order."""
     layers = [StochasticLayer(name, type(module).__name__, attr, getattr(module, attr))
@@ -139,12 +153,15 @@ def stochastic_layers(model: nn.Module, x: torch.Tensor | None = None, seed: int
     placed += [((seq, -1), StochasticLayer(where, type(model.get_submodule(where)).__name__, argument, rate,
                                            unit=_unit_of_call(call, rate, seed), call=function))
                for where, function, argument, rate, call, seq in draws.dropouts if (where, rate) not in kept]
-    # A rate a module's forward is given: it acts where that module draws random numbers itself (EfficientNet-
-    # PyTorch passes every block its drop-connect rate; a block without a residual never uses it).
+    # A rate a module's forward is given, once per call: it acts where that module draws random numbers itself
+    # (EfficientNet-PyTorch passes every block its drop-connect rate; a block without a residual never uses it).
+    # A rate the module also keeps, or also hands to a dropout call, is that layer already: not listed twice.
+    listed = kept | {(where, rate) for where, _, _, rate, _, _ in draws.dropouts}
     placed += [((draws.first.get(where, math.inf), -2), StochasticLayer(
                    where, type(model.get_submodule(where)).__name__, keyword, rate, acts=where in draws.first,
                    unit=draws.units.get(where, ""), call="forward"))
-               for where, given in draws.forward_rates.items() for keyword, (_, rate) in given.items()]
+               for where, given in draws.forward_rates for keyword, (_, rate) in given.items()
+               if (where, rate) not in listed]
     return [layer for _, layer in sorted(placed, key=lambda placed: placed[0])]
 
 
@@ -159,8 +176,8 @@ class _Draws(Sink):
         self.calls: dict[str, tuple[Callable, tuple, dict]] = {}
         self.dropouts: list[tuple[str, str, str, float, tuple[Callable, tuple, dict], int]] = []
         self.inputs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
-        # each module's first forward call's rates (``forward_rates``)
-        self.forward_rates: dict[str, dict[str, tuple[int | None, float]]] = {}
+        # every forward call given rates, in order: the module, its rates (``forward_rates``)
+        self.forward_rates: list[tuple[str, dict[str, tuple[int | None, float]]]] = []
         self.units: dict[str, str] = {}  # what a module's first draw made for the purpose drops (``_drawn_unit``)
         self._seq = 0
 
@@ -213,15 +230,16 @@ def _draws(model: nn.Module, x: torch.Tensor, stochastic: set[str]) -> _Draws:
 
     def keep_rates(name: str, module: nn.Module, args: tuple, kwargs: dict) -> None:
         given = forward_rates(module, args, kwargs)
-        if given and name not in sink.forward_rates:
-            sink.forward_rates[name] = given
+        if given:
+            sink.forward_rates.append((name, given))
             keep_input(name, module, args)
 
-    hooks = [model.get_submodule(name).register_forward_pre_hook(functools.partial(keep_input, name))
-             for name in stochastic]
-    hooks += [module.register_forward_pre_hook(functools.partial(keep_rates, name), with_kwargs=True)
-              for name, module in _hookable(model)]
+    hooks = []
     try:
+        hooks += [model.get_submodule(name).register_forward_pre_hook(functools.partial(keep_input, name))
+                  for name in stochastic]
+        hooks += [module.register_forward_pre_hook(functools.partial(keep_rates, name), with_kwargs=True)
+                  for name, module in _hookable(model)]
         with torch.random.fork_rng(devices=[]):
             Recorder(model.train(), sink).run(x)
     finally:
@@ -348,12 +366,11 @@ def _unit_of(draw: Callable[[torch.Tensor], Any], shape: tuple[int, ...], dtype:
 def rates_off(model: nn.Module, layers: list[StochasticLayer]):
     """Each layer's rate set to zero while the block runs (idle rates too, which changes nothing), then given
     back; every dropout call made at rate zero (``DropoutCallsOff``, yielded: what it turned off), and every rate
-    a module's forward is given as a keyword (``RATE_KEYWORDS``) given as zero, listed in the same ``turned_off``:
-    for train-mode passes alone (see the module docstring)."""
+    a module's forward is given under a known name (``RATE_KEYWORDS``, by keyword or by position) given as zero,
+    listed in the same ``turned_off`` (whether it is empty tells the caller to look for rates at the calls): for
+    train-mode passes alone (see the module docstring)."""
     held = [(model.get_submodule(layer.module), layer.attribute) for layer in layers if not layer.call]
     rates = [getattr(module, attribute) for module, attribute in held]
-    for module, attribute in held:
-        setattr(module, attribute, 0.0)
     calls = DropoutCallsOff()
 
     def zero_rates(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
@@ -365,8 +382,11 @@ def rates_off(model: nn.Module, layers: list[StochasticLayer]):
         return (tuple(0.0 if i in at else a for i, a in enumerate(args)),
                 {k: 0.0 if k in given else v for k, v in kwargs.items()})
 
-    hooks = [module.register_forward_pre_hook(zero_rates, with_kwargs=True) for _, module in _hookable(model)]
+    hooks = []
     try:
+        for module, attribute in held:
+            setattr(module, attribute, 0.0)
+        hooks += [module.register_forward_pre_hook(zero_rates, with_kwargs=True) for _, module in _hookable(model)]
         with calls:
             yield calls
     finally:
@@ -387,8 +407,9 @@ def _drawn_unit(func: Callable, args: tuple, kwargs: dict, shape: tuple[int, ...
     dropout of data) can drop of an input of ``shape``: one number per sample ("whole samples"), per channel of a
     sample ("whole channels") or per value ("single values"), read off the size it is drawn at; "" where that size
     is not an input's (batch first) or is not given as the call's sizes."""
-    sizes = args[0] if args and isinstance(args[0], (tuple, list, torch.Size)) else args
-    if not sizes or not all(type(s) is int for s in sizes) or len(sizes) != len(shape) or sizes[0] != shape[0]:
+    sizes = kwargs.get("size", args[0] if args and isinstance(args[0], (tuple, list, torch.Size)) else args)
+    if not sizes or not all(type(s) is int for s in sizes) or len(sizes) != len(shape) or sizes[0] != shape[0] \
+            or shape[0] == 1:  # one sample: a draw per sample is a draw for the whole batch, not told apart
         return ""
     drawn = [s == full for s, full in zip(sizes, shape)]
     kept_whole = [s == 1 for s in sizes[1:]]
